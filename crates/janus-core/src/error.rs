@@ -1,0 +1,104 @@
+//! The error type shared by every janus crate that reads files.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while reading a Janus config or checkpoint.
+///
+/// Every variant names the file involved and, where it applies, the tensor key
+/// and both shapes, so a user can tell at once what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config file is malformed or holds an unsupported value.
+    #[error("invalid config {path}: field `{field}`: {reason}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted path of the field, e.g. `language_config.hidden_size`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A checkpoint file is malformed (bad header, truncated data, corrupt zip, ...).
+    #[error("invalid checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The weight file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("checkpoint {path}: missing tensor `{key}` (expected shape {expected:?})")]
+    MissingTensor {
+        /// The checkpoint (file or directory).
+        path: PathBuf,
+        /// The missing key.
+        key: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+    },
+    /// A tensor has a different shape from the one the config implies.
+    #[error(
+        "checkpoint {path}: tensor `{key}` has shape {found:?}, the config implies {expected:?}"
+    )]
+    ShapeMismatch {
+        /// The file holding the tensor.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// The checkpoint holds tensors the model does not know.
+    #[error("checkpoint {path}: {} unexpected tensor(s): {}", keys.len(), keys.join(", "))]
+    UnexpectedTensors {
+        /// The checkpoint (file or directory).
+        path: PathBuf,
+        /// The unknown keys.
+        keys: Vec<String>,
+    },
+    /// A tensor is stored with a dtype that cannot be converted to a float weight.
+    #[error("checkpoint {path}: tensor `{key}` has unsupported dtype {dtype}")]
+    UnsupportedDType {
+        /// The file holding the tensor.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// A user-supplied value is out of range (bad argument, bad code, bad image size).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Shorthand for results carrying [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Checkpoint`].
+    pub fn checkpoint(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::Checkpoint {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

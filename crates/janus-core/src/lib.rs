@@ -1,0 +1,30 @@
+//! Shared foundations of janus-rs: config parsing, checkpoint reading and the
+//! neural-network building blocks (linear, norms, attention, MLP) that every
+//! Janus module is made of. Everything is generic over Burn's [`Backend`](burn::prelude::Backend).
+//!
+//! ```no_run
+//! use burn::backend::Flex;
+//! use burn::tensor::DType;
+//! use janus_core::{Checkpoint, JanusConfig, Weights};
+//!
+//! # fn main() -> janus_core::Result<()> {
+//! let config = JanusConfig::from_file("model/config.json")?;
+//! let ckpt = Checkpoint::open("model")?; // safetensors or pytorch_model.bin, sharded or not
+//! let weights = Weights::<Flex>::new(&ckpt, &Default::default(), DType::F32);
+//! let norm = weights.tensor("language_model.model.norm.weight", [config.language.hidden_size])?;
+//! # Ok(()) }
+//! ```
+
+pub mod checkpoint;
+pub mod config;
+mod error;
+pub mod nn;
+pub mod weights;
+
+pub use checkpoint::{Checkpoint, StoredDType, TensorInfo};
+pub use config::{
+    GenEmbedConfig, GenHeadConfig, JanusConfig, LlamaConfig, ProjectorConfig, VisionConfig,
+    VqConfig,
+};
+pub use error::{Error, Result};
+pub use weights::{KNOWN_UNUSED, KeyPattern, Weights};

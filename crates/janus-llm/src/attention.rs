@@ -1,0 +1,85 @@
+use burn::prelude::*;
+use janus_core::config::LlamaConfig;
+use janus_core::nn::{AttentionMask, Linear, scaled_dot_product_attention};
+use janus_core::{Result, Weights};
+
+use crate::rope::Rope;
+
+/// Multi-head (or grouped-query) causal self-attention without biases.
+#[derive(Debug, Clone)]
+pub struct LlamaAttention<B: Backend> {
+    /// `q_proj`.
+    pub q_proj: Linear<B>,
+    /// `k_proj`.
+    pub k_proj: Linear<B>,
+    /// `v_proj`.
+    pub v_proj: Linear<B>,
+    /// `o_proj`.
+    pub o_proj: Linear<B>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl<B: Backend> LlamaAttention<B> {
+    pub(crate) fn load(w: &Weights<B>, prefix: &str, c: &LlamaConfig) -> Result<Self> {
+        let (h, q, kv) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+        );
+        Ok(Self {
+            q_proj: Linear::load(w, &format!("{prefix}.q_proj"), h, q, false)?,
+            k_proj: Linear::load(w, &format!("{prefix}.k_proj"), h, kv, false)?,
+            v_proj: Linear::load(w, &format!("{prefix}.v_proj"), h, kv, false)?,
+            o_proj: Linear::load(w, &format!("{prefix}.o_proj"), q, h, false)?,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+        })
+    }
+
+    fn split_heads(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+        let [b, t, _] = x.dims();
+        x.reshape([b, t, heads, self.head_dim]).swap_dims(1, 2)
+    }
+
+    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let rep = self.heads / self.kv_heads;
+        if rep == 1 {
+            return x;
+        }
+        let [b, h, t, d] = x.dims();
+        x.unsqueeze_dim::<5>(2)
+            .expand([b, h, rep, t, d])
+            .reshape([b, h * rep, t, d])
+    }
+
+    pub(crate) fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: (&Tensor<B, 4>, &Tensor<B, 4>),
+        mask: &AttentionMask<B>,
+        cache: &mut crate::KvCache<B>,
+        layer: usize,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let q = self.split_heads(self.q_proj.forward(x.clone()), self.heads);
+        let k = self.split_heads(self.k_proj.forward(x.clone()), self.kv_heads);
+        let v = self.split_heads(self.v_proj.forward(x), self.kv_heads);
+        let q = Rope::apply(q, rope.0, rope.1);
+        let k = Rope::apply(k, rope.0, rope.1);
+        let (k, v) = cache.append(layer, k, v);
+        let out = scaled_dot_product_attention(
+            q,
+            self.repeat_kv(k),
+            self.repeat_kv(v),
+            mask.clone(),
+            1.0 / (self.head_dim as f64).sqrt(),
+        );
+        self.o_proj.forward(
+            out.swap_dims(1, 2)
+                .reshape([b, t, self.heads * self.head_dim]),
+        )
+    }
+}

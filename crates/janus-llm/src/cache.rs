@@ -1,0 +1,118 @@
+//! The key/value cache of a generation session, with the per-row padding mask.
+
+use burn::prelude::*;
+
+/// Keys and values of every layer for a batch, preallocated and filled in place,
+/// plus which positions of each row are real tokens (left padding is `false`).
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    batch: usize,
+    len: usize,
+    capacity: usize,
+    keep: Vec<Vec<bool>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for `layers` layers and `batch` rows; `capacity` positions are
+    /// allocated on first use (it grows if a longer sequence arrives).
+    pub fn new(layers: usize, batch: usize, capacity: usize) -> Self {
+        Self {
+            layers: vec![None; layers],
+            batch,
+            len: 0,
+            capacity: capacity.max(1),
+            keep: vec![Vec::new(); batch],
+        }
+    }
+
+    /// Rows in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether any cached position is padding.
+    pub fn has_padding(&self) -> bool {
+        self.keep.iter().any(|row| row.iter().any(|k| !k))
+    }
+
+    /// Per row: `true` for real tokens.
+    pub fn keep(&self) -> &[Vec<bool>] {
+        &self.keep
+    }
+
+    /// Records the padding flags of `t` new positions (`batch * t`, row-major) and
+    /// returns their HF position ids: `cumsum(mask) - 1`, with padding at 1.
+    pub(crate) fn push_positions(&mut self, flags: &[bool], t: usize) -> Vec<i64> {
+        let mut positions = Vec::with_capacity(flags.len());
+        for (row, chunk) in self.keep.iter_mut().zip(flags.chunks(t)) {
+            let mut seen = row.iter().filter(|k| **k).count() as i64;
+            for &k in chunk {
+                seen += k as i64;
+                positions.push(if k { seen - 1 } else { 1 });
+            }
+            row.extend_from_slice(chunk);
+        }
+        positions
+    }
+
+    /// Writes `k`/`v` `[B, H, T, D]` of `layer` after the cached positions and returns
+    /// all keys and values so far.
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, h, t, d] = k.dims();
+        let end = self.len + t;
+        let slot = &mut self.layers[layer];
+        let (mut ck, mut cv) = match slot.take() {
+            Some((ck, cv)) if ck.dims()[2] >= end => (ck, cv),
+            old => {
+                let cap = end
+                    .max(self.capacity)
+                    .max(old.as_ref().map_or(0, |(c, _)| 2 * c.dims()[2]));
+                self.capacity = cap;
+                let ck = Tensor::zeros([b, h, cap, d], (&k.device(), k.dtype()));
+                let cv = Tensor::zeros([b, h, cap, d], (&v.device(), v.dtype()));
+                match old {
+                    Some((ok, ov)) if self.len > 0 => (
+                        ck.slice_assign(
+                            [0..b, 0..h, 0..self.len, 0..d],
+                            ok.slice([0..b, 0..h, 0..self.len, 0..d]),
+                        ),
+                        cv.slice_assign(
+                            [0..b, 0..h, 0..self.len, 0..d],
+                            ov.slice([0..b, 0..h, 0..self.len, 0..d]),
+                        ),
+                    ),
+                    _ => (ck, cv),
+                }
+            }
+        };
+        ck = ck.slice_assign([0..b, 0..h, self.len..end, 0..d], k);
+        cv = cv.slice_assign([0..b, 0..h, self.len..end, 0..d], v);
+        let out = (
+            ck.clone().slice([0..b, 0..h, 0..end, 0..d]),
+            cv.clone().slice([0..b, 0..h, 0..end, 0..d]),
+        );
+        *slot = Some((ck, cv));
+        out
+    }
+
+    /// Marks `t` positions as written (after every layer has appended them).
+    pub(crate) fn advance(&mut self, t: usize) {
+        self.len += t;
+    }
+}

@@ -1,0 +1,40 @@
+//! The Llama language backbone of Janus, generic over Burn's [`Backend`](burn::prelude::Backend).
+//!
+//! HF-compatible numerics: RMSNorm statistics in f32, `rotate_half` RoPE with f32
+//! tables, SwiGLU MLP, MHA or GQA, untied `lm_head`. It runs from `inputs_embeds`
+//! (so image features can be spliced in), keeps a [`KvCache`], and handles
+//! left-padded batches the way HF derives positions and masks.
+//!
+//! ```no_run
+//! use burn::backend::Flex;
+//! use burn::prelude::*;
+//! use burn::tensor::DType;
+//! use janus_core::{Checkpoint, JanusConfig, Weights};
+//! use janus_llm::Llama;
+//!
+//! # fn main() -> janus_core::Result<()> {
+//! let device = Default::default();
+//! let config = JanusConfig::from_file("model/config.json")?;
+//! let ckpt = Checkpoint::open("model")?;
+//! let llm = Llama::<Flex>::load(&Weights::new(&ckpt, &device, DType::F32), &config.language)?;
+//!
+//! let ids = Tensor::<Flex, 2, Int>::from_data([[1, 2, 3]], &device);
+//! let mut cache = llm.new_cache(1, 64);
+//! let hidden = llm.forward(llm.embed(ids), None, &mut cache); // prefill
+//! let logits = llm.logits(hidden); // [1, 3, vocab]
+//! # Ok(()) }
+//! ```
+
+mod attention;
+mod cache;
+mod layer;
+mod mlp;
+mod model;
+mod rope;
+
+pub use attention::LlamaAttention;
+pub use cache::KvCache;
+pub use layer::DecoderLayer;
+pub use mlp::LlamaMlp;
+pub use model::Llama;
+pub use rope::Rope;

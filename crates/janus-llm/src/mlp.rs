@@ -1,0 +1,31 @@
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use janus_core::nn::Linear;
+use janus_core::{Result, Weights};
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct LlamaMlp<B: Backend> {
+    /// `gate_proj`.
+    pub gate_proj: Linear<B>,
+    /// `up_proj`.
+    pub up_proj: Linear<B>,
+    /// `down_proj`.
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> LlamaMlp<B> {
+    pub(crate) fn load(w: &Weights<B>, prefix: &str, hidden: usize, inter: usize) -> Result<Self> {
+        Ok(Self {
+            gate_proj: Linear::load(w, &format!("{prefix}.gate_proj"), hidden, inter, false)?,
+            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), hidden, inter, false)?,
+            down_proj: Linear::load(w, &format!("{prefix}.down_proj"), inter, hidden, false)?,
+        })
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}

@@ -1,0 +1,142 @@
+use burn::prelude::*;
+use burn::tensor::{Bool, TensorData};
+use janus_core::config::LlamaConfig;
+use janus_core::nn::{AttentionMask, Embedding, Linear, RmsNorm};
+use janus_core::{Result, Weights};
+
+use crate::KvCache;
+use crate::layer::DecoderLayer;
+use crate::rope::Rope;
+
+/// The Llama language model of Janus (`language_model.*` in the checkpoint):
+/// token embedding, decoder layers, final RMSNorm and the untied `lm_head`.
+#[derive(Debug, Clone)]
+pub struct Llama<B: Backend> {
+    /// `model.embed_tokens`.
+    pub embed_tokens: Embedding<B>,
+    /// `model.layers.N`.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// `model.norm`.
+    pub norm: RmsNorm<B>,
+    /// `lm_head` (untied from the embedding).
+    pub lm_head: Linear<B>,
+    rope: Rope,
+    config: LlamaConfig,
+}
+
+impl<B: Backend> Llama<B> {
+    /// Checkpoint prefix of the language model.
+    pub const PREFIX: &'static str = "language_model";
+
+    /// Loads `language_model.model.*` and `language_model.lm_head.weight`.
+    pub fn load(w: &Weights<B>, config: &LlamaConfig) -> Result<Self> {
+        let p = Self::PREFIX;
+        let c = config;
+        Ok(Self {
+            embed_tokens: Embedding::load(
+                w,
+                &format!("{p}.model.embed_tokens"),
+                c.vocab_size,
+                c.hidden_size,
+            )?,
+            layers: (0..c.num_hidden_layers)
+                .map(|i| DecoderLayer::load(w, &format!("{p}.model.layers.{i}"), c))
+                .collect::<Result<_>>()?,
+            norm: RmsNorm::load(w, &format!("{p}.model.norm"), c.hidden_size, c.rms_norm_eps)?,
+            lm_head: Linear::load(
+                w,
+                &format!("{p}.lm_head"),
+                c.hidden_size,
+                c.vocab_size,
+                false,
+            )?,
+            rope: Rope::new(c.head_dim, c.rope_theta),
+            config: c.clone(),
+        })
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// An empty KV cache for `batch` rows with room for `capacity` positions.
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
+        KvCache::new(self.layers.len(), batch, capacity)
+    }
+
+    /// Token ids `[B, T]` to embeddings `[B, T, H]`.
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.embed_tokens.forward(ids)
+    }
+
+    /// Runs the decoder on `embeds [B, T, H]` after what `cache` holds, appends the new
+    /// keys and values to it, and returns the final-normed hidden states `[B, T, H]`.
+    ///
+    /// `padding` flags the new positions (`B*T`, row-major): `true` for real tokens,
+    /// `false` for left padding. `None` means all real. Positions follow HF:
+    /// `cumsum(mask) - 1`, continuing from the cache; padded keys are masked.
+    ///
+    /// # Panics
+    /// If the batch differs from the cache's or `padding` has the wrong length.
+    pub fn forward(
+        &self,
+        embeds: Tensor<B, 3>,
+        padding: Option<&[bool]>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = embeds.dims();
+        assert_eq!(
+            b,
+            cache.batch(),
+            "batch of {b} rows but the cache was made for {}",
+            cache.batch()
+        );
+        let all_real;
+        let flags = match padding {
+            Some(f) => {
+                assert_eq!(f.len(), b * t, "padding flags must cover B*T positions");
+                f
+            }
+            None => {
+                all_real = vec![true; b * t];
+                &all_real
+            }
+        };
+        let device = embeds.device();
+        let positions = cache.push_positions(flags, t);
+        let (cos, sin) = self
+            .rope
+            .tables::<B>(&positions, b, &device, embeds.dtype());
+        let mask = self.mask(cache, b, t, &device);
+        let mut x = embeds;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, (&cos, &sin), &mask, cache, i);
+        }
+        cache.advance(t);
+        self.norm.forward(x)
+    }
+
+    fn mask(&self, cache: &KvCache<B>, b: usize, t: usize, device: &B::Device) -> AttentionMask<B> {
+        if !cache.has_padding() {
+            return AttentionMask::Causal;
+        }
+        let tk = cache.len() + t;
+        let mut m = Vec::with_capacity(b * t * tk);
+        for row in cache.keep() {
+            for i in 0..t {
+                // A padded query may still see itself, so no softmax row is empty.
+                m.extend((0..tk).map(|j| !row[j] && j != tk - t + i));
+            }
+        }
+        AttentionMask::CausalAndPadding(Tensor::<B, 4, Bool>::from_data(
+            TensorData::new(m, [b, 1, t, tk]),
+            device,
+        ))
+    }
+
+    /// Text logits `[B, T, vocab]` from final hidden states.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.lm_head.forward(hidden)
+    }
+}

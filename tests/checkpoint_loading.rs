@@ -1,0 +1,188 @@
+//! Checkpoint reading: both tiny weight files agree bit for bit, and broken or
+//! malicious files are rejected with errors that name the file, key and shapes.
+
+use std::io::Write;
+
+use burn::tensor::DType;
+use janus_core::{Checkpoint, Error, Weights};
+use janus_tests::{TestBackend as B, testdata_dir};
+
+#[test]
+fn bf16_bin_equals_f32_safetensors_bit_for_bit() {
+    let dir = testdata_dir();
+    let st = Checkpoint::open(dir.join("model.safetensors")).unwrap();
+    let bin = Checkpoint::open(dir.join("pytorch_model.bin")).unwrap();
+    let st_keys: Vec<_> = st.keys().collect();
+    let bin_keys: Vec<_> = bin.keys().collect();
+    assert_eq!(st_keys, bin_keys);
+    for key in st.keys() {
+        assert_eq!(
+            st.info(key).unwrap().shape,
+            bin.info(key).unwrap().shape,
+            "{key}"
+        );
+        if st
+            .info(key)
+            .unwrap()
+            .dtype
+            .safetensors_name()
+            .starts_with('F')
+        {
+            let a = st.read_f32(key).unwrap();
+            let b = bin.read_f32(key).unwrap();
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{key} differs between the two files"
+            );
+        } else {
+            assert_eq!(
+                st.read_ints(key).unwrap(),
+                bin.read_ints(key).unwrap(),
+                "{key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn directory_prefers_safetensors() {
+    let ckpt = Checkpoint::open(testdata_dir()).unwrap();
+    assert!(ckpt.path().ends_with("model.safetensors"));
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("janus-ckpt-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn truncated_files_are_rejected() {
+    let dir = testdata_dir();
+    let tmp = temp_dir("truncated");
+    for name in ["model.safetensors", "pytorch_model.bin"] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let path = tmp.join(name);
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = Checkpoint::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Checkpoint { .. }), "{name}: {err}");
+        assert!(
+            err.to_string().contains(name),
+            "error names the file: {err}"
+        );
+    }
+}
+
+#[test]
+fn pickle_calling_an_arbitrary_global_is_rejected() {
+    let tmp = temp_dir("evil");
+    let path = tmp.join("pytorch_model.bin");
+    let mut zip = Vec::new();
+    {
+        // A hand-made zip with one stored entry `archive/data.pkl` = os.system("echo pwned").
+        let pkl = b"\x80\x02cos\nsystem\nq\x00X\x0b\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03.";
+        write_stored_zip(&mut zip, "archive/data.pkl", pkl);
+    }
+    std::fs::write(&path, &zip).unwrap();
+    let err = Checkpoint::open(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("os.system") && err.contains("not allowed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_shard_is_named() {
+    let tmp = temp_dir("shard");
+    let index = r#"{"weight_map": {"a.weight": "pytorch_model-00001-of-00002.bin"}}"#;
+    std::fs::write(tmp.join("pytorch_model.bin.index.json"), index).unwrap();
+    let err = Checkpoint::open(&tmp).unwrap_err().to_string();
+    assert!(
+        err.contains("pytorch_model-00001-of-00002.bin") && err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shape_mismatch_and_missing_key_name_file_key_and_shapes() {
+    let ckpt = Checkpoint::open(testdata_dir().join("model.safetensors")).unwrap();
+    let w = Weights::<B>::new(&ckpt, &Default::default(), DType::F32);
+    let err = w
+        .tensor::<2>("language_model.lm_head.weight", [3, 4])
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::ShapeMismatch { .. }));
+    assert!(
+        msg.contains("model.safetensors")
+            && msg.contains("language_model.lm_head.weight")
+            && msg.contains("[3, 4]"),
+        "{msg}"
+    );
+    let err = w.tensor::<1>("no.such.key", [7]).unwrap_err().to_string();
+    assert!(err.contains("no.such.key") && err.contains("[7]"), "{err}");
+}
+
+#[test]
+fn leftover_keys_are_reported_but_known_unused_are_skipped() {
+    let ckpt = Checkpoint::open(testdata_dir().join("model.safetensors")).unwrap();
+    let w = Weights::<B>::new(&ckpt, &Default::default(), DType::F32);
+    let err = w.finish(&[]).unwrap_err().to_string();
+    assert!(err.contains("language_model.lm_head.weight"), "{err}");
+    assert!(
+        !err.contains("attn_pool") && !err.contains("codebook_used"),
+        "{err}"
+    );
+}
+
+/// Writes a minimal zip archive with one stored (uncompressed) entry.
+fn write_stored_zip(out: &mut Vec<u8>, name: &str, data: &[u8]) {
+    let crc = crc32(data);
+    let n = name.len() as u16;
+    let size = data.len() as u32;
+    let mut local = Vec::new();
+    local.extend_from_slice(b"PK\x03\x04");
+    local.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    local.extend_from_slice(&crc.to_le_bytes());
+    local.extend_from_slice(&size.to_le_bytes());
+    local.extend_from_slice(&size.to_le_bytes());
+    local.extend_from_slice(&n.to_le_bytes());
+    local.extend_from_slice(&[0, 0]);
+    local.extend_from_slice(name.as_bytes());
+    local.extend_from_slice(data);
+    let cd_offset = local.len() as u32;
+    let mut cd = Vec::new();
+    cd.extend_from_slice(b"PK\x01\x02");
+    cd.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    cd.extend_from_slice(&crc.to_le_bytes());
+    cd.extend_from_slice(&size.to_le_bytes());
+    cd.extend_from_slice(&size.to_le_bytes());
+    cd.extend_from_slice(&n.to_le_bytes());
+    cd.extend_from_slice(&[0; 12]);
+    cd.extend_from_slice(&0u32.to_le_bytes());
+    cd.extend_from_slice(name.as_bytes());
+    let mut end = Vec::new();
+    end.extend_from_slice(b"PK\x05\x06");
+    end.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
+    end.extend_from_slice(&(cd.len() as u32).to_le_bytes());
+    end.extend_from_slice(&cd_offset.to_le_bytes());
+    end.extend_from_slice(&[0, 0]);
+    out.write_all(&local).unwrap();
+    out.write_all(&cd).unwrap();
+    out.write_all(&end).unwrap();
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

@@ -1,0 +1,198 @@
+//! Shared helpers of the parity tests: where the reference data lives, and the
+//! golden tensors with their tolerances from `golden.json`.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use janus_core::Checkpoint;
+use serde_json::Value;
+
+/// The CPU backend the tests run on.
+pub type TestBackend = Flex;
+
+/// Folder of the tiny reference checkpoint: `$JANUS_TESTDATA`, or
+/// `<workspace>/../shared/testdata/janus-tiny`. Panics with the places looked at.
+pub fn testdata_dir() -> PathBuf {
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/janus-tiny");
+    let dir = std::env::var_os("JANUS_TESTDATA").map_or(default, PathBuf::from);
+    assert!(
+        dir.join("golden.json").is_file(),
+        "reference test data not found at {} (set JANUS_TESTDATA to the janus-tiny folder, \
+         or check out `shared/` next to the workspace)",
+        dir.display()
+    );
+    dir
+}
+
+/// Folder of the real checkpoints' key manifests.
+pub fn manifests_dir() -> PathBuf {
+    let dir = testdata_dir().join("../checkpoint-manifests");
+    assert!(
+        dir.join("index.json").is_file(),
+        "checkpoint manifests not found at {}",
+        dir.display()
+    );
+    dir
+}
+
+/// How close a result must be to its golden value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    /// Integer equality.
+    Exact,
+    /// `|got - want| <= abs + rel * |want|` elementwise.
+    Close { abs: f64, rel: f64 },
+    /// Images: at most `max_abs_diff` levels off, on at most `max_fraction` of the values.
+    Pixels {
+        max_abs_diff: f64,
+        max_fraction: f64,
+    },
+}
+
+/// The golden outputs: `golden.json` plus `golden.safetensors`.
+pub struct Golden {
+    /// The test data folder.
+    pub dir: PathBuf,
+    /// `golden.json`.
+    pub json: Value,
+    tensors: Checkpoint,
+}
+
+impl Golden {
+    /// Loads the golden data from [`testdata_dir`].
+    pub fn load() -> Self {
+        let dir = testdata_dir();
+        let text = std::fs::read_to_string(dir.join("golden.json")).expect("read golden.json");
+        let json = serde_json::from_str(&text).expect("golden.json is JSON");
+        let tensors =
+            Checkpoint::open(dir.join("golden.safetensors")).expect("open golden.safetensors");
+        Self { dir, json, tensors }
+    }
+
+    /// The JSON value at a dotted path, e.g. `tokenizer.special_ids.eos`.
+    pub fn at(&self, path: &str) -> &Value {
+        path.split('.').fold(&self.json, |v, k| {
+            v.get(k)
+                .unwrap_or_else(|| panic!("golden.json has no `{path}` (at `{k}`)"))
+        })
+    }
+
+    /// An integer at a dotted path.
+    pub fn int(&self, path: &str) -> i64 {
+        self.at(path)
+            .as_i64()
+            .unwrap_or_else(|| panic!("`{path}` is not an integer"))
+    }
+
+    /// The shape of a golden tensor.
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.tensors
+            .info(name)
+            .unwrap_or_else(|| panic!("no golden tensor `{name}`"))
+            .shape
+            .clone()
+    }
+
+    /// A float golden tensor (row-major values).
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        self.tensors
+            .read_f32(name)
+            .unwrap_or_else(|e| panic!("golden `{name}`: {e}"))
+    }
+
+    /// An integer golden tensor.
+    pub fn ints(&self, name: &str) -> Vec<i64> {
+        self.tensors
+            .read_ints(name)
+            .unwrap_or_else(|e| panic!("golden `{name}`: {e}"))
+    }
+
+    /// A float golden tensor on the test device.
+    pub fn tensor<const D: usize>(&self, name: &str) -> Tensor<TestBackend, D> {
+        let shape: [usize; D] = self.shape(name).try_into().expect("rank");
+        Tensor::from_data(
+            burn::tensor::TensorData::new(self.f32(name), shape),
+            &Default::default(),
+        )
+    }
+
+    /// The tolerance `golden.json` states for `name`.
+    pub fn tolerance(&self, name: &str) -> Tolerance {
+        let t = &self.at("tensors")[name]["tolerance"];
+        if t.as_str() == Some("exact") {
+            return Tolerance::Exact;
+        }
+        if let Some(d) = t.get("max_abs_diff") {
+            return Tolerance::Pixels {
+                max_abs_diff: d.as_f64().unwrap(),
+                max_fraction: t["max_fraction_differing"].as_f64().unwrap(),
+            };
+        }
+        match (
+            t.get("abs").and_then(Value::as_f64),
+            t.get("rel").and_then(Value::as_f64),
+        ) {
+            (Some(abs), rel) => Tolerance::Close {
+                abs,
+                rel: rel.unwrap_or(0.0),
+            },
+            _ => panic!("golden tensor `{name}` has no usable tolerance: {t}"),
+        }
+    }
+
+    /// Asserts `got` (row-major, `shape`) matches golden `name` within its tolerance.
+    /// `range` selects a slice of the golden values (for per-step comparisons).
+    pub fn assert_close_slice(&self, name: &str, want: &[f32], got: &[f32], what: &str) {
+        let Tolerance::Close { abs, rel } = self.tolerance(name) else {
+            panic!("`{name}` is not a float tensor with an abs/rel tolerance");
+        };
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{what}: {} values, golden `{name}` has {}",
+            got.len(),
+            want.len()
+        );
+        let mut worst = (0.0f64, 0usize);
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let (g, w) = (*g as f64, *w as f64);
+            let excess = (g - w).abs() - (abs + rel * w.abs());
+            if !(excess <= worst.0) || g.is_nan() {
+                worst = (if g.is_nan() { f64::INFINITY } else { excess }, i);
+            }
+        }
+        let (excess, i) = worst;
+        assert!(
+            excess <= 0.0,
+            "{what}: golden `{name}` differs at flat index {i}: got {}, want {} (tolerance abs {abs} rel {rel})",
+            got[i],
+            want[i]
+        );
+    }
+
+    /// Asserts a whole golden float tensor matches `got` with the given shape.
+    pub fn assert_close(&self, name: &str, got: &[f32], shape: &[usize]) {
+        assert_eq!(shape, self.shape(name).as_slice(), "shape of `{name}`");
+        self.assert_close_slice(name, &self.f32(name), got, name);
+    }
+}
+
+/// Row-major f32 values of a tensor.
+pub fn values<const D: usize>(t: Tensor<TestBackend, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 data")
+}
+
+/// Index of the largest value (first on ties), as HF greedy search picks.
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
