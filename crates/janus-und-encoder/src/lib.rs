@@ -1,1 +1,110 @@
+//! The SigLIP ViT that Janus uses to *understand* images, generic over Burn's
+//! [`Backend`](burn::prelude::Backend): patch conv, learned position embedding, pre-norm
+//! blocks with fused `qkv` and exact GELU, and the final LayerNorm (eps 1e-6). The
+//! attention-pool head stored in the checkpoints is never run. Sizes come from the
+//! config (real checkpoints: `siglip_large_patch16_384`).
+//!
+//! ```no_run
+//! use burn::backend::Flex;
+//! use burn::prelude::*;
+//! use burn::tensor::DType;
+//! use janus_core::{Checkpoint, JanusConfig, Weights};
+//! use janus_und_encoder::SiglipEncoder;
+//!
+//! # fn main() -> janus_core::Result<()> {
+//! let config = JanusConfig::from_file("model/config.json")?;
+//! let ckpt = Checkpoint::open("model")?;
+//! let vit = SiglipEncoder::<Flex>::load(&Weights::new(&ckpt, &Default::default(), DType::F32), &config.vision)?;
+//! let s = config.vision.image_size;
+//! let pixels = Tensor::<Flex, 4>::zeros([1, 3, s, s], &Default::default()); // in [-1, 1]
+//! let features = vit.encode(pixels)?; // [1, tokens, width]
+//! # Ok(()) }
+//! ```
 
+mod block;
+
+use burn::prelude::*;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use janus_core::config::VisionConfig;
+use janus_core::nn::LayerNorm;
+use janus_core::{Error, Result, Weights};
+
+pub use block::VitBlock;
+
+/// LayerNorm epsilon of every SigLIP norm in Janus.
+pub const LN_EPS: f64 = 1e-6;
+
+/// The SigLIP vision tower (`vision_model.vision_tower.*`).
+#[derive(Debug, Clone)]
+pub struct SiglipEncoder<B: Backend> {
+    /// Patch conv weight `[width, 3, p, p]`.
+    pub patch_weight: Tensor<B, 4>,
+    /// Patch conv bias `[width]`.
+    pub patch_bias: Tensor<B, 1>,
+    /// `[1, tokens, width]`.
+    pub pos_embed: Tensor<B, 3>,
+    /// Transformer blocks.
+    pub blocks: Vec<VitBlock<B>>,
+    /// Final norm.
+    pub norm: LayerNorm<B>,
+    config: VisionConfig,
+}
+
+impl<B: Backend> SiglipEncoder<B> {
+    /// Checkpoint prefix.
+    pub const PREFIX: &'static str = "vision_model.vision_tower";
+
+    /// Loads the tower from `vision_model.vision_tower.*`.
+    pub fn load(w: &Weights<B>, c: &VisionConfig) -> Result<Self> {
+        let p = Self::PREFIX;
+        Ok(Self {
+            patch_weight: w.tensor(
+                &format!("{p}.patch_embed.proj.weight"),
+                [c.width, 3, c.patch_size, c.patch_size],
+            )?,
+            patch_bias: w.tensor(&format!("{p}.patch_embed.proj.bias"), [c.width])?,
+            pos_embed: w.tensor(&format!("{p}.pos_embed"), [1, c.num_patches(), c.width])?,
+            blocks: (0..c.layers)
+                .map(|i| VitBlock::load(w, &format!("{p}.blocks.{i}"), c))
+                .collect::<Result<_>>()?,
+            norm: LayerNorm::load(w, &format!("{p}.norm"), c.width, LN_EPS)?,
+            config: c.clone(),
+        })
+    }
+
+    /// The config it was built from.
+    pub fn config(&self) -> &VisionConfig {
+        &self.config
+    }
+
+    /// Patch embedding plus position embedding: `[B, 3, S, S]` to `[B, tokens, width]`.
+    pub fn embed(&self, pixels: Tensor<B, 4>) -> Result<Tensor<B, 3>> {
+        let [b, c, h, w] = pixels.dims();
+        let s = self.config.image_size;
+        if c != 3 || h != s || w != s {
+            return Err(Error::Invalid(format!(
+                "the vision encoder takes [N, 3, {s}, {s}] pixels, got [{b}, {c}, {h}, {w}]"
+            )));
+        }
+        let p = self.config.patch_size;
+        let x = conv2d(
+            pixels,
+            self.patch_weight.clone(),
+            Some(self.patch_bias.clone()),
+            ConvOptions::new([p, p], [0, 0], [1, 1], 1),
+        );
+        let [_, width, gh, gw] = x.dims();
+        Ok(x.reshape([b, width, gh * gw]).swap_dims(1, 2) + self.pos_embed.clone())
+    }
+
+    /// Encodes preprocessed images `[B, 3, S, S]` (values in [-1, 1]) to features
+    /// `[B, tokens, width]` with the final LayerNorm applied.
+    pub fn encode(&self, pixels: Tensor<B, 4>) -> Result<Tensor<B, 3>> {
+        let mut x = self.embed(pixels)?;
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        Ok(self.norm.forward(x))
+    }
+}

@@ -1,0 +1,79 @@
+use burn::prelude::*;
+use janus_core::config::VqConfig;
+use janus_core::{Result, Weights};
+
+use crate::encoder::{Level, Mid, load_level};
+use crate::layers::{Conv2d, GroupNorm, Upsample, swish};
+
+/// Latents `[B, z_channels, g, g]` to images `[B, 3, 16g, 16g]`. Level 0 is the
+/// lowest resolution (it has the attention blocks), as in the checkpoint.
+#[derive(Debug, Clone)]
+pub struct Decoder<B: Backend> {
+    /// `conv_in`.
+    pub conv_in: Conv2d<B>,
+    /// `mid`.
+    pub mid: Mid<B>,
+    /// `conv_blocks.I`, lowest resolution first.
+    pub levels: Vec<Level<B, Upsample<B>>>,
+    /// `norm_out`.
+    pub norm_out: GroupNorm<B>,
+    /// `conv_out`.
+    pub conv_out: Conv2d<B>,
+}
+
+impl<B: Backend> Decoder<B> {
+    pub(crate) fn load(w: &Weights<B>, p: &str, c: &VqConfig) -> Result<Self> {
+        let n = c.decoder_ch_mult.len();
+        let mut block_in = c.ch * c.decoder_ch_mult[n - 1];
+        let conv_in = Conv2d::load(w, &format!("{p}.conv_in"), c.z_channels, block_in, 3, 1, 1)?;
+        let mid = Mid::load(w, p, block_in)?;
+        let mut levels = Vec::with_capacity(n);
+        for i in 0..n {
+            let block_out = c.ch * c.decoder_ch_mult[n - 1 - i];
+            let prefix = format!("{p}.conv_blocks.{i}");
+            let up = if i + 1 < n {
+                Some(Upsample::load(w, &format!("{prefix}.upsample"), block_out)?)
+            } else {
+                None
+            };
+            levels.push(load_level(
+                w,
+                &prefix,
+                block_in,
+                block_out,
+                c.num_res_blocks + 1,
+                i == 0,
+                up,
+            )?);
+            block_in = block_out;
+        }
+        Ok(Self {
+            conv_in,
+            mid,
+            levels,
+            norm_out: GroupNorm::load(w, &format!("{p}.norm_out"), block_in)?,
+            conv_out: Conv2d::load(w, &format!("{p}.conv_out"), block_in, 3, 3, 1, 1)?,
+        })
+    }
+
+    /// Runs the decoder; `tap` sees `dec.conv_in`, `dec.mid.out` and each level's output
+    /// (`dec.up{i}.out`, after its upsample).
+    pub fn forward_with(
+        &self,
+        z: Tensor<B, 4>,
+        mut tap: impl FnMut(&str, &Tensor<B, 4>),
+    ) -> Tensor<B, 4> {
+        let mut h = self.conv_in.forward(z);
+        tap("dec.conv_in", &h);
+        h = self.mid.forward(h);
+        tap("dec.mid.out", &h);
+        for (i, level) in self.levels.iter().enumerate() {
+            h = level.forward_blocks(h);
+            if let Some(up) = &level.resample {
+                h = up.forward(h);
+            }
+            tap(&format!("dec.up{i}.out"), &h);
+        }
+        self.conv_out.forward(swish(self.norm_out.forward(h)))
+    }
+}

@@ -1,0 +1,70 @@
+use burn::prelude::*;
+use janus_core::config::VisionConfig;
+use janus_core::nn::{AttentionMask, GeluMlp, LayerNorm, Linear, scaled_dot_product_attention};
+use janus_core::{Result, Weights};
+
+use crate::LN_EPS;
+
+/// A pre-norm ViT block: `x + proj(attn(norm1(x)))`, then `+ mlp(norm2(.))`.
+#[derive(Debug, Clone)]
+pub struct VitBlock<B: Backend> {
+    /// `norm1`.
+    pub norm1: LayerNorm<B>,
+    /// Fused `attn.qkv`, output ordered `[q|k|v][head][dim]`.
+    pub qkv: Linear<B>,
+    /// `attn.proj`.
+    pub proj: Linear<B>,
+    /// `norm2`.
+    pub norm2: LayerNorm<B>,
+    /// `mlp.fc1`, GELU, `mlp.fc2`.
+    pub mlp: GeluMlp<B>,
+    heads: usize,
+}
+
+impl<B: Backend> VitBlock<B> {
+    pub(crate) fn load(w: &Weights<B>, prefix: &str, c: &VisionConfig) -> Result<Self> {
+        let d = c.width;
+        Ok(Self {
+            norm1: LayerNorm::load(w, &format!("{prefix}.norm1"), d, LN_EPS)?,
+            qkv: Linear::load(w, &format!("{prefix}.attn.qkv"), d, 3 * d, true)?,
+            proj: Linear::load(w, &format!("{prefix}.attn.proj"), d, d, true)?,
+            norm2: LayerNorm::load(w, &format!("{prefix}.norm2"), d, LN_EPS)?,
+            mlp: GeluMlp::load(
+                w,
+                &format!("{prefix}.mlp.fc1"),
+                &format!("{prefix}.mlp.fc2"),
+                d,
+                c.mlp_dim,
+                d,
+            )?,
+            heads: c.heads,
+        })
+    }
+
+    /// Bidirectional multi-head self-attention (after `norm1`), before the residual.
+    pub fn attention(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, n, d] = x.dims();
+        let hd = d / self.heads;
+        // [B, N, 3, H, hd] -> [3, B, H, N, hd]
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([b, n, 3, self.heads, hd])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, self.heads, n, hd]);
+        let out = scaled_dot_product_attention(
+            part(0),
+            part(1),
+            part(2),
+            AttentionMask::None,
+            1.0 / (hd as f64).sqrt(),
+        );
+        self.proj.forward(out.swap_dims(1, 2).reshape([b, n, d]))
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = x.clone() + self.attention(self.norm1.forward(x));
+        h.clone() + self.mlp.forward(self.norm2.forward(h))
+    }
+}
