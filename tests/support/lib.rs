@@ -157,9 +157,13 @@ impl Golden {
         let mut worst = (0.0f64, 0usize);
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
             let (g, w) = (*g as f64, *w as f64);
-            let excess = (g - w).abs() - (abs + rel * w.abs());
-            if !(excess <= worst.0) || g.is_nan() {
-                worst = (if g.is_nan() { f64::INFINITY } else { excess }, i);
+            let excess = if g.is_nan() {
+                f64::INFINITY
+            } else {
+                (g - w).abs() - (abs + rel * w.abs())
+            };
+            if excess > worst.0 {
+                worst = (excess, i);
             }
         }
         let (excess, i) = worst;

@@ -1,1 +1,24 @@
-fn main() {}
+//! `cargo xtask <command>`: project automation (the cargo xtask pattern).
+
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "janus-rs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Format check, clippy (warnings are errors) and the whole test suite: what CI runs.
+    Test,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Test => test::run(),
+    }
+}

@@ -445,7 +445,7 @@ impl Parser {
                 .opt_usize(params, "image_size", &f("image_size"))?
                 .unwrap_or(384),
         };
-        if vq.image_size % vq.downsample() != 0 {
+        if !vq.image_size.is_multiple_of(vq.downsample()) {
             return Err(self.err(
                 &f("image_size"),
                 format!(

@@ -189,7 +189,7 @@ impl Machine<'_> {
         Ok(())
     }
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd item count".into());
         }
         let Value::Dict(d) = self.top()? else {
