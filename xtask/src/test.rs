@@ -19,7 +19,14 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 /// Runs fmt, clippy and the tests of every workspace crate.
 pub fn run() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     cargo(&["test", "--workspace"])?;
     Ok(())
 }

@@ -1,0 +1,181 @@
+//! The "deepseek" SFT chat format of the reference, in both role styles.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{PipelineError, Result};
+
+/// The system prompt every understanding prompt of the reference carries.
+pub const SYSTEM_PROMPT: &str = "You are a helpful language and vision assistant. You are able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language.";
+
+/// Separator after an assistant turn (the template's `sep2`).
+const SEP2: &str = "<｜end▁of▁sentence｜>";
+
+/// Role strings written into the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    /// Janus-1.3B: `User` / `Assistant`.
+    Janus,
+    /// Janus-Pro: `<|User|>` / `<|Assistant|>` (single special tokens).
+    Pro,
+}
+
+impl Template {
+    /// `(user, assistant)` role strings.
+    pub fn roles(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Janus => ("User", "Assistant"),
+            Self::Pro => ("<|User|>", "<|Assistant|>"),
+        }
+    }
+
+    /// The template a checkpoint's examples use: Janus-1.3B style when the directory
+    /// or model id names Janus-1.3B (or the tokenizer lacks `<|User|>`), Pro otherwise.
+    pub fn for_model(name: &str, has_pro_roles: bool) -> Self {
+        let lower = name.to_ascii_lowercase();
+        if !has_pro_roles || (lower.contains("janus-1.3b") || lower.contains("janus_1_3b")) {
+            Self::Janus
+        } else {
+            Self::Pro
+        }
+    }
+}
+
+impl std::str::FromStr for Template {
+    type Err = PipelineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "janus" | "janus-1.3b" | "1.3b" => Ok(Self::Janus),
+            "pro" | "janus-pro" => Ok(Self::Pro),
+            other => Err(PipelineError::Invalid(format!(
+                "unknown template `{other}` (expected `janus` or `pro`)"
+            ))),
+        }
+    }
+}
+
+/// One chat message in the reference's format.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Message {
+    /// Role string as written into the prompt (`user`/`assistant` are mapped to the
+    /// template's role strings).
+    pub role: String,
+    /// Text, with `<image_placeholder>` where images go.
+    #[serde(default)]
+    pub content: String,
+    /// Image files of this message, in placeholder order.
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+impl Message {
+    /// A message with no images.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            images: Vec::new(),
+        }
+    }
+}
+
+/// Reads a JSON list of messages (`role`, `content`, `images`).
+pub fn read_conversation(path: impl AsRef<Path>) -> Result<Vec<Message>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| janus_core::Error::io(path, e))?;
+    let messages: Vec<Message> = serde_json::from_str(&text).map_err(|e| {
+        PipelineError::Prompt(format!(
+            "{}: expected a JSON list of {{\"role\", \"content\", \"images\"}} messages: {e}",
+            path.display()
+        ))
+    })?;
+    if messages.is_empty() {
+        return Err(PipelineError::Prompt(format!(
+            "{}: the conversation is empty",
+            path.display()
+        )));
+    }
+    Ok(messages)
+}
+
+/// Maps generic `user`/`assistant` roles to the template's strings; other roles
+/// are kept verbatim, as the reference does.
+pub fn apply_roles(messages: &[Message], template: Template) -> Vec<Message> {
+    let (user, assistant) = template.roles();
+    messages
+        .iter()
+        .map(|m| {
+            let role = match m.role.to_ascii_lowercase().as_str() {
+                "user" | "<|user|>" => user.to_string(),
+                "assistant" | "<|assistant|>" => assistant.to_string(),
+                _ => m.role.clone(),
+            };
+            Message { role, ..m.clone() }
+        })
+        .collect()
+}
+
+/// The reference's `get_prompt` for the "deepseek" style: optional system prompt,
+/// then `Role: content` turns (stripped), `\n\n` after even turns and EOS after odd
+/// ones, `Role:` for an empty turn, and the whole string stripped.
+pub fn sft_format(messages: &[Message], system_prompt: &str) -> String {
+    let mut out = String::new();
+    if !system_prompt.is_empty() {
+        out.push_str(system_prompt);
+        out.push_str("\n\n");
+    }
+    for (i, m) in messages.iter().enumerate() {
+        let content = m.content.trim();
+        out.push_str(&m.role);
+        if content.is_empty() {
+            out.push(':');
+        } else {
+            out.push_str(": ");
+            out.push_str(content);
+            out.push_str(if i % 2 == 0 { "\n\n" } else { SEP2 });
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Understanding prompt: system prompt + the conversation, ending with an empty
+/// assistant turn (appended if the last message is not one).
+pub fn understanding_prompt(messages: &[Message], template: Template) -> String {
+    let mut msgs = apply_roles(messages, template);
+    let (_, assistant) = template.roles();
+    if msgs
+        .last()
+        .is_none_or(|m| m.role != assistant || !m.content.trim().is_empty())
+    {
+        msgs.push(Message::new(assistant, ""));
+    }
+    sft_format(&msgs, SYSTEM_PROMPT)
+}
+
+/// Image-generation prompt: no system prompt, `User: PROMPT`, empty assistant turn,
+/// then the literal image-start tag.
+pub fn generation_prompt(prompt: &str, template: Template, boi_tag: &str) -> String {
+    let (user, assistant) = template.roles();
+    let msgs = [Message::new(user, prompt), Message::new(assistant, "")];
+    format!("{}{boi_tag}", sft_format(&msgs, ""))
+}
+
+/// Puts one placeholder (and a newline) per image in front of a question that has
+/// none; otherwise checks that the placeholder count matches the image count.
+pub fn place_images(question: &str, n_images: usize, image_tag: &str) -> Result<String> {
+    let found = question.matches(image_tag).count();
+    if found == 0 {
+        return Ok(format!(
+            "{}{question}",
+            format!("{image_tag}\n").repeat(n_images)
+        ));
+    }
+    if found != n_images {
+        return Err(PipelineError::Prompt(format!(
+            "the prompt has {found} `{image_tag}` placeholder(s) but {n_images} image(s) were given"
+        )));
+    }
+    Ok(question.to_string())
+}

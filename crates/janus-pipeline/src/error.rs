@@ -1,0 +1,22 @@
+/// Errors of the end-to-end pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Config, checkpoint or tensor-shape problems.
+    #[error(transparent)]
+    Core(#[from] janus_core::Error),
+    /// An image could not be read or decoded.
+    #[error("{0}")]
+    Image(String),
+    /// The tokenizer files are missing or inconsistent.
+    #[error("{0}")]
+    Tokenizer(String),
+    /// A prompt or conversation does not fit the template (e.g. placeholder count).
+    #[error("{0}")]
+    Prompt(String),
+    /// An argument is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Shorthand for results carrying [`PipelineError`].
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

@@ -1,0 +1,225 @@
+//! Image preprocessing of the understanding path (`VLMImageProcessor`), bit-exact
+//! with the reference: aspect-preserving Pillow bicubic resize with `int()`
+//! truncation and a minimum side, pad to square with the mean colour, normalise.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::resize::resize_bicubic;
+use crate::{PipelineError, Result};
+
+/// An RGB image in memory (row-major, 3 bytes per pixel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    /// Width.
+    pub width: usize,
+    /// Height.
+    pub height: usize,
+    /// `height * width * 3` bytes.
+    pub pixels: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Decodes any format the `image` crate reads and converts it to RGB the way
+    /// PIL's `convert("RGB")` does: grey is replicated, alpha is dropped (not blended).
+    ///
+    /// JPEGs are decoded with libjpeg-turbo's algorithms (as Pillow does), so the
+    /// pixels match the reference bit for bit.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|e| PipelineError::Image(format!("cannot open {}: {e}", path.display())))?;
+        if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+            && let Some(img) = decode_jpeg(&bytes)
+        {
+            return Ok(img);
+        }
+        let reader = image::ImageReader::open(path)
+            .map_err(|e| PipelineError::Image(format!("cannot open {}: {e}", path.display())))?
+            .with_guessed_format()
+            .map_err(|e| PipelineError::Image(format!("cannot read {}: {e}", path.display())))?;
+        let img = reader.decode().map_err(|e| {
+            PipelineError::Image(format!("cannot decode {} as an image: {e}", path.display()))
+        })?;
+        let rgb = img.to_rgb8();
+        let (w, h) = rgb.dimensions();
+        if w == 0 || h == 0 {
+            return Err(PipelineError::Image(format!(
+                "{} is an empty image",
+                path.display()
+            )));
+        }
+        Ok(Self {
+            width: w as usize,
+            height: h as usize,
+            pixels: rgb.into_raw(),
+        })
+    }
+}
+
+/// Decodes a JPEG to RGB like libjpeg-turbo (islow IDCT, fancy upsampling); `None`
+/// if it cannot (e.g. CMYK), so the caller falls back to the `image` crate.
+fn decode_jpeg(bytes: &[u8]) -> Option<RgbImage> {
+    std::panic::catch_unwind(|| {
+        let dec = mozjpeg::Decompress::new_mem(bytes).ok()?;
+        let mut rgb = dec.rgb().ok()?;
+        let (width, height) = (rgb.width(), rgb.height());
+        let rows: Vec<[u8; 3]> = rgb.read_scanlines().ok()?;
+        rgb.finish().ok()?;
+        (width > 0 && height > 0 && rows.len() == width * height).then(|| RgbImage {
+            width,
+            height,
+            pixels: rows.into_iter().flatten().collect(),
+        })
+    })
+    .ok()
+    .flatten()
+}
+
+/// `VLMImageProcessor` settings from `preprocessor_config.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageProcessor {
+    /// Output side.
+    pub image_size: usize,
+    /// Minimum short side after resizing.
+    pub min_size: usize,
+    /// Per-channel mean (also sets the pad colour `int(mean * 255)`).
+    pub image_mean: [f64; 3],
+    /// Per-channel std.
+    pub image_std: [f64; 3],
+    /// Usually 1/255.
+    pub rescale_factor: f64,
+    /// Whether to subtract the mean and divide by the std.
+    pub do_normalize: bool,
+}
+
+impl Default for ImageProcessor {
+    fn default() -> Self {
+        Self {
+            image_size: 384,
+            min_size: 14,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
+        }
+    }
+}
+
+impl ImageProcessor {
+    /// Reads `preprocessor_config.json`; absent fields take the reference defaults.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| janus_core::Error::io(path, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| janus_core::Error::Config {
+            path: path.into(),
+            field: "<root>".into(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        let bad = |field: &str, reason: &str| janus_core::Error::Config {
+            path: path.into(),
+            field: field.into(),
+            reason: reason.into(),
+        };
+        let mut p = Self::default();
+        let size = |k: &str, d: usize| -> Result<usize> {
+            match v.get(k) {
+                None | Some(Value::Null) => Ok(d),
+                Some(x) => Ok(x
+                    .as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad(k, "expected a positive integer"))?
+                    as usize),
+            }
+        };
+        p.image_size = size("image_size", p.image_size)?;
+        p.min_size = size("min_size", p.min_size)?;
+        let triple = |k: &str, d: [f64; 3]| -> Result<[f64; 3]> {
+            match v.get(k) {
+                None | Some(Value::Null) => Ok(d),
+                Some(x) => {
+                    let a: Vec<f64> = x
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                        .unwrap_or_default();
+                    a.try_into()
+                        .map_err(|_| bad(k, "expected three numbers").into())
+                }
+            }
+        };
+        p.image_mean = triple("image_mean", p.image_mean)?;
+        p.image_std = triple("image_std", p.image_std)?;
+        if p.image_std.iter().any(|s| *s <= 0.0) {
+            return Err(bad("image_std", "must be positive").into());
+        }
+        if let Some(r) = v.get("rescale_factor").and_then(Value::as_f64) {
+            p.rescale_factor = r;
+        }
+        if let Some(n) = v.get("do_normalize").and_then(Value::as_bool) {
+            p.do_normalize = n;
+        }
+        Ok(p)
+    }
+
+    /// The same settings at another output size (e.g. the VQ image size).
+    pub fn with_size(&self, image_size: usize) -> Self {
+        Self {
+            image_size,
+            ..self.clone()
+        }
+    }
+
+    /// Pad colour: `int(mean * 255)` per channel, as the reference computes it.
+    pub fn background(&self) -> [u8; 3] {
+        self.image_mean.map(|m| (m * 255.0) as u8)
+    }
+
+    /// Resize keeping the aspect ratio (long side to `image_size`), then pad to a square.
+    pub fn resize_and_pad(&self, img: &RgbImage) -> RgbImage {
+        let s = self.image_size;
+        let (w, h) = (img.width, img.height);
+        let m = w.max(h) as f64;
+        let nh = ((h as f64 / m * s as f64) as usize).max(self.min_size);
+        let nw = ((w as f64 / m * s as f64) as usize).max(self.min_size);
+        let resized = resize_bicubic(&img.pixels, w, h, 3, nw, nh);
+        let (side, ox, oy) = if nw > nh {
+            (nw, 0, (nw - nh) / 2)
+        } else {
+            (nh, (nh - nw) / 2, 0)
+        };
+        let bg = self.background();
+        let mut out: Vec<u8> = bg.iter().copied().cycle().take(side * side * 3).collect();
+        for y in 0..nh {
+            let dst = ((y + oy) * side + ox) * 3;
+            out[dst..dst + nw * 3].copy_from_slice(&resized[y * nw * 3..(y + 1) * nw * 3]);
+        }
+        RgbImage {
+            width: side,
+            height: side,
+            pixels: out,
+        }
+    }
+
+    /// `[3, S, S]` CHW values: `(f32(u8 * rescale) - mean) / std`.
+    pub fn normalize(&self, img: &RgbImage) -> Vec<f32> {
+        let n = img.width * img.height;
+        let mut out = vec![0f32; 3 * n];
+        for (i, px) in img.pixels.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                let x = (px[c] as f64 * self.rescale_factor) as f32;
+                out[c * n + i] = if self.do_normalize {
+                    (x - self.image_mean[c] as f32) / self.image_std[c] as f32
+                } else {
+                    x
+                };
+            }
+        }
+        out
+    }
+
+    /// Full preprocessing: `[3, S, S]` values ready for the vision encoder.
+    pub fn preprocess(&self, img: &RgbImage) -> Vec<f32> {
+        self.normalize(&self.resize_and_pad(img))
+    }
+}

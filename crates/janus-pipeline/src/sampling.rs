@@ -1,0 +1,183 @@
+//! Token sampling on the host from f32 logits: greedy, or temperature with
+//! optional top-k and top-p (HF warper order), from a seeded RNG.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{PipelineError, Result};
+
+/// Sampling settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingConfig {
+    /// `0` means greedy (argmax).
+    pub temperature: f32,
+    /// Keep the `k` most likely tokens; `0` disables.
+    pub top_k: usize,
+    /// Nucleus sampling threshold; `1.0` disables.
+    pub top_p: f32,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 42,
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(PipelineError::Invalid(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(PipelineError::Invalid(format!(
+                "top-p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A seeded sampler.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    config: SamplingConfig,
+    rng: ChaCha8Rng,
+}
+
+/// Index of the largest value, first on ties (`torch.argmax`).
+pub fn argmax(logits: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in logits.iter().enumerate() {
+        if *v > logits[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+impl Sampler {
+    /// A sampler; fails on out-of-range settings.
+    pub fn new(config: SamplingConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+        })
+    }
+
+    /// Whether this sampler is greedy.
+    pub fn is_greedy(&self) -> bool {
+        self.config.temperature == 0.0
+    }
+
+    /// Picks one index from `logits`.
+    pub fn sample(&mut self, logits: &[f32]) -> usize {
+        if self.is_greedy() {
+            return argmax(logits);
+        }
+        let t = self.config.temperature;
+        let mut cand: Vec<(usize, f32)> = logits.iter().map(|l| l / t).enumerate().collect();
+        let k = self.config.top_k;
+        if k > 0 && k < cand.len() {
+            cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+            cand.truncate(k);
+        }
+        let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        let mut probs: Vec<(usize, f64)> = cand
+            .iter()
+            .map(|(i, l)| (*i, ((l - max) as f64).exp()))
+            .collect();
+        let total: f64 = probs.iter().map(|p| p.1).sum();
+        probs.iter_mut().for_each(|p| p.1 /= total);
+        if self.config.top_p < 1.0 {
+            probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let mut cum = 0.0;
+            let mut keep = probs.len();
+            for (n, p) in probs.iter().enumerate() {
+                cum += p.1;
+                if cum >= self.config.top_p as f64 {
+                    keep = n + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep.max(1));
+            let total: f64 = probs.iter().map(|p| p.1).sum();
+            probs.iter_mut().for_each(|p| p.1 /= total);
+        }
+        let mut u: f64 = self.rng.random();
+        for (i, p) in &probs {
+            if u < *p {
+                return *i;
+            }
+            u -= p;
+        }
+        probs.last().map_or(0, |p| p.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temperature: f32, top_k: usize, top_p: f32) -> SamplingConfig {
+        SamplingConfig {
+            temperature,
+            top_k,
+            top_p,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn zero_temperature_is_argmax_first_on_ties() {
+        let mut s = Sampler::new(cfg(0.0, 0, 1.0)).unwrap();
+        assert_eq!(s.sample(&[1.0, 3.0, 3.0, -1.0]), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_argmax() {
+        let mut s = Sampler::new(cfg(1.0, 1, 1.0)).unwrap();
+        for _ in 0..20 {
+            assert_eq!(s.sample(&[0.1, 2.0, 1.9, 0.0]), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus_only() {
+        // probabilities ~ [0.64, 0.24, 0.09, 0.03]: top-p 0.8 keeps the first two.
+        let logits = [3.0f32, 2.0, 1.0, 0.0];
+        let mut s = Sampler::new(cfg(1.0, 0, 0.8)).unwrap();
+        let picks: Vec<usize> = (0..200).map(|_| s.sample(&logits)).collect();
+        assert!(picks.iter().all(|p| *p < 2));
+        assert!(picks.contains(&0) && picks.contains(&1));
+    }
+
+    #[test]
+    fn same_seed_same_draws() {
+        let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+        let draw = || {
+            let mut s = Sampler::new(cfg(1.0, 0, 1.0)).unwrap();
+            (0..10).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(), draw());
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        assert!(Sampler::new(cfg(-1.0, 0, 1.0)).is_err());
+        assert!(Sampler::new(cfg(1.0, 0, 0.0)).is_err());
+        assert!(Sampler::new(cfg(f32::NAN, 0, 1.0)).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! The Janus tokenizer: `tokenizer.json` (plus added tokens that only
+//! `tokenizer_config.json` lists, as Janus-1.3B ships them), BOS handling as
+//! `LlamaTokenizerFast`, and every special id looked up by its string.
+
+use std::path::Path;
+
+use serde_json::Value;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::{PipelineError, Result};
+
+/// Image-start tag of the reference processor.
+pub const BOI_TAG: &str = "<begin_of_image>";
+/// Image-end tag of the reference processor.
+pub const EOI_TAG: &str = "<end_of_image>";
+/// Default image placeholder (overridden by `processor_config.json`'s `image_tag`).
+pub const IMAGE_TAG: &str = "<image_placeholder>";
+/// Default pad token (overridden by `special_tokens_map.json`'s `pad_token`).
+pub const PAD_TAG: &str = "<｜▁pad▁｜>";
+/// Default BOS / EOS strings of the DeepSeek tokenizer.
+const BOS_TAG: &str = "<｜begin▁of▁sentence｜>";
+const EOS_TAG: &str = "<｜end▁of▁sentence｜>";
+
+/// Ids of the tokens the pipeline needs, read from the tokenizer files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    /// Beginning of sentence.
+    pub bos: u32,
+    /// End of sentence (the text stop token).
+    pub eos: u32,
+    /// Padding (left padding, and the filler of the unconditional CFG prompt).
+    pub pad: u32,
+    /// `<begin_of_image>`.
+    pub boi: u32,
+    /// `<end_of_image>`.
+    pub eoi: u32,
+    /// `<image_placeholder>`.
+    pub image: u32,
+}
+
+/// Tokenizer plus the special ids and strings of a Janus checkpoint.
+#[derive(Debug, Clone)]
+pub struct JanusTokenizer {
+    inner: Tokenizer,
+    /// Special ids.
+    pub ids: SpecialIds,
+    /// The image placeholder string.
+    pub image_tag: String,
+    /// The EOS string (the separator after assistant turns).
+    pub eos_tag: String,
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| janus_core::Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| PipelineError::Tokenizer(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+/// A token field that is either a string or `{"content": ...}`.
+fn token_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+impl JanusTokenizer {
+    /// Loads `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` and
+    /// `processor_config.json` from a model directory.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(PipelineError::Tokenizer(format!(
+                "tokenizer file {} is missing",
+                path.display()
+            )));
+        }
+        let mut inner = Tokenizer::from_file(&path).map_err(|e| {
+            PipelineError::Tokenizer(format!("cannot load {}: {e}", path.display()))
+        })?;
+        let config = read_json(&dir.join("tokenizer_config.json"))?;
+        let map = read_json(&dir.join("special_tokens_map.json"))?;
+        let processor = read_json(&dir.join("processor_config.json"))?;
+
+        // Added tokens that only tokenizer_config.json lists (Janus-1.3B).
+        if let Some(decoder) = config
+            .as_ref()
+            .and_then(|c| c.get("added_tokens_decoder"))
+            .and_then(Value::as_object)
+        {
+            let mut entries: Vec<(u32, String, bool)> = decoder
+                .iter()
+                .filter_map(|(id, v)| {
+                    Some((
+                        id.parse().ok()?,
+                        v.get("content")?.as_str()?.to_string(),
+                        v.get("special").and_then(Value::as_bool).unwrap_or(true),
+                    ))
+                })
+                .collect();
+            entries.sort();
+            for (id, content, special) in entries {
+                if inner.token_to_id(&content) == Some(id) {
+                    continue;
+                }
+                inner.add_tokens(&[AddedToken::from(content.clone(), special)]);
+                if inner.token_to_id(&content) != Some(id) {
+                    return Err(PipelineError::Tokenizer(format!(
+                        "tokenizer_config.json maps `{content}` to id {id}, but tokenizer.json cannot give it that id"
+                    )));
+                }
+            }
+        }
+
+        let pick = |key: &str, default: &str| {
+            token_string(config.as_ref().and_then(|c| c.get(key)))
+                .or_else(|| token_string(map.as_ref().and_then(|m| m.get(key))))
+                .unwrap_or_else(|| default.to_string())
+        };
+        let bos_tag = pick("bos_token", BOS_TAG);
+        let eos_tag = pick("eos_token", EOS_TAG);
+        let pad_tag = token_string(map.as_ref().and_then(|m| m.get("pad_token")))
+            .or_else(|| token_string(config.as_ref().and_then(|c| c.get("pad_token"))))
+            .unwrap_or_else(|| PAD_TAG.to_string());
+        let image_tag = processor
+            .as_ref()
+            .and_then(|p| p.get("image_tag"))
+            .and_then(Value::as_str)
+            .unwrap_or(IMAGE_TAG)
+            .to_string();
+        let id = |tag: &str| {
+            inner.token_to_id(tag).ok_or_else(|| {
+                PipelineError::Tokenizer(format!(
+                    "special token `{tag}` is not in {}",
+                    path.display()
+                ))
+            })
+        };
+        let ids = SpecialIds {
+            bos: id(&bos_tag)?,
+            eos: id(&eos_tag)?,
+            pad: id(&pad_tag)?,
+            boi: id(BOI_TAG)?,
+            eoi: id(EOI_TAG)?,
+            image: id(&image_tag)?,
+        };
+        Ok(Self {
+            inner,
+            ids,
+            image_tag,
+            eos_tag,
+        })
+    }
+
+    /// Encodes text like `LlamaTokenizerFast.encode`: exactly one leading BOS.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| PipelineError::Tokenizer(format!("cannot encode text: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.first() != Some(&self.ids.bos) {
+            ids.insert(0, self.ids.bos);
+        }
+        Ok(ids)
+    }
+
+    /// Encodes text without adding BOS.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| PipelineError::Tokenizer(format!("cannot encode text: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Decodes ids, dropping ids the tokenizer does not know (the LLM vocab can be
+    /// larger) and, with `skip_special`, every special token.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        let known: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.inner.id_to_token(*id).is_some())
+            .collect();
+        self.inner.decode(&known, skip_special).unwrap_or_default()
+    }
+
+    /// The token string of `id`, if known.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The id of a token string, if known.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Number of tokens including added ones.
+    pub fn len(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Whether the vocabulary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
