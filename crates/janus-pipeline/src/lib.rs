@@ -49,4 +49,4 @@ pub use preprocess::{ImageProcessor, RgbImage};
 pub use processor::{Batch, PreparedPrompt};
 pub use resize::resize_bicubic;
 pub use sampling::{Sampler, SamplingConfig, argmax};
-pub use tokenizer::{JanusTokenizer, SpecialIds};
+pub use tokenizer::{BOI_TAG, EOI_TAG, JanusTokenizer, SpecialIds};

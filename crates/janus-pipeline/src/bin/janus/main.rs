@@ -1,0 +1,86 @@
+//! `janus`: run Janus / Janus-Pro from the command line.
+
+mod backend;
+mod generate;
+mod progress;
+mod understand;
+mod vq;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use backend::{BackendArgs, BackendKind, DTypeArg};
+
+#[derive(Parser)]
+#[command(
+    name = "janus",
+    version,
+    about = "Janus / Janus-Pro multimodal models: understand and generate images"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text (streamed for `understand`).
+    Text,
+    /// One JSON object on stdout.
+    Json,
+}
+
+/// Chat template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TemplateArg {
+    /// Janus-1.3B: `User` / `Assistant`.
+    Janus,
+    /// Janus-Pro: `<|User|>` / `<|Assistant|>`.
+    Pro,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer a question about one or more images (or chat without images).
+    Understand(understand::Args),
+    /// Generate images from a text prompt.
+    Generate(generate::Args),
+    /// The VQ image tokenizer on its own.
+    Vq {
+        #[command(subcommand)]
+        command: vq::Command,
+    },
+}
+
+/// The model directory, checked early with a helpful message.
+pub fn model_dir(model: &str) -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(model);
+    if dir.is_dir() {
+        if !dir.join("config.json").is_file() {
+            anyhow::bail!(
+                "{} has no config.json: is it a Janus model directory?",
+                dir.display()
+            );
+        }
+        return Ok(dir);
+    }
+    anyhow::bail!(
+        "model directory `{model}` not found. Pass a directory holding config.json, the tokenizer files and \
+         model.safetensors or pytorch_model*.bin (download e.g. deepseek-ai/Janus-Pro-1B from the Hugging Face hub)"
+    )
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Understand(args) => understand::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Vq { command } => vq::run(command),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

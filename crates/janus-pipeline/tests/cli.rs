@@ -1,0 +1,340 @@
+//! The `janus` binary end to end on the tiny reference checkpoint, and its
+//! behaviour on bad input (clear error, non-zero exit, never a panic).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use janus_pipeline::RgbImage;
+use janus_tests::{Golden, testdata_dir};
+use serde_json::Value;
+
+fn janus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(args)
+        .output()
+        .expect("run janus")
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let out = janus(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "janus {args:?} failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = janus(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "janus {args:?} should fail");
+    assert!(
+        !stderr.contains("panicked"),
+        "janus {args:?} panicked: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "janus {args:?}: expected `{needle}` in: {stderr}"
+    );
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("janus-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn u32s(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn understand_json_gives_the_reference_greedy_tokens() {
+    let g = Golden::load();
+    let dir = testdata_dir();
+    let msg = &g.at("prompts.pro.und_one_image.messages")[0];
+    let image = dir.join("images").join(msg["images"][0].as_str().unwrap());
+    let want = u32s(g.at("understanding.und_one_image.greedy_tokens"));
+    let n = want.len().to_string();
+    let out = ok_json(&[
+        "understand",
+        "--model",
+        s(&dir),
+        "--image",
+        s(&image),
+        "--prompt",
+        msg["content"].as_str().unwrap(),
+        "--max-new-tokens",
+        &n,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(u32s(&out["token_ids"]), want);
+    assert_eq!(
+        out["text"],
+        *g.at("understanding.und_one_image.greedy_text_skip_special")
+    );
+}
+
+#[test]
+fn understand_without_placeholder_puts_one_per_image_in_front() {
+    let g = Golden::load();
+    let dir = testdata_dir();
+    // The two-image conversation, given as a conversation file.
+    let conv = tmp("conv");
+    let mut messages = g.at("prompts.pro.und_two_images.messages").clone();
+    for m in messages.as_array_mut().unwrap() {
+        if let Some(images) = m.get_mut("images") {
+            for i in images.as_array_mut().unwrap() {
+                *i = Value::String(s(&dir.join("images").join(i.as_str().unwrap())).to_string());
+            }
+        }
+    }
+    let file = conv.join("conversation.json");
+    std::fs::write(&file, messages.to_string()).unwrap();
+    let want = u32s(g.at("understanding.und_two_images.greedy_tokens"));
+    let n = want.len().to_string();
+    let out = ok_json(&[
+        "understand",
+        "--model",
+        s(&dir),
+        "--conversation",
+        s(&file),
+        "--max-new-tokens",
+        &n,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(u32s(&out["token_ids"]), want);
+}
+
+#[test]
+fn generate_argmax_writes_the_reference_images() {
+    let g = Golden::load();
+    let dir = testdata_dir();
+    let out_dir = tmp("gen");
+    let prompt = g.at("prompts.pro.image_generation.messages")[0]["content"]
+        .as_str()
+        .unwrap();
+    let p = g.int("image_generation.parallel_size").to_string();
+    let w = g.at("image_generation.cfg_weight").to_string();
+    let out = ok_json(&[
+        "generate",
+        "--model",
+        s(&dir),
+        "--prompt",
+        prompt,
+        "--parallel",
+        &p,
+        "--cfg",
+        &w,
+        "--temperature",
+        "0",
+        "--out",
+        s(&out_dir),
+        "--format",
+        "json",
+    ]);
+    let want: Vec<Vec<u64>> = g
+        .at("image_generation.argmax_tokens")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(u32s)
+        .collect();
+    let got: Vec<Vec<u64>> = out["codes"].as_array().unwrap().iter().map(u32s).collect();
+    assert_eq!(got, want);
+    let golden = g.ints("gen.argmax.img_u8");
+    let per = golden.len() / want.len();
+    for (i, chunk) in golden.chunks(per).enumerate() {
+        let img = RgbImage::open(out_dir.join(format!("img_{i}.png"))).unwrap();
+        let differing = img
+            .pixels
+            .iter()
+            .zip(chunk)
+            .filter(|(a, b)| **a as i64 != **b)
+            .count();
+        assert!(
+            img.pixels
+                .iter()
+                .zip(chunk)
+                .all(|(a, b)| (*a as i64 - b).abs() <= 1)
+        );
+        assert!(
+            differing * 100 <= chunk.len(),
+            "img_{i}: {differing} pixels differ"
+        );
+    }
+}
+
+#[test]
+fn vq_encode_and_decode_round_trip() {
+    let g = Golden::load();
+    let dir = testdata_dir();
+    let stem = g.at("vq.input_images")[0].as_str().unwrap();
+    let image = dir.join("images").join(format!("{stem}.png"));
+    let out = ok_json(&[
+        "vq",
+        "encode",
+        "--model",
+        s(&dir),
+        "--image",
+        s(&image),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(u32s(&out["codes"]), u32s(&g.at("vq.encode_indices")[0]));
+    let work = tmp("vq");
+    let codes = work.join("codes.json");
+    std::fs::write(&codes, out.to_string()).unwrap();
+    let png = work.join("out.png");
+    let o = janus(&[
+        "vq",
+        "decode",
+        "--model",
+        s(&dir),
+        "--codes",
+        s(&codes),
+        "--out",
+        s(&png),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = RgbImage::open(&png).unwrap();
+    let golden = g.ints("vq.decode.encoded.img_u8");
+    let first = &golden[..img.pixels.len()];
+    assert!(
+        img.pixels
+            .iter()
+            .zip(first)
+            .all(|(a, b)| (*a as i64 - b).abs() <= 1)
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_panic() {
+    let dir = testdata_dir();
+    let d = s(&dir);
+    let doge = dir.join("images/doge.png");
+    let work = tmp("bad");
+    let broken = work.join("broken.jpg");
+    std::fs::write(&broken, b"\xFF\xD8\xFFnot a jpeg").unwrap();
+    fails_with(
+        &["understand", "--model", "/no/such/model", "--prompt", "hi"],
+        "/no/such/model",
+    );
+    fails_with(
+        &[
+            "understand",
+            "--model",
+            d,
+            "--image",
+            s(&broken),
+            "--prompt",
+            "hi",
+        ],
+        "broken.jpg",
+    );
+    fails_with(
+        &[
+            "understand",
+            "--model",
+            d,
+            "--image",
+            s(&work.join("absent.png")),
+            "--prompt",
+            "hi",
+        ],
+        "absent.png",
+    );
+    fails_with(
+        &[
+            "understand",
+            "--model",
+            d,
+            "--image",
+            s(&doge),
+            "--prompt",
+            "<image_placeholder> and <image_placeholder>?",
+        ],
+        "placeholder",
+    );
+    fails_with(
+        &["understand", "--model", d, "--prompt", "hi", "--top-p", "0"],
+        "top-p",
+    );
+    fails_with(
+        &["generate", "--model", d, "--prompt", "x", "--cfg", "-1"],
+        "cfg",
+    );
+    fails_with(
+        &["generate", "--model", d, "--prompt", "x", "--parallel", "0"],
+        "parallel",
+    );
+    let file = work.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            d,
+            "--prompt",
+            "x",
+            "--out",
+            s(&file.join("sub")),
+        ],
+        "sub",
+    );
+    let codes = work.join("codes.json");
+    std::fs::write(&codes, "[1, 2, 3]").unwrap();
+    fails_with(
+        &[
+            "vq",
+            "decode",
+            "--model",
+            d,
+            "--codes",
+            s(&codes),
+            "--out",
+            s(&work.join("x.png")),
+        ],
+        "3 codes",
+    );
+    std::fs::write(&codes, format!("[{}]", vec!["999999"; 16].join(","))).unwrap();
+    fails_with(
+        &[
+            "vq",
+            "decode",
+            "--model",
+            d,
+            "--codes",
+            s(&codes),
+            "--out",
+            s(&work.join("x.png")),
+        ],
+        "999999",
+    );
+    fails_with(
+        &[
+            "understand",
+            "--model",
+            d,
+            "--prompt",
+            "hi",
+            "--backend",
+            "cuda",
+        ],
+        "cuda",
+    );
+}
