@@ -72,7 +72,7 @@ fn load(
     config: &JanusConfig,
     keys: Vec<(String, TensorInfo)>,
 ) -> janus_core::Result<Vec<String>> {
-    let ckpt = Checkpoint::from_shapes(name, keys);
+    let ckpt = Checkpoint::from_shapes(name, keys)?;
     JanusModel::<B>::load(&ckpt, config, &Default::default(), DType::F32).map(|(_, r)| r.skipped)
 }
 

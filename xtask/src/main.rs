@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: project automation (the cargo xtask pattern).
 
+mod convert;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -15,10 +16,13 @@ struct Cli {
 enum Command {
     /// Format check, clippy (warnings are errors) and the whole test suite: what CI runs.
     Test,
+    /// Convert an official checkpoint into the format the runtime loads fastest.
+    ConvertWeights(convert::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test => test::run(),
+        Command::ConvertWeights(args) => convert::run(args),
     }
 }

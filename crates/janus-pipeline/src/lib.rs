@@ -32,6 +32,7 @@
 //! ```
 
 pub mod chat;
+pub mod convert;
 mod error;
 mod generate;
 mod model;

@@ -7,9 +7,11 @@
 //! straight into the runtime dtype, so loading never holds more than the final
 //! weights plus one tensor.
 
+mod layout;
 mod pickle;
 mod safetensors;
 mod torch;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +23,9 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
+pub use layout::original_key;
 pub use pickle::parse as parse_pickle;
+pub use writer::write_safetensors;
 
 /// Element type of a tensor as stored on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,8 +139,27 @@ enum Location {
 #[derive(Debug)]
 struct Entry {
     info: TensorInfo,
-    file: usize,
-    location: Option<Location>,
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Bytes in one file (`None` for shape-only checkpoints).
+    Stored {
+        file: usize,
+        location: Option<Location>,
+    },
+    /// Parts concatenated along dimension 0 (fused from a split layout).
+    Concat(Vec<Entry>),
+}
+
+/// Key layout of the weight files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// The original `deepseek-ai/Janus` names.
+    Original,
+    /// The transformers port (`deepseek-community/Janus-Pro-*`), mapped to the original names.
+    Transformers,
 }
 
 struct MappedFile {
@@ -149,6 +172,7 @@ pub struct Checkpoint {
     root: PathBuf,
     files: Vec<MappedFile>,
     entries: BTreeMap<String, Entry>,
+    layout: KeyLayout,
 }
 
 impl fmt::Debug for Checkpoint {
@@ -160,6 +184,7 @@ impl fmt::Debug for Checkpoint {
                 &self.files.iter().map(|m| &m.path).collect::<Vec<_>>(),
             )
             .field("tensors", &self.entries.len())
+            .field("layout", &self.layout)
             .finish()
     }
 }
@@ -206,13 +231,34 @@ impl Checkpoint {
         if name.ends_with(".index.json") {
             return Self::open_index(path);
         }
-        let mut ckpt = Self {
+        let mut ckpt = Self::empty(path);
+        ckpt.add_file(path, None)?;
+        ckpt.normalize_layout()
+    }
+
+    fn empty(path: &Path) -> Self {
+        Self {
             root: path.to_path_buf(),
             files: Vec::new(),
             entries: BTreeMap::new(),
-        };
-        ckpt.add_file(path, None)?;
-        Ok(ckpt)
+            layout: KeyLayout::Original,
+        }
+    }
+
+    /// Maps transformers-port keys to the original names.
+    fn normalize_layout(mut self) -> Result<Self> {
+        if layout::is_transformers_layout(self.entries.keys()) {
+            let entries = std::mem::take(&mut self.entries);
+            self.entries =
+                layout::to_original(entries).map_err(|e| Error::checkpoint(&self.root, e))?;
+            self.layout = KeyLayout::Transformers;
+        }
+        Ok(self)
+    }
+
+    /// The key layout the files use (keys are always exposed with the original names).
+    pub fn layout(&self) -> KeyLayout {
+        self.layout
     }
 
     /// Builds a data-less checkpoint from a list of keys and shapes (for example a
@@ -221,24 +267,19 @@ impl Checkpoint {
     pub fn from_shapes(
         name: impl Into<PathBuf>,
         tensors: impl IntoIterator<Item = (String, TensorInfo)>,
-    ) -> Self {
-        Self {
-            root: name.into(),
-            files: Vec::new(),
-            entries: tensors
-                .into_iter()
-                .map(|(k, info)| {
-                    (
-                        k,
-                        Entry {
-                            info,
-                            file: usize::MAX,
-                            location: None,
-                        },
-                    )
-                })
-                .collect(),
-        }
+    ) -> Result<Self> {
+        let mut ckpt = Self::empty(&name.into());
+        ckpt.entries = tensors
+            .into_iter()
+            .map(|(k, info)| {
+                let source = Source::Stored {
+                    file: usize::MAX,
+                    location: None,
+                };
+                (k, Entry { info, source })
+            })
+            .collect();
+        ckpt.normalize_layout()
     }
 
     fn open_index(path: &Path) -> Result<Self> {
@@ -257,11 +298,7 @@ impl Checkpoint {
             })?;
             shards.entry(file).or_default().push(key);
         }
-        let mut ckpt = Self {
-            root: path.to_path_buf(),
-            files: Vec::new(),
-            entries: BTreeMap::new(),
-        };
+        let mut ckpt = Self::empty(path);
         for (file, keys) in shards {
             if file.contains('/') || file.contains('\\') || file.contains("..") {
                 return Err(Error::checkpoint(
@@ -281,7 +318,7 @@ impl Checkpoint {
             }
             ckpt.add_file(&shard, Some(&keys))?;
         }
-        Ok(ckpt)
+        ckpt.normalize_layout()
     }
 
     fn add_file(&mut self, path: &Path, expected_keys: Option<&[&str]>) -> Result<()> {
@@ -314,14 +351,11 @@ impl Checkpoint {
                     format!("tensor `{key}` appears in more than one shard"),
                 ));
             }
-            self.entries.insert(
-                key,
-                Entry {
-                    info,
-                    file: file_idx,
-                    location: Some(location),
-                },
-            );
+            let source = Source::Stored {
+                file: file_idx,
+                location: Some(location),
+            };
+            self.entries.insert(key, Entry { info, source });
         }
         self.files.push(MappedFile {
             path: path.to_path_buf(),
@@ -362,10 +396,37 @@ impl Checkpoint {
 
     /// The file holding `key` (the checkpoint path for data-less checkpoints).
     pub fn file_of(&self, key: &str) -> &Path {
-        self.entries
-            .get(key)
-            .and_then(|e| self.files.get(e.file))
-            .map_or(self.root.as_path(), |f| f.path.as_path())
+        let mut entry = self.entries.get(key);
+        while let Some(Entry {
+            source: Source::Concat(parts),
+            ..
+        }) = entry
+        {
+            entry = parts.first();
+        }
+        match entry.map(|e| &e.source) {
+            Some(Source::Stored { file, .. }) => self
+                .files
+                .get(*file)
+                .map_or(self.root.as_path(), |f| f.path.as_path()),
+            _ => self.root.as_path(),
+        }
+    }
+
+    /// The paths of the weight files, in the order they were opened.
+    pub fn files(&self) -> Vec<&Path> {
+        self.files.iter().map(|f| f.path.as_path()).collect()
+    }
+
+    /// Index of the file holding `key` (for grouping work per shard).
+    pub fn file_index(&self, key: &str) -> Option<usize> {
+        let mut entry = self.entries.get(key)?;
+        loop {
+            match &entry.source {
+                Source::Stored { file, .. } => return Some(*file),
+                Source::Concat(parts) => entry = parts.first()?,
+            }
+        }
     }
 
     /// The row-major bytes of `key` and their stored dtype.
@@ -375,30 +436,63 @@ impl Checkpoint {
             key: key.into(),
             expected: Vec::new(),
         })?;
-        let (Some(location), Some(file)) = (&entry.location, self.files.get(entry.file)) else {
-            return Err(Error::checkpoint(
+        let bytes = self.entry_bytes(entry).ok_or_else(|| {
+            Error::checkpoint(
                 self.file_of(key),
-                "this checkpoint holds shapes only, no data",
-            ));
-        };
-        let size = entry.info.dtype.size();
-        let bytes = match location {
-            Location::Contiguous { offset } => {
-                std::borrow::Cow::Borrowed(&file.map[*offset..*offset + entry.info.numel() * size])
-            }
-            Location::Strided {
-                base,
-                elem_offset,
-                stride,
-            } => std::borrow::Cow::Owned(gather(
-                &file.map[*base..],
-                size,
-                *elem_offset,
-                &entry.info.shape,
-                stride,
-            )),
-        };
+                format!("tensor `{key}`: this checkpoint holds shapes only, no data"),
+            )
+        })?;
         Ok((bytes, entry.info.dtype))
+    }
+
+    fn entry_bytes(&self, entry: &Entry) -> Option<std::borrow::Cow<'_, [u8]>> {
+        use std::borrow::Cow;
+        match &entry.source {
+            Source::Stored {
+                file,
+                location: Some(location),
+            } => {
+                let map = &self.files.get(*file)?.map;
+                let size = entry.info.dtype.size();
+                Some(match location {
+                    Location::Contiguous { offset } => {
+                        Cow::Borrowed(&map[*offset..*offset + entry.info.numel() * size])
+                    }
+                    Location::Strided {
+                        base,
+                        elem_offset,
+                        stride,
+                    } => Cow::Owned(gather(
+                        &map[*base..],
+                        size,
+                        *elem_offset,
+                        &entry.info.shape,
+                        stride,
+                    )),
+                })
+            }
+            Source::Stored { location: None, .. } => None,
+            Source::Concat(parts) => {
+                let mut out = Vec::new();
+                for p in parts {
+                    out.extend_from_slice(&self.entry_bytes(p)?);
+                }
+                Some(Cow::Owned(out))
+            }
+        }
+    }
+
+    /// Reads `key` as little-endian bytes of the float dtype `to` (`F32`, `F16` or
+    /// `BF16`), for writing converted checkpoints.
+    pub fn read_le_bytes(&self, key: &str, to: StoredDType) -> Result<Vec<u8>> {
+        let dtype = match to {
+            StoredDType::F32 => DType::F32,
+            StoredDType::F16 => DType::F16,
+            StoredDType::BF16 => DType::BF16,
+            other => return Err(Error::Invalid(format!("cannot write weights as {other}"))),
+        };
+        let data = self.read(key, dtype)?;
+        Ok(data.as_bytes().to_vec())
     }
 
     /// Reads `key` converted to `dtype` (`F32`, `F16` or `BF16`).

@@ -1,0 +1,226 @@
+//! The transformers-port key layout (`deepseek-community/Janus-Pro-*`), mapped back
+//! to the original Janus names so one loader serves both (reference §10.4):
+//! renamed prefixes, split ViT `q/k/v` projections re-fused into `qkv`, and the
+//! squeezed `pos_embed` given back its leading dimension.
+
+use std::collections::BTreeMap;
+
+use super::{Entry, Source, TensorInfo};
+
+/// Whether the keys use the transformers-port layout.
+pub(super) fn is_transformers_layout<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
+    keys.any(|k| {
+        k.starts_with("model.vision_model.")
+            || k.starts_with("model.language_model.")
+            || k.starts_with("model.vqmodel.")
+    })
+}
+
+/// The original name of a transformers-port key (`None` for the split q/k/v
+/// projections, which are fused separately).
+pub fn original_key(key: &str) -> Option<String> {
+    let vit = "vision_model.vision_tower";
+    if let Some(rest) = key.strip_prefix("model.vision_model.") {
+        if let Some(r) = rest.strip_prefix("embeddings.patch_embedding.") {
+            return Some(format!("{vit}.patch_embed.proj.{r}"));
+        }
+        if rest == "embeddings.position_embedding.weight" {
+            return Some(format!("{vit}.pos_embed"));
+        }
+        if let Some(r) = rest.strip_prefix("post_layernorm.") {
+            return Some(format!("{vit}.norm.{r}"));
+        }
+        if let Some(r) = rest.strip_prefix("encoder.layers.") {
+            let (n, tail) = r.split_once('.')?;
+            let tail = if tail.starts_with("self_attn.q_proj.")
+                || tail.starts_with("self_attn.k_proj.")
+                || tail.starts_with("self_attn.v_proj.")
+            {
+                return None;
+            } else if let Some(t) = tail.strip_prefix("layer_norm1.") {
+                format!("norm1.{t}")
+            } else if let Some(t) = tail.strip_prefix("layer_norm2.") {
+                format!("norm2.{t}")
+            } else if let Some(t) = tail.strip_prefix("self_attn.projection_layer.") {
+                format!("attn.proj.{t}")
+            } else {
+                tail.to_string()
+            };
+            return Some(format!("{vit}.blocks.{n}.{tail}"));
+        }
+        return Some(format!("{vit}.{rest}"));
+    }
+    for (hf, orig) in [
+        ("model.aligner.fc1.", "aligner.layers.0."),
+        ("model.aligner.hidden_layers.0.", "aligner.layers.2."),
+        ("model.generation_aligner.fc1.", "gen_aligner.layers.0."),
+        (
+            "model.generation_aligner.hidden_layers.0.",
+            "gen_aligner.layers.2.",
+        ),
+        (
+            "model.generation_head.proj_out.",
+            "gen_head.output_mlp_projector.",
+        ),
+        (
+            "model.generation_head.vision_head.",
+            "gen_head.vision_head.",
+        ),
+        ("model.generation_embeddings.", "gen_embed."),
+        ("model.language_model.", "language_model.model."),
+        ("lm_head.", "language_model.lm_head."),
+    ] {
+        if let Some(r) = key.strip_prefix(hf) {
+            return Some(format!("{orig}{r}"));
+        }
+    }
+    if let Some(rest) = key.strip_prefix("model.vqmodel.") {
+        let mut parts: Vec<String> = rest.split('.').map(str::to_string).collect();
+        for i in 0..parts.len() {
+            let prev = if i > 0 { parts[i - 1].as_str() } else { "" };
+            let new = match (prev, parts[i].as_str()) {
+                ("encoder", "down") | ("decoder", "up") => Some("conv_blocks"),
+                (_, "block") if i >= 2 && parts[i - 2] == "conv_blocks" => Some("res"),
+                ("mid", "block_1") => Some("0"),
+                ("mid", "attn_1") => Some("1"),
+                ("mid", "block_2") => Some("2"),
+                _ => None,
+            };
+            if let Some(n) = new {
+                parts[i] = n.to_string();
+            }
+        }
+        return Some(format!("gen_vision_model.{}", parts.join(".")));
+    }
+    Some(key.to_string())
+}
+
+/// Renames every entry to its original key, fusing q/k/v and unsqueezing pos_embed.
+pub(super) fn to_original(
+    entries: BTreeMap<String, Entry>,
+) -> Result<BTreeMap<String, Entry>, String> {
+    let mut out = BTreeMap::new();
+    let mut qkv: BTreeMap<String, [Option<Entry>; 3]> = BTreeMap::new();
+    for (key, mut entry) in entries {
+        match original_key(&key) {
+            Some(orig) => {
+                if orig == "vision_model.vision_tower.pos_embed" && entry.info.shape.len() == 2 {
+                    entry.info.shape.insert(0, 1);
+                }
+                if out.insert(orig.clone(), entry).is_some() {
+                    return Err(format!("two tensors map to `{orig}`"));
+                }
+            }
+            None => {
+                // model.vision_model.encoder.layers.N.self_attn.{q,k,v}_proj.{weight,bias}
+                let (head, tail) = key
+                    .rsplit_once("_proj.")
+                    .ok_or_else(|| format!("unexpected key `{key}`"))?;
+                let which = match head.chars().last() {
+                    Some('q') => 0,
+                    Some('k') => 1,
+                    _ => 2,
+                };
+                let n = key
+                    .trim_start_matches("model.vision_model.encoder.layers.")
+                    .split('.')
+                    .next()
+                    .unwrap_or_default();
+                let fused = format!("vision_model.vision_tower.blocks.{n}.attn.qkv.{tail}");
+                qkv.entry(fused).or_default()[which] = Some(entry);
+            }
+        }
+    }
+    for (key, parts) in qkv {
+        let parts: Vec<Entry> = parts
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("`{key}`: one of q_proj / k_proj / v_proj is missing"))?;
+        let first = &parts[0].info;
+        if parts
+            .iter()
+            .any(|p| p.info.dtype != first.dtype || p.info.shape != first.shape)
+        {
+            return Err(format!(
+                "`{key}`: q/k/v projections differ in shape or dtype"
+            ));
+        }
+        let mut shape = first.shape.clone();
+        shape[0] *= 3;
+        let info = TensorInfo {
+            shape,
+            dtype: first.dtype,
+        };
+        out.insert(
+            key,
+            Entry {
+                info,
+                source: Source::Concat(parts),
+            },
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::original_key;
+
+    #[test]
+    fn maps_reference_examples() {
+        let cases = [
+            (
+                "model.vision_model.encoder.layers.3.layer_norm1.weight",
+                "vision_model.vision_tower.blocks.3.norm1.weight",
+            ),
+            (
+                "model.vision_model.encoder.layers.0.self_attn.projection_layer.bias",
+                "vision_model.vision_tower.blocks.0.attn.proj.bias",
+            ),
+            (
+                "model.vision_model.encoder.layers.1.mlp.fc2.weight",
+                "vision_model.vision_tower.blocks.1.mlp.fc2.weight",
+            ),
+            (
+                "model.vision_model.post_layernorm.bias",
+                "vision_model.vision_tower.norm.bias",
+            ),
+            (
+                "model.aligner.hidden_layers.0.weight",
+                "aligner.layers.2.weight",
+            ),
+            (
+                "model.generation_head.proj_out.bias",
+                "gen_head.output_mlp_projector.bias",
+            ),
+            (
+                "model.vqmodel.encoder.down.2.block.0.nin_shortcut.weight",
+                "gen_vision_model.encoder.conv_blocks.2.res.0.nin_shortcut.weight",
+            ),
+            (
+                "model.vqmodel.decoder.up.0.attn.2.q.weight",
+                "gen_vision_model.decoder.conv_blocks.0.attn.2.q.weight",
+            ),
+            (
+                "model.vqmodel.decoder.mid.attn_1.proj_out.bias",
+                "gen_vision_model.decoder.mid.1.proj_out.bias",
+            ),
+            (
+                "model.vqmodel.quantize.embedding.weight",
+                "gen_vision_model.quantize.embedding.weight",
+            ),
+            (
+                "model.language_model.layers.1.mlp.up_proj.weight",
+                "language_model.model.layers.1.mlp.up_proj.weight",
+            ),
+            ("lm_head.weight", "language_model.lm_head.weight"),
+        ];
+        for (hf, orig) in cases {
+            assert_eq!(original_key(hf).as_deref(), Some(orig), "{hf}");
+        }
+        assert_eq!(
+            original_key("model.vision_model.encoder.layers.0.self_attn.k_proj.weight"),
+            None
+        );
+    }
+}

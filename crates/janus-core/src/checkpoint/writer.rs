@@ -1,0 +1,81 @@
+//! Writing safetensors files, one tensor at a time, atomically.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use super::TensorInfo;
+use crate::error::{Error, Result};
+
+/// Writes a safetensors file at `path`: the header (tensors in the given order,
+/// `metadata` under `__metadata__`), then each tensor's bytes as `data(i)` returns
+/// them. Only one tensor's bytes are held at a time. The file is written under a
+/// temporary name and renamed at the end, so a failed write (disk full, bad data)
+/// never leaves a file that looks valid. The same inputs give the same bytes.
+pub fn write_safetensors(
+    path: &Path,
+    metadata: &BTreeMap<String, String>,
+    tensors: &[(String, TensorInfo)],
+    mut data: impl FnMut(usize) -> Result<Vec<u8>>,
+) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).expect("string map"),
+        );
+    }
+    let mut offset = 0usize;
+    for (key, info) in tensors {
+        let len = info.numel() * info.dtype.size();
+        header.insert(
+            key.clone(),
+            serde_json::json!({
+                "dtype": info.dtype.safetensors_name(),
+                "shape": info.shape,
+                "data_offsets": [offset, offset + len],
+            }),
+        );
+        offset += len;
+    }
+    let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("header");
+    while !json.len().is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model.safetensors");
+    let tmp = path.with_file_name(format!(".{name}.partial"));
+    let result = (|| -> Result<()> {
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut w = BufWriter::with_capacity(8 << 20, file);
+        let io = |e| Error::io(&tmp, e);
+        w.write_all(&(json.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        w.write_all(&json).map_err(io)?;
+        for (i, (key, info)) in tensors.iter().enumerate() {
+            let bytes = data(i)?;
+            let want = info.numel() * info.dtype.size();
+            if bytes.len() != want {
+                return Err(Error::Invalid(format!(
+                    "tensor `{key}`: {} bytes given, {want} expected",
+                    bytes.len()
+                )));
+            }
+            w.write_all(&bytes).map_err(io)?;
+        }
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! `convert-weights`: both tiny weight files and a transformers-port copy convert
+//! to the same tensors, the result loads and matches the reference, conversion is
+//! deterministic, and bad input leaves no output that looks valid.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::DType;
+use janus_core::checkpoint::{KeyLayout, write_safetensors};
+use janus_core::{Checkpoint, StoredDType, TensorInfo};
+use janus_llm::Llama;
+use janus_pipeline::JanusModel;
+use janus_pipeline::convert::{SIDE_FILES, convert};
+use janus_tests::{Golden, TestBackend as B, testdata_dir, values};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("janus-convert-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A model directory with the side files and only `weights` from the tiny set.
+fn input_with(name: &str, weights: &str) -> PathBuf {
+    let src = testdata_dir();
+    let dir = tmp(name);
+    for f in SIDE_FILES {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::copy(src.join(weights), dir.join(weights)).unwrap();
+    dir
+}
+
+fn assert_same_tensors(a: &Checkpoint, b: &Checkpoint) {
+    let ka: Vec<&str> = a.keys().collect();
+    let kb: Vec<&str> = b.keys().collect();
+    assert_eq!(ka, kb);
+    for k in ka {
+        assert_eq!(a.info(k).unwrap().shape, b.info(k).unwrap().shape, "{k}");
+        let (x, y) = (a.read_f32(k).unwrap(), b.read_f32(k).unwrap());
+        assert!(
+            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{k} differs"
+        );
+    }
+}
+
+fn logits_match_reference(dir: &Path) {
+    let g = Golden::load();
+    let (model, _) = JanusModel::<B>::load_dir(dir, &Default::default(), DType::F32).unwrap();
+    let llm: &Llama<B> = &model.llm;
+    let embeds = g.tensor::<3>("und.und_one_image.inputs_embeds");
+    let mut cache = llm.new_cache(1, embeds.dims()[1]);
+    let logits = llm.logits(llm.forward(embeds, None, &mut cache));
+    let shape = logits.dims().to_vec();
+    g.assert_close("und.und_one_image.logits", &values(logits), &shape);
+    let fixed: Vec<u32> = g
+        .ints("vq.decode.fixed.codes")
+        .iter()
+        .map(|c| *c as u32)
+        .collect();
+    let dec = model.vq.decode(&[fixed], model.vq.grid()).unwrap();
+    g.assert_close("vq.decode.fixed.dec", &values(dec.clone()), &dec.dims());
+}
+
+#[test]
+fn bin_and_safetensors_convert_to_the_same_tensors_and_pass_parity() {
+    let from_bin = tmp("out-bin");
+    let from_st = tmp("out-st");
+    let r1 = convert(
+        &input_with("in-bin", "pytorch_model.bin"),
+        &from_bin,
+        StoredDType::F32,
+        |_, _, _| {},
+    )
+    .unwrap();
+    let r2 = convert(
+        &input_with("in-st", "model.safetensors"),
+        &from_st,
+        StoredDType::F32,
+        |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(r1.tensors, r2.tensors);
+    assert_eq!(r1.layout, KeyLayout::Original);
+    let a = Checkpoint::open(&from_bin).unwrap();
+    let b = Checkpoint::open(&from_st).unwrap();
+    assert_same_tensors(&a, &b);
+    for f in SIDE_FILES {
+        assert!(from_bin.join(f).is_file(), "{f} copied");
+    }
+    logits_match_reference(&from_bin);
+    logits_match_reference(&from_st);
+}
+
+#[test]
+fn conversion_is_deterministic_and_bf16_is_lossless_here() {
+    let input = input_with("in-det", "pytorch_model.bin");
+    let (o1, o2) = (tmp("det1"), tmp("det2"));
+    convert(&input, &o1, StoredDType::BF16, |_, _, _| {}).unwrap();
+    convert(&input, &o2, StoredDType::BF16, |_, _, _| {}).unwrap();
+    let (b1, b2) = (
+        std::fs::read(o1.join("model.safetensors")).unwrap(),
+        std::fs::read(o2.join("model.safetensors")).unwrap(),
+    );
+    assert!(b1 == b2, "two conversions differ");
+    // The tiny weights are bf16-representable: a bf16 file holds them exactly.
+    let st = Checkpoint::open(testdata_dir().join("model.safetensors")).unwrap();
+    let conv = Checkpoint::open(&o1).unwrap();
+    for k in conv.keys() {
+        assert_eq!(conv.info(k).unwrap().dtype, StoredDType::BF16);
+        assert_eq!(st.read_f32(k).unwrap(), conv.read_f32(k).unwrap(), "{k}");
+    }
+}
+
+/// Writes the tiny checkpoint in the transformers-port layout (§10.4).
+fn write_transformers_layout(dir: &Path) {
+    let src = Checkpoint::open(testdata_dir().join("model.safetensors")).unwrap();
+    let mut tensors: Vec<(String, TensorInfo, Vec<u8>)> = Vec::new();
+    let bytes = |k: &str| src.read_le_bytes(k, StoredDType::F32).unwrap();
+    for k in src.keys() {
+        let info = src.info(k).unwrap().clone();
+        if k.contains(".attn_pool.") || k.ends_with("codebook_used") {
+            continue;
+        }
+        if let Some(rest) = k.strip_prefix("vision_model.vision_tower.blocks.")
+            && let Some((n, tail)) = rest.split_once(".attn.qkv.")
+        {
+            let data = bytes(k);
+            let third = data.len() / 3;
+            let mut shape = info.shape.clone();
+            shape[0] /= 3;
+            for (i, p) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+                let key = format!("model.vision_model.encoder.layers.{n}.self_attn.{p}.{tail}");
+                let info = TensorInfo {
+                    shape: shape.clone(),
+                    dtype: StoredDType::F32,
+                };
+                tensors.push((key, info, data[i * third..(i + 1) * third].to_vec()));
+            }
+            continue;
+        }
+        let mut info = TensorInfo {
+            shape: info.shape,
+            dtype: StoredDType::F32,
+        };
+        let key = hf_key(k);
+        if key.ends_with("position_embedding.weight") {
+            info.shape.remove(0);
+        }
+        tensors.push((key, info, bytes(k)));
+    }
+    let specs: Vec<(String, TensorInfo)> = tensors
+        .iter()
+        .map(|(k, i, _)| (k.clone(), i.clone()))
+        .collect();
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &BTreeMap::new(),
+        &specs,
+        |i| Ok(tensors[i].2.clone()),
+    )
+    .unwrap();
+}
+
+/// The forward direction of the §10.4 table.
+fn hf_key(k: &str) -> String {
+    let vit = "vision_model.vision_tower.";
+    if let Some(r) = k.strip_prefix(vit) {
+        let r = r
+            .replace("patch_embed.proj.", "embeddings.patch_embedding.")
+            .replace(".norm1.", ".layer_norm1.")
+            .replace(".norm2.", ".layer_norm2.")
+            .replace(".attn.proj.", ".self_attn.projection_layer.");
+        let r = if r == "pos_embed" {
+            "embeddings.position_embedding.weight".to_string()
+        } else {
+            r
+        };
+        let r = r.replacen("blocks.", "encoder.layers.", 1);
+        let r = if let Some(t) = r.strip_prefix("norm.") {
+            format!("post_layernorm.{t}")
+        } else {
+            r
+        };
+        return format!("model.vision_model.{r}");
+    }
+    for (orig, hf) in [
+        ("aligner.layers.0.", "model.aligner.fc1."),
+        ("aligner.layers.2.", "model.aligner.hidden_layers.0."),
+        ("gen_aligner.layers.0.", "model.generation_aligner.fc1."),
+        (
+            "gen_aligner.layers.2.",
+            "model.generation_aligner.hidden_layers.0.",
+        ),
+        (
+            "gen_head.output_mlp_projector.",
+            "model.generation_head.proj_out.",
+        ),
+        (
+            "gen_head.vision_head.",
+            "model.generation_head.vision_head.",
+        ),
+        ("gen_embed.", "model.generation_embeddings."),
+        ("language_model.model.", "model.language_model."),
+        ("language_model.lm_head.", "lm_head."),
+    ] {
+        if let Some(r) = k.strip_prefix(orig) {
+            return format!("{hf}{r}");
+        }
+    }
+    let r = k.strip_prefix("gen_vision_model.").unwrap();
+    let r = r
+        .replace("encoder.conv_blocks.", "encoder.down.")
+        .replace("decoder.conv_blocks.", "decoder.up.")
+        .replace(".res.", ".block.")
+        .replace("mid.0.", "mid.block_1.")
+        .replace("mid.1.", "mid.attn_1.")
+        .replace("mid.2.", "mid.block_2.");
+    format!("model.vqmodel.{r}")
+}
+
+#[test]
+fn transformers_port_layout_converts_to_the_same_tensors() {
+    let input = tmp("in-hf");
+    for f in SIDE_FILES {
+        std::fs::copy(testdata_dir().join(f), input.join(f)).unwrap();
+    }
+    write_transformers_layout(&input);
+    let hf = Checkpoint::open(&input).unwrap();
+    assert_eq!(hf.layout(), KeyLayout::Transformers);
+    let out = tmp("out-hf");
+    let report = convert(&input, &out, StoredDType::F32, |_, _, _| {}).unwrap();
+    assert_eq!(report.layout, KeyLayout::Transformers);
+    let reference = tmp("out-ref");
+    convert(
+        &input_with("in-ref", "model.safetensors"),
+        &reference,
+        StoredDType::F32,
+        |_, _, _| {},
+    )
+    .unwrap();
+    assert_same_tensors(
+        &Checkpoint::open(&out).unwrap(),
+        &Checkpoint::open(&reference).unwrap(),
+    );
+    // The runtime also loads the transformers layout directly.
+    logits_match_reference(&input);
+}
+
+#[test]
+fn bad_inputs_fail_and_leave_no_valid_looking_output() {
+    let src = testdata_dir();
+    // Truncated weights.
+    let input = input_with("in-trunc", "pytorch_model.bin");
+    let bin = std::fs::read(input.join("pytorch_model.bin")).unwrap();
+    std::fs::write(input.join("pytorch_model.bin"), &bin[..bin.len() - 4096]).unwrap();
+    let out = tmp("out-trunc");
+    let err = convert(&input, &out, StoredDType::BF16, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pytorch_model.bin"), "{err}");
+    assert!(!out.join("model.safetensors").exists());
+    // A key the config does not know.
+    let input = tmp("in-extra");
+    for f in SIDE_FILES {
+        std::fs::copy(src.join(f), input.join(f)).unwrap();
+    }
+    let st = Checkpoint::open(src.join("model.safetensors")).unwrap();
+    let mut specs: Vec<(String, TensorInfo)> = st
+        .keys()
+        .map(|k| (k.to_string(), st.info(k).unwrap().clone()))
+        .collect();
+    specs.push((
+        "language_model.model.layers.0.mystery".into(),
+        TensorInfo {
+            shape: vec![2],
+            dtype: StoredDType::F32,
+        },
+    ));
+    let n = specs.len();
+    write_safetensors(
+        &input.join("model.safetensors"),
+        &BTreeMap::new(),
+        &specs,
+        |i| {
+            Ok(if i + 1 == n {
+                vec![0; 8]
+            } else {
+                st.read_le_bytes(&specs[i].0, specs[i].1.dtype).unwrap()
+            })
+        },
+    )
+    .unwrap();
+    let out = tmp("out-extra");
+    let err = convert(&input, &out, StoredDType::BF16, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mystery"), "{err}");
+    assert!(!out.join("model.safetensors").exists());
+    // Missing shard named in the index.
+    let input = tmp("in-shard");
+    for f in SIDE_FILES {
+        std::fs::copy(src.join(f), input.join(f)).unwrap();
+    }
+    std::fs::write(
+        input.join("pytorch_model.bin.index.json"),
+        r#"{"weight_map": {"x": "pytorch_model-00002-of-00002.bin"}}"#,
+    )
+    .unwrap();
+    let err = convert(&input, &tmp("out-shard"), StoredDType::BF16, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pytorch_model-00002-of-00002.bin"), "{err}");
+}
+
+#[test]
+fn manifests_validate_at_shape_level() {
+    let dir = janus_tests::manifests_dir();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.starts_with("Janus") {
+            continue;
+        }
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let config = janus_core::JanusConfig::from_json(&m["config_used"], &path).unwrap();
+        let keys = m["keys"].as_array().unwrap().iter().map(|k| {
+            let shape = k["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            (
+                k["key"].as_str().unwrap().to_string(),
+                TensorInfo {
+                    shape,
+                    dtype: StoredDType::BF16,
+                },
+            )
+        });
+        let ckpt = Checkpoint::from_shapes(&path, keys).unwrap();
+        let skipped = janus_pipeline::convert::validate(&ckpt, &config).unwrap();
+        assert!(!skipped.is_empty(), "{name}");
+        let variant = janus_pipeline::convert::detect_variant(&config, &name);
+        assert!(
+            variant.starts_with(name.trim_end_matches(".json")) || variant.contains("same shapes"),
+            "{name}: {variant}"
+        );
+    }
+}
