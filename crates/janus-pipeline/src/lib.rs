@@ -35,6 +35,8 @@ pub mod chat;
 pub mod convert;
 mod error;
 mod generate;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod model;
 mod preprocess;
 mod processor;

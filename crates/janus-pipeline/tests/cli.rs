@@ -338,3 +338,74 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         "cuda",
     );
 }
+
+#[test]
+fn hub_ids_resolve_through_the_hf_cache_and_convert_once() {
+    let g = Golden::load();
+    let src = testdata_dir();
+    let home = tmp("hf-home");
+    let repo = home.join("hub/models--test-org--janus-tiny");
+    let snap = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    for f in janus_pipeline::convert::SIDE_FILES
+        .iter()
+        .chain(&["pytorch_model.bin"])
+    {
+        std::fs::copy(src.join(f), snap.join(f)).unwrap();
+    }
+    let cache = tmp("janus-cache");
+    let msg = &g.at("prompts.pro.und_one_image.messages")[0];
+    let image = src.join("images").join(msg["images"][0].as_str().unwrap());
+    let want = u32s(g.at("understanding.und_one_image.greedy_tokens"));
+    let n = want.len().to_string();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_janus"))
+            .args([
+                "understand",
+                "--model",
+                "test-org/janus-tiny",
+                "--image",
+                s(&image),
+                "--prompt",
+                msg["content"].as_str().unwrap(),
+                "--max-new-tokens",
+                &n,
+                "--format",
+                "json",
+            ])
+            .env("HF_HOME", &home)
+            .env("HF_HUB_OFFLINE", "1")
+            .env("JANUS_CACHE", &cache)
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let out = run();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(u32s(&v["token_ids"]), want);
+    }
+    assert!(
+        cache
+            .join("models/test-org--janus-tiny/0123abcd/model.safetensors")
+            .is_file()
+    );
+    // Not cached and offline: the error says what to download.
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["generate", "--model", "test-org/absent", "--prompt", "x"])
+        .env("HF_HOME", &home)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("huggingface-cli download test-org/absent"),
+        "{err}"
+    );
+}

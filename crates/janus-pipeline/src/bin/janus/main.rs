@@ -54,22 +54,31 @@ enum Command {
     },
 }
 
-/// The model directory, checked early with a helpful message.
+/// Resolves `--model` (a directory, or a hub id with the `hub` feature) to a
+/// directory holding `config.json`.
 pub fn model_dir(model: &str) -> anyhow::Result<PathBuf> {
-    let dir = PathBuf::from(model);
-    if dir.is_dir() {
-        if !dir.join("config.json").is_file() {
+    #[cfg(feature = "hub")]
+    let dir = {
+        let bar = progress::Progress::new("converting");
+        janus_pipeline::hub::resolve_model(model, |_, done, total| bar.update(done, total))?
+    };
+    #[cfg(not(feature = "hub"))]
+    let dir = {
+        let dir = PathBuf::from(model);
+        if !dir.is_dir() {
             anyhow::bail!(
-                "{} has no config.json: is it a Janus model directory?",
-                dir.display()
+                "model directory `{model}` not found (this binary was built without hub support)"
             );
         }
-        return Ok(dir);
+        dir
+    };
+    if !dir.join("config.json").is_file() {
+        anyhow::bail!(
+            "{} has no config.json: is it a Janus model directory?",
+            dir.display()
+        );
     }
-    anyhow::bail!(
-        "model directory `{model}` not found. Pass a directory holding config.json, the tokenizer files and \
-         model.safetensors or pytorch_model*.bin (download e.g. deepseek-ai/Janus-Pro-1B from the Hugging Face hub)"
-    )
+    Ok(dir)
 }
 
 fn main() {

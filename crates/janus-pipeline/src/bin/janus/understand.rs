@@ -19,8 +19,8 @@ use crate::{Format, TemplateArg, model_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory (config.json, tokenizer files, weights).
-    #[arg(long)]
+    /// Model: a directory (original, transformers-port or converted layout) or a Hugging Face id.
+    #[arg(long, default_value = "deepseek-ai/Janus-Pro-1B")]
     model: String,
     /// Image file; repeat for several images.
     #[arg(long = "image", value_name = "PATH")]

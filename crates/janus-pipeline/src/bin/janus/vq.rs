@@ -18,8 +18,8 @@ use crate::{Format, model_dir};
 pub enum Command {
     /// Image to codes (preprocessed as for understanding, at the VQ image size).
     Encode {
-        /// Model directory.
-        #[arg(long)]
+        /// Model: a directory (original, transformers-port or converted layout) or a Hugging Face id.
+        #[arg(long, default_value = "deepseek-ai/Janus-Pro-1B")]
         model: String,
         /// Image file.
         #[arg(long)]
@@ -32,8 +32,8 @@ pub enum Command {
     },
     /// Codes (a JSON list, raster order) to a PNG.
     Decode {
-        /// Model directory.
-        #[arg(long)]
+        /// Model: a directory (original, transformers-port or converted layout) or a Hugging Face id.
+        #[arg(long, default_value = "deepseek-ai/Janus-Pro-1B")]
         model: String,
         /// JSON file: a list of codes, or `{"codes": [...]}` as `vq encode --format json` prints.
         #[arg(long)]

@@ -1,0 +1,179 @@
+//! `--model org/name`: Hugging Face hub ids resolved through the standard cache
+//! (`HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE` honoured). The first use downloads
+//! what is missing, converts it with [`crate::convert`] and keeps the converted
+//! copy under the janus-rs cache (`JANUS_CACHE`, else `~/.cache/janus-rs`).
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::{Cache, Repo};
+use janus_core::StoredDType;
+
+use crate::convert::{SIDE_FILES, convert};
+use crate::{PipelineError, Result};
+
+/// The default model of the CLI.
+pub const DEFAULT_MODEL: &str = "deepseek-ai/Janus-Pro-1B";
+
+const WEIGHT_INDEXES: [&str; 2] = [
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+];
+const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+
+/// Whether `spec` looks like `org/name` rather than a path.
+pub fn is_repo_id(spec: &str) -> bool {
+    let mut parts = spec.split('/');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None)
+        if !a.is_empty() && !b.is_empty() && !a.starts_with('.') && !spec.contains('\\'))
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
+/// Root of the converted-model cache.
+pub fn janus_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("JANUS_CACHE") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("janus-rs")
+}
+
+/// Weight file names listed by a `*.index.json`.
+fn shards_of(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index).map_err(|e| janus_core::Error::io(index, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        PipelineError::Invalid(format!("{} is not valid JSON: {e}", index.display()))
+    })?;
+    let mut files: Vec<String> = v["weight_map"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn not_available(id: &str, cache: &Cache, why: &str) -> PipelineError {
+    PipelineError::Invalid(format!(
+        "model `{id}` is not in the Hugging Face cache ({}) and could not be downloaded: {why}. \
+         On a machine with network run `huggingface-cli download {id}` (or let janus download it), \
+         then copy the cache there or set HF_HOME to it; or pass --model with a local directory holding \
+         config.json, the tokenizer files and the weights (pytorch_model*.bin or model.safetensors)",
+        cache
+            .path()
+            .join(Repo::model(id.to_string()).folder_name())
+            .display()
+    ))
+}
+
+/// Finds (or downloads) the snapshot of `id` in the HF cache; returns its directory
+/// and commit.
+fn snapshot(id: &str) -> Result<(PathBuf, String)> {
+    let cache = Cache::from_env();
+    let cached = cache.model(id.to_string());
+    let from_cache = || -> Option<(PathBuf, String)> {
+        let config = cached.get("config.json")?;
+        let dir = config.parent()?.to_path_buf();
+        let sha = dir.file_name()?.to_string_lossy().to_string();
+        let has_weights = WEIGHT_INDEXES
+            .iter()
+            .filter_map(|i| cached.get(i))
+            .any(|i| {
+                shards_of(&i)
+                    .is_ok_and(|s| !s.is_empty() && s.iter().all(|f| cached.get(f).is_some()))
+            })
+            || WEIGHT_FILES.iter().any(|f| cached.get(f).is_some());
+        has_weights.then_some((dir, sha))
+    };
+    if offline() {
+        return from_cache().ok_or_else(|| not_available(id, &cache, "HF_HUB_OFFLINE is set"));
+    }
+    let online = || -> std::result::Result<(PathBuf, String), String> {
+        let api = ApiBuilder::from_env()
+            .with_progress(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let repo = api.model(id.to_string());
+        let info = repo.info().map_err(|e| e.to_string())?;
+        let names: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
+        let mut wanted: Vec<String> = SIDE_FILES
+            .iter()
+            .filter(|f| names.contains(f))
+            .map(|f| f.to_string())
+            .collect();
+        if let Some(index) = WEIGHT_INDEXES.iter().find(|i| names.contains(i)) {
+            let path = repo.get(index).map_err(|e| e.to_string())?;
+            wanted.extend(shards_of(&path).map_err(|e| e.to_string())?);
+        } else if let Some(file) = WEIGHT_FILES.iter().find(|f| names.contains(f)) {
+            wanted.push(file.to_string());
+        } else {
+            return Err("the repository has no model.safetensors or pytorch_model.bin".into());
+        }
+        let mut dir = None;
+        for f in &wanted {
+            eprintln!("fetching {id}/{f}");
+            let p = repo.get(f).map_err(|e| e.to_string())?;
+            dir = p.parent().map(Path::to_path_buf);
+        }
+        Ok((dir.ok_or("nothing to download")?, info.sha))
+    };
+    match online() {
+        Ok(found) => Ok(found),
+        Err(why) => from_cache().ok_or_else(|| not_available(id, &cache, &why)),
+    }
+}
+
+/// Resolves `--model`: an existing directory is used as is (any layout); a hub id
+/// is found or downloaded in the HF cache and converted once into the janus-rs
+/// cache. `progress(file, done, total)` reports the conversion.
+pub fn resolve_model(spec: &str, progress: impl FnMut(&Path, usize, usize)) -> Result<PathBuf> {
+    let path = PathBuf::from(spec);
+    if path.is_dir() {
+        return Ok(path);
+    }
+    if !is_repo_id(spec) {
+        return Err(PipelineError::Invalid(format!(
+            "model `{spec}` is neither a directory nor a Hugging Face id like {DEFAULT_MODEL}"
+        )));
+    }
+    let (snapshot, sha) = snapshot(spec)?;
+    let converted = janus_cache_dir()
+        .join("models")
+        .join(spec.replace('/', "--"))
+        .join(&sha);
+    if converted.join("model.safetensors").is_file() && converted.join("config.json").is_file() {
+        return Ok(converted);
+    }
+    eprintln!(
+        "converting {spec} ({}) into {}",
+        snapshot.display(),
+        converted.display()
+    );
+    convert(&snapshot, &converted, StoredDType::BF16, progress)?;
+    Ok(converted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_are_told_from_paths() {
+        assert!(is_repo_id("deepseek-ai/Janus-Pro-1B"));
+        assert!(!is_repo_id("./models/x"));
+        assert!(!is_repo_id("/abs/path"));
+        assert!(!is_repo_id("a/b/c"));
+        assert!(!is_repo_id("plain"));
+    }
+}
