@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: project automation (the cargo xtask pattern).
 
+mod bench;
 mod convert;
 mod test;
 
@@ -18,11 +19,14 @@ enum Command {
     Test,
     /// Convert an official checkpoint into the format the runtime loads fastest.
     ConvertWeights(convert::Args),
+    /// Benchmark load, encode, prefill, decode, image generation and VQ decode.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test => test::run(),
         Command::ConvertWeights(args) => convert::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
 pub mod chat;
 pub mod convert;
 mod error;

@@ -47,7 +47,21 @@ impl<B: Backend> JanusModel<B> {
         device: &B::Device,
         dtype: DType,
     ) -> Result<(Self, LoadReport)> {
-        let w = Weights::<B>::new(ckpt, device, dtype);
+        Self::from_weights(Weights::<B>::new(ckpt, device, dtype), config)
+    }
+
+    /// Builds the model at the config's real sizes with seeded random weights (for
+    /// benchmarks without downloads).
+    pub fn random(
+        config: &JanusConfig,
+        device: &B::Device,
+        dtype: DType,
+        seed: u64,
+    ) -> Result<Self> {
+        Ok(Self::from_weights(Weights::<B>::random(device, dtype, seed), config)?.0)
+    }
+
+    fn from_weights(w: Weights<B>, config: &JanusConfig) -> Result<(Self, LoadReport)> {
         let model = Self {
             vision: SiglipEncoder::load(&w, &config.vision)?,
             aligner: MlpProjector::load(&w, MlpProjector::<B>::ALIGNER, &config.aligner)?,

@@ -10,10 +10,10 @@ use janus_gen_tokenizer::VqModel;
 use janus_pipeline::chat;
 use janus_pipeline::{ImageGenConfig, JanusModel, JanusTokenizer};
 
-use crate::backend::{BackendArgs, Job, dispatch};
 use crate::progress::Progress;
 use crate::understand::template;
 use crate::{Format, TemplateArg, model_dir};
+use janus_pipeline::backend::{BackendArgs, Job, dispatch};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -70,6 +70,7 @@ struct Generate {
 
 impl Job for Generate {
     type Output = (Vec<Vec<u32>>, Vec<janus_gen_tokenizer::Rgb8>);
+    type Error = anyhow::Error;
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Self::Output> {
         let t0 = Instant::now();

@@ -1,6 +1,5 @@
 //! `janus`: run Janus / Janus-Pro from the command line.
 
-mod backend;
 mod generate;
 mod progress;
 mod understand;
@@ -9,8 +8,6 @@ mod vq;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-
-pub use backend::{BackendArgs, BackendKind, DTypeArg};
 
 #[derive(Parser)]
 #[command(

@@ -14,8 +14,8 @@ use janus_pipeline::{
     SamplingConfig,
 };
 
-use crate::backend::{BackendArgs, Job, dispatch};
 use crate::{Format, TemplateArg, model_dir};
+use janus_pipeline::backend::{BackendArgs, Job, dispatch};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -122,6 +122,7 @@ struct Output {
 
 impl Job for Understand {
     type Output = Output;
+    type Error = anyhow::Error;
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Output> {
         let t0 = Instant::now();

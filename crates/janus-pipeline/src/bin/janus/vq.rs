@@ -9,10 +9,10 @@ use janus_core::{Checkpoint, JanusConfig, Weights};
 use janus_gen_tokenizer::VqModel;
 use janus_pipeline::RgbImage;
 
-use crate::backend::{BackendArgs, Job, dispatch};
 use crate::generate::save_png;
 use crate::understand::image_processor;
 use crate::{Format, model_dir};
+use janus_pipeline::backend::{BackendArgs, Job, dispatch};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -64,6 +64,7 @@ enum VqOut {
 
 impl Job for VqJob {
     type Output = VqOut;
+    type Error = anyhow::Error;
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<VqOut> {
         let ckpt = Checkpoint::open(&self.dir)?;

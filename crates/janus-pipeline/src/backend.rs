@@ -1,8 +1,12 @@
-//! Backend and dtype selection: the library is generic, the binary picks one.
+//! Backend and dtype selection for binaries: the library is generic, a binary
+//! names a backend at run time and [`dispatch`] runs a [`Job`] on it. `wgpu` and
+//! `cuda` are available when this crate is built with those features.
 
 use burn::prelude::Backend;
 use burn::tensor::DType;
 use clap::{Args, ValueEnum};
+
+use crate::PipelineError;
 
 /// Compute backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -39,16 +43,16 @@ pub struct BackendArgs {
 
 impl BackendArgs {
     /// The dtype to use: the flag, or the backend's default.
-    pub fn dtype(&self) -> anyhow::Result<DType> {
+    pub fn dtype(&self) -> crate::Result<DType> {
         let d = self.dtype.unwrap_or(match self.backend {
             BackendKind::Cpu => DTypeArg::F32,
             BackendKind::Wgpu => DTypeArg::F16,
             BackendKind::Cuda => DTypeArg::Bf16,
         });
         match (self.backend, d) {
-            (BackendKind::Wgpu, DTypeArg::Bf16) => {
-                anyhow::bail!("bf16 is not supported on the wgpu backend: use --dtype f16 or f32")
-            }
+            (BackendKind::Wgpu, DTypeArg::Bf16) => Err(PipelineError::Invalid(
+                "bf16 is not supported on the wgpu backend: use --dtype f16 or f32".into(),
+            )),
             (_, DTypeArg::F32) => Ok(DType::F32),
             (_, DTypeArg::F16) => Ok(DType::F16),
             (_, DTypeArg::Bf16) => Ok(DType::BF16),
@@ -60,13 +64,20 @@ impl BackendArgs {
 pub trait Job {
     /// Result of the job.
     type Output;
+    /// Error of the job.
+    type Error: From<PipelineError>;
     /// Runs on backend `B`.
-    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Self::Output>;
+    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> Result<Self::Output, Self::Error>;
 }
 
 /// Runs `job` on the backend named by `args`.
-pub fn dispatch<J: Job>(args: BackendArgs, job: J) -> anyhow::Result<J::Output> {
+pub fn dispatch<J: Job>(args: BackendArgs, job: J) -> Result<J::Output, J::Error> {
     let dtype = args.dtype()?;
+    if args.backend == BackendKind::Cpu && dtype == DType::BF16 {
+        eprintln!(
+            "warning: bf16 on the CPU backend converts on every operation and is slow; f16 is the fast 16-bit choice"
+        );
+    }
     match args.backend {
         BackendKind::Cpu => job.run::<burn::backend::Flex>(Default::default(), dtype),
         #[cfg(feature = "wgpu")]
@@ -74,9 +85,10 @@ pub fn dispatch<J: Job>(args: BackendArgs, job: J) -> anyhow::Result<J::Output> 
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => job.run::<burn::backend::Cuda>(Default::default(), dtype),
         #[allow(unreachable_patterns)]
-        other => anyhow::bail!(
-            "this janus binary was built without the {other:?} backend: rebuild with `--features {}`",
+        other => Err(PipelineError::Invalid(format!(
+            "this binary was built without the {other:?} backend: rebuild with `--features {}`",
             format!("{other:?}").to_lowercase()
-        ),
+        ))
+        .into()),
     }
 }

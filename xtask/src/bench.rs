@@ -1,0 +1,321 @@
+//! `cargo xtask bench`: the same measurements as the PyTorch baseline, on any
+//! backend, at real sizes with seeded random weights (or a real checkpoint).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::prelude::*;
+use burn::tensor::{DType, Distribution, TensorData};
+use janus_core::JanusConfig;
+use janus_gen_tokenizer::VqModel;
+use janus_pipeline::backend::{BackendArgs, Job, dispatch};
+use janus_pipeline::{ImageGenSession, JanusModel};
+use serde_json::json;
+
+/// Model sizes to benchmark.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Variant {
+    #[value(name = "janus-1.3b")]
+    Janus13b,
+    #[value(name = "janus-pro-1b")]
+    JanusPro1b,
+    #[value(name = "janus-pro-7b")]
+    JanusPro7b,
+    Tiny,
+}
+
+impl Variant {
+    fn config(self) -> &'static str {
+        match self {
+            Self::Janus13b => include_str!("../configs/janus-1.3b.json"),
+            Self::JanusPro1b => include_str!("../configs/janus-pro-1b.json"),
+            Self::JanusPro7b => include_str!("../configs/janus-pro-7b.json"),
+            Self::Tiny => include_str!("../configs/tiny.json"),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Model sizes.
+    #[arg(long, value_enum, default_value_t = Variant::JanusPro1b)]
+    variant: Variant,
+    /// A real checkpoint directory (instead of random weights).
+    #[arg(long, conflicts_with = "random_weights")]
+    model: Option<PathBuf>,
+    /// Build the architecture with seeded random weights (no download needed).
+    #[arg(long)]
+    random_weights: bool,
+    /// Timed repeats per measurement (after one warm-up run).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Prompt length of the prefill measurement.
+    #[arg(long, default_value_t = 600)]
+    prefill_tokens: usize,
+    /// Greedy tokens of the decode measurement.
+    #[arg(long, default_value_t = 32)]
+    decode_tokens: usize,
+    /// Image-generation steps timed per run (figures are per step).
+    #[arg(long, default_value_t = 8)]
+    gen_steps: usize,
+    /// Only these measurements (comma separated: encode,prefill,decode,gen1,gen4,vq).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench.json")]
+    out: PathBuf,
+}
+
+/// Resident and peak memory of this process in bytes (Linux).
+fn memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+struct Stat {
+    name: &'static str,
+    unit: &'static str,
+    median: f64,
+    min: f64,
+    /// Work items per run (tokens, steps) to derive rates.
+    per_run: f64,
+}
+
+/// Runs `f` once to warm up, then `repeats` times; `f` returns the seconds of the
+/// part it times.
+fn measure(
+    name: &'static str,
+    unit: &'static str,
+    per_run: f64,
+    repeats: usize,
+    mut f: impl FnMut() -> anyhow::Result<f64>,
+) -> anyhow::Result<Stat> {
+    eprintln!("  {name}: warm-up");
+    f()?;
+    let mut times = Vec::with_capacity(repeats);
+    for i in 0..repeats.max(1) {
+        times.push(f()?);
+        eprintln!("  {name}: run {} {:.3} s", i + 1, times[i]);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(Stat {
+        name,
+        unit,
+        median: times[times.len() / 2] / per_run,
+        min: times[0] / per_run,
+        per_run,
+    })
+}
+
+struct Bench {
+    args: Args,
+    config: JanusConfig,
+}
+
+impl Job for Bench {
+    type Output = serde_json::Value;
+    type Error = anyhow::Error;
+
+    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<serde_json::Value> {
+        let a = &self.args;
+        let c = &self.config;
+        let want = |m: &str| a.only.is_empty() || a.only.iter().any(|o| o == m);
+        let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"));
+        let t0 = Instant::now();
+        let model = match &a.model {
+            Some(dir) => JanusModel::<B>::load_dir(dir, &device, dtype)?.0,
+            None => JanusModel::<B>::random(c, &device, dtype, 1234)?,
+        };
+        sync()?;
+        let load_s = t0.elapsed().as_secs_f64();
+        let (rss_load, _) = memory();
+        eprintln!(
+            "built model in {load_s:.1} s, RSS {:.2} GB",
+            rss_load as f64 / 1e9
+        );
+        let mut stats = Vec::new();
+        let s = c.vision.image_size;
+        let vocab = c.language.vocab_size as i64;
+
+        if want("encode") {
+            let pixels = Tensor::<B, 4>::random(
+                [1, 3, s, s],
+                Distribution::Uniform(-1.0, 1.0),
+                (&device, dtype),
+            );
+            stats.push(measure(
+                "siglip_encode_aligner",
+                "s/image",
+                1.0,
+                a.repeats,
+                || {
+                    let t = Instant::now();
+                    let e = model.image_embeds(pixels.clone())?;
+                    let _ = e.narrow(1, 0, 1).into_data();
+                    Ok(t.elapsed().as_secs_f64())
+                },
+            )?);
+        }
+        let ids = |n: usize| {
+            let v: Vec<i64> = (0..n as i64).map(|i| (i * 7919 + 13) % vocab).collect();
+            Tensor::<B, 2, Int>::from_data(TensorData::new(v, [1, n]), &device)
+        };
+        let t = a.prefill_tokens;
+        if want("prefill") {
+            stats.push(measure(
+                "llm_prefill",
+                "s/token",
+                t as f64,
+                a.repeats,
+                || {
+                    let start = Instant::now();
+                    let mut cache = model.llm.new_cache(1, t);
+                    let h = model.llm.forward(model.llm.embed(ids(t)), None, &mut cache);
+                    let _ = model.llm.logits(h.narrow(1, t - 1, 1)).into_data();
+                    Ok(start.elapsed().as_secs_f64())
+                },
+            )?);
+        }
+        if want("decode") {
+            let n = a.decode_tokens;
+            let mut cache = model.llm.new_cache(1, t + (a.repeats + 1) * n + 1);
+            let h = model.llm.forward(model.llm.embed(ids(t)), None, &mut cache);
+            let mut last = model.llm.logits(h.narrow(1, t - 1, 1));
+            stats.push(measure(
+                "llm_decode_greedy",
+                "s/token",
+                n as f64,
+                a.repeats,
+                || {
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        let next = last.clone().argmax(2).reshape([1, 1]);
+                        let h = model.llm.forward(model.llm.embed(next), None, &mut cache);
+                        last = model.llm.logits(h);
+                        let _ = last.clone().narrow(2, 0, 1).into_data();
+                    }
+                    Ok(start.elapsed().as_secs_f64())
+                },
+            )?);
+        }
+        let prompt: Vec<u32> = (0..30u32).map(|i| (i * 37 + 5) % vocab as u32).collect();
+        for (name, key, parallel) in [
+            ("image_gen_step_parallel_1", "gen1", 1usize),
+            ("image_gen_step_parallel_4", "gen4", 4),
+        ] {
+            if !want(key) {
+                continue;
+            }
+            let steps = a.gen_steps;
+            stats.push(measure(name, "s/step", steps as f64, a.repeats, || {
+                let mut session = ImageGenSession::new(&model, &prompt, 0, parallel, 5.0)?;
+                session.logits(); // prefill, not timed below
+                let t = Instant::now();
+                for step in 0..steps {
+                    let codes: Vec<u32> = (0..parallel)
+                        .map(|p| ((step * 31 + p * 7) % 1000) as u32)
+                        .collect();
+                    session.feed(&codes)?;
+                    session.logits();
+                }
+                Ok(t.elapsed().as_secs_f64())
+            })?);
+        }
+        if want("vq") {
+            let g = c.vq.grid_side();
+            let codes = vec![
+                (0..(g * g) as u32)
+                    .map(|i| (i * 37 + 11) % c.vq.codebook_size as u32)
+                    .collect::<Vec<_>>(),
+            ];
+            stats.push(measure("vq_decode", "s/image", 1.0, a.repeats, || {
+                let t = Instant::now();
+                let img = model.vq.decode(&codes, model.vq.grid())?;
+                let _ = VqModel::<B>::to_rgb8(img);
+                Ok(t.elapsed().as_secs_f64())
+            })?);
+        }
+        let (rss, peak) = memory();
+        Ok(json!({
+            "load_s": load_s,
+            "rss_after_load_bytes": rss_load,
+            "rss_end_bytes": rss,
+            "peak_rss_bytes": peak,
+            "stats": stats.iter().map(|s| json!({
+                "name": s.name, "unit": s.unit, "median": s.median, "min": s.min, "per_run": s.per_run,
+            })).collect::<Vec<_>>(),
+        }))
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.model.is_none() && !args.random_weights {
+        anyhow::bail!("give --model DIR or --random-weights");
+    }
+    let config = match &args.model {
+        Some(dir) => JanusConfig::from_file(dir.join("config.json"))?,
+        None => JanusConfig::from_json_str(
+            args.variant.config(),
+            format!("<{:?} config>", args.variant),
+        )?,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let backend = args.backend;
+    let dtype = backend.dtype()?;
+    let variant = args.variant;
+    let out = args.out.clone();
+    eprintln!(
+        "bench: {variant:?}, {:?} {dtype:?}, {threads} threads",
+        backend.backend
+    );
+    let result = dispatch(backend, Bench { args, config })?;
+    println!("| measurement | median | min | unit |");
+    println!("|---|---|---|---|");
+    println!(
+        "| build/load | {:.2} | | s |",
+        result["load_s"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "| RSS after load / peak | {:.2} / {:.2} | | GB |",
+        result["rss_after_load_bytes"].as_f64().unwrap_or(0.0) / 1e9,
+        result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
+    );
+    for s in result["stats"].as_array().into_iter().flatten() {
+        let (median, min) = (
+            s["median"].as_f64().unwrap_or(0.0),
+            s["min"].as_f64().unwrap_or(0.0),
+        );
+        let unit = s["unit"].as_str().unwrap_or("");
+        let extra = match unit {
+            "s/token" => format!(" ({:.2} tok/s)", 1.0 / median),
+            "s/step" => format!(" (≈ {:.0} s per 576-step run)", median * 576.0),
+            _ => String::new(),
+        };
+        println!(
+            "| {} | {median:.4}{extra} | {min:.4} | {unit} |",
+            s["name"].as_str().unwrap_or("")
+        );
+    }
+    let report = json!({
+        "variant": format!("{variant:?}"),
+        "backend": format!("{:?}", backend.backend),
+        "dtype": format!("{dtype:?}"),
+        "threads": threads,
+        "results": result,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
