@@ -3,13 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::Flex;
 use burn::prelude::*;
 use janus_core::Checkpoint;
 use serde_json::Value;
 
-/// The CPU backend the tests run on.
-pub type TestBackend = Flex;
+/// The backend the tests run on: the CPU (burn-flex), or wgpu with the `wgpu` feature.
+#[cfg(not(feature = "wgpu"))]
+pub type TestBackend = burn::backend::Flex;
+/// The backend the tests run on: the CPU (burn-flex), or wgpu with the `wgpu` feature.
+#[cfg(feature = "wgpu")]
+pub type TestBackend = burn::backend::Wgpu;
 
 /// Folder of the tiny reference checkpoint: `$JANUS_TESTDATA`, or
 /// `<workspace>/../shared/testdata/janus-tiny`. Panics with the places looked at.

@@ -1,13 +1,15 @@
 //! `cargo xtask test`: the project's full check, exactly what CI runs.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, bail};
 
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
     eprintln!("==> cargo {}", args.join(" "));
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
+        .envs(envs.iter().copied())
         .status()
         .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
     if !status.success() {
@@ -16,17 +18,63 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs fmt, clippy and the tests of every workspace crate.
+/// Whether a Vulkan driver (e.g. Mesa's lavapipe) is installed.
+fn vulkan_driver() -> bool {
+    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .any(|d| {
+            std::fs::read_dir(Path::new(d)).is_ok_and(|mut e| {
+                e.any(|f| f.is_ok_and(|f| f.path().extension().is_some_and(|x| x == "json")))
+            })
+        })
+}
+
+/// Runs fmt, clippy and the tests of every workspace crate on the CPU; then the
+/// parity suite on wgpu when a Vulkan driver is present, and a CUDA build check.
+/// `JANUS_SKIP_GPU_BACKENDS=1` skips the last two.
 pub fn run() -> anyhow::Result<()> {
-    cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cargo(&["test", "--workspace"])?;
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    cargo(&["test", "--workspace"], &[])?;
+    if std::env::var("JANUS_SKIP_GPU_BACKENDS").is_ok_and(|v| v == "1") {
+        eprintln!(
+            "JANUS_SKIP_GPU_BACKENDS=1: skipping the wgpu parity run and the CUDA build check"
+        );
+        return Ok(());
+    }
+    if vulkan_driver() {
+        let runtime = std::env::temp_dir().join("janus-xdg-runtime");
+        std::fs::create_dir_all(&runtime)?;
+        let runtime = runtime.to_string_lossy().to_string();
+        cargo(
+            &["test", "-p", "janus-tests", "--features", "wgpu"],
+            &[("XDG_RUNTIME_DIR", runtime.as_str())],
+        )?;
+    } else {
+        eprintln!(
+            "no Vulkan driver found (Debian: mesa-vulkan-drivers): skipping the wgpu parity run"
+        );
+    }
+    cargo(
+        &[
+            "check",
+            "-p",
+            "janus-pipeline",
+            "--features",
+            "cuda",
+            "--bins",
+        ],
+        &[],
+    )?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 use burn::prelude::*;
 use janus_core::config::LlamaConfig;
-use janus_core::nn::{AttentionMask, Linear, scaled_dot_product_attention};
+use janus_core::nn::{AttentionMask, Linear, attend_cached, scaled_dot_product_attention};
 use janus_core::{Result, Weights};
 
 use crate::rope::Rope;
@@ -70,13 +70,17 @@ impl<B: Backend> LlamaAttention<B> {
         let q = Rope::apply(q, rope.0, rope.1);
         let k = Rope::apply(k, rope.0, rope.1);
         let (k, v) = cache.append(layer, k, v);
-        let out = scaled_dot_product_attention(
-            q,
-            self.repeat_kv(k),
-            self.repeat_kv(v),
-            mask.clone(),
-            1.0 / (self.head_dim as f64).sqrt(),
-        );
+        let len = cache.len() + t;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let keep = cache.has_padding().then(|| cache.keep());
+        let out = match attend_cached(&q, &k, &v, len, keep, scale) {
+            Some(out) => out,
+            None => {
+                let [_, kvh, _, d] = k.dims();
+                let valid = |x: Tensor<B, 4>| self.repeat_kv(x.slice([0..b, 0..kvh, 0..len, 0..d]));
+                scaled_dot_product_attention(q, valid(k), valid(v), mask.clone(), scale)
+            }
+        };
         self.o_proj.forward(
             out.swap_dims(1, 2)
                 .reshape([b, t, self.heads * self.head_dim]),

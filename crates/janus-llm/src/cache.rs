@@ -1,6 +1,7 @@
 //! The key/value cache of a generation session, with the per-row padding mask.
 
 use burn::prelude::*;
+use janus_core::nn::write_rows;
 
 /// Keys and values of every layer for a batch, preallocated and filled in place,
 /// plus which positions of each row are real tokens (left padding is `false`).
@@ -67,7 +68,8 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Writes `k`/`v` `[B, H, T, D]` of `layer` after the cached positions and returns
-    /// all keys and values so far.
+    /// the whole cache buffers `[B, H, capacity, D]` of that layer (the first
+    /// `len() + T` positions are valid).
     pub(crate) fn append(
         &mut self,
         layer: usize,
@@ -77,7 +79,7 @@ impl<B: Backend> KvCache<B> {
         let [b, h, t, d] = k.dims();
         let end = self.len + t;
         let slot = &mut self.layers[layer];
-        let (mut ck, mut cv) = match slot.take() {
+        let (ck, cv) = match slot.take() {
             Some((ck, cv)) if ck.dims()[2] >= end => (ck, cv),
             old => {
                 let cap = end
@@ -88,27 +90,17 @@ impl<B: Backend> KvCache<B> {
                 let cv = Tensor::zeros([b, h, cap, d], (&v.device(), v.dtype()));
                 match old {
                     Some((ok, ov)) if self.len > 0 => (
-                        ck.slice_assign(
-                            [0..b, 0..h, 0..self.len, 0..d],
-                            ok.slice([0..b, 0..h, 0..self.len, 0..d]),
-                        ),
-                        cv.slice_assign(
-                            [0..b, 0..h, 0..self.len, 0..d],
-                            ov.slice([0..b, 0..h, 0..self.len, 0..d]),
-                        ),
+                        write_rows(ck, ok.slice([0..b, 0..h, 0..self.len, 0..d]), 0),
+                        write_rows(cv, ov.slice([0..b, 0..h, 0..self.len, 0..d]), 0),
                     ),
                     _ => (ck, cv),
                 }
             }
         };
-        ck = ck.slice_assign([0..b, 0..h, self.len..end, 0..d], k);
-        cv = cv.slice_assign([0..b, 0..h, self.len..end, 0..d], v);
-        let out = (
-            ck.clone().slice([0..b, 0..h, 0..end, 0..d]),
-            cv.clone().slice([0..b, 0..h, 0..end, 0..d]),
-        );
-        *slot = Some((ck, cv));
-        out
+        let ck = write_rows(ck, k, self.len);
+        let cv = write_rows(cv, v, self.len);
+        *slot = Some((ck.clone(), cv.clone()));
+        (ck, cv)
     }
 
     /// Marks `t` positions as written (after every layer has appended them).

@@ -1,12 +1,14 @@
 //! Building blocks shared by the Janus modules: one implementation each.
 
 mod attention;
+mod cached;
 mod embedding;
 mod linear;
 mod mlp;
 mod norm;
 
 pub use attention::{AttentionMask, scaled_dot_product_attention};
+pub use cached::{attend_cached, write_rows};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use mlp::GeluMlp;
