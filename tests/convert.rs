@@ -163,6 +163,33 @@ fn write_transformers_layout(dir: &Path) {
     .unwrap();
 }
 
+/// The tiny config in the transformers port's `JanusConfig` schema.
+fn write_transformers_config(dir: &Path) {
+    let c = janus_core::JanusConfig::from_file(testdata_dir().join("config.json")).unwrap();
+    let l = &c.language;
+    let hf = serde_json::json!({
+        "model_type": "janus",
+        "text_config": {"model_type": "llama", "hidden_size": l.hidden_size, "intermediate_size": l.intermediate_size,
+            "num_attention_heads": l.num_attention_heads, "num_key_value_heads": l.num_key_value_heads,
+            "num_hidden_layers": l.num_hidden_layers, "vocab_size": l.vocab_size,
+            "max_position_embeddings": l.max_position_embeddings},
+        "vision_config": {"hidden_size": c.vision.width, "num_hidden_layers": c.vision.layers,
+            "num_attention_heads": c.vision.heads, "patch_size": c.vision.patch_size, "image_size": c.vision.image_size,
+            "mlp_ratio": c.vision.mlp_dim as f64 / c.vision.width as f64, "projection_dim": c.aligner.n_embed},
+        "vq_config": {"embed_dim": c.vq.codebook_embed_dim, "num_embeddings": c.vq.codebook_size,
+            "base_channels": c.vq.ch, "channel_multiplier": c.vq.encoder_ch_mult, "latent_channels": c.vq.z_channels,
+            "num_res_blocks": c.vq.num_res_blocks, "projection_dim": c.gen_aligner.n_embed,
+            "image_token_embed_dim": c.gen_head.image_token_embed},
+    });
+    std::fs::write(dir.join("config.json"), hf.to_string()).unwrap();
+    let mut back = janus_core::JanusConfig::from_file(dir.join("config.json")).unwrap();
+    back.vision.model_name.clone_from(&c.vision.model_name); // a label, not a size
+    assert_eq!(
+        back, c,
+        "the transformers-port config reads back as the original"
+    );
+}
+
 /// The forward direction of the §10.4 table.
 fn hf_key(k: &str) -> String {
     let vit = "vision_model.vision_tower.";
@@ -227,6 +254,7 @@ fn transformers_port_layout_converts_to_the_same_tensors() {
         std::fs::copy(testdata_dir().join(f), input.join(f)).unwrap();
     }
     write_transformers_layout(&input);
+    write_transformers_config(&input);
     let hf = Checkpoint::open(&input).unwrap();
     assert_eq!(hf.layout(), KeyLayout::Transformers);
     let out = tmp("out-hf");

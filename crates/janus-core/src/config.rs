@@ -169,11 +169,17 @@ impl JanusConfig {
     }
 
     /// Parses a config from a JSON value; `path` is only used in error messages.
+    /// Both the original schema and the transformers port's `JanusConfig`
+    /// (`text_config` / `vision_config` / `vq_config`) are accepted.
     pub fn from_json(value: &Value, path: impl AsRef<Path>) -> Result<Self> {
         let p = Parser {
             path: path.as_ref().to_path_buf(),
         };
         let root = p.object(value, "<root>")?;
+        if !root.contains_key("language_config") && root.contains_key("text_config") {
+            let translated = from_transformers(root);
+            return Self::from_json(&translated, path);
+        }
         let vision = p.vision(p.section(root, "vision_config")?)?;
         let aligner = p.projector(p.section(root, "aligner_config")?, "aligner_config")?;
         let gen_aligner =
@@ -193,6 +199,64 @@ impl JanusConfig {
         p.check_consistency(&cfg)?;
         Ok(cfg)
     }
+}
+
+/// Rewrites a transformers-port `JanusConfig` into the original schema (with the
+/// extension keys for the ViT and VQ sizes). Absent fields take that port's defaults.
+fn from_transformers(root: &Map<String, Value>) -> Value {
+    let empty = Map::new();
+    let sec = |k: &str| root.get(k).and_then(Value::as_object).unwrap_or(&empty);
+    let (text, vision, vq) = (sec("text_config"), sec("vision_config"), sec("vq_config"));
+    let get = |m: &Map<String, Value>, k: &str, d: Value| {
+        m.get(k).cloned().filter(|v| !v.is_null()).unwrap_or(d)
+    };
+    let hidden = get(text, "hidden_size", Value::from(4096));
+    let width = get(vision, "hidden_size", Value::from(1024));
+    let embed_dim = get(vq, "embed_dim", Value::from(8));
+    let codes = get(vq, "num_embeddings", Value::from(16384));
+    let mult = get(vq, "channel_multiplier", serde_json::json!([1, 1, 2, 2, 4]));
+    let image_size = get(vision, "image_size", Value::from(384));
+    serde_json::json!({
+        "language_config": Value::Object(text.clone()),
+        "vision_config": {"params": {
+            "model_name": "siglip_large_patch16_384",
+            "image_size": image_size,
+            "patch_size": get(vision, "patch_size", Value::from(16)),
+            "width": width,
+            "layers": get(vision, "num_hidden_layers", Value::from(24)),
+            "heads": get(vision, "num_attention_heads", Value::from(16)),
+            "mlp_ratio": get(vision, "mlp_ratio", Value::from(4.0)),
+            "select_layer": -1,
+            "select_feature": "same",
+        }},
+        "aligner_config": {"params": {
+            "projector_type": "mlp_gelu", "depth": 2,
+            "input_dim": width,
+            "n_embed": get(vision, "projection_dim", hidden.clone()),
+        }},
+        "gen_vision_config": {"params": {
+            "image_token_size": codes.clone(),
+            "n_embed": embed_dim.clone(),
+            "codebook_size": codes.clone(),
+            "codebook_embed_dim": embed_dim.clone(),
+            "ch": get(vq, "base_channels", Value::from(128)),
+            "encoder_ch_mult": mult.clone(),
+            "decoder_ch_mult": mult,
+            "z_channels": get(vq, "latent_channels", Value::from(256)),
+            "num_res_blocks": get(vq, "num_res_blocks", Value::from(2)),
+            "image_size": image_size,
+        }},
+        "gen_aligner_config": {"params": {
+            "projector_type": "mlp_gelu", "depth": 2,
+            "input_dim": embed_dim,
+            "n_embed": get(vq, "projection_dim", hidden.clone()),
+        }},
+        "gen_head_config": {"params": {
+            "n_embed": hidden.clone(),
+            "image_token_embed": get(vq, "image_token_embed_dim", hidden),
+            "image_token_size": codes,
+        }},
+    })
 }
 
 struct Parser {
@@ -605,5 +669,43 @@ impl Parser {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transformers_port_config_maps_to_the_original_schema() {
+        let hf = serde_json::json!({
+            "text_config": {"hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 16,
+                            "num_key_value_heads": 16, "num_hidden_layers": 24, "vocab_size": 102400,
+                            "model_type": "llama"},
+            "vision_config": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                              "patch_size": 16, "image_size": 384, "mlp_ratio": 4.0, "projection_dim": 2048},
+            "vq_config": {"embed_dim": 8, "num_embeddings": 16384, "base_channels": 128,
+                          "channel_multiplier": [1, 1, 2, 2, 4], "latent_channels": 256,
+                          "num_res_blocks": 2, "projection_dim": 2048, "image_token_embed_dim": 2048},
+            "image_token_id": 100581
+        });
+        let c = JanusConfig::from_json(&hf, "config.json").unwrap();
+        assert_eq!(
+            (c.language.hidden_size, c.language.num_hidden_layers),
+            (2048, 24)
+        );
+        assert_eq!(
+            (c.vision.width, c.vision.layers, c.vision.num_patches()),
+            (1024, 24, 576)
+        );
+        assert_eq!((c.aligner.input_dim, c.aligner.n_embed), (1024, 2048));
+        assert_eq!(
+            (c.vq.codebook_size, c.vq.z_channels, c.vq.grid_side()),
+            (16384, 256, 24)
+        );
+        assert_eq!(
+            (c.gen_head.image_token_embed, c.gen_embed.n_embed),
+            (2048, 8)
+        );
     }
 }
