@@ -354,21 +354,7 @@ fn manifests_validate_at_shape_level() {
         let m: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let config = janus_core::JanusConfig::from_json(&m["config_used"], &path).unwrap();
-        let keys = m["keys"].as_array().unwrap().iter().map(|k| {
-            let shape = k["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
-            (
-                k["key"].as_str().unwrap().to_string(),
-                TensorInfo {
-                    shape,
-                    dtype: StoredDType::BF16,
-                },
-            )
-        });
+        let keys = janus_tests::manifest_keys(&m);
         let ckpt = Checkpoint::from_shapes(&path, keys).unwrap();
         let skipped = janus_pipeline::convert::validate(&ckpt, &config).unwrap();
         assert!(!skipped.is_empty(), "{name}");

@@ -3,9 +3,9 @@
 //! nothing missing or left over; broken manifests fail naming the key.
 
 use burn::tensor::DType;
-use janus_core::{Checkpoint, Error, JanusConfig, StoredDType, TensorInfo};
+use janus_core::{Checkpoint, Error, JanusConfig, TensorInfo};
 use janus_pipeline::JanusModel;
-use janus_tests::{TestBackend as B, manifests_dir};
+use janus_tests::{TestBackend as B, manifest_keys, manifests_dir};
 use serde_json::Value;
 
 struct Manifest {
@@ -27,25 +27,7 @@ fn manifests() -> Vec<Manifest> {
             let path = dir.join(entry["file"].as_str().unwrap());
             let m: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let config = JanusConfig::from_json(&m["config_used"], &path).unwrap();
-            let keys: Vec<(String, TensorInfo)> = m["keys"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| {
-                    let shape = k["shape"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|d| d.as_u64().unwrap() as usize)
-                        .collect();
-                    let dtype =
-                        StoredDType::from_safetensors_name(k["dtype"].as_str().unwrap()).unwrap();
-                    (
-                        k["key"].as_str().unwrap().to_string(),
-                        TensorInfo { shape, dtype },
-                    )
-                })
-                .collect();
+            let keys = manifest_keys(&m);
             assert_eq!(
                 keys.len() as u64,
                 entry["num_tensors"].as_u64().unwrap(),

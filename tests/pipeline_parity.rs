@@ -414,46 +414,39 @@ fn argmax_image_generation_matches_reference() {
     let got: Vec<i64> = codes.iter().flatten().map(|c| *c as i64).collect();
     assert_eq!(got, g.ints("gen.argmax.tokens"));
     assert_eq!(progress.len(), codes[0].len());
-    // Per-step logits of the same run.
+    teacher_force_and_decode(&g, "argmax", &codes);
+}
+
+/// Replays `codes` through a generation session, comparing each step's logits
+/// with `gen.{run}.*_logits`, then the decoded images with `gen.{run}.dec/img_u8`.
+fn teacher_force_and_decode(g: &Golden, run: &str, codes: &[Vec<u32>]) {
+    let m = model();
+    let (prompt_ids, pad, parallel, w) = gen_setup(g);
     let mut session = ImageGenSession::new(m, &prompt_ids, pad, parallel, w).unwrap();
     for step in 0..codes[0].len() {
-        check_step_logits(&g, "argmax", step, &session.logits());
+        check_step_logits(g, run, step, &session.logits());
         let next: Vec<u32> = codes.iter().map(|c| c[step]).collect();
         session.feed(&next).unwrap();
     }
-    let dec = m.decode_images(&codes).unwrap();
-    g.assert_close("gen.argmax.dec", &values(dec.clone()), &dec.dims());
+    let dec = m.decode_images(codes).unwrap();
+    g.assert_close(&format!("gen.{run}.dec"), &values(dec.clone()), &dec.dims());
     let rgb: Vec<u8> = VqModel::<B>::to_rgb8(dec)
         .into_iter()
         .flat_map(|i| i.pixels)
         .collect();
-    check_pixels(&g, "gen.argmax.img_u8", &rgb);
+    check_pixels(g, &format!("gen.{run}.img_u8"), &rgb);
 }
 
 #[test]
 fn teacher_forced_sampled_run_matches_reference_logits_and_images() {
     let g = Golden::load();
-    let m = model();
-    let (prompt_ids, pad, parallel, w) = gen_setup(&g);
     let steps = g.shape("gen.sample.tokens")[1];
     let tokens = g.ints("gen.sample.tokens");
     let codes: Vec<Vec<u32>> = tokens
         .chunks(steps)
         .map(|r| r.iter().map(|c| *c as u32).collect())
         .collect();
-    let mut session = ImageGenSession::new(m, &prompt_ids, pad, parallel, w).unwrap();
-    for step in 0..steps {
-        check_step_logits(&g, "sample", step, &session.logits());
-        let next: Vec<u32> = codes.iter().map(|c| c[step]).collect();
-        session.feed(&next).unwrap();
-    }
-    let dec = m.decode_images(&codes).unwrap();
-    g.assert_close("gen.sample.dec", &values(dec.clone()), &dec.dims());
-    let rgb: Vec<u8> = VqModel::<B>::to_rgb8(dec)
-        .into_iter()
-        .flat_map(|i| i.pixels)
-        .collect();
-    check_pixels(&g, "gen.sample.img_u8", &rgb);
+    teacher_force_and_decode(&g, "sample", &codes);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use janus_core::Checkpoint;
+use janus_core::{Checkpoint, StoredDType, TensorInfo};
 use serde_json::Value;
 
 /// The backend the tests run on: the CPU (burn-flex), or wgpu with the `wgpu` feature.
@@ -202,4 +202,27 @@ pub fn argmax(row: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// The `{key, shape, dtype}` list of a checkpoint manifest.
+pub fn manifest_keys(manifest: &Value) -> Vec<(String, TensorInfo)> {
+    manifest["keys"]
+        .as_array()
+        .expect("manifest `keys`")
+        .iter()
+        .map(|k| {
+            let shape = k["shape"]
+                .as_array()
+                .expect("shape")
+                .iter()
+                .map(|d| d.as_u64().expect("dim") as usize)
+                .collect();
+            let dtype = StoredDType::from_safetensors_name(k["dtype"].as_str().expect("dtype"))
+                .expect("known dtype");
+            (
+                k["key"].as_str().expect("key").to_string(),
+                TensorInfo { shape, dtype },
+            )
+        })
+        .collect()
 }
