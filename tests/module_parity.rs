@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use janus_gen_tokenizer::VqModel;
 use janus_pipeline::JanusModel;
-use janus_tests::{Golden, TestBackend as B, Tolerance, testdata_dir, values};
+use janus_tests::{Golden, TestBackend as B, testdata_dir, values};
 
 fn model() -> &'static JanusModel<B> {
     static MODEL: OnceLock<JanusModel<B>> = OnceLock::new();
@@ -142,32 +142,6 @@ fn generation_heads_match_reference() {
     );
 }
 
-fn check_u8(g: &Golden, name: &str, got: &[u8]) {
-    let want = g.ints(name);
-    assert_eq!(got.len(), want.len(), "{name}");
-    let Tolerance::Pixels {
-        max_abs_diff,
-        max_fraction,
-    } = g.tolerance(name)
-    else {
-        panic!("{name} has no pixel tolerance")
-    };
-    let mut differing = 0;
-    for (a, b) in got.iter().zip(&want) {
-        let d = (*a as i64 - b).abs();
-        assert!(
-            d as f64 <= max_abs_diff,
-            "{name}: a pixel is {d} levels off"
-        );
-        differing += (d > 0) as usize;
-    }
-    assert!(
-        differing as f64 <= max_fraction * want.len() as f64,
-        "{name}: {differing} of {} values differ",
-        want.len()
-    );
-}
-
 #[test]
 fn vq_encoder_matches_reference() {
     let g = Golden::load();
@@ -239,7 +213,7 @@ fn vq_decoder_matches_reference() {
     );
     check(&g, "vq.decode.fixed.dec", dec.clone());
     let rgb = VqModel::<B>::to_rgb8(dec);
-    check_u8(&g, "vq.decode.fixed.img_u8", &rgb.concat_pixels());
+    g.assert_pixels("vq.decode.fixed.img_u8", &rgb.concat_pixels());
     // The reference's encoded codes of the three images.
     let encoded: Vec<Vec<u32>> = g
         .at("vq.encode_indices")
@@ -256,8 +230,7 @@ fn vq_decoder_matches_reference() {
         .collect();
     let dec = m.vq.decode(&encoded, grid).unwrap();
     check(&g, "vq.decode.encoded.dec", dec.clone());
-    check_u8(
-        &g,
+    g.assert_pixels(
         "vq.decode.encoded.img_u8",
         &VqModel::<B>::to_rgb8(dec).concat_pixels(),
     );

@@ -11,7 +11,7 @@ use janus_pipeline::{
     Batch, ImageGenConfig, ImageGenSession, ImageProcessor, JanusModel, JanusTokenizer,
     PreparedPrompt, RgbImage, Sampler, SamplingConfig,
 };
-use janus_tests::{Golden, TestBackend as B, Tolerance, testdata_dir, values};
+use janus_tests::{Golden, TestBackend as B, testdata_dir, values};
 use serde_json::Value;
 
 fn model() -> &'static JanusModel<B> {
@@ -48,28 +48,6 @@ fn to_chw(img: &RgbImage) -> Vec<u8> {
         }
     }
     out
-}
-
-fn check_pixels(g: &Golden, name: &str, got: &[u8]) {
-    let want = g.ints(name);
-    let Tolerance::Pixels {
-        max_abs_diff,
-        max_fraction,
-    } = g.tolerance(name)
-    else {
-        panic!("{name}")
-    };
-    assert_eq!(got.len(), want.len(), "{name}");
-    let mut differing = 0;
-    for (a, b) in got.iter().zip(&want) {
-        let d = (*a as i64 - b).abs() as f64;
-        assert!(d <= max_abs_diff, "{name}: pixel {d} levels off");
-        differing += (d > 0.0) as usize;
-    }
-    assert!(
-        differing as f64 <= max_fraction * want.len() as f64,
-        "{name}: {differing} differ"
-    );
 }
 
 #[test]
@@ -434,7 +412,7 @@ fn teacher_force_and_decode(g: &Golden, run: &str, codes: &[Vec<u32>]) {
         .into_iter()
         .flat_map(|i| i.pixels)
         .collect();
-    check_pixels(g, &format!("gen.{run}.img_u8"), &rgb);
+    g.assert_pixels(&format!("gen.{run}.img_u8"), &rgb);
 }
 
 #[test]

@@ -178,6 +178,31 @@ impl Golden {
         );
     }
 
+    /// Asserts decoded `u8` pixels match golden `name` within its pixel tolerance
+    /// (at most `max_abs_diff` levels off, on at most `max_fraction` of the values).
+    pub fn assert_pixels(&self, name: &str, got: &[u8]) {
+        let want = self.ints(name);
+        let Tolerance::Pixels {
+            max_abs_diff,
+            max_fraction,
+        } = self.tolerance(name)
+        else {
+            panic!("`{name}` has no pixel tolerance");
+        };
+        assert_eq!(got.len(), want.len(), "{name}");
+        let mut differing = 0;
+        for (a, b) in got.iter().zip(&want) {
+            let d = (*a as i64 - b).abs() as f64;
+            assert!(d <= max_abs_diff, "{name}: a pixel is {d} levels off");
+            differing += (d > 0.0) as usize;
+        }
+        assert!(
+            differing as f64 <= max_fraction * want.len() as f64,
+            "{name}: {differing} of {} values differ",
+            want.len()
+        );
+    }
+
     /// Asserts a whole golden float tensor matches `got` with the given shape.
     pub fn assert_close(&self, name: &str, got: &[f32], shape: &[usize]) {
         assert_eq!(shape, self.shape(name).as_slice(), "shape of `{name}`");
