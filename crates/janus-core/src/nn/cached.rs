@@ -13,6 +13,11 @@ use burn::tensor::{DType, TensorData, TensorPrimitive};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+/// Whether `B` is the burn-flex CPU backend.
+pub fn is_flex<B: Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<Flex>()
+}
+
 fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
     let boxed: Box<dyn Any> = Box::new(t);
     match boxed.downcast::<Tensor<Flex, D>>() {

@@ -1,4 +1,5 @@
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use crate::error::Result;
 use crate::weights::Weights;
@@ -42,14 +43,54 @@ impl<B: Backend> Linear<B> {
         let mut dims = x.dims();
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
-        let y = x
-            .reshape([rows, d_in])
-            .matmul(self.weight.clone().transpose());
+        let x = x.reshape([rows, d_in]);
+        let w = self.weight.clone().transpose();
+        // burn-flex multiplies a single f16 row fast, but a few f16 rows at once
+        // several times slower than one row each: split small f16 batches.
+        let y = if rows > 1 && rows <= 16 && x.dtype() == DType::F16 && super::is_flex::<B>() {
+            Tensor::cat(
+                (0..rows)
+                    .map(|r| x.clone().narrow(0, r, 1).matmul(w.clone()))
+                    .collect(),
+                0,
+            )
+        } else {
+            x.matmul(w)
+        };
         let y = match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,
         };
         dims[D - 1] = self.d_out();
         y.reshape(dims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    #[test]
+    fn small_f16_batches_match_f32() {
+        let dev = Default::default();
+        let w = Tensor::<Flex, 2>::random([24, 40], Distribution::Normal(0.0, 0.2), &dev);
+        let b = Tensor::<Flex, 1>::random([24], Distribution::Normal(0.0, 0.2), &dev);
+        let x = Tensor::<Flex, 3>::random([3, 2, 40], Distribution::Normal(0.0, 1.0), &dev);
+        let f32_layer = Linear {
+            weight: w.clone(),
+            bias: Some(b.clone()),
+        };
+        let f16_layer = Linear {
+            weight: w.cast(DType::F16),
+            bias: Some(b.cast(DType::F16)),
+        };
+        let want = f32_layer.forward(x.clone());
+        let got = f16_layer.forward(x.cast(DType::F16));
+        assert_eq!(got.dims(), [3, 2, 24]);
+        let diff: f32 = (got.cast(DType::F32) - want).abs().max().into_scalar();
+        assert!(diff < 2e-2, "max difference {diff}");
     }
 }
