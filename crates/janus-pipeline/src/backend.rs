@@ -36,7 +36,7 @@ pub struct BackendArgs {
     /// Compute backend (wgpu and cuda need a binary built with that feature).
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
-    /// Weight dtype [default: f32 on cpu, f16 on wgpu, bf16 on cuda].
+    /// Weight dtype [default: f32 on cpu (f16 for `generate`), f16 on wgpu, bf16 on cuda].
     #[arg(long, value_enum)]
     pub dtype: Option<DTypeArg>,
 }

@@ -144,6 +144,8 @@ fn generate_argmax_writes_the_reference_images() {
         "0",
         "--out",
         s(&out_dir),
+        "--dtype",
+        "f32",
         "--format",
         "json",
     ]);
@@ -176,6 +178,44 @@ fn generate_argmax_writes_the_reference_images() {
             differing * 100 <= chunk.len(),
             "img_{i}: {differing} pixels differ"
         );
+    }
+}
+
+#[test]
+fn generate_defaults_and_f16_keep_the_reference_argmax_codes() {
+    let g = Golden::load();
+    let dir = testdata_dir();
+    let prompt = g.at("prompts.pro.image_generation.messages")[0]["content"]
+        .as_str()
+        .unwrap();
+    let want: Vec<Vec<u64>> = g
+        .at("image_generation.argmax_tokens")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(u32s)
+        .collect();
+    let p = want.len().to_string();
+    for dtype in [None, Some("f16"), Some("f32")] {
+        let out_dir = tmp(&format!("gen-{dtype:?}"));
+        let mut args = vec![
+            "generate",
+            "--model",
+            s(&dir),
+            "--prompt",
+            prompt,
+            "--parallel",
+            &p,
+            "--temperature",
+            "0",
+        ];
+        args.extend(["--out", s(&out_dir), "--format", "json"]);
+        if let Some(d) = dtype {
+            args.extend(["--dtype", d]);
+        }
+        let out = ok_json(&args);
+        let got: Vec<Vec<u64>> = out["codes"].as_array().unwrap().iter().map(u32s).collect();
+        assert_eq!(got, want, "dtype {dtype:?}");
     }
 }
 
