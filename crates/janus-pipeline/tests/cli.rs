@@ -68,28 +68,36 @@ fn understand_json_gives_the_reference_greedy_tokens() {
     let image = dir.join("images").join(msg["images"][0].as_str().unwrap());
     let want = u32s(g.at("understanding.und_one_image.greedy_tokens"));
     let n = want.len().to_string();
-    let out = ok_json(&[
-        "understand",
-        "--model",
-        s(&dir),
-        "--image",
-        s(&image),
-        "--prompt",
-        msg["content"].as_str().unwrap(),
-        "--max-new-tokens",
-        &n,
-        "--format",
-        "json",
-    ]);
-    assert_eq!(u32s(&out["token_ids"]), want);
-    assert_eq!(
-        out["text"],
-        *g.at("understanding.und_one_image.greedy_text_skip_special")
-    );
+    let content = msg["content"].as_str().unwrap();
+    // The placeholder where the reference wrote it, and left out: without one, the
+    // CLI puts `<image_placeholder>\n` in front, which is the reference's content.
+    let question = content
+        .strip_prefix("<image_placeholder>\n")
+        .expect("reference content");
+    for prompt in [content, question] {
+        let out = ok_json(&[
+            "understand",
+            "--model",
+            s(&dir),
+            "--image",
+            s(&image),
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            &n,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(u32s(&out["token_ids"]), want, "prompt {prompt:?}");
+        assert_eq!(
+            out["text"],
+            *g.at("understanding.und_one_image.greedy_text_skip_special")
+        );
+    }
 }
 
 #[test]
-fn understand_without_placeholder_puts_one_per_image_in_front() {
+fn understand_conversation_file_gives_the_reference_tokens() {
     let g = Golden::load();
     let dir = testdata_dir();
     // The two-image conversation, given as a conversation file.

@@ -132,7 +132,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 },
             )?
             else {
-                unreachable!()
+                anyhow::bail!("internal error: unexpected VQ job result")
             };
             match format {
                 Format::Json => println!(
@@ -168,7 +168,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 },
             )?
             else {
-                unreachable!()
+                anyhow::bail!("internal error: unexpected VQ job result")
             };
             if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
