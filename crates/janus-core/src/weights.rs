@@ -4,7 +4,8 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use burn::prelude::*;
-use burn::tensor::DType;
+use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -51,7 +52,7 @@ pub struct Weights<'a, B: Backend> {
 enum Source<'a> {
     Checkpoint(&'a Checkpoint),
     /// Seeded random values of every requested shape (benchmarks without downloads).
-    Random,
+    Random(u64),
 }
 
 impl<'a, B: Backend> Weights<'a, B> {
@@ -70,9 +71,8 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// for matrices, 1 for norm scales, 0 for biases. For benchmarks at real sizes
     /// without downloads; the values mean nothing.
     pub fn random(device: &B::Device, dtype: DType, seed: u64) -> Self {
-        B::seed(device, seed);
         Self {
-            source: Source::Random,
+            source: Source::Random(seed),
             device: device.clone(),
             dtype,
             used: RefCell::new(BTreeSet::new()),
@@ -93,7 +93,7 @@ impl<'a, B: Backend> Weights<'a, B> {
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
         match self.source {
             Source::Checkpoint(c) => Some(c),
-            Source::Random => None,
+            Source::Random(_) => None,
         }
     }
 
@@ -104,7 +104,7 @@ impl<'a, B: Backend> Weights<'a, B> {
     pub fn tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let ckpt = match self.source {
             Source::Checkpoint(c) => c,
-            Source::Random => return Ok(self.random_tensor(key, shape)),
+            Source::Random(seed) => return Ok(self.random_tensor(key, shape, seed)),
         };
         let info = ckpt.info(key).ok_or_else(|| Error::MissingTensor {
             path: ckpt.path().to_path_buf(),
@@ -127,7 +127,12 @@ impl<'a, B: Backend> Weights<'a, B> {
         Ok(Tensor::from_data(data, (&self.device, self.dtype)))
     }
 
-    fn random_tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Tensor<B, D> {
+    fn random_tensor<const D: usize>(
+        &self,
+        key: &str,
+        shape: [usize; D],
+        seed: u64,
+    ) -> Tensor<B, D> {
         let opts = (&self.device, self.dtype);
         let is_norm = key.contains("norm") && key.ends_with(".weight");
         if key.ends_with(".bias") {
@@ -135,7 +140,8 @@ impl<'a, B: Backend> Weights<'a, B> {
         } else if is_norm {
             Tensor::ones(shape, opts)
         } else {
-            Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 0.02), opts)
+            let values = random_normal(seed ^ fnv1a(key), shape.iter().product(), 0.02);
+            Tensor::from_data(TensorData::new(values, shape), opts)
         }
     }
 
@@ -166,5 +172,67 @@ impl<'a, B: Backend> Weights<'a, B> {
             });
         }
         Ok(skipped)
+    }
+}
+
+/// FNV-1a hash of a key: gives every random tensor its own stream.
+fn fnv1a(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// SplitMix64 step.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `n` values from N(0, std²), filled in parallel chunks that each have their own
+/// seeded stream, so the values do not depend on the thread count.
+fn random_normal(seed: u64, n: usize, std: f32) -> Vec<f32> {
+    const CHUNK: usize = 1 << 16;
+    let mut out = vec![0f32; n];
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let mut state = seed ^ (i as u64).wrapping_mul(0xd134_2543_de82_ef95);
+            for pair in chunk.chunks_mut(2) {
+                // Box-Muller from two uniforms in (0, 1].
+                let u1 = ((splitmix(&mut state) >> 40) as f32 + 1.0) / (1u64 << 24) as f32;
+                let u2 = (splitmix(&mut state) >> 40) as f32 / (1u64 << 24) as f32;
+                let r = std * (-2.0 * u1.ln()).sqrt();
+                let (s, c) = (std::f32::consts::TAU * u2).sin_cos();
+                pair[0] = r * c;
+                if let Some(second) = pair.get_mut(1) {
+                    *second = r * s;
+                }
+            }
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_normal_is_seeded_and_normal() {
+        let a = random_normal(7, 200_001, 0.02);
+        assert_eq!(a, random_normal(7, 200_001, 0.02));
+        assert_ne!(a[..100], random_normal(8, 100, 0.02)[..]);
+        let n = a.len() as f64;
+        let mean = a.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let std = (a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(mean.abs() < 2e-4, "mean {mean}");
+        assert!((std - 0.02).abs() < 2e-4, "std {std}");
+        let beyond_2sd = a.iter().filter(|x| x.abs() > 0.04).count() as f64 / n;
+        assert!(
+            (beyond_2sd - 0.0455).abs() < 3e-3,
+            "P(|x| > 2 sd) = {beyond_2sd}"
+        );
     }
 }
