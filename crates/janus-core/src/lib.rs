@@ -17,6 +17,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod cpu;
 mod error;
 pub mod nn;
 pub mod weights;

@@ -4,59 +4,13 @@
 //! cache, without copying it to a contiguous tensor every step. Other backends
 //! (and shapes these paths do not cover) use Burn's generic ops.
 
-use std::any::Any;
-
-use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData, TensorPrimitive};
+use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-/// Whether `B` is the burn-flex CPU backend.
-pub fn is_flex<B: Backend>() -> bool {
-    std::any::TypeId::of::<B>() == std::any::TypeId::of::<Flex>()
-}
-
-fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
-    let boxed: Box<dyn Any> = Box::new(t);
-    match boxed.downcast::<Tensor<Flex, D>>() {
-        Ok(t) => Ok(t.into_primitive().tensor()),
-        Err(b) => Err(*b.downcast::<Tensor<B, D>>().expect("same type")),
-    }
-}
-
-fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
-    let t = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t));
-    let boxed: Box<dyn Any> = Box::new(t);
-    *boxed
-        .downcast::<Tensor<B, D>>()
-        .expect("called only when B is Flex")
-}
-
-/// Element types the kernels read.
-trait Elem: bytemuck::Pod + Send + Sync + burn::tensor::Element {
-    fn f32(self) -> f32;
-}
-impl Elem for f32 {
-    fn f32(self) -> f32 {
-        self
-    }
-}
-impl Elem for f16 {
-    fn f32(self) -> f32 {
-        self.to_f32()
-    }
-}
-impl Elem for bf16 {
-    fn f32(self) -> f32 {
-        self.to_f32()
-    }
-}
-
-fn plain(t: &FlexTensor) -> bool {
-    t.is_contiguous() && t.layout().start_offset() == 0
-}
+use crate::cpu::{Elem, from_flex, host_f32, plain, to_flex};
 
 /// Writes `new [B, H, T, D]` into `cache [B, H, cap, D]` at positions `at..at+T`,
 /// in place when the cache buffer is not shared.
@@ -122,12 +76,7 @@ pub fn attend_cached<B: Backend>(
     if !plain(&kf) || !plain(&vf) || kf.dtype() != vf.dtype() {
         return None;
     }
-    let qv: Vec<f32> = q
-        .clone()
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .ok()?;
+    let qv = host_f32(q)?;
     let out = match kf.dtype() {
         DType::F32 => kernel::<f32>(
             &qv,
@@ -170,18 +119,18 @@ pub fn attend_cached<B: Backend>(
     ))
 }
 
-fn dot<E: Elem>(q: &[f32], k: &[E]) -> f32 {
+fn dot(q: &[f32], k: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (qc, kc) = (q.chunks_exact(8), k.chunks_exact(8));
     let (qr, kr) = (qc.remainder(), kc.remainder());
     for (a, b) in qc.zip(kc) {
         for l in 0..8 {
-            acc[l] += a[l] * b[l].f32();
+            acc[l] += a[l] * b[l];
         }
     }
     let mut s: f32 = acc.iter().sum();
     for (a, b) in qr.iter().zip(kr) {
-        s += a * b.f32();
+        s += a * b;
     }
     s
 }
@@ -203,6 +152,9 @@ fn kernel<E: Elem>(
     out.par_chunks_mut(tq * d).enumerate().for_each(|(bh, o)| {
         let (bi, hi) = (bh / h, bh % h);
         let base = (bi * kvh + hi / group) * cap * d;
+        // The visible keys and values of this head as f32, converted once.
+        let ks = E::as_f32(&k[base..base + len * d]);
+        let vs = E::as_f32(&v[base..base + len * d]);
         let mut scores = vec![0f32; len];
         for i in 0..tq {
             let qpos = len - tq + i;
@@ -211,7 +163,7 @@ fn kernel<E: Elem>(
             let mut max = f32::NEG_INFINITY;
             for (j, s) in scores.iter_mut().enumerate().take(qpos + 1) {
                 *s = if visible(j) {
-                    dot(qi, &k[base + j * d..base + (j + 1) * d]) * scale
+                    dot(qi, &ks[j * d..(j + 1) * d]) * scale
                 } else {
                     f32::NEG_INFINITY
                 };
@@ -225,8 +177,8 @@ fn kernel<E: Elem>(
                 }
                 let p = (s - max).exp();
                 sum += p;
-                for (acc, x) in oi.iter_mut().zip(&v[base + j * d..base + (j + 1) * d]) {
-                    *acc += p * x.f32();
+                for (acc, x) in oi.iter_mut().zip(&vs[j * d..(j + 1) * d]) {
+                    *acc += p * x;
                 }
             }
             let inv = 1.0 / sum;
@@ -239,6 +191,8 @@ fn kernel<E: Elem>(
 #[cfg(test)]
 mod tests {
     use burn::tensor::{Bool, Distribution};
+
+    use burn::backend::Flex;
 
     use super::*;
     use crate::nn::{AttentionMask, scaled_dot_product_attention};

@@ -44,9 +44,16 @@ impl<B: Backend> Linear<B> {
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
         let x = x.reshape([rows, d_in]);
+        dims[D - 1] = self.d_out();
+        if rows <= crate::cpu::MAX_ROWS
+            && let Some(y) = crate::cpu::linear_rows(&x, &self.weight, self.bias.as_ref())
+        {
+            return y.reshape(dims);
+        }
         let w = self.weight.clone().transpose();
         // burn-flex multiplies a single f16 row fast, but a few f16 rows at once
-        // several times slower than one row each: split small f16 batches.
+        // several times slower than one row each: split small f16 batches (CPUs
+        // without the few-row kernel).
         let y = if rows > 1 && rows <= 16 && x.dtype() == DType::F16 && super::is_flex::<B>() {
             Tensor::cat(
                 (0..rows)
@@ -61,7 +68,6 @@ impl<B: Backend> Linear<B> {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,
         };
-        dims[D - 1] = self.d_out();
         y.reshape(dims)
     }
 }

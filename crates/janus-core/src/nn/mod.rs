@@ -7,8 +7,9 @@ mod linear;
 mod mlp;
 mod norm;
 
+pub use crate::cpu::is_flex;
 pub use attention::{AttentionMask, scaled_dot_product_attention};
-pub use cached::{attend_cached, is_flex, write_rows};
+pub use cached::{attend_cached, write_rows};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use mlp::GeluMlp;
