@@ -260,6 +260,7 @@ impl Job for Bench {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    janus_core::cpu::retain_freed_memory();
     if args.model.is_none() && !args.random_weights {
         anyhow::bail!("give --model DIR or --random-weights");
     }

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use janus_core::nn::{AttentionMask, scaled_dot_product_attention};
 use janus_core::{Result, Weights};
 
-use crate::layers::{Conv2d, GroupNorm, swish};
+use crate::layers::{Conv2d, GroupNorm};
 
 /// `shortcut(x) + conv2(swish(norm2(conv1(swish(norm1(x))))))`.
 #[derive(Debug, Clone)]
@@ -46,13 +46,13 @@ impl<B: Backend> ResnetBlock<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(swish(self.norm1.forward(x.clone())));
-        let h = self.conv2.forward(swish(self.norm2.forward(h)));
+        let h = self.conv1.forward(self.norm1.forward_swish(x.clone()));
         let shortcut = match &self.nin_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
         };
-        shortcut + h
+        self.conv2
+            .forward_add(self.norm2.forward_swish(h), shortcut)
     }
 }
 
@@ -97,6 +97,6 @@ impl<B: Backend> AttnBlock<B> {
             1.0 / (c as f64).sqrt(),
         );
         let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
-        x + self.proj_out.forward(out)
+        self.proj_out.forward_add(out, x)
     }
 }

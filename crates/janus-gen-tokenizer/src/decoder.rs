@@ -3,7 +3,7 @@ use janus_core::config::VqConfig;
 use janus_core::{Result, Weights};
 
 use crate::encoder::{Level, Mid, load_level};
-use crate::layers::{Conv2d, GroupNorm, Upsample, swish};
+use crate::layers::{Conv2d, GroupNorm, Upsample};
 
 /// Latents `[B, z_channels, g, g]` to images `[B, 3, 16g, 16g]`. Level 0 is the
 /// lowest resolution (it has the attention blocks), as in the checkpoint.
@@ -74,6 +74,6 @@ impl<B: Backend> Decoder<B> {
             }
             tap(&format!("dec.up{i}.out"), &h);
         }
-        self.conv_out.forward(swish(self.norm_out.forward(h)))
+        self.conv_out.forward(self.norm_out.forward_swish(h))
     }
 }

@@ -3,7 +3,7 @@ use janus_core::config::VqConfig;
 use janus_core::{Result, Weights};
 
 use crate::blocks::{AttnBlock, ResnetBlock};
-use crate::layers::{Conv2d, Downsample, GroupNorm, swish};
+use crate::layers::{Conv2d, Downsample, GroupNorm};
 
 /// One resolution level: res blocks (each followed by attention at the lowest
 /// resolution) and an optional resampling layer.
@@ -155,6 +155,6 @@ impl<B: Backend> Encoder<B> {
         }
         h = self.mid.forward(h);
         tap("enc.mid.out", &h);
-        self.conv_out.forward(swish(self.norm_out.forward(h)))
+        self.conv_out.forward(self.norm_out.forward_swish(h))
     }
 }

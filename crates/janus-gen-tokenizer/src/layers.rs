@@ -4,7 +4,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
-use janus_core::{Result, Weights};
+use janus_core::{Result, Weights, cpu};
 
 /// GroupNorm groups and epsilon used everywhere in VQ-16.
 pub const GROUPS: usize = 32;
@@ -42,6 +42,39 @@ impl<B: Backend> Conv2d<B> {
 
     /// Applies the convolution to `[B, C, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.stride == 1
+            && let Some(y) = cpu::conv2d(
+                &x,
+                &self.weight,
+                Some(&self.bias),
+                self.padding,
+                false,
+                None,
+            )
+        {
+            return y;
+        }
+        self.generic(x)
+    }
+
+    /// `residual + self.forward(x)`, fused on the CPU.
+    pub fn forward_add(&self, x: Tensor<B, 4>, residual: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.stride == 1
+            && let Some(y) = cpu::conv2d(
+                &x,
+                &self.weight,
+                Some(&self.bias),
+                self.padding,
+                false,
+                Some(&residual),
+            )
+        {
+            return y;
+        }
+        residual + self.generic(x)
+    }
+
+    fn generic(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         conv2d(
             x,
             self.weight.clone(),
@@ -69,8 +102,19 @@ impl<B: Backend> GroupNorm<B> {
         })
     }
 
+    /// `swish(self.forward(x))`, fused on the CPU.
+    pub fn forward_swish(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match cpu::group_norm(&x, &self.weight, &self.bias, GROUPS, GN_EPS, true) {
+            Some(y) => y,
+            None => swish(self.forward(x)),
+        }
+    }
+
     /// Normalises `[B, C, H, W]` per group of channels.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if let Some(y) = cpu::group_norm(&x, &self.weight, &self.bias, GROUPS, GN_EPS, false) {
+            return y;
+        }
         let [b, c, h, w] = x.dims();
         let dtype = x.dtype();
         let g = x
@@ -128,6 +172,10 @@ impl<B: Backend> Upsample<B> {
 
     /// Doubles H and W.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let c = &self.conv;
+        if let Some(y) = cpu::conv2d(&x, &c.weight, Some(&c.bias), c.padding, true, None) {
+            return y;
+        }
         let [b, c, h, w] = x.dims();
         let up = x
             .reshape([b, c, h, 1, w, 1])

@@ -1,11 +1,13 @@
 //! Fast paths for the CPU backend (burn-flex) where Burn's generic ops are the
 //! bottleneck: multiplying a few rows by a large weight (decode and
-//! image-generation steps), 3x3 convolutions without im2col (VQ decoder), and the
+//! image-generation steps), 3x3 convolutions without im2col and GroupNorm+SiLU
+//! in two passes (VQ decoder), and the
 //! KV-cache kernels in [`crate::nn`]. Each entry point returns `None` (or falls
 //! back to the generic op) on other backends or layouts it does not cover, so
 //! callers stay backend-generic.
 
-// mod conv;
+mod conv;
+mod norm;
 mod rows;
 
 use std::any::Any;
@@ -17,7 +19,8 @@ use burn::tensor::TensorPrimitive;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-// pub use conv::conv2d;
+pub use conv::conv2d;
+pub use norm::group_norm;
 pub use rows::{MAX_ROWS, linear_rows};
 
 /// Whether `B` is the burn-flex CPU backend.
@@ -98,4 +101,46 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<V
         .convert::<f32>()
         .into_vec::<f32>()
         .ok()
+}
+
+/// The values of a tensor as f32: the CPU buffer itself for a plain f32 tensor,
+/// a converted host copy otherwise.
+pub(crate) enum F32Values {
+    Shared(FlexTensor),
+    Owned(Vec<f32>),
+}
+
+impl F32Values {
+    pub(crate) fn of<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Self> {
+        match to_flex(t.clone()) {
+            Ok(f) if f.dtype() == burn::tensor::DType::F32 && plain(&f) => Some(Self::Shared(f)),
+            _ => host_f32(t).map(Self::Owned),
+        }
+    }
+}
+
+impl std::ops::Deref for F32Values {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Self::Shared(t) => t.storage::<f32>(),
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// Makes glibc's allocator keep freed memory for reuse instead of handing every
+/// large buffer back to the kernel: without this each large temporary (tens of
+/// MB in the VQ decoder and vision tower) is a fresh `mmap`, and zeroing its pages
+/// costs about a quarter of the VQ decode. Call once at the start of a program;
+/// the process keeps its peak footprint until it exits. A no-op elsewhere than
+/// Linux/glibc.
+pub fn retain_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; called before heavy use.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
 }
