@@ -83,6 +83,13 @@ fn memory() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Starts a new peak-memory window: returns freed memory to the system and
+/// resets `VmHWM` to the current resident size (Linux; a no-op elsewhere).
+fn reset_peak() {
+    janus_core::cpu::release_freed_memory();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 struct Stat {
     name: &'static str,
     unit: &'static str,
@@ -90,6 +97,8 @@ struct Stat {
     min: f64,
     /// Work items per run (tokens, steps) to derive rates.
     per_run: f64,
+    /// Peak resident memory during this measurement (bytes).
+    peak_rss: u64,
 }
 
 /// Runs `f` once to warm up, then `repeats` times; `f` returns the seconds of the
@@ -101,6 +110,7 @@ fn measure(
     repeats: usize,
     mut f: impl FnMut() -> anyhow::Result<f64>,
 ) -> anyhow::Result<Stat> {
+    reset_peak();
     eprintln!("  {name}: warm-up");
     f()?;
     let mut times = Vec::with_capacity(repeats);
@@ -115,6 +125,7 @@ fn measure(
         median: times[times.len() / 2] / per_run,
         min: times[0] / per_run,
         per_run,
+        peak_rss: memory().1,
     })
 }
 
@@ -139,7 +150,8 @@ impl Job for Bench {
         };
         sync()?;
         let load_s = t0.elapsed().as_secs_f64();
-        let (rss_load, _) = memory();
+        janus_core::cpu::retain_freed_memory();
+        let (rss_load, peak_load) = memory();
         eprintln!(
             "built model in {load_s:.1} s, RSS {:.2} GB",
             rss_load as f64 / 1e9
@@ -247,6 +259,10 @@ impl Job for Bench {
             })?);
         }
         let (rss, peak) = memory();
+        let peak = stats
+            .iter()
+            .map(|s| s.peak_rss)
+            .fold(peak.max(peak_load), u64::max);
         Ok(json!({
             "load_s": load_s,
             "rss_after_load_bytes": rss_load,
@@ -254,13 +270,13 @@ impl Job for Bench {
             "peak_rss_bytes": peak,
             "stats": stats.iter().map(|s| json!({
                 "name": s.name, "unit": s.unit, "median": s.median, "min": s.min, "per_run": s.per_run,
+                "peak_rss_bytes": s.peak_rss,
             })).collect::<Vec<_>>(),
         }))
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    janus_core::cpu::retain_freed_memory();
     if args.model.is_none() && !args.random_weights {
         anyhow::bail!("give --model DIR or --random-weights");
     }
@@ -281,14 +297,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         backend.backend
     );
     let result = dispatch(backend, Bench { args, config })?;
-    println!("| measurement | median | min | unit |");
-    println!("|---|---|---|---|");
+    println!("| measurement | median | min | unit | peak RSS |");
+    println!("|---|---|---|---|---|");
     println!(
-        "| build/load | {:.2} | | s |",
+        "| build/load | {:.2} | | s | |",
         result["load_s"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "| RSS after load / peak | {:.2} / {:.2} | | GB |",
+        "| RSS after load / peak | {:.2} / {:.2} | | GB | |",
         result["rss_after_load_bytes"].as_f64().unwrap_or(0.0) / 1e9,
         result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
     );
@@ -304,8 +320,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             _ => String::new(),
         };
         println!(
-            "| {} | {median:.4}{extra} | {min:.4} | {unit} |",
-            s["name"].as_str().unwrap_or("")
+            "| {} | {median:.4}{extra} | {min:.4} | {unit} | {:.2} GB |",
+            s["name"].as_str().unwrap_or(""),
+            s["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
         );
     }
     let report = json!({

@@ -58,6 +58,14 @@ impl<B: Backend> MlpProjector<B> {
         })
     }
 
+    /// For inputs of many rows, such as the understanding aligner's 576 image
+    /// tokens ([`GeluMlp::for_many_rows`]).
+    pub fn for_many_rows(self) -> Self {
+        Self {
+            mlp: self.mlp.for_many_rows(),
+        }
+    }
+
     /// Projects the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         self.mlp.forward(x)

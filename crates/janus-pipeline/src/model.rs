@@ -64,7 +64,8 @@ impl<B: Backend> JanusModel<B> {
     fn from_weights(w: Weights<B>, config: &JanusConfig) -> Result<(Self, LoadReport)> {
         let model = Self {
             vision: SiglipEncoder::load(&w, &config.vision)?,
-            aligner: MlpProjector::load(&w, MlpProjector::<B>::ALIGNER, &config.aligner)?,
+            aligner: MlpProjector::load(&w, MlpProjector::<B>::ALIGNER, &config.aligner)?
+                .for_many_rows(),
             vq: VqModel::load(&w, &config.vq)?,
             gen_aligner: MlpProjector::load(
                 &w,

@@ -26,8 +26,9 @@ impl<B: Backend> VitBlock<B> {
         let d = c.width;
         Ok(Self {
             norm1: LayerNorm::load(w, &format!("{prefix}.norm1"), d, LN_EPS)?,
-            qkv: Linear::load(w, &format!("{prefix}.attn.qkv"), d, 3 * d, true)?,
-            proj: Linear::load(w, &format!("{prefix}.attn.proj"), d, d, true)?,
+            // Every layer sees all patches at once: weights in the CPU matmul's layout.
+            qkv: Linear::load(w, &format!("{prefix}.attn.qkv"), d, 3 * d, true)?.for_many_rows(),
+            proj: Linear::load(w, &format!("{prefix}.attn.proj"), d, d, true)?.for_many_rows(),
             norm2: LayerNorm::load(w, &format!("{prefix}.norm2"), d, LN_EPS)?,
             mlp: GeluMlp::load(
                 w,
@@ -36,7 +37,8 @@ impl<B: Backend> VitBlock<B> {
                 d,
                 c.mlp_dim,
                 d,
-            )?,
+            )?
+            .for_many_rows(),
             heads: c.heads,
         })
     }

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use super::{F32Values, host_f32, to_flex};
+use super::{F32Values, SendPtr, host_f32, to_flex};
 
 /// Output pixels (in padded-width units) per parallel task.
 const CHUNK: usize = 2048;
@@ -121,19 +121,6 @@ pub fn conv2d<B: Backend>(
         TensorData::new(out, [b, cout, h, w]),
         (&x.device(), x.dtype()),
     ))
-}
-
-/// A raw pointer the parallel tasks share (they write disjoint ranges).
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for disjoint writes from the tasks of one parallel loop.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Copies one image `[C, h0, w0]` into the zero-bordered `[C, Hp, Wp]` buffer,

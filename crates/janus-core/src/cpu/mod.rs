@@ -6,9 +6,11 @@
 //! back to the generic op) on other backends or layouts it does not cover, so
 //! callers stay backend-generic.
 
+mod attention;
 mod conv;
 mod norm;
 mod rows;
+mod vmath;
 
 use std::any::Any;
 
@@ -19,9 +21,11 @@ use burn::tensor::TensorPrimitive;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
+pub use attention::attention;
 pub use conv::conv2d;
 pub use norm::group_norm;
 pub use rows::{MAX_ROWS, linear_rows};
+pub use vmath::gelu;
 
 /// Whether `B` is the burn-flex CPU backend.
 pub fn is_flex<B: Backend>() -> bool {
@@ -129,11 +133,78 @@ impl std::ops::Deref for F32Values {
     }
 }
 
+/// A float tensor's f32 values with the offset and strides to address them: the
+/// CPU buffer itself for an f32 view with non-negative strides, a contiguous
+/// converted copy otherwise.
+pub(crate) struct StridedF32<const D: usize> {
+    values: F32Values,
+    offset: usize,
+    strides: [isize; D],
+}
+
+impl<const D: usize> StridedF32<D> {
+    pub(crate) fn of<B: Backend>(t: &Tensor<B, D>) -> Option<Self> {
+        if let Ok(f) = to_flex(t.clone()) {
+            let l = f.layout();
+            if f.dtype() == burn::tensor::DType::F32 && l.strides().iter().all(|s| *s >= 0) {
+                let (offset, strides) = (l.start_offset(), l.strides().try_into().ok()?);
+                return Some(Self {
+                    values: F32Values::Shared(f),
+                    offset,
+                    strides,
+                });
+            }
+        }
+        let dims = t.dims();
+        let mut strides = [1isize; D];
+        for i in (0..D.saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * dims[i + 1] as isize;
+        }
+        Some(Self {
+            values: F32Values::Owned(host_f32(t)?),
+            offset: 0,
+            strides,
+        })
+    }
+
+    /// Start of the buffer.
+    pub(crate) fn ptr(&self) -> *const f32 {
+        self.values.as_ptr()
+    }
+
+    /// Buffer index of element `idx`.
+    pub(crate) fn at(&self, idx: [usize; D]) -> usize {
+        idx.iter()
+            .zip(&self.strides)
+            .fold(self.offset, |a, (i, s)| a + i * *s as usize)
+    }
+
+    /// Stride of dimension `dim` in elements.
+    pub(crate) fn stride(&self, dim: usize) -> isize {
+        self.strides[dim]
+    }
+}
+
+/// A raw pointer the tasks of one parallel loop share (they write disjoint
+/// ranges).
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: only used for disjoint writes from the tasks of one parallel loop.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Makes glibc's allocator keep freed memory for reuse instead of handing every
 /// large buffer back to the kernel: without this each large temporary (tens of
 /// MB in the VQ decoder and vision tower) is a fresh `mmap`, and zeroing its pages
-/// costs about a quarter of the VQ decode. Call once at the start of a program;
-/// the process keeps its peak footprint until it exits. A no-op elsewhere than
+/// costs about a quarter of the VQ decode. Call once, after the weights are
+/// loaded (so the temporaries of loading go back to the system); the process
+/// then keeps its peak footprint until it exits. A no-op elsewhere than
 /// Linux/glibc.
 pub fn retain_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -142,5 +213,16 @@ pub fn retain_freed_memory() {
         libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
+/// Hands the memory that [`retain_freed_memory`] kept back to the system (e.g.
+/// between phases of a benchmark that reports each phase's peak). A no-op
+/// elsewhere than Linux/glibc.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

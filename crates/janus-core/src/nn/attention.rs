@@ -27,6 +27,16 @@ pub fn scaled_dot_product_attention<B: Backend>(
 ) -> Tensor<B, 4> {
     let [b, h, tq, _] = q.dims();
     let tk = k.dims()[2];
+    let causal = match mask {
+        AttentionMask::None => Some(false),
+        AttentionMask::Causal => Some(true),
+        AttentionMask::CausalAndPadding(_) => None,
+    };
+    if let Some(causal) = causal
+        && let Some(out) = crate::cpu::attention(&q, &k, &v, causal, scale as f32)
+    {
+        return out;
+    }
     let (is_causal, mask) = match mask {
         AttentionMask::None => (false, None),
         AttentionMask::Causal => (tq > 1, None),

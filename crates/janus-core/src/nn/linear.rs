@@ -5,16 +5,27 @@ use crate::error::Result;
 use crate::weights::Weights;
 
 /// A dense layer with the weight kept in PyTorch's `[out, in]` layout (no transpose
-/// is materialised at load; the matmul reads a transposed view).
+/// is materialised at load; the matmul reads a transposed view), or as `[in, out]`
+/// after [`Linear::for_many_rows`].
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
-    /// `[out, in]`.
-    pub weight: Tensor<B, 2>,
+    /// `[out, in]`, or `[in, out]` when `in_out`.
+    weight: Tensor<B, 2>,
     /// `[out]`.
-    pub bias: Option<Tensor<B, 1>>,
+    bias: Option<Tensor<B, 1>>,
+    in_out: bool,
 }
 
 impl<B: Backend> Linear<B> {
+    /// A layer from a weight `[out, in]` and an optional bias `[out]`.
+    pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
+        Self {
+            weight,
+            bias,
+            in_out: false,
+        }
+    }
+
     /// Loads `{prefix}.weight` `[out, in]` and, if `bias`, `{prefix}.bias` `[out]`.
     pub fn load(
         w: &Weights<B>,
@@ -23,19 +34,51 @@ impl<B: Backend> Linear<B> {
         d_out: usize,
         bias: bool,
     ) -> Result<Self> {
-        Ok(Self {
-            weight: w.tensor(&format!("{prefix}.weight"), [d_out, d_in])?,
-            bias: if bias {
+        Ok(Self::new(
+            w.tensor(&format!("{prefix}.weight"), [d_out, d_in])?,
+            if bias {
                 Some(w.tensor(&format!("{prefix}.bias"), [d_out])?)
             } else {
                 None
             },
-        })
+        ))
+    }
+
+    /// For layers that only ever see hundreds of rows (the vision tower): on the
+    /// CPU backend, stores the weight once as a contiguous `[in, out]` copy, which
+    /// the matrix product packs without a strided transpose (about 20-25 % faster
+    /// at SigLIP sizes); the few-row kernel, which wants `[out, in]`, is then not
+    /// used. A no-op on other backends.
+    pub fn for_many_rows(self) -> Self {
+        if self.in_out || !super::is_flex::<B>() {
+            return self;
+        }
+        let (device, dtype) = (self.weight.device(), self.weight.dtype());
+        let data = self.weight.transpose().into_data();
+        Self {
+            weight: Tensor::from_data(data, (&device, dtype)),
+            bias: self.bias,
+            in_out: true,
+        }
+    }
+
+    /// The weight as `[out, in]`.
+    pub fn weight(&self) -> Tensor<B, 2> {
+        if self.in_out {
+            self.weight.clone().transpose()
+        } else {
+            self.weight.clone()
+        }
+    }
+
+    /// The bias `[out]`, if the layer has one.
+    pub fn bias(&self) -> Option<&Tensor<B, 1>> {
+        self.bias.as_ref()
     }
 
     /// Output features.
     pub fn d_out(&self) -> usize {
-        self.weight.dims()[0]
+        self.weight.dims()[if self.in_out { 1 } else { 0 }]
     }
 
     /// `y = x W^T + b` over the last dimension of `x`.
@@ -45,16 +88,19 @@ impl<B: Backend> Linear<B> {
         let rows = dims[..D - 1].iter().product::<usize>();
         let x = x.reshape([rows, d_in]);
         dims[D - 1] = self.d_out();
-        if rows <= crate::cpu::MAX_ROWS
+        if !self.in_out
+            && rows <= crate::cpu::MAX_ROWS
             && let Some(y) = crate::cpu::linear_rows(&x, &self.weight, self.bias.as_ref())
         {
             return y.reshape(dims);
         }
-        let w = self.weight.clone().transpose();
-        // burn-flex multiplies a single f16 row fast, but a few f16 rows at once
-        // several times slower than one row each: split small f16 batches (CPUs
-        // without the few-row kernel).
-        let y = if rows > 1 && rows <= 16 && x.dtype() == DType::F16 && super::is_flex::<B>() {
+        let y = if self.in_out {
+            x.matmul(self.weight.clone())
+        } else if rows > 1 && rows <= 16 && x.dtype() == DType::F16 && super::is_flex::<B>() {
+            // burn-flex multiplies a single f16 row fast, but a few f16 rows at
+            // once several times slower than one row each: split small f16
+            // batches (CPUs without the few-row kernel).
+            let w = self.weight.clone().transpose();
             Tensor::cat(
                 (0..rows)
                     .map(|r| x.clone().narrow(0, r, 1).matmul(w.clone()))
@@ -62,7 +108,7 @@ impl<B: Backend> Linear<B> {
                 0,
             )
         } else {
-            x.matmul(w)
+            x.matmul(self.weight.clone().transpose())
         };
         let y = match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
@@ -80,23 +126,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_f16_batches_match_f32() {
+    fn f16_batches_and_the_in_out_copy_match_f32() {
         let dev = Default::default();
         let w = Tensor::<Flex, 2>::random([24, 40], Distribution::Normal(0.0, 0.2), &dev);
         let b = Tensor::<Flex, 1>::random([24], Distribution::Normal(0.0, 0.2), &dev);
         let x = Tensor::<Flex, 3>::random([3, 2, 40], Distribution::Normal(0.0, 1.0), &dev);
-        let f32_layer = Linear {
-            weight: w.clone(),
-            bias: Some(b.clone()),
-        };
-        let f16_layer = Linear {
-            weight: w.cast(DType::F16),
-            bias: Some(b.cast(DType::F16)),
-        };
+        let f32_layer = Linear::new(w.clone(), Some(b.clone()));
+        let f16_layer = Linear::new(w.clone().cast(DType::F16), Some(b.clone().cast(DType::F16)));
         let want = f32_layer.forward(x.clone());
-        let got = f16_layer.forward(x.cast(DType::F16));
+        let got = f16_layer.forward(x.clone().cast(DType::F16));
         assert_eq!(got.dims(), [3, 2, 24]);
-        let diff: f32 = (got.cast(DType::F32) - want).abs().max().into_scalar();
+        let diff: f32 = (got.cast(DType::F32) - want.clone())
+            .abs()
+            .max()
+            .into_scalar();
         assert!(diff < 2e-2, "max difference {diff}");
+        // The `[in, out]` copy gives the same product and reports the same weight.
+        let many = Linear::new(w.clone(), Some(b)).for_many_rows();
+        assert_eq!(many.d_out(), 24);
+        assert_eq!(many.weight().into_data(), w.into_data());
+        let diff: f32 = (many.forward(x) - want).abs().max().into_scalar();
+        assert!(diff < 1e-5, "max difference {diff}");
     }
 }

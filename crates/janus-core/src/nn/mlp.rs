@@ -30,6 +30,14 @@ impl<B: Backend> GeluMlp<B> {
         })
     }
 
+    /// Both layers for inputs of many rows ([`Linear::for_many_rows`]).
+    pub fn for_many_rows(self) -> Self {
+        Self {
+            fc1: self.fc1.for_many_rows(),
+            fc2: self.fc2.for_many_rows(),
+        }
+    }
+
     /// `fc2(gelu(fc1(x)))`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         self.fc2.forward(gelu(self.fc1.forward(x)))

@@ -75,6 +75,7 @@ impl Job for Generate {
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Self::Output> {
         let t0 = Instant::now();
         let (model, _) = JanusModel::<B>::load_dir(&self.dir, &device, dtype)?;
+        janus_core::cpu::retain_freed_memory();
         eprintln!(
             "loaded {} in {:.1} s ({dtype:?})",
             self.dir.display(),

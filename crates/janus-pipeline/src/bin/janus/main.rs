@@ -79,7 +79,6 @@ pub fn model_dir(model: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn main() {
-    janus_core::cpu::retain_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Understand(args) => understand::run(args),

@@ -127,6 +127,7 @@ impl Job for Understand {
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Output> {
         let t0 = Instant::now();
         let (model, _) = JanusModel::<B>::load_dir(&self.dir, &device, dtype)?;
+        janus_core::cpu::retain_freed_memory();
         let load_s = t0.elapsed().as_secs_f64();
         eprintln!("loaded {} in {load_s:.1} s ({dtype:?})", self.dir.display());
         let mut sampler = Sampler::new(self.sampling)?;

@@ -69,6 +69,7 @@ impl Job for VqJob {
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<VqOut> {
         let ckpt = Checkpoint::open(&self.dir)?;
         let vq = VqModel::<B>::load(&Weights::new(&ckpt, &device, dtype), &self.config.vq)?;
+        janus_core::cpu::retain_freed_memory();
         match self.work {
             Work::Encode(pixels) => {
                 let s = self.config.vq.image_size;
