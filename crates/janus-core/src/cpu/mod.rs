@@ -62,14 +62,14 @@ pub(crate) trait Elem: bytemuck::Pod + Send + Sync + burn::tensor::Element {
     fn f32(self) -> f32;
     /// `dst = src` as f32 (vectorised for the half types).
     fn widen(src: &[Self], dst: &mut [f32]);
-    /// `src` as f32: borrowed for f32, converted otherwise.
-    fn as_f32(src: &[Self]) -> std::borrow::Cow<'_, [f32]> {
+    /// `src` as f32: borrowed for f32, converted into `buf` otherwise.
+    fn as_f32_in<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
         if std::any::TypeId::of::<Self>() == std::any::TypeId::of::<f32>() {
-            std::borrow::Cow::Borrowed(bytemuck::cast_slice(src))
+            bytemuck::cast_slice(src)
         } else {
-            let mut dst = vec![0f32; src.len()];
-            Self::widen(src, &mut dst);
-            std::borrow::Cow::Owned(dst)
+            let buf = &mut buf[..src.len()];
+            Self::widen(src, buf);
+            buf
         }
     }
 }
@@ -94,7 +94,10 @@ impl Elem for bf16 {
         self.to_f32()
     }
     fn widen(src: &[Self], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
+        // bf16 is the top half of an f32: a shift, which vectorises.
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+        }
     }
 }
 

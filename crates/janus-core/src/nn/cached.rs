@@ -152,9 +152,9 @@ fn kernel<E: Elem>(
     out.par_chunks_mut(tq * d).enumerate().for_each(|(bh, o)| {
         let (bi, hi) = (bh / h, bh % h);
         let base = (bi * kvh + hi / group) * cap * d;
-        // The visible keys and values of this head as f32, converted once.
-        let ks = E::as_f32(&k[base..base + len * d]);
-        let vs = E::as_f32(&v[base..base + len * d]);
+        let (ks, vs) = (&k[base..base + len * d], &v[base..base + len * d]);
+        // One key or value row as f32 (converted in L1, not the whole cache).
+        let mut row = vec![0f32; d];
         let mut scores = vec![0f32; len];
         for i in 0..tq {
             let qpos = len - tq + i;
@@ -163,7 +163,7 @@ fn kernel<E: Elem>(
             let mut max = f32::NEG_INFINITY;
             for (j, s) in scores.iter_mut().enumerate().take(qpos + 1) {
                 *s = if visible(j) {
-                    dot(qi, &ks[j * d..(j + 1) * d]) * scale
+                    dot(qi, E::as_f32_in(&ks[j * d..(j + 1) * d], &mut row)) * scale
                 } else {
                     f32::NEG_INFINITY
                 };
@@ -177,7 +177,8 @@ fn kernel<E: Elem>(
                 }
                 let p = (s - max).exp();
                 sum += p;
-                for (acc, x) in oi.iter_mut().zip(&vs[j * d..(j + 1) * d]) {
+                let vj = E::as_f32_in(&vs[j * d..(j + 1) * d], &mut row);
+                for (acc, x) in oi.iter_mut().zip(vj) {
                     *acc += p * x;
                 }
             }
