@@ -36,7 +36,8 @@ pub struct BackendArgs {
     /// Compute backend (wgpu and cuda need a binary built with that feature).
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
-    /// Weight dtype [default: f32 on cpu (f16 for `generate`), f16 on wgpu, bf16 on cuda].
+    /// Weight dtype [default: f32 on cpu (for `generate` bf16 on CPUs with
+    /// AVX512-BF16, else f16), f16 on wgpu, bf16 on cuda].
     #[arg(long, value_enum)]
     pub dtype: Option<DTypeArg>,
 }
@@ -73,9 +74,10 @@ pub trait Job {
 /// Runs `job` on the backend named by `args`.
 pub fn dispatch<J: Job>(args: BackendArgs, job: J) -> Result<J::Output, J::Error> {
     let dtype = args.dtype()?;
-    if args.backend == BackendKind::Cpu && dtype == DType::BF16 {
+    if args.backend == BackendKind::Cpu && dtype == DType::BF16 && !janus_core::cpu::has_bf16_dot()
+    {
         eprintln!(
-            "warning: bf16 on the CPU backend converts on every operation and is slow; f16 is the fast 16-bit choice"
+            "warning: this CPU has no AVX512-BF16, so bf16 converts on every operation and is slow; f16 is the fast 16-bit choice here"
         );
     }
     match args.backend {

@@ -190,7 +190,7 @@ fn generate_argmax_writes_the_reference_images() {
 }
 
 #[test]
-fn generate_defaults_and_f16_keep_the_reference_argmax_codes() {
+fn generate_defaults_and_16_bit_dtypes_keep_the_reference_argmax_codes() {
     let g = Golden::load();
     let dir = testdata_dir();
     let prompt = g.at("prompts.pro.image_generation.messages")[0]["content"]
@@ -204,7 +204,7 @@ fn generate_defaults_and_f16_keep_the_reference_argmax_codes() {
         .map(u32s)
         .collect();
     let p = want.len().to_string();
-    for dtype in [None, Some("f16"), Some("f32")] {
+    for dtype in [None, Some("f16"), Some("f32"), Some("bf16")] {
         let out_dir = tmp(&format!("gen-{dtype:?}"));
         let mut args = vec![
             "generate",

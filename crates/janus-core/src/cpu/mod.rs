@@ -24,7 +24,7 @@ use half::{bf16, f16};
 pub use attention::attention;
 pub use conv::conv2d;
 pub use norm::group_norm;
-pub use rows::{MAX_ROWS, linear_rows};
+pub use rows::{MAX_ROWS, has_bf16_dot, linear_rows};
 pub use vmath::gelu;
 
 /// Whether `B` is the burn-flex CPU backend.

@@ -14,6 +14,12 @@ use rayon::prelude::*;
 
 use super::{Elem, host_f32, plain, to_flex};
 
+/// Whether this CPU multiplies bf16 rows by bf16 weights natively (AVX512-BF16),
+/// which makes bf16 the fastest dtype for decode and image-generation steps.
+pub fn has_bf16_dot() -> bool {
+    simd::bf16_dot_available()
+}
+
 /// The most rows of `x` the kernel takes.
 pub const MAX_ROWS: usize = 16;
 

@@ -116,11 +116,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         pad: tok.ids.pad,
         config,
     };
-    // On the CPU, f16 weights make each generation step about twice as fast as f32
-    // (docs/benchmarks.md), so it is this command's default there.
+    // On the CPU, 16-bit weights make each generation step faster than f32
+    // (docs/benchmarks.md): bf16 where the CPU multiplies it natively, else f16.
     let mut backend = args.backend;
     if backend.dtype.is_none() && backend.backend == BackendKind::Cpu {
-        backend.dtype = Some(DTypeArg::F16);
+        backend.dtype = Some(if janus_core::cpu::has_bf16_dot() {
+            DTypeArg::Bf16
+        } else {
+            DTypeArg::F16
+        });
     }
     let (codes, images) = dispatch(backend, job).context("image generation failed")?;
     let mut files = Vec::new();
