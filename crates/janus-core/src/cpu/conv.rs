@@ -2,7 +2,8 @@
 //! copy of the input (no im2col buffer), optionally reading the input through a
 //! nearest-neighbour 2x upsampling. The VQ decoder spends most of its time in
 //! 3x3 convolutions at 192–384 px, where this avoids Burn's im2col and NHWC
-//! round trips.
+//! round trips. 3x3 convolutions with even output sizes (all of the VQ
+//! decoder's) go through Winograd's F(2x2, 3x3) instead (`winograd.rs`).
 //!
 //! For output row `y`, the products are computed over the padded width `Wp`
 //! (the `Wp - W` extra columns are discarded): tap `(ky, kx)` then reads the
@@ -13,6 +14,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
+use super::winograd::{self, Dims};
 use super::{F32Values, SendPtr, host_f32, to_flex};
 
 /// Output pixels (in padded-width units) per parallel task.
@@ -59,6 +61,9 @@ pub fn conv2d<B: Backend>(
     let n = h * wp;
     let mut out = vec![0f32; b * cout * h * w];
     let mut padded = vec![0f32; cin * plane + k];
+    // 3x3 "same" convolutions with even sizes (all of the VQ decoder's) by Winograd.
+    let wino = (k == 3 && padding == 1 && h.is_multiple_of(2) && w.is_multiple_of(2))
+        .then(|| winograd::transform_weights(&ws, cout, cin));
     for (i, (img, out)) in xs
         .chunks_exact(cin * h0 * w0)
         .zip(out.chunks_exact_mut(cout * h * w))
@@ -68,6 +73,11 @@ pub fn conv2d<B: Backend>(
         let res = rs
             .as_ref()
             .map(|r| &r[i * cout * h * w..(i + 1) * cout * h * w]);
+        if let Some(u) = &wino {
+            let dims = Dims { cin, cout, h, w };
+            winograd::conv3x3(&padded, u, &bs, res, out, &dims);
+            continue;
+        }
         let out_ptr = SendPtr(out.as_mut_ptr());
         (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
             let q0 = c * CHUNK;
@@ -160,9 +170,15 @@ mod tests {
     #[test]
     fn matches_burn_conv2d_with_and_without_upsampling() {
         let dev = Default::default();
-        for (cin, cout, k, upsample) in [(5, 7, 3, false), (4, 6, 3, true), (3, 4, 1, false)] {
-            let x =
-                Tensor::<Flex, 4>::random([2, cin, 9, 11], Distribution::Normal(0.0, 1.0), &dev);
+        // Odd sizes take the shifted-product path, even 3x3 ones Winograd's.
+        for (cin, cout, k, upsample, [h, w]) in [
+            (5, 7, 3, false, [9, 11]),
+            (4, 6, 3, true, [9, 11]),
+            (3, 4, 1, false, [9, 11]),
+            (6, 5, 3, false, [8, 12]),
+            (33, 40, 3, false, [30, 6]),
+        ] {
+            let x = Tensor::<Flex, 4>::random([2, cin, h, w], Distribution::Normal(0.0, 1.0), &dev);
             let wt =
                 Tensor::<Flex, 4>::random([cout, cin, k, k], Distribution::Normal(0.0, 0.3), &dev);
             let b = Tensor::<Flex, 1>::random([cout], Distribution::Normal(0.0, 0.3), &dev);
@@ -189,7 +205,10 @@ mod tests {
             let diff: f32 = (with_r - r - want.clone()).abs().max().into_scalar();
             assert!(diff < 1e-4, "residual: {diff}");
             let diff: f32 = (got - want).abs().max().into_scalar();
-            assert!(diff < 1e-4, "cin {cin} k {k} upsample {upsample}: {diff}");
+            assert!(
+                diff < 1e-4,
+                "cin {cin} k {k} upsample {upsample} {h}x{w}: {diff}"
+            );
         }
     }
 }

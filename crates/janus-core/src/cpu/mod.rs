@@ -11,6 +11,7 @@ mod conv;
 mod norm;
 mod rows;
 mod vmath;
+mod winograd;
 
 use std::any::Any;
 
