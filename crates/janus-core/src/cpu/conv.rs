@@ -62,8 +62,9 @@ pub fn conv2d<B: Backend>(
     let mut out = vec![0f32; b * cout * h * w];
     let mut padded = vec![0f32; cin * plane + k];
     // 3x3 "same" convolutions with even sizes (all of the VQ decoder's) by Winograd.
-    let wino = (k == 3 && padding == 1 && h.is_multiple_of(2) && w.is_multiple_of(2))
-        .then(|| winograd::transform_weights(&ws, cout, cin));
+    let wino =
+        (k == 3 && padding == 1 && h > 0 && w > 0 && h.is_multiple_of(2) && w.is_multiple_of(2))
+            .then(|| winograd::transform_weights(&ws, cout, cin));
     for (i, (img, out)) in xs
         .chunks_exact(cin * h0 * w0)
         .zip(out.chunks_exact_mut(cout * h * w))
