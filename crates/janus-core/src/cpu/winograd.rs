@@ -208,11 +208,11 @@ fn input_transform(
                         [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
                     });
                     for r in 0..4 {
-                        let (t0, t1, t2, t3) = (bt[0][r], bt[1][r], bt[2][r], bt[3][r]);
-                        out[r * 4][t] = t0 - t2;
-                        out[r * 4 + 1][t] = t1 + t2;
-                        out[r * 4 + 2][t] = t2 - t1;
-                        out[r * 4 + 3][t] = t1 - t3;
+                        let (b0, b1, b2, b3) = (bt[0][r], bt[1][r], bt[2][r], bt[3][r]);
+                        out[r * 4][t] = b0 - b2;
+                        out[r * 4 + 1][t] = b1 + b2;
+                        out[r * 4 + 2][t] = b2 - b1;
+                        out[r * 4 + 3][t] = b1 - b3;
                     }
                 }
                 for (p, out) in out.iter().enumerate() {
