@@ -4,7 +4,8 @@
 use std::io::Write;
 
 use burn::tensor::DType;
-use janus_core::{Checkpoint, Error, Weights};
+use janus_checkpoint::Checkpoint;
+use janus_core::{Error, Weights};
 use janus_tests::{TestBackend as B, testdata_dir};
 
 #[test]
@@ -66,7 +67,10 @@ fn truncated_files_are_rejected() {
         let path = tmp.join(name);
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let err = Checkpoint::open(&path).unwrap_err();
-        assert!(matches!(err, Error::Checkpoint { .. }), "{name}: {err}");
+        assert!(
+            matches!(err, janus_checkpoint::Error::Malformed { .. }),
+            "{name}: {err}"
+        );
         assert!(
             err.to_string().contains(name),
             "error names the file: {err}"
@@ -127,7 +131,10 @@ fn shape_mismatch_and_missing_key_name_file_key_and_shapes() {
 fn leftover_keys_are_reported_but_known_unused_are_skipped() {
     let ckpt = Checkpoint::open(testdata_dir().join("model.safetensors")).unwrap();
     let w = Weights::<B>::new(&ckpt, &Default::default(), DType::F32);
-    let err = w.finish(&[]).unwrap_err().to_string();
+    let err = w
+        .finish(&janus_pipeline::layout::KNOWN_UNUSED)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("language_model.lm_head.weight"), "{err}");
     assert!(
         !err.contains("attn_pool") && !err.contains("codebook_used"),

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::DType;
-use janus_core::checkpoint::{KeyLayout, write_safetensors};
-use janus_core::{Checkpoint, StoredDType, TensorInfo};
+use janus_checkpoint::{Checkpoint, StoredDType, TensorInfo, write_safetensors};
 use janus_llm::Llama;
 use janus_pipeline::JanusModel;
 use janus_pipeline::convert::{SIDE_FILES, convert};
+use janus_pipeline::layout::{KeyLayout, open_checkpoint};
 use janus_tests::{Golden, TestBackend as B, testdata_dir, values};
 
 fn tmp(name: &str) -> PathBuf {
@@ -47,7 +47,7 @@ fn assert_same_tensors(a: &Checkpoint, b: &Checkpoint) {
 
 fn logits_match_reference(dir: &Path) {
     let g = Golden::load();
-    let (model, _) = JanusModel::<B>::load_dir(dir, &Default::default(), DType::F32).unwrap();
+    let model = JanusModel::<B>::load_dir(dir, &Default::default(), DType::F32).unwrap();
     let llm: &Llama<B> = &model.llm;
     let embeds = g.tensor::<3>("und.und_one_image.inputs_embeds");
     let mut cache = llm.new_cache(1, embeds.dims()[1]);
@@ -255,8 +255,8 @@ fn transformers_port_layout_converts_to_the_same_tensors() {
     }
     write_transformers_layout(&input);
     write_transformers_config(&input);
-    let hf = Checkpoint::open(&input).unwrap();
-    assert_eq!(hf.layout(), KeyLayout::Transformers);
+    let (_, layout) = open_checkpoint(&input).unwrap();
+    assert_eq!(layout, KeyLayout::Transformers);
     let out = tmp("out-hf");
     let report = convert(&input, &out, StoredDType::F32, |_, _, _| {}).unwrap();
     assert_eq!(report.layout, KeyLayout::Transformers);

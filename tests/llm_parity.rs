@@ -4,7 +4,8 @@
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
-use janus_core::{Checkpoint, JanusConfig, Weights};
+use janus_checkpoint::Checkpoint;
+use janus_core::{JanusConfig, Weights};
 use janus_llm::Llama;
 use janus_tests::{Golden, TestBackend as B, argmax, testdata_dir, values};
 

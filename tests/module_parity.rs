@@ -12,9 +12,7 @@ use janus_tests::{Golden, TestBackend as B, testdata_dir, values};
 fn model() -> &'static JanusModel<B> {
     static MODEL: OnceLock<JanusModel<B>> = OnceLock::new();
     MODEL.get_or_init(|| {
-        JanusModel::load_dir(testdata_dir(), &Default::default(), DType::F32)
-            .unwrap()
-            .0
+        JanusModel::load_dir(testdata_dir(), &Default::default(), DType::F32).unwrap()
     })
 }
 
@@ -257,7 +255,7 @@ trait ConcatPixels {
     fn concat_pixels(&self) -> Vec<u8>;
 }
 
-impl ConcatPixels for Vec<janus_gen_tokenizer::Rgb8> {
+impl ConcatPixels for Vec<janus_core::RgbImage> {
     fn concat_pixels(&self) -> Vec<u8> {
         self.iter().flat_map(|i| i.pixels.iter().copied()).collect()
     }

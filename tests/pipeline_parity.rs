@@ -17,9 +17,7 @@ use serde_json::Value;
 fn model() -> &'static JanusModel<B> {
     static MODEL: OnceLock<JanusModel<B>> = OnceLock::new();
     MODEL.get_or_init(|| {
-        JanusModel::load_dir(testdata_dir(), &Default::default(), DType::F32)
-            .unwrap()
-            .0
+        JanusModel::load_dir(testdata_dir(), &Default::default(), DType::F32).unwrap()
     })
 }
 
@@ -57,7 +55,7 @@ fn preprocessing_is_bit_exact_at_tiny_and_real_size() {
     let images = g.at("images").as_object().unwrap();
     assert!(!images.is_empty());
     for (stem, info) in images {
-        let img = RgbImage::open(g.dir.join(info["file"].as_str().unwrap())).unwrap();
+        let img = janus_pipeline::open_image(g.dir.join(info["file"].as_str().unwrap())).unwrap();
         assert_eq!(
             [img.width, img.height],
             [
@@ -82,7 +80,9 @@ fn preprocessing_is_bit_exact_at_tiny_and_real_size() {
         let real = p
             .with_size(info["384"]["image_size"].as_u64().unwrap() as usize)
             .resize_and_pad(&img);
-        let golden = RgbImage::open(g.dir.join(info["384"]["u8_png"].as_str().unwrap())).unwrap();
+        let golden =
+            janus_pipeline::open_image(g.dir.join(info["384"]["u8_png"].as_str().unwrap()))
+                .unwrap();
         assert_eq!((real.width, real.height), (golden.width, golden.height));
         let diff = real
             .pixels
@@ -103,9 +103,9 @@ fn unreadable_images_are_clear_errors() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("broken.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
-    let err = RgbImage::open(&bad).unwrap_err().to_string();
+    let err = janus_pipeline::open_image(&bad).unwrap_err().to_string();
     assert!(err.contains("broken.png"), "{err}");
-    let err = RgbImage::open(dir.join("missing.jpg"))
+    let err = janus_pipeline::open_image(dir.join("missing.jpg"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing.jpg"), "{err}");
@@ -248,7 +248,11 @@ fn understanding_end_to_end_matches_reference() {
         } else {
             let pixels: Vec<Vec<f32>> = images
                 .iter()
-                .map(|f| proc.preprocess(&RgbImage::open(g.dir.join("images").join(f)).unwrap()))
+                .map(|f| {
+                    proc.preprocess(
+                        &janus_pipeline::open_image(g.dir.join("images").join(f)).unwrap(),
+                    )
+                })
                 .collect();
             Some(m.image_embeds(m.pixel_tensor(&pixels).unwrap()).unwrap())
         };
@@ -304,11 +308,9 @@ fn left_padded_understanding_batch_matches_reference() {
             )
             .unwrap(),
         );
-        pixels.extend(
-            images
-                .iter()
-                .map(|f| proc.preprocess(&RgbImage::open(g.dir.join("images").join(f)).unwrap())),
-        );
+        pixels.extend(images.iter().map(|f| {
+            proc.preprocess(&janus_pipeline::open_image(g.dir.join("images").join(f)).unwrap())
+        }));
     }
     let batch = Batch::new(&prompts, tok.ids.pad, tok.ids.image);
     let flat_ids: Vec<i64> = batch

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use janus_core::{Checkpoint, StoredDType, TensorInfo};
+use janus_checkpoint::{Checkpoint, StoredDType, TensorInfo};
 use serde_json::Value;
 
 /// The backend the tests run on: the CPU (burn-flex), or wgpu with the `wgpu` feature.

@@ -1,32 +1,38 @@
 //! `cargo xtask <command>`: project automation (the cargo xtask pattern).
+//!
+//! - `test`: fmt, clippy and every test, exactly what CI runs;
+//! - `convert-weights ARGS` / `bench ARGS`: aliases of `janus convert` and
+//!   `janus bench` (run through `cargo run -p janus-cli`).
 
-mod bench;
-mod convert;
+mod cargo;
 mod test;
 
-use clap::{Parser, Subcommand};
+const USAGE: &str = "usage: cargo xtask <test | convert-weights ARGS | bench ARGS>
 
-#[derive(Parser)]
-#[command(name = "cargo xtask", about = "janus-rs project automation")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Format check, clippy (warnings are errors) and the whole test suite: what CI runs.
-    Test,
-    /// Convert an official checkpoint into the format the runtime loads fastest.
-    ConvertWeights(convert::Args),
-    /// Benchmark load, encode, prefill, decode, image generation and VQ decode.
-    Bench(bench::Args),
-}
+  test             format check, clippy (warnings are errors) and the whole test suite: what CI runs
+  convert-weights  alias of `janus convert` (convert a checkpoint into the runtime format)
+  bench            alias of `janus bench` (load, encode, prefill, decode, image steps, VQ decode)";
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Test => test::run(),
-        Command::ConvertWeights(args) => convert::run(args),
-        Command::Bench(args) => bench::run(args),
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match command.as_str() {
+        "test" => test::run(),
+        "convert-weights" => janus(&["convert"], &rest),
+        "bench" => janus(&["bench"], &rest),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => anyhow::bail!("unknown command `{other}`\n\n{USAGE}"),
     }
+}
+
+/// Runs the `janus` binary with `command` and the user's arguments.
+fn janus(command: &[&str], rest: &[String]) -> anyhow::Result<()> {
+    let mut args = vec!["run", "--quiet", "-p", "janus-cli", "--"];
+    args.extend_from_slice(command);
+    args.extend(rest.iter().map(String::as_str));
+    cargo::run(&args, &[])
 }

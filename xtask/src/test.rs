@@ -1,22 +1,8 @@
 //! `cargo xtask test`: the project's full check, exactly what CI runs.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, bail};
-
-fn cargo(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
-    eprintln!("==> cargo {}", args.join(" "));
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(args)
-        .envs(envs.iter().copied())
-        .status()
-        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
+use crate::cargo::run as cargo;
 
 /// Whether a Vulkan driver (e.g. Mesa's lavapipe) is installed.
 fn vulkan_driver() -> bool {
@@ -66,14 +52,7 @@ pub fn run() -> anyhow::Result<()> {
         );
     }
     cargo(
-        &[
-            "check",
-            "-p",
-            "janus-pipeline",
-            "--features",
-            "cuda",
-            "--bins",
-        ],
+        &["check", "-p", "janus-cli", "--features", "cuda", "--bins"],
         &[],
     )?;
     Ok(())

@@ -201,6 +201,89 @@ impl JanusConfig {
     }
 }
 
+impl JanusConfig {
+    /// `deepseek-ai/Janus-1.3B`: the same sizes as Janus-Pro-1B.
+    pub fn janus_1_3b() -> Self {
+        Self::real(2048, LlamaConfig::with_width(2048, 5632, 16, 24))
+    }
+
+    /// `deepseek-ai/Janus-Pro-1B`.
+    pub fn janus_pro_1b() -> Self {
+        Self::real(2048, LlamaConfig::with_width(2048, 5632, 16, 24))
+    }
+
+    /// `deepseek-ai/Janus-Pro-7B` (its sparse language config takes the HF
+    /// `LlamaConfig` defaults: 4096 wide, 11008 MLP, 32 heads).
+    pub fn janus_pro_7b() -> Self {
+        Self::real(4096, LlamaConfig::with_width(4096, 11008, 32, 30))
+    }
+
+    /// The modules every real checkpoint shares (SigLIP-L/16 @384, VQ-16) around
+    /// an LLM of width `hidden`.
+    fn real(hidden: usize, language: LlamaConfig) -> Self {
+        let (patch, width, layers, heads, ratio) = SIGLIP_LARGE;
+        let codes = 16384;
+        Self {
+            vision: VisionConfig {
+                model_name: "siglip_large_patch16_384".into(),
+                image_size: 384,
+                patch_size: patch,
+                width,
+                layers,
+                total_layers: layers,
+                heads,
+                mlp_dim: width * ratio,
+            },
+            aligner: ProjectorConfig {
+                input_dim: width,
+                n_embed: hidden,
+            },
+            vq: VqConfig {
+                codebook_size: codes,
+                codebook_embed_dim: 8,
+                ch: 128,
+                encoder_ch_mult: vec![1, 1, 2, 2, 4],
+                decoder_ch_mult: vec![1, 1, 2, 2, 4],
+                z_channels: 256,
+                num_res_blocks: 2,
+                image_size: 384,
+            },
+            gen_aligner: ProjectorConfig {
+                input_dim: 8,
+                n_embed: hidden,
+            },
+            gen_head: GenHeadConfig {
+                n_embed: hidden,
+                image_token_embed: hidden,
+                image_token_size: codes,
+            },
+            gen_embed: GenEmbedConfig {
+                image_token_size: codes,
+                n_embed: 8,
+            },
+            language,
+        }
+    }
+}
+
+impl LlamaConfig {
+    /// A Janus LLM (vocab 102400, 16384 positions, HF defaults otherwise).
+    fn with_width(hidden: usize, intermediate: usize, heads: usize, layers: usize) -> Self {
+        Self {
+            hidden_size: hidden,
+            intermediate_size: intermediate,
+            num_attention_heads: heads,
+            num_key_value_heads: heads,
+            num_hidden_layers: layers,
+            vocab_size: 102400,
+            head_dim: hidden / heads,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            max_position_embeddings: 16384,
+        }
+    }
+}
+
 /// Rewrites a transformers-port `JanusConfig` into the original schema (with the
 /// extension keys for the ViT and VQ sizes). Absent fields take that port's defaults.
 fn from_transformers(root: &Map<String, Value>) -> Value {

@@ -1,4 +1,5 @@
-//! The error type shared by every janus crate that reads files.
+//! The error type of the model crates: config problems, checkpoint problems, and
+//! tensors that do not fit the model.
 
 use std::path::PathBuf;
 
@@ -27,14 +28,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A checkpoint file is malformed (bad header, truncated data, corrupt zip, ...).
-    #[error("invalid checkpoint {path}: {reason}")]
-    Checkpoint {
-        /// The weight file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// A weight file cannot be read (bad header, truncated data, corrupt zip, ...).
+    #[error(transparent)]
+    Checkpoint(#[from] janus_checkpoint::Error),
     /// A tensor the model needs is not in the checkpoint.
     #[error("checkpoint {path}: missing tensor `{key}` (expected shape {expected:?})")]
     MissingTensor {
@@ -67,16 +63,6 @@ pub enum Error {
         /// The unknown keys.
         keys: Vec<String>,
     },
-    /// A tensor is stored with a dtype that cannot be converted to a float weight.
-    #[error("checkpoint {path}: tensor `{key}` has unsupported dtype {dtype}")]
-    UnsupportedDType {
-        /// The file holding the tensor.
-        path: PathBuf,
-        /// The key.
-        key: String,
-        /// The dtype found.
-        dtype: String,
-    },
     /// A user-supplied value is out of range (bad argument, bad code, bad image size).
     #[error("{0}")]
     Invalid(String),
@@ -91,14 +77,6 @@ impl Error {
         Self::Io {
             path: path.into(),
             source,
-        }
-    }
-
-    /// Builds an [`Error::Checkpoint`].
-    pub fn checkpoint(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Self::Checkpoint {
-            path: path.into(),
-            reason: reason.into(),
         }
     }
 }

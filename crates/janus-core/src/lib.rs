@@ -5,7 +5,8 @@
 //! ```no_run
 //! use burn::backend::Flex;
 //! use burn::tensor::DType;
-//! use janus_core::{Checkpoint, JanusConfig, Weights};
+//! use janus_checkpoint::Checkpoint;
+//! use janus_core::{JanusConfig, Weights};
 //!
 //! # fn main() -> janus_core::Result<()> {
 //! let config = JanusConfig::from_file("model/config.json")?;
@@ -15,17 +16,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod checkpoint;
 pub mod config;
 pub mod cpu;
 mod error;
+mod image;
 pub mod nn;
 pub mod weights;
 
-pub use checkpoint::{Checkpoint, StoredDType, TensorInfo};
 pub use config::{
     GenEmbedConfig, GenHeadConfig, JanusConfig, LlamaConfig, ProjectorConfig, VisionConfig,
     VqConfig,
 };
 pub use error::{Error, Result};
-pub use weights::{KNOWN_UNUSED, KeyPattern, Weights};
+pub use image::RgbImage;
+pub use weights::{KeyPattern, Weights};

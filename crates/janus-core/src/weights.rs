@@ -2,21 +2,15 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
+use half::{bf16, f16};
+use janus_checkpoint::Checkpoint;
 use rayon::prelude::*;
 
-use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-
-/// Key prefixes and suffixes that real checkpoints hold but inference never uses.
-/// They are skipped on purpose; every other unused key is an error.
-pub const KNOWN_UNUSED: [KeyPattern; 3] = [
-    KeyPattern::Prefix("vision_model.vision_tower.attn_pool."),
-    KeyPattern::Exact("gen_vision_model.quantize.codebook_used"),
-    KeyPattern::Suffix("rotary_emb.inv_freq"),
-];
 
 /// A pattern over checkpoint keys.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +36,25 @@ impl KeyPattern {
 
 /// Hands out checkpoint tensors as backend tensors in the runtime dtype, checking
 /// each key and shape, and remembering which keys were taken.
+///
+/// A `Weights` is scoped to a key prefix: [`Weights::pp`] gives a view one level
+/// down (`w.pp("layers").pp(3).pp("self_attn")` reads `layers.3.self_attn.*`); all
+/// views share one record of the keys taken, which [`Weights::finish`] checks.
 pub struct Weights<'a, B: Backend> {
+    shared: Rc<Shared<'a, B>>,
+    prefix: String,
+}
+
+impl<B: Backend> Clone for Weights<'_, B> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Rc::clone(&self.shared),
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+struct Shared<'a, B: Backend> {
     source: Source<'a>,
     device: B::Device,
     dtype: DType,
@@ -59,50 +71,77 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// Loads from `ckpt` onto `device`, converting every float weight to `dtype`
     /// (`F32`, `F16` or `BF16`).
     pub fn new(ckpt: &'a Checkpoint, device: &B::Device, dtype: DType) -> Self {
+        Self::with_source(Source::Checkpoint(ckpt), device, dtype)
+    }
+
+    fn with_source(source: Source<'a>, device: &B::Device, dtype: DType) -> Self {
         Self {
-            source: Source::Checkpoint(ckpt),
-            device: device.clone(),
-            dtype,
-            used: RefCell::new(BTreeSet::new()),
+            shared: Rc::new(Shared {
+                source,
+                device: device.clone(),
+                dtype,
+                used: RefCell::new(BTreeSet::new()),
+            }),
+            prefix: String::new(),
         }
+    }
+
+    /// The same weights scoped one level down: keys are read under `{prefix}.{name}`.
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        Self {
+            shared: Rc::clone(&self.shared),
+            prefix: self.key(&name.to_string()),
+        }
+    }
+
+    /// The full key of `name` under this view's prefix.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// This view's prefix (empty at the root).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Hands out seeded random weights of whatever shape is asked for: N(0, 0.02)
     /// for matrices, 1 for norm scales, 0 for biases. For benchmarks at real sizes
     /// without downloads; the values mean nothing.
     pub fn random(device: &B::Device, dtype: DType, seed: u64) -> Self {
-        Self {
-            source: Source::Random(seed),
-            device: device.clone(),
-            dtype,
-            used: RefCell::new(BTreeSet::new()),
-        }
+        Self::with_source(Source::Random(seed), device, dtype)
     }
 
     /// The runtime float dtype.
     pub fn dtype(&self) -> DType {
-        self.dtype
+        self.shared.dtype
     }
 
     /// The target device.
     pub fn device(&self) -> &B::Device {
-        &self.device
+        &self.shared.device
     }
 
     /// The checkpoint being read (`None` for random weights).
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
-        match self.source {
+        match self.shared.source {
             Source::Checkpoint(c) => Some(c),
             Source::Random(_) => None,
         }
     }
 
-    /// Takes `key`, which must have exactly `shape`.
+    /// Takes `name` (under this view's prefix), which must have exactly `shape`.
     ///
     /// For a data-less checkpoint ([`Checkpoint::from_shapes`]) the key and shape are
     /// checked and a one-element placeholder is returned.
-    pub fn tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
-        let ckpt = match self.source {
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        let key = self.key(name);
+        let key = key.as_str();
+        let (device, dtype) = (&self.shared.device, self.shared.dtype);
+        let ckpt = match self.shared.source {
             Source::Checkpoint(c) => c,
             Source::Random(seed) => return Ok(self.random_tensor(key, shape, seed)),
         };
@@ -119,12 +158,22 @@ impl<'a, B: Backend> Weights<'a, B> {
                 found: info.shape.clone(),
             });
         }
-        self.used.borrow_mut().insert(key.to_string());
+        self.shared.used.borrow_mut().insert(key.to_string());
         if !ckpt.has_data() {
-            return Ok(Tensor::zeros([1; D], (&self.device, self.dtype)));
+            return Ok(Tensor::zeros([1; D], (device, dtype)));
         }
-        let data = ckpt.read(key, self.dtype)?;
-        Ok(Tensor::from_data(data, (&self.device, self.dtype)))
+        let shape = shape.to_vec();
+        let data = match dtype {
+            DType::F32 => TensorData::new(ckpt.read::<f32>(key)?, shape),
+            DType::F16 => TensorData::new(ckpt.read::<f16>(key)?, shape),
+            DType::BF16 => TensorData::new(ckpt.read::<bf16>(key)?, shape),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "runtime dtype {other:?} is not supported for weights (use f32, f16 or bf16)"
+                )));
+            }
+        };
+        Ok(Tensor::from_data(data, (device, dtype)))
     }
 
     fn random_tensor<const D: usize>(
@@ -133,7 +182,7 @@ impl<'a, B: Backend> Weights<'a, B> {
         shape: [usize; D],
         seed: u64,
     ) -> Tensor<B, D> {
-        let opts = (&self.device, self.dtype);
+        let opts = (&self.shared.device, self.shared.dtype);
         let is_norm = key.contains("norm") && key.ends_with(".weight");
         if key.ends_with(".bias") {
             Tensor::zeros(shape, opts)
@@ -145,21 +194,17 @@ impl<'a, B: Backend> Weights<'a, B> {
         }
     }
 
-    /// Checks that every key of the checkpoint was taken, apart from
-    /// [`KNOWN_UNUSED`] and `also_unused`. Returns the skipped keys.
-    pub fn finish(self, also_unused: &[KeyPattern]) -> Result<Vec<String>> {
-        let Source::Checkpoint(ckpt) = self.source else {
+    /// Checks that every key of the checkpoint was taken, apart from those
+    /// matching `unused` (keys a model knowingly ignores). Returns the skipped keys.
+    pub fn finish(&self, unused: &[KeyPattern]) -> Result<Vec<String>> {
+        let Source::Checkpoint(ckpt) = self.shared.source else {
             return Ok(Vec::new());
         };
-        let used = self.used.into_inner();
+        let used = self.shared.used.borrow();
         let mut skipped = Vec::new();
         let mut unexpected = Vec::new();
         for key in ckpt.keys().filter(|k| !used.contains(*k)) {
-            if KNOWN_UNUSED
-                .iter()
-                .chain(also_unused)
-                .any(|p| p.matches(key))
-            {
+            if unused.iter().any(|p| p.matches(key)) {
                 skipped.push(key.to_string());
             } else {
                 unexpected.push(key.to_string());

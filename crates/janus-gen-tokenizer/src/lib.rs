@@ -10,7 +10,8 @@
 //! use burn::backend::Flex;
 //! use burn::prelude::*;
 //! use burn::tensor::DType;
-//! use janus_core::{Checkpoint, JanusConfig, Weights};
+//! use janus_checkpoint::Checkpoint;
+//! use janus_core::{JanusConfig, Weights};
 //! use janus_gen_tokenizer::VqModel;
 //!
 //! # fn main() -> janus_core::Result<()> {
@@ -33,23 +34,12 @@ mod layers;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use janus_core::config::VqConfig;
-use janus_core::{Error, Result, Weights};
+use janus_core::{Error, Result, RgbImage, Weights};
 
 pub use blocks::{AttnBlock, ResnetBlock};
 pub use decoder::Decoder;
 pub use encoder::{Encoder, Level, Mid};
 pub use layers::{Conv2d, Downsample, GroupNorm, Upsample};
-
-/// An RGB image, row-major HWC bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rgb8 {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// `height * width * 3` bytes.
-    pub pixels: Vec<u8>,
-}
 
 /// The VQ-16 model (`gen_vision_model.*`).
 #[derive(Debug, Clone)]
@@ -224,7 +214,7 @@ impl<B: Backend> VqModel<B> {
 
     /// Images `[B, 3, H, W]` in [-1, 1] to RGB bytes the way the reference does:
     /// `trunc(clip((x + 1) / 2 * 255, 0, 255))` (truncation, not rounding).
-    pub fn to_rgb8(images: Tensor<B, 4>) -> Vec<Rgb8> {
+    pub fn to_rgb8(images: Tensor<B, 4>) -> Vec<RgbImage> {
         let [b, _, h, w] = images.dims();
         let v = images
             .add_scalar(1.0)
@@ -238,7 +228,7 @@ impl<B: Backend> VqModel<B> {
             .expect("float data");
         v.chunks(h * w * 3)
             .take(b)
-            .map(|img| Rgb8 {
+            .map(|img| RgbImage {
                 width: w,
                 height: h,
                 pixels: img.iter().map(|x| *x as u8).collect(),

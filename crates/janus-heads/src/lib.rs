@@ -10,7 +10,8 @@
 //! use burn::backend::Flex;
 //! use burn::prelude::*;
 //! use burn::tensor::DType;
-//! use janus_core::{Checkpoint, JanusConfig, Weights};
+//! use janus_checkpoint::Checkpoint;
+//! use janus_core::{JanusConfig, Weights};
 //! use janus_heads::{GenEmbed, GenHead, MlpProjector};
 //!
 //! # fn main() -> janus_core::Result<()> {

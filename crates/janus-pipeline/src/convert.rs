@@ -7,9 +7,10 @@ use std::path::Path;
 
 use burn::backend::Flex;
 use burn::tensor::DType;
-use janus_core::checkpoint::{KeyLayout, write_safetensors};
-use janus_core::{Checkpoint, JanusConfig, KNOWN_UNUSED, StoredDType, TensorInfo};
+use janus_checkpoint::{Checkpoint, StoredDType, TensorInfo, write_safetensors};
+use janus_core::{JanusConfig, Weights};
 
+use crate::layout::{KNOWN_UNUSED, KeyLayout, open_checkpoint, to_original};
 use crate::model::JanusModel;
 use crate::{PipelineError, Result};
 
@@ -55,16 +56,20 @@ pub fn detect_variant(config: &JanusConfig, name: &str) -> String {
     }
 }
 
-/// Checks that every key and shape of `ckpt` maps onto the model `config` describes
-/// (shape level, no weights read); returns the known-unused keys.
+/// Checks that every key and shape of `ckpt` (either key layout) maps onto the
+/// model `config` describes (shape level, no weights read); returns the
+/// known-unused keys.
 pub fn validate(ckpt: &Checkpoint, config: &JanusConfig) -> Result<Vec<String>> {
     let shapes = Checkpoint::from_shapes(
         ckpt.path(),
         ckpt.keys()
-            .map(|k| (k.to_string(), ckpt.info(k).expect("listed key").clone())),
-    )?;
-    let (_, report) = JanusModel::<Flex>::load(&shapes, config, &Default::default(), DType::F32)?;
-    Ok(report.skipped)
+            .filter_map(|k| Some((k.to_string(), ckpt.info(k)?.clone()))),
+    )
+    .map_err(janus_core::Error::from)?;
+    let (shapes, _) = to_original(shapes)?;
+    let w = Weights::<Flex>::new(&shapes, &Default::default(), DType::F32);
+    JanusModel::from_weights(&w, config)?;
+    Ok(w.finish(&KNOWN_UNUSED)?)
 }
 
 /// Converts the checkpoint in `input` into `output/model.safetensors` with float
@@ -85,7 +90,7 @@ pub fn convert(
         )));
     }
     let config = JanusConfig::from_file(input.join("config.json"))?;
-    let ckpt = Checkpoint::open(input)?;
+    let (ckpt, layout) = open_checkpoint(input)?;
     let skipped = validate(&ckpt, &config)?;
     let variant = detect_variant(&config, &input.display().to_string());
 
@@ -115,18 +120,12 @@ pub fn convert(
     let files = ckpt.files();
     let mut done: BTreeMap<Option<usize>, usize> = BTreeMap::new();
 
-    std::fs::create_dir_all(output).map_err(|e| janus_core::Error::io(output, e))?;
+    std::fs::create_dir_all(output).map_err(|e| io_error(output, e))?;
     let metadata: BTreeMap<String, String> = [
         ("format", "janus-rs"),
         ("format_version", FORMAT_VERSION),
         ("dtype", dtype.safetensors_name()),
-        (
-            "source_layout",
-            match ckpt.layout() {
-                KeyLayout::Original => "original",
-                KeyLayout::Transformers => "transformers",
-            },
-        ),
+        ("source_layout", layout.name()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -147,15 +146,19 @@ pub fn convert(
         if src.is_file() {
             let dst = output.join(name);
             let tmp = output.join(format!(".{name}.partial"));
-            std::fs::copy(&src, &tmp).map_err(|e| janus_core::Error::io(&src, e))?;
-            std::fs::rename(&tmp, &dst).map_err(|e| janus_core::Error::io(&dst, e))?;
+            std::fs::copy(&src, &tmp).map_err(|e| io_error(&src, e))?;
+            std::fs::rename(&tmp, &dst).map_err(|e| io_error(&dst, e))?;
         }
     }
     Ok(ConvertReport {
         variant,
-        layout: ckpt.layout(),
+        layout,
         tensors: specs.len(),
         skipped,
         bytes,
     })
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> PipelineError {
+    janus_core::Error::io(path, e).into()
 }

@@ -1,3 +1,5 @@
+//! The error type of the end-to-end pipeline.
+
 /// Errors of the end-to-end pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -20,3 +22,9 @@ pub enum PipelineError {
 
 /// Shorthand for results carrying [`PipelineError`].
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+impl From<janus_checkpoint::Error> for PipelineError {
+    fn from(e: janus_checkpoint::Error) -> Self {
+        Self::Core(e.into())
+    }
+}

@@ -103,7 +103,7 @@ impl<'m, B: Backend> ImageGenSession<'m, B> {
                 }
             })
             .collect();
-        let device = model.llm.embed_tokens.weight.device();
+        let device = model.device().clone();
         let steps = model.config.vq.grid_side().pow(2);
         Ok(Self {
             model,

@@ -7,19 +7,14 @@ use std::path::{Path, PathBuf};
 
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo};
-use janus_core::StoredDType;
+use janus_checkpoint::{StoredDType, WEIGHT_FILES, read_index};
 
 use crate::convert::{SIDE_FILES, convert};
+use crate::janus::LoadEvent;
 use crate::{PipelineError, Result};
 
 /// The default model of the CLI.
 pub const DEFAULT_MODEL: &str = "deepseek-ai/Janus-Pro-1B";
-
-const WEIGHT_INDEXES: [&str; 2] = [
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-];
-const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
 /// Whether `spec` looks like `org/name` rather than a path.
 pub fn is_repo_id(spec: &str) -> bool {
@@ -47,21 +42,8 @@ pub fn janus_cache_dir() -> PathBuf {
 
 /// Weight file names listed by a `*.index.json`.
 fn shards_of(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).map_err(|e| janus_core::Error::io(index, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        PipelineError::Invalid(format!("{} is not valid JSON: {e}", index.display()))
-    })?;
-    let mut files: Vec<String> = v["weight_map"]
-        .as_object()
-        .map(|m| {
-            m.values()
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files.dedup();
-    Ok(files)
+    let shards = read_index(index).map_err(janus_core::Error::from)?;
+    Ok(shards.into_keys().collect())
 }
 
 fn not_available(id: &str, cache: &Cache, why: &str) -> PipelineError {
@@ -79,27 +61,24 @@ fn not_available(id: &str, cache: &Cache, why: &str) -> PipelineError {
 
 /// Finds (or downloads) the snapshot of `id` in the HF cache; returns its directory
 /// and commit.
-fn snapshot(id: &str) -> Result<(PathBuf, String)> {
+fn snapshot(id: &str, progress: &mut impl FnMut(LoadEvent<'_>)) -> Result<(PathBuf, String)> {
     let cache = Cache::from_env();
     let cached = cache.model(id.to_string());
     let from_cache = || -> Option<(PathBuf, String)> {
         let config = cached.get("config.json")?;
         let dir = config.parent()?.to_path_buf();
         let sha = dir.file_name()?.to_string_lossy().to_string();
-        let has_weights = WEIGHT_INDEXES
-            .iter()
-            .filter_map(|i| cached.get(i))
-            .any(|i| {
-                shards_of(&i)
-                    .is_ok_and(|s| !s.is_empty() && s.iter().all(|f| cached.get(f).is_some()))
-            })
-            || WEIGHT_FILES.iter().any(|f| cached.get(f).is_some());
+        let has_weights = WEIGHT_FILES.iter().any(|name| match cached.get(name) {
+            Some(index) if name.ends_with(".index.json") => shards_of(&index)
+                .is_ok_and(|s| !s.is_empty() && s.iter().all(|f| cached.get(f).is_some())),
+            found => found.is_some(),
+        });
         has_weights.then_some((dir, sha))
     };
     if offline() {
         return from_cache().ok_or_else(|| not_available(id, &cache, "HF_HUB_OFFLINE is set"));
     }
-    let online = || -> std::result::Result<(PathBuf, String), String> {
+    let mut online = || -> std::result::Result<(PathBuf, String), String> {
         let api = ApiBuilder::from_env()
             .with_progress(true)
             .build()
@@ -112,17 +91,22 @@ fn snapshot(id: &str) -> Result<(PathBuf, String)> {
             .filter(|f| names.contains(f))
             .map(|f| f.to_string())
             .collect();
-        if let Some(index) = WEIGHT_INDEXES.iter().find(|i| names.contains(i)) {
-            let path = repo.get(index).map_err(|e| e.to_string())?;
-            wanted.extend(shards_of(&path).map_err(|e| e.to_string())?);
-        } else if let Some(file) = WEIGHT_FILES.iter().find(|f| names.contains(f)) {
-            wanted.push(file.to_string());
-        } else {
-            return Err("the repository has no model.safetensors or pytorch_model.bin".into());
+        match WEIGHT_FILES.iter().find(|f| names.contains(f)) {
+            Some(index) if index.ends_with(".index.json") => {
+                let path = repo.get(index).map_err(|e| e.to_string())?;
+                wanted.push(index.to_string());
+                wanted.extend(shards_of(&path).map_err(|e| e.to_string())?);
+            }
+            Some(file) => wanted.push(file.to_string()),
+            None => {
+                return Err("the repository has no model.safetensors or pytorch_model.bin".into());
+            }
         }
         let mut dir = None;
         for f in &wanted {
-            eprintln!("fetching {id}/{f}");
+            progress(LoadEvent::Fetching {
+                file: &format!("{id}/{f}"),
+            });
             let p = repo.get(f).map_err(|e| e.to_string())?;
             dir = p.parent().map(Path::to_path_buf);
         }
@@ -136,8 +120,8 @@ fn snapshot(id: &str) -> Result<(PathBuf, String)> {
 
 /// Resolves `--model`: an existing directory is used as is (any layout); a hub id
 /// is found or downloaded in the HF cache and converted once into the janus-rs
-/// cache. `progress(file, done, total)` reports the conversion.
-pub fn resolve_model(spec: &str, progress: impl FnMut(&Path, usize, usize)) -> Result<PathBuf> {
+/// cache. `progress` hears of each file fetched and of the conversion.
+pub fn resolve_model(spec: &str, mut progress: impl FnMut(LoadEvent<'_>)) -> Result<PathBuf> {
     let path = PathBuf::from(spec);
     if path.is_dir() {
         return Ok(path);
@@ -147,7 +131,7 @@ pub fn resolve_model(spec: &str, progress: impl FnMut(&Path, usize, usize)) -> R
             "model `{spec}` is neither a directory nor a Hugging Face id like {DEFAULT_MODEL}"
         )));
     }
-    let (snapshot, sha) = snapshot(spec)?;
+    let (snapshot, sha) = snapshot(spec, &mut progress)?;
     let converted = janus_cache_dir()
         .join("models")
         .join(spec.replace('/', "--"))
@@ -155,12 +139,12 @@ pub fn resolve_model(spec: &str, progress: impl FnMut(&Path, usize, usize)) -> R
     if converted.join("model.safetensors").is_file() && converted.join("config.json").is_file() {
         return Ok(converted);
     }
-    eprintln!(
-        "converting {spec} ({}) into {}",
-        snapshot.display(),
-        converted.display()
-    );
-    convert(&snapshot, &converted, StoredDType::BF16, progress)?;
+    convert(
+        &snapshot,
+        &converted,
+        StoredDType::BF16,
+        |file, done, total| progress(LoadEvent::Converting { file, done, total }),
+    )?;
     Ok(converted)
 }
 

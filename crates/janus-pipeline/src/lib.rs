@@ -1,56 +1,58 @@
-//! Janus end to end, generic over Burn's [`Backend`](burn::prelude::Backend):
+//! Janus end to end, generic over Burn's [`Backend`](burn::prelude::Backend).
 //!
-//! - [`JanusModel`]: every module of a checkpoint, loaded and checked;
-//! - [`ImageProcessor`]: the reference's image preprocessing, bit-exact
-//!   (Pillow-compatible bicubic resize, pad, normalise);
-//! - [`JanusTokenizer`] and the [`chat`] templates (Janus-1.3B and Janus-Pro styles);
-//! - [`PreparedPrompt`] / [`Batch`]: image-slot expansion and left-padded batches;
-//! - text generation ([`JanusModel::generate_text`], greedy or sampled) and image
-//!   generation with classifier-free guidance ([`JanusModel::generate_images`]).
+//! [`Janus`] is the API most programs need: load once, then answer questions
+//! about images with streamed text, or generate images:
 //!
 //! ```no_run
 //! use burn::backend::Flex;
 //! use burn::tensor::DType;
-//! use janus_pipeline::{chat, Batch, ImageProcessor, JanusModel, JanusTokenizer, PreparedPrompt, Sampler, SamplingConfig, RgbImage};
+//! use janus_pipeline::{ImageRequest, Janus, Request, open_image};
 //!
 //! # fn main() -> janus_pipeline::Result<()> {
-//! let dir = "model";
-//! let (model, _) = JanusModel::<Flex>::load_dir(dir, &Default::default(), DType::F32)?;
-//! let tok = JanusTokenizer::from_dir(dir)?;
-//! let proc = ImageProcessor::from_file(format!("{dir}/preprocessor_config.json"))?;
-//!
-//! let question = chat::place_images("What is in this picture?", 1, &tok.image_tag)?;
-//! let text = chat::understanding_prompt(&[chat::Message::new("user", question)], chat::Template::Pro);
-//! let prompt = PreparedPrompt::new(&tok, &text, model.config.vision.num_patches())?;
-//! let batch = Batch::new(&[prompt], tok.ids.pad, tok.ids.image);
-//! let pixels = model.pixel_tensor(&[proc.preprocess(&RgbImage::open("cat.png")?)])?;
-//! let embeds = model.prepare_inputs_embeds(&batch, Some(model.image_embeds(pixels)?))?;
-//! let mut sampler = Sampler::new(SamplingConfig::default())?; // greedy
-//! let ids = model.generate_text(&batch, embeds, 64, tok.ids.eos, &mut sampler, |_, _| {});
-//! println!("{}", tok.decode(&ids[0], true));
+//! let janus = Janus::<Flex>::load("deepseek-ai/Janus-Pro-1B", &Default::default(), DType::F32)?;
+//! let request = Request::new("What is in this picture?").image(open_image("cat.png")?);
+//! for delta in janus.understand(&request)? {
+//!     print!("{}", delta?.text);
+//! }
+//! let images = janus.generate_images(&ImageRequest::new("a red apple"), |_step, _steps| {})?;
 //! # Ok(()) }
 //! ```
+//!
+//! Underneath: [`JanusModel`] (every module of a checkpoint, loaded and checked
+//! against its config), [`Processor`] (tokenizer, [`chat`] template and the
+//! bit-exact [`ImageProcessor`]), [`TextSession`] / [`TextStream`] (text
+//! generation and incremental detokenisation), [`ImageGenSession`] (image
+//! generation with classifier-free guidance), [`convert`] (checkpoints to the
+//! runtime format) and [`layout`] (the key layouts of Janus checkpoints).
 
-pub mod backend;
 pub mod chat;
 pub mod convert;
 mod error;
 mod generate;
 #[cfg(feature = "hub")]
 pub mod hub;
+mod janus;
+pub mod layout;
 mod model;
 mod preprocess;
 mod processor;
 mod resize;
 mod sampling;
+mod text_stream;
 mod tokenizer;
 mod understand;
 
 pub use error::{PipelineError, Result};
 pub use generate::{CfgLogits, ImageGenConfig, ImageGenSession};
-pub use model::{JanusModel, LoadReport};
-pub use preprocess::{ImageProcessor, RgbImage};
-pub use processor::{Batch, PreparedPrompt};
+pub use janus::{
+    FinishReason, GeneratedImage, ImageRequest, Janus, LoadEvent, Request, TextDelta,
+    Understanding, resolve_model,
+};
+pub use model::JanusModel;
+pub use preprocess::{ImageProcessor, RgbImage, decode_image, open_image};
+pub use processor::{Batch, Prepared, PreparedPrompt, Processor};
 pub use resize::resize_bicubic;
 pub use sampling::{Sampler, SamplingConfig, argmax};
+pub use text_stream::TextStream;
 pub use tokenizer::{BOI_TAG, EOI_TAG, JanusTokenizer, SpecialIds};
+pub use understand::TextSession;

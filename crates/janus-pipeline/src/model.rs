@@ -4,11 +4,15 @@ use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::DType;
-use janus_core::{Checkpoint, JanusConfig, Result, Weights};
+use janus_checkpoint::Checkpoint;
+use janus_core::{JanusConfig, Weights};
 use janus_gen_tokenizer::VqModel;
 use janus_heads::{GenEmbed, GenHead, MlpProjector};
 use janus_llm::Llama;
 use janus_und_encoder::SiglipEncoder;
+
+use crate::Result;
+use crate::layout::{KNOWN_UNUSED, open_checkpoint};
 
 /// `MultiModalityCausalLM`: every module of a Janus checkpoint.
 #[derive(Debug, Clone)]
@@ -29,25 +33,24 @@ pub struct JanusModel<B: Backend> {
     pub llm: Llama<B>,
     /// The config.
     pub config: JanusConfig,
-}
-
-/// What loading found besides the model.
-#[derive(Debug, Clone)]
-pub struct LoadReport {
-    /// Tensors present but knowingly unused (attention pool, `codebook_used`, ...).
-    pub skipped: Vec<String>,
+    device: B::Device,
+    dtype: DType,
 }
 
 impl<B: Backend> JanusModel<B> {
-    /// Loads every module from `ckpt`, converting weights to `dtype`. Fails on any
-    /// missing key, shape mismatch or unknown key.
+    /// Loads every module from `ckpt` (keys in the original layout, see
+    /// [`crate::layout`]), converting weights to `dtype`. Fails on any missing
+    /// key, shape mismatch or unknown key.
     pub fn load(
         ckpt: &Checkpoint,
         config: &JanusConfig,
         device: &B::Device,
         dtype: DType,
-    ) -> Result<(Self, LoadReport)> {
-        Self::from_weights(Weights::<B>::new(ckpt, device, dtype), config)
+    ) -> Result<Self> {
+        let w = Weights::<B>::new(ckpt, device, dtype);
+        let model = Self::from_weights(&w, config)?;
+        w.finish(&KNOWN_UNUSED)?;
+        Ok(model)
     }
 
     /// Builds the model at the config's real sizes with seeded random weights (for
@@ -58,11 +61,13 @@ impl<B: Backend> JanusModel<B> {
         dtype: DType,
         seed: u64,
     ) -> Result<Self> {
-        Ok(Self::from_weights(Weights::<B>::random(device, dtype, seed), config)?.0)
+        Self::from_weights(&Weights::<B>::random(device, dtype, seed), config)
     }
 
-    fn from_weights(w: Weights<B>, config: &JanusConfig) -> Result<(Self, LoadReport)> {
-        let model = Self {
+    /// Takes every module's tensors from `w` (the caller checks what is left).
+    pub(crate) fn from_weights(w: &Weights<B>, config: &JanusConfig) -> Result<Self> {
+        let w = w.clone();
+        Ok(Self {
             vision: SiglipEncoder::load(&w, &config.vision)?,
             aligner: MlpProjector::load(&w, MlpProjector::<B>::ALIGNER, &config.aligner)?
                 .for_many_rows(),
@@ -76,20 +81,26 @@ impl<B: Backend> JanusModel<B> {
             gen_embed: GenEmbed::load(&w, &config.gen_embed)?,
             llm: Llama::load(&w, &config.language)?,
             config: config.clone(),
-        };
-        let skipped = w.finish(&[])?;
-        Ok((model, LoadReport { skipped }))
+            device: w.device().clone(),
+            dtype: w.dtype(),
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// The runtime float dtype of the weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Loads `config.json` and the weights of a model directory.
-    pub fn load_dir(
-        dir: impl AsRef<Path>,
-        device: &B::Device,
-        dtype: DType,
-    ) -> Result<(Self, LoadReport)> {
+    pub fn load_dir(dir: impl AsRef<Path>, device: &B::Device, dtype: DType) -> Result<Self> {
         let dir = dir.as_ref();
         let config = JanusConfig::from_file(dir.join("config.json"))?;
-        let ckpt = Checkpoint::open(dir)?;
+        let (ckpt, _) = open_checkpoint(dir)?;
         Self::load(&ckpt, &config, device, dtype)
     }
 }

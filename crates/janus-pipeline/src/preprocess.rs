@@ -6,56 +6,48 @@ use std::path::Path;
 
 use serde_json::Value;
 
+pub use janus_core::RgbImage;
+
 use crate::resize::resize_bicubic;
 use crate::{PipelineError, Result};
 
-/// An RGB image in memory (row-major, 3 bytes per pixel).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    /// Width.
-    pub width: usize,
-    /// Height.
-    pub height: usize,
-    /// `height * width * 3` bytes.
-    pub pixels: Vec<u8>,
+/// Reads an image file: any format the `image` crate reads, converted to RGB the
+/// way PIL's `convert("RGB")` does (grey is replicated, alpha is dropped, not
+/// blended).
+///
+/// JPEGs are decoded with libjpeg-turbo's algorithms (as Pillow does), so the
+/// pixels match the reference bit for bit.
+pub fn open_image(path: impl AsRef<Path>) -> Result<RgbImage> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path)
+        .map_err(|e| PipelineError::Image(format!("cannot open {}: {e}", path.display())))?;
+    decode_image(&bytes, &path.display().to_string())
 }
 
-impl RgbImage {
-    /// Decodes any format the `image` crate reads and converts it to RGB the way
-    /// PIL's `convert("RGB")` does: grey is replicated, alpha is dropped (not blended).
-    ///
-    /// JPEGs are decoded with libjpeg-turbo's algorithms (as Pillow does), so the
-    /// pixels match the reference bit for bit.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|e| PipelineError::Image(format!("cannot open {}: {e}", path.display())))?;
-        if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
-            && let Some(img) = decode_jpeg(&bytes)
-        {
-            return Ok(img);
-        }
-        let reader = image::ImageReader::open(path)
-            .map_err(|e| PipelineError::Image(format!("cannot open {}: {e}", path.display())))?
-            .with_guessed_format()
-            .map_err(|e| PipelineError::Image(format!("cannot read {}: {e}", path.display())))?;
-        let img = reader.decode().map_err(|e| {
-            PipelineError::Image(format!("cannot decode {} as an image: {e}", path.display()))
-        })?;
-        let rgb = img.to_rgb8();
-        let (w, h) = rgb.dimensions();
-        if w == 0 || h == 0 {
-            return Err(PipelineError::Image(format!(
-                "{} is an empty image",
-                path.display()
-            )));
-        }
-        Ok(Self {
-            width: w as usize,
-            height: h as usize,
-            pixels: rgb.into_raw(),
-        })
+/// Decodes an image held in memory as [`open_image`] does; `name` is used in
+/// error messages.
+pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+        && let Some(img) = decode_jpeg(bytes)
+    {
+        return Ok(img);
     }
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| PipelineError::Image(format!("cannot read {name}: {e}")))?;
+    let img = reader
+        .decode()
+        .map_err(|e| PipelineError::Image(format!("cannot decode {name} as an image: {e}")))?;
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    if w == 0 || h == 0 {
+        return Err(PipelineError::Image(format!("{name} is an empty image")));
+    }
+    Ok(RgbImage {
+        width: w as usize,
+        height: h as usize,
+        pixels: rgb.into_raw(),
+    })
 }
 
 /// Decodes a JPEG to RGB like libjpeg-turbo (islow IDCT, fancy upsampling); `None`
@@ -108,6 +100,17 @@ impl Default for ImageProcessor {
 }
 
 impl ImageProcessor {
+    /// `preprocessor_config.json` of a model directory, or the defaults when the
+    /// directory has none.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("preprocessor_config.json");
+        if path.is_file() {
+            Self::from_file(&path)
+        } else {
+            Ok(Self::default())
+        }
+    }
+
     /// Reads `preprocessor_config.json`; absent fields take the reference defaults.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();

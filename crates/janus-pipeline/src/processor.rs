@@ -1,7 +1,12 @@
 //! Prompt ids with image slots: placeholder expansion (`BOI + N x image + EOI`)
-//! and left-padded batching, as `VLChatProcessor` does.
+//! and left-padded batching, as `VLChatProcessor` does; [`Processor`] puts the
+//! tokenizer, template and image preprocessing of a model directory together.
 
-use crate::tokenizer::JanusTokenizer;
+use std::path::Path;
+
+use crate::chat::{Message, Template, generation_prompt, place_images, understanding_prompt};
+use crate::preprocess::{ImageProcessor, RgbImage};
+use crate::tokenizer::{BOI_TAG, JanusTokenizer};
 use crate::{PipelineError, Result};
 
 /// One tokenised prompt with its image slots.
@@ -95,5 +100,107 @@ impl Batch {
     /// Whether the batch has no positions.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What the model needs from a model directory's text and image files: the
+/// tokenizer, the image preprocessing, the chat template and the number of image
+/// tokens. Turns messages and images into a [`Prepared`] batch.
+#[derive(Debug, Clone)]
+pub struct Processor {
+    tokenizer: JanusTokenizer,
+    images: ImageProcessor,
+    template: Template,
+    tokens_per_image: usize,
+}
+
+/// A prompt ready for the model: the (one-row) batch and the preprocessed images
+/// in placeholder order.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Token ids and masks.
+    pub batch: Batch,
+    /// `[3, S, S]` normalised pixels per image.
+    pub pixels: Vec<Vec<f32>>,
+}
+
+impl Processor {
+    /// Reads `tokenizer*.json`, `special_tokens_map.json`, `processor_config.json`
+    /// and `preprocessor_config.json` (defaults when absent) from `dir`. The
+    /// template is `template`, else the one the checkpoint's name and tokenizer
+    /// imply (`janus` for Janus-1.3B, `pro` otherwise); `name` is the model id or
+    /// path the user gave.
+    pub fn from_dir(
+        dir: &Path,
+        name: &str,
+        vision: &janus_core::VisionConfig,
+        template: Option<Template>,
+    ) -> Result<Self> {
+        let tokenizer = JanusTokenizer::from_dir(dir)?;
+        let images = ImageProcessor::from_dir(dir)?.with_size(vision.image_size);
+        let template = template.unwrap_or_else(|| {
+            let full = format!(
+                "{name} {}",
+                dir.canonicalize().unwrap_or(dir.to_path_buf()).display()
+            );
+            Template::for_model(&full, tokenizer.token_to_id("<|User|>").is_some())
+        });
+        Ok(Self {
+            tokenizer,
+            images,
+            template,
+            tokens_per_image: vision.num_patches(),
+        })
+    }
+
+    /// The text tokenizer.
+    pub fn tokenizer(&self) -> &JanusTokenizer {
+        &self.tokenizer
+    }
+
+    /// The image preprocessing (at the understanding encoder's size).
+    pub fn image_processor(&self) -> &ImageProcessor {
+        &self.images
+    }
+
+    /// The chat template.
+    pub fn template(&self) -> Template {
+        self.template
+    }
+
+    /// The understanding prompt of a conversation with `images` in placeholder
+    /// order. Without any placeholder in the messages, one per image is put in
+    /// front of the last user message.
+    pub fn understanding(&self, messages: &[Message], images: &[RgbImage]) -> Result<Prepared> {
+        let tag = &self.tokenizer.image_tag;
+        let mut messages = messages.to_vec();
+        let placeholders: usize = messages
+            .iter()
+            .map(|m| m.content.matches(tag.as_str()).count())
+            .sum();
+        if placeholders == 0 && !images.is_empty() {
+            let last_user = messages
+                .iter()
+                .rposition(|m| !m.role.to_ascii_lowercase().contains("assistant"))
+                .ok_or_else(|| {
+                    PipelineError::Prompt("images were given but there is no user message".into())
+                })?;
+            let m = &mut messages[last_user];
+            m.content = place_images(&m.content, images.len(), tag)?;
+        }
+        let text = understanding_prompt(&messages, self.template);
+        let prompt = PreparedPrompt::new(&self.tokenizer, &text, self.tokens_per_image)?;
+        prompt.expect_images(images.len())?;
+        let ids = self.tokenizer.ids;
+        Ok(Prepared {
+            batch: Batch::new(&[prompt], ids.pad, ids.image),
+            pixels: images.iter().map(|i| self.images.preprocess(i)).collect(),
+        })
+    }
+
+    /// The token ids of an image-generation prompt (BOS first, BOI last).
+    pub fn generation_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        self.tokenizer
+            .encode(&generation_prompt(prompt, self.template, BOI_TAG))
     }
 }

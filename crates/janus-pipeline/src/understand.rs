@@ -4,6 +4,8 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
+use janus_llm::KvCache;
+
 use crate::model::JanusModel;
 use crate::processor::Batch;
 use crate::sampling::Sampler;
@@ -33,10 +35,10 @@ impl<B: Backend> JanusModel<B> {
                 "images must be preprocessed to [3, {s}, {s}]"
             )));
         }
-        let device = self.llm.embed_tokens.weight.device();
+        let device = self.device().clone();
         let flat: Vec<f32> = images.concat();
         let t = Tensor::<B, 4>::from_data(TensorData::new(flat, [images.len(), 3, s, s]), &device);
-        Ok(t.cast(self.llm.embed_tokens.weight.dtype()))
+        Ok(t.cast(self.dtype()))
     }
 
     /// Aligned image features `[N, tokens, hidden]`: `aligner(vision(pixels))`.
@@ -51,7 +53,7 @@ impl<B: Backend> JanusModel<B> {
         batch: &Batch,
         image_features: Option<Tensor<B, 3>>,
     ) -> Result<Tensor<B, 3>> {
-        let device = self.llm.embed_tokens.weight.device();
+        let device = self.device().clone();
         let embeds = self.llm.embed(id_tensor(&batch.input_ids, &device));
         let slots: Vec<usize> = batch
             .image_mask
@@ -106,37 +108,96 @@ impl<B: Backend> JanusModel<B> {
         sampler: &mut Sampler,
         mut on_token: impl FnMut(usize, u32),
     ) -> Vec<Vec<u32>> {
+        let mut session = TextSession::new(self, batch, embeds, max_new_tokens, eos);
+        let mut out = vec![Vec::new(); batch.input_ids.len()];
+        while let Some(tokens) = session.step(sampler) {
+            for (row, id) in tokens.into_iter().enumerate() {
+                if let Some(id) = id {
+                    out[row].push(id);
+                    on_token(row, id);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A running text generation: the KV cache of a batch after its prompt, one
+/// token per row per [`TextSession::step`]. The prompt is run when the session
+/// is created.
+pub struct TextSession<'m, B: Backend> {
+    model: &'m JanusModel<B>,
+    cache: KvCache<B>,
+    hidden: Tensor<B, 3>,
+    done: Vec<bool>,
+    eos: u32,
+    steps_left: usize,
+}
+
+impl<'m, B: Backend> TextSession<'m, B> {
+    /// Runs the prompt `embeds` (left padding per `batch.attention_mask`) and
+    /// prepares up to `max_new_tokens` steps.
+    pub fn new(
+        model: &'m JanusModel<B>,
+        batch: &Batch,
+        embeds: Tensor<B, 3>,
+        max_new_tokens: usize,
+        eos: u32,
+    ) -> Self {
         let [b, t, _] = embeds.dims();
         let flags: Vec<bool> = batch.attention_mask.iter().flatten().copied().collect();
         let padding = flags.iter().any(|f| !f).then_some(flags.as_slice());
-        let mut cache = self.llm.new_cache(b, t + max_new_tokens);
-        let mut hidden = self.llm.forward(embeds, padding, &mut cache);
-        let mut out = vec![Vec::new(); b];
-        let mut done = vec![false; b];
-        let device = hidden.device();
-        for _ in 0..max_new_tokens {
-            let last = hidden.dims()[1] - 1;
-            let logits = to_f32(self.llm.logits(hidden.narrow(1, last, 1)));
-            let vocab = logits.len() / b;
-            let mut next = Vec::with_capacity(b);
-            for (row, l) in logits.chunks(vocab).enumerate() {
-                if done[row] {
-                    next.push(vec![eos]);
-                    continue;
-                }
-                let id = sampler.sample(l) as u32;
-                out[row].push(id);
-                on_token(row, id);
-                done[row] = id == eos;
-                next.push(vec![id]);
-            }
-            if done.iter().all(|d| *d) {
-                break;
-            }
-            hidden = self
-                .llm
-                .forward(self.llm.embed(id_tensor(&next, &device)), None, &mut cache);
+        let mut cache = model.llm.new_cache(b, t + max_new_tokens);
+        let hidden = model.llm.forward(embeds, padding, &mut cache);
+        Self {
+            model,
+            cache,
+            hidden,
+            done: vec![false; b],
+            eos,
+            steps_left: max_new_tokens,
         }
-        out
+    }
+
+    /// Samples the next token of every row that has not finished (`None` for
+    /// finished rows) and feeds them to the model; `None` once every row has
+    /// produced EOS or the token budget is spent.
+    pub fn step(&mut self, sampler: &mut Sampler) -> Option<Vec<Option<u32>>> {
+        if self.steps_left == 0 || self.done.iter().all(|d| *d) {
+            return None;
+        }
+        self.steps_left -= 1;
+        let b = self.done.len();
+        let last = self.hidden.dims()[1] - 1;
+        let logits = to_f32(
+            self.model
+                .llm
+                .logits(self.hidden.clone().narrow(1, last, 1)),
+        );
+        let vocab = logits.len() / b;
+        let mut picked = Vec::with_capacity(b);
+        let mut next = Vec::with_capacity(b);
+        for (row, l) in logits.chunks(vocab).enumerate() {
+            if self.done[row] {
+                picked.push(None);
+                next.push(vec![self.eos]);
+                continue;
+            }
+            let id = sampler.sample(l) as u32;
+            self.done[row] = id == self.eos;
+            picked.push(Some(id));
+            next.push(vec![id]);
+        }
+        if self.steps_left > 0 && !self.done.iter().all(|d| *d) {
+            let device = self.hidden.device();
+            let embeds = self.model.llm.embed(id_tensor(&next, &device));
+            self.hidden = self.model.llm.forward(embeds, None, &mut self.cache);
+        }
+        Some(picked)
+    }
+
+    /// Whether every row has produced EOS.
+    pub fn all_done(&self) -> bool {
+        self.done.iter().all(|d| *d)
     }
 }

@@ -8,7 +8,8 @@
 //! use burn::backend::Flex;
 //! use burn::prelude::*;
 //! use burn::tensor::DType;
-//! use janus_core::{Checkpoint, JanusConfig, Weights};
+//! use janus_checkpoint::Checkpoint;
+//! use janus_core::{JanusConfig, Weights};
 //! use janus_und_encoder::SiglipEncoder;
 //!
 //! # fn main() -> janus_core::Result<()> {

@@ -1,18 +1,91 @@
-//! The transformers-port key layout (`deepseek-community/Janus-Pro-*`), mapped back
-//! to the original Janus names so one loader serves both (reference §10.4):
-//! renamed prefixes, split ViT `q/k/v` projections re-fused into `qkv`, and the
-//! squeezed `pos_embed` given back its leading dimension.
+//! The key layouts of Janus checkpoints, in one place: the original
+//! `deepseek-ai/Janus` names every loader reads, the transformers port
+//! (`deepseek-community/Janus-Pro-*`) mapped back onto them when a checkpoint is
+//! opened (reference §10.4: renamed prefixes, split ViT `q/k/v` projections
+//! re-fused into `qkv`, the squeezed `pos_embed` given back its leading
+//! dimension), and the keys real checkpoints hold that inference never uses.
 
-use std::collections::BTreeMap;
+use std::path::Path;
 
-use super::{Entry, Source, TensorInfo};
+use janus_checkpoint::{Checkpoint, Rename, TensorInfo};
+use janus_core::KeyPattern;
 
-/// Whether the keys use the transformers-port layout.
-pub(super) fn is_transformers_layout<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
-    keys.any(|k| {
+use crate::Result;
+
+/// Key prefixes and suffixes that real checkpoints hold but inference never uses.
+/// They are skipped on purpose; every other unused key is an error.
+pub const KNOWN_UNUSED: [KeyPattern; 3] = [
+    KeyPattern::Prefix("vision_model.vision_tower.attn_pool."),
+    KeyPattern::Exact("gen_vision_model.quantize.codebook_used"),
+    KeyPattern::Suffix("rotary_emb.inv_freq"),
+];
+
+/// Key layout of the weight files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// The original `deepseek-ai/Janus` names.
+    Original,
+    /// The transformers port (`deepseek-community/Janus-Pro-*`), mapped to the original names.
+    Transformers,
+}
+
+impl KeyLayout {
+    /// The name recorded in converted checkpoints (`original`, `transformers`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Original => "original",
+            Self::Transformers => "transformers",
+        }
+    }
+}
+
+/// Opens the weights of a model directory (or one weight file, or an index) with
+/// the keys in the original layout, whichever layout the files use.
+pub fn open_checkpoint(path: impl AsRef<Path>) -> Result<(Checkpoint, KeyLayout)> {
+    to_original(Checkpoint::open(path).map_err(janus_core::Error::from)?)
+}
+
+/// Maps a checkpoint in either layout onto the original keys.
+pub fn to_original(ckpt: Checkpoint) -> Result<(Checkpoint, KeyLayout)> {
+    let transformers = ckpt.keys().any(|k| {
         k.starts_with("model.vision_model.")
             || k.starts_with("model.language_model.")
             || k.starts_with("model.vqmodel.")
+    });
+    if !transformers {
+        return Ok((ckpt, KeyLayout::Original));
+    }
+    let ckpt = ckpt
+        .rename(rename_transformers_key)
+        .map_err(janus_core::Error::from)?;
+    Ok((ckpt, KeyLayout::Transformers))
+}
+
+/// Where one transformers-port tensor goes in the original layout.
+fn rename_transformers_key(key: &str, info: &TensorInfo) -> std::result::Result<Rename, String> {
+    if let Some(orig) = original_key(key) {
+        let shape = (orig == "vision_model.vision_tower.pos_embed" && info.shape.len() == 2)
+            .then(|| [&[1][..], &info.shape].concat());
+        return Ok(Rename::To { key: orig, shape });
+    }
+    // model.vision_model.encoder.layers.N.self_attn.{q,k,v}_proj.{weight,bias}
+    let rest = key
+        .strip_prefix("model.vision_model.encoder.layers.")
+        .ok_or_else(|| format!("unexpected key `{key}`"))?;
+    let (n, tail) = rest
+        .split_once(".self_attn.")
+        .ok_or_else(|| format!("unexpected key `{key}`"))?;
+    let (which, param) = tail
+        .split_once("_proj.")
+        .ok_or_else(|| format!("unexpected key `{key}`"))?;
+    let index = ["q", "k", "v"]
+        .iter()
+        .position(|p| *p == which)
+        .ok_or_else(|| format!("unexpected key `{key}`"))?;
+    Ok(Rename::Part {
+        key: format!("vision_model.vision_tower.blocks.{n}.attn.qkv.{param}"),
+        index,
+        count: 3,
     })
 }
 
@@ -93,73 +166,6 @@ pub fn original_key(key: &str) -> Option<String> {
         return Some(format!("gen_vision_model.{}", parts.join(".")));
     }
     Some(key.to_string())
-}
-
-/// Renames every entry to its original key, fusing q/k/v and unsqueezing pos_embed.
-pub(super) fn to_original(
-    entries: BTreeMap<String, Entry>,
-) -> Result<BTreeMap<String, Entry>, String> {
-    let mut out = BTreeMap::new();
-    let mut qkv: BTreeMap<String, [Option<Entry>; 3]> = BTreeMap::new();
-    for (key, mut entry) in entries {
-        match original_key(&key) {
-            Some(orig) => {
-                if orig == "vision_model.vision_tower.pos_embed" && entry.info.shape.len() == 2 {
-                    entry.info.shape.insert(0, 1);
-                }
-                if out.insert(orig.clone(), entry).is_some() {
-                    return Err(format!("two tensors map to `{orig}`"));
-                }
-            }
-            None => {
-                // model.vision_model.encoder.layers.N.self_attn.{q,k,v}_proj.{weight,bias}
-                let (head, tail) = key
-                    .rsplit_once("_proj.")
-                    .ok_or_else(|| format!("unexpected key `{key}`"))?;
-                let which = match head.chars().last() {
-                    Some('q') => 0,
-                    Some('k') => 1,
-                    _ => 2,
-                };
-                let n = key
-                    .trim_start_matches("model.vision_model.encoder.layers.")
-                    .split('.')
-                    .next()
-                    .unwrap_or_default();
-                let fused = format!("vision_model.vision_tower.blocks.{n}.attn.qkv.{tail}");
-                qkv.entry(fused).or_default()[which] = Some(entry);
-            }
-        }
-    }
-    for (key, parts) in qkv {
-        let parts: Vec<Entry> = parts
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| format!("`{key}`: one of q_proj / k_proj / v_proj is missing"))?;
-        let first = &parts[0].info;
-        if parts
-            .iter()
-            .any(|p| p.info.dtype != first.dtype || p.info.shape != first.shape)
-        {
-            return Err(format!(
-                "`{key}`: q/k/v projections differ in shape or dtype"
-            ));
-        }
-        let mut shape = first.shape.clone();
-        shape[0] *= 3;
-        let info = TensorInfo {
-            shape,
-            dtype: first.dtype,
-        };
-        out.insert(
-            key,
-            Entry {
-                info,
-                source: Source::Concat(parts),
-            },
-        );
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

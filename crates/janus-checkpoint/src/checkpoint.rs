@@ -1,131 +1,18 @@
-//! Read-only, memory-mapped access to Janus weight files.
-//!
-//! A [`Checkpoint`] is an index `key -> (shape, dtype, location)` over one or more
-//! files: `model.safetensors` (single or sharded with `model.safetensors.index.json`)
-//! or PyTorch zip pickles `pytorch_model.bin` (single or sharded with
-//! `pytorch_model.bin.index.json`). Tensors are read one at a time and converted
-//! straight into the runtime dtype, so loading never holds more than the final
-//! weights plus one tensor.
-
-mod layout;
-mod pickle;
-mod safetensors;
-mod torch;
-mod writer;
+//! [`Checkpoint`]: a read-only, memory-mapped index over one or more weight files.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{DType, TensorData};
-use half::{bf16, f16};
 use memmap2::Mmap;
 
+use crate::dtype::{FloatElem, StoredDType, TensorInfo, convert};
 use crate::error::{Error, Result};
-
-pub use layout::original_key;
-pub use pickle::parse as parse_pickle;
-pub use writer::write_safetensors;
-
-/// Element type of a tensor as stored on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StoredDType {
-    /// IEEE f64.
-    F64,
-    /// IEEE f32.
-    F32,
-    /// IEEE f16.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// i64.
-    I64,
-    /// i32.
-    I32,
-    /// i16.
-    I16,
-    /// i8.
-    I8,
-    /// u8.
-    U8,
-    /// bool (one byte).
-    Bool,
-}
-
-impl StoredDType {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Self::F64 | Self::I64 => 8,
-            Self::F32 | Self::I32 => 4,
-            Self::F16 | Self::BF16 | Self::I16 => 2,
-            Self::I8 | Self::U8 | Self::Bool => 1,
-        }
-    }
-
-    /// The safetensors name (`F32`, `BF16`, ...).
-    pub fn safetensors_name(self) -> &'static str {
-        match self {
-            Self::F64 => "F64",
-            Self::F32 => "F32",
-            Self::F16 => "F16",
-            Self::BF16 => "BF16",
-            Self::I64 => "I64",
-            Self::I32 => "I32",
-            Self::I16 => "I16",
-            Self::I8 => "I8",
-            Self::U8 => "U8",
-            Self::Bool => "BOOL",
-        }
-    }
-
-    /// Parses a safetensors dtype name.
-    pub fn from_safetensors_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "F64" => Self::F64,
-            "F32" => Self::F32,
-            "F16" => Self::F16,
-            "BF16" => Self::BF16,
-            "I64" => Self::I64,
-            "I32" => Self::I32,
-            "I16" => Self::I16,
-            "I8" => Self::I8,
-            "U8" => Self::U8,
-            "BOOL" => Self::Bool,
-            _ => return None,
-        })
-    }
-
-    fn is_float(self) -> bool {
-        matches!(self, Self::F64 | Self::F32 | Self::F16 | Self::BF16)
-    }
-}
-
-impl fmt::Display for StoredDType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.safetensors_name())
-    }
-}
-
-/// Shape and dtype of one stored tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TensorInfo {
-    /// Dimensions.
-    pub shape: Vec<usize>,
-    /// Element type on disk.
-    pub dtype: StoredDType,
-}
-
-impl TensorInfo {
-    /// Number of elements.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
+use crate::{safetensors, torch};
 
 /// Where a tensor's bytes live inside its file.
 #[derive(Debug, Clone)]
-enum Location {
+pub(crate) enum Location {
     /// Row-major bytes starting at `offset`.
     Contiguous { offset: usize },
     /// A strided view of a storage that starts at byte `base`.
@@ -153,13 +40,26 @@ enum Source {
     Concat(Vec<Entry>),
 }
 
-/// Key layout of the weight files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyLayout {
-    /// The original `deepseek-ai/Janus` names.
-    Original,
-    /// The transformers port (`deepseek-community/Janus-Pro-*`), mapped to the original names.
-    Transformers,
+/// Where [`Checkpoint::rename`] puts a stored tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rename {
+    /// Under `key`, with the stored shape, or with `shape` (same element count).
+    To {
+        /// The new key (may equal the old one).
+        key: String,
+        /// A new shape, e.g. with a leading 1 added.
+        shape: Option<Vec<usize>>,
+    },
+    /// As part `index` of `count` parts that are concatenated along dimension 0
+    /// into one tensor `key` (e.g. split q/k/v projections fused into one).
+    Part {
+        /// The fused key.
+        key: String,
+        /// Position of this part.
+        index: usize,
+        /// Number of parts.
+        count: usize,
+    },
 }
 
 struct MappedFile {
@@ -172,7 +72,6 @@ pub struct Checkpoint {
     root: PathBuf,
     files: Vec<MappedFile>,
     entries: BTreeMap<String, Entry>,
-    layout: KeyLayout,
 }
 
 impl fmt::Debug for Checkpoint {
@@ -184,7 +83,6 @@ impl fmt::Debug for Checkpoint {
                 &self.files.iter().map(|m| &m.path).collect::<Vec<_>>(),
             )
             .field("tensors", &self.entries.len())
-            .field("layout", &self.layout)
             .finish()
     }
 }
@@ -196,6 +94,36 @@ pub const WEIGHT_FILES: [&str; 4] = [
     "pytorch_model.bin.index.json",
     "pytorch_model.bin",
 ];
+
+/// Reads the `weight_map` of a sharded checkpoint's `*.index.json`: each shard's
+/// file name with the keys the index places in it. Shard names must be plain file
+/// names (no directory part, no `..`), so nothing outside the model directory is read.
+pub fn read_index(path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::malformed(path, format!("index is not valid JSON: {e}")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::malformed(path, "index has no `weight_map` object"))?;
+    let mut shards: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            Error::malformed(path, format!("weight_map entry `{key}` is not a file name"))
+        })?;
+        if file.is_empty() || file.contains('/') || file.contains('\\') || file.contains("..") {
+            return Err(Error::malformed(
+                path,
+                format!("shard name `{file}` is not a plain file name"),
+            ));
+        }
+        shards
+            .entry(file.to_string())
+            .or_default()
+            .push(key.clone());
+    }
+    Ok(shards)
+}
 
 fn map_file(path: &Path) -> Result<Mmap> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -216,7 +144,7 @@ impl Checkpoint {
                     return Self::open(candidate);
                 }
             }
-            return Err(Error::checkpoint(
+            return Err(Error::malformed(
                 path,
                 format!(
                     "no weight file found (looked for {})",
@@ -233,7 +161,7 @@ impl Checkpoint {
         }
         let mut ckpt = Self::empty(path);
         ckpt.add_file(path, None)?;
-        ckpt.normalize_layout()
+        Ok(ckpt)
     }
 
     fn empty(path: &Path) -> Self {
@@ -241,24 +169,89 @@ impl Checkpoint {
             root: path.to_path_buf(),
             files: Vec::new(),
             entries: BTreeMap::new(),
-            layout: KeyLayout::Original,
         }
     }
 
-    /// Maps transformers-port keys to the original names.
-    fn normalize_layout(mut self) -> Result<Self> {
-        if layout::is_transformers_layout(self.entries.keys()) {
-            let entries = std::mem::take(&mut self.entries);
-            self.entries =
-                layout::to_original(entries).map_err(|e| Error::checkpoint(&self.root, e))?;
-            self.layout = KeyLayout::Transformers;
+    /// Renames every tensor as `map(key, info)` says (see [`Rename`]), e.g. to
+    /// read another key layout under one set of names. Parts are fused lazily: no
+    /// bytes are read here. Fails naming the key when two tensors land on one key,
+    /// a part is missing, parts disagree in dtype or trailing shape, a new shape
+    /// holds another number of elements, or `map` refuses a key.
+    pub fn rename(
+        mut self,
+        map: impl Fn(&str, &TensorInfo) -> std::result::Result<Rename, String>,
+    ) -> Result<Self> {
+        let root = self.root.clone();
+        let bad = |reason: String| Error::malformed(&root, reason);
+        let mut out = BTreeMap::new();
+        let mut parts: BTreeMap<String, Vec<Option<Entry>>> = BTreeMap::new();
+        for (key, mut entry) in std::mem::take(&mut self.entries) {
+            match map(&key, &entry.info).map_err(bad)? {
+                Rename::To { key: new, shape } => {
+                    if let Some(shape) = shape {
+                        if checked_numel(&shape) != Some(entry.info.numel()) {
+                            return Err(bad(format!(
+                                "tensor `{key}` of shape {:?} cannot be viewed as {shape:?}",
+                                entry.info.shape
+                            )));
+                        }
+                        entry.info.shape = shape;
+                    }
+                    if out.insert(new.clone(), entry).is_some() {
+                        return Err(bad(format!("two tensors map to `{new}`")));
+                    }
+                }
+                Rename::Part {
+                    key: new,
+                    index,
+                    count,
+                } => {
+                    let slots = parts
+                        .entry(new.clone())
+                        .or_insert_with(|| std::iter::repeat_with(|| None).take(count).collect());
+                    if slots.len() != count || index >= count || slots[index].is_some() {
+                        return Err(bad(format!(
+                            "`{key}`: inconsistent part {index} of {count} for `{new}`"
+                        )));
+                    }
+                    slots[index] = Some(entry);
+                }
+            }
         }
+        for (key, slots) in parts {
+            let entries: Vec<Entry> = slots
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad(format!("`{key}`: one of its parts is missing")))?;
+            let first = &entries[0].info;
+            if first.shape.is_empty()
+                || entries.iter().any(|p| {
+                    p.info.dtype != first.dtype
+                        || p.info.shape.len() != first.shape.len()
+                        || p.info.shape[1..] != first.shape[1..]
+                })
+            {
+                return Err(bad(format!("`{key}`: its parts differ in shape or dtype")));
+            }
+            let mut shape = first.shape.clone();
+            shape[0] = entries.iter().map(|p| p.info.shape[0]).sum();
+            let info = TensorInfo {
+                shape,
+                dtype: first.dtype,
+            };
+            if out.contains_key(&key) {
+                return Err(bad(format!("two tensors map to `{key}`")));
+            }
+            out.insert(
+                key,
+                Entry {
+                    info,
+                    source: Source::Concat(entries),
+                },
+            );
+        }
+        self.entries = out;
         Ok(self)
-    }
-
-    /// The key layout the files use (keys are always exposed with the original names).
-    pub fn layout(&self) -> KeyLayout {
-        self.layout
     }
 
     /// Builds a data-less checkpoint from a list of keys and shapes (for example a
@@ -279,36 +272,16 @@ impl Checkpoint {
                 (k, Entry { info, source })
             })
             .collect();
-        ckpt.normalize_layout()
+        Ok(ckpt)
     }
 
     fn open_index(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::checkpoint(path, format!("index is not valid JSON: {e}")))?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| Error::checkpoint(path, "index has no `weight_map` object"))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let mut shards: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (key, file) in map {
-            let file = file.as_str().ok_or_else(|| {
-                Error::checkpoint(path, format!("weight_map entry `{key}` is not a file name"))
-            })?;
-            shards.entry(file).or_default().push(key);
-        }
         let mut ckpt = Self::empty(path);
-        for (file, keys) in shards {
-            if file.contains('/') || file.contains('\\') || file.contains("..") {
-                return Err(Error::checkpoint(
-                    path,
-                    format!("shard name `{file}` is not a plain file name"),
-                ));
-            }
-            let shard = dir.join(file);
+        for (file, keys) in read_index(path)? {
+            let shard = dir.join(&file);
             if !shard.is_file() {
-                return Err(Error::checkpoint(
+                return Err(Error::malformed(
                     path,
                     format!(
                         "shard `{file}` named in the index is missing (expected at {})",
@@ -316,9 +289,10 @@ impl Checkpoint {
                     ),
                 ));
             }
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             ckpt.add_file(&shard, Some(&keys))?;
         }
-        ckpt.normalize_layout()
+        Ok(ckpt)
     }
 
     fn add_file(&mut self, path: &Path, expected_keys: Option<&[&str]>) -> Result<()> {
@@ -329,7 +303,7 @@ impl Checkpoint {
         } else if torch::looks_like(&map) {
             torch::index(path, &map)?
         } else {
-            return Err(Error::checkpoint(
+            return Err(Error::malformed(
                 path,
                 "neither a safetensors file nor a PyTorch zip checkpoint (legacy non-zip torch files are not supported)",
             ));
@@ -337,7 +311,7 @@ impl Checkpoint {
         if let Some(keys) = expected_keys {
             for key in keys {
                 if !found.iter().any(|(k, _, _)| k == key) {
-                    return Err(Error::checkpoint(
+                    return Err(Error::malformed(
                         path,
                         format!("the index says tensor `{key}` is in this shard, but it is not"),
                     ));
@@ -346,7 +320,7 @@ impl Checkpoint {
         }
         for (key, info, location) in found {
             if self.entries.contains_key(&key) {
-                return Err(Error::checkpoint(
+                return Err(Error::malformed(
                     path,
                     format!("tensor `{key}` appears in more than one shard"),
                 ));
@@ -434,10 +408,9 @@ impl Checkpoint {
         let entry = self.entries.get(key).ok_or_else(|| Error::MissingTensor {
             path: self.root.clone(),
             key: key.into(),
-            expected: Vec::new(),
         })?;
         let bytes = self.entry_bytes(entry).ok_or_else(|| {
-            Error::checkpoint(
+            Error::malformed(
                 self.file_of(key),
                 format!("tensor `{key}`: this checkpoint holds shapes only, no data"),
             )
@@ -485,18 +458,16 @@ impl Checkpoint {
     /// Reads `key` as little-endian bytes of the float dtype `to` (`F32`, `F16` or
     /// `BF16`), for writing converted checkpoints.
     pub fn read_le_bytes(&self, key: &str, to: StoredDType) -> Result<Vec<u8>> {
-        let dtype = match to {
-            StoredDType::F32 => DType::F32,
-            StoredDType::F16 => DType::F16,
-            StoredDType::BF16 => DType::BF16,
+        Ok(match to {
+            StoredDType::F32 => bytemuck::cast_slice(&self.read::<f32>(key)?).to_vec(),
+            StoredDType::F16 => bytemuck::cast_slice(&self.read::<half::f16>(key)?).to_vec(),
+            StoredDType::BF16 => bytemuck::cast_slice(&self.read::<half::bf16>(key)?).to_vec(),
             other => return Err(Error::Invalid(format!("cannot write weights as {other}"))),
-        };
-        let data = self.read(key, dtype)?;
-        Ok(data.as_bytes().to_vec())
+        })
     }
 
-    /// Reads `key` converted to `dtype` (`F32`, `F16` or `BF16`).
-    pub fn read(&self, key: &str, dtype: DType) -> Result<TensorData> {
+    /// Reads the float tensor `key` converted to `T` (row-major).
+    pub fn read<T: FloatElem>(&self, key: &str) -> Result<Vec<T>> {
         let (bytes, stored) = self.raw(key)?;
         if !stored.is_float() {
             return Err(Error::UnsupportedDType {
@@ -505,17 +476,7 @@ impl Checkpoint {
                 dtype: stored.to_string(),
             });
         }
-        let shape = self.entries[key].info.shape.clone();
-        Ok(match dtype {
-            DType::F32 => TensorData::new(convert::<f32>(&bytes, stored), shape),
-            DType::F16 => TensorData::new(convert::<f16>(&bytes, stored), shape),
-            DType::BF16 => TensorData::new(convert::<bf16>(&bytes, stored), shape),
-            other => {
-                return Err(Error::Invalid(format!(
-                    "runtime dtype {other:?} is not supported for weights (use f32, f16 or bf16)"
-                )));
-            }
-        })
+        Ok(convert::<T>(&bytes, stored))
     }
 
     /// Reads an integer or bool tensor `key` as i64 values (row-major).
@@ -549,9 +510,7 @@ impl Checkpoint {
 
     /// Reads `key` as f32 values (row-major).
     pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
-        let data = self.read(key, DType::F32)?;
-        data.into_vec::<f32>()
-            .map_err(|e| Error::checkpoint(self.file_of(key), format!("tensor `{key}`: {e:?}")))
+        self.read::<f32>(key)
     }
 }
 
@@ -580,69 +539,7 @@ fn gather(
     out
 }
 
-/// Element types weights can be converted into.
-trait FromStored: Copy {
-    fn from_f32(x: f32) -> Self;
-    fn from_f16(x: f16) -> Self {
-        Self::from_f32(x.to_f32())
-    }
-    fn from_bf16(x: bf16) -> Self {
-        Self::from_f32(x.to_f32())
-    }
-    fn from_f64(x: f64) -> Self;
-}
-
-impl FromStored for f32 {
-    fn from_f32(x: f32) -> Self {
-        x
-    }
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
-}
-
-impl FromStored for f16 {
-    fn from_f32(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    fn from_f16(x: f16) -> Self {
-        x
-    }
-    fn from_f64(x: f64) -> Self {
-        f16::from_f64(x)
-    }
-}
-
-impl FromStored for bf16 {
-    fn from_f32(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    fn from_bf16(x: bf16) -> Self {
-        x
-    }
-    fn from_f64(x: f64) -> Self {
-        bf16::from_f64(x)
-    }
-}
-
-fn convert<T: FromStored>(bytes: &[u8], stored: StoredDType) -> Vec<T> {
-    match stored {
-        StoredDType::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| T::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        StoredDType::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| T::from_f16(f16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        StoredDType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| T::from_bf16(bf16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        StoredDType::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| T::from_f64(f64::from_le_bytes(c.try_into().unwrap())))
-            .collect(),
-        _ => unreachable!("non-float dtypes are rejected before conversion"),
-    }
+/// The element count of `shape`, `None` on overflow.
+pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }

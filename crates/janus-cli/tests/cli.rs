@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use janus_pipeline::RgbImage;
+use janus_pipeline::open_image;
 use janus_tests::{Golden, testdata_dir};
 use serde_json::Value;
 
@@ -169,7 +169,7 @@ fn generate_argmax_writes_the_reference_images() {
     let golden = g.ints("gen.argmax.img_u8");
     let per = golden.len() / want.len();
     for (i, chunk) in golden.chunks(per).enumerate() {
-        let img = RgbImage::open(out_dir.join(format!("img_{i}.png"))).unwrap();
+        let img = open_image(out_dir.join(format!("img_{i}.png"))).unwrap();
         let differing = img
             .pixels
             .iter()
@@ -259,7 +259,7 @@ fn vq_encode_and_decode_round_trip() {
         s(&png),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let img = RgbImage::open(&png).unwrap();
+    let img = open_image(&png).unwrap();
     let golden = g.ints("vq.decode.encoded.img_u8");
     let first = &golden[..img.pixels.len()];
     assert!(

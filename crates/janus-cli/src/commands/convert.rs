@@ -1,20 +1,14 @@
-//! `cargo xtask convert-weights`: official checkpoints to the runtime format.
+//! `janus convert` (also `cargo xtask convert-weights`): official checkpoints to
+//! the runtime format.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use janus_core::StoredDType;
-use janus_core::checkpoint::KeyLayout;
+use janus_pipeline::layout::KeyLayout;
 
-/// Output dtype.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Dtype {
-    F32,
-    F16,
-    Bf16,
-}
+use crate::args::DTypeArg;
+use crate::progress::FileProgress;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,38 +20,20 @@ pub struct Args {
     #[arg(long)]
     output: PathBuf,
     /// Weight dtype to store (bf16 is lossless for the official checkpoints).
-    #[arg(long, value_enum, default_value_t = Dtype::Bf16)]
-    dtype: Dtype,
+    #[arg(long, value_enum, default_value_t = DTypeArg::Bf16)]
+    dtype: DTypeArg,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.input.is_dir() {
         anyhow::bail!("input directory {} not found", args.input.display());
     }
-    let dtype = match args.dtype {
-        Dtype::F32 => StoredDType::F32,
-        Dtype::F16 => StoredDType::F16,
-        Dtype::Bf16 => StoredDType::BF16,
-    };
+    let dtype = args.dtype.stored();
     let t0 = Instant::now();
-    let mut current = PathBuf::new();
+    let mut bars = FileProgress::default();
     let report =
         janus_pipeline::convert::convert(&args.input, &args.output, dtype, |file, done, total| {
-            if file != current {
-                current = file.to_path_buf();
-                eprintln!("converting {}", file.display());
-            }
-            let width = 30;
-            let filled = done * width / total.max(1);
-            eprint!(
-                "\r  [{}{}] {done}/{total} tensors",
-                "#".repeat(filled),
-                ".".repeat(width - filled)
-            );
-            if done == total {
-                eprintln!();
-            }
-            let _ = std::io::stderr().flush();
+            bars.update(file, done, total)
         })
         .with_context(|| format!("converting {} failed", args.input.display()))?;
     let layout = match report.layout {

@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: the same measurements as the PyTorch baseline, on any
-//! backend, at real sizes with seeded random weights (or a real checkpoint).
+//! `janus bench` (also `cargo xtask bench`): the same measurements as the
+//! PyTorch baseline, on any backend, at real sizes with seeded random weights
+//! (or a real checkpoint).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,9 +10,12 @@ use burn::prelude::*;
 use burn::tensor::{DType, Distribution, TensorData};
 use janus_core::JanusConfig;
 use janus_gen_tokenizer::VqModel;
-use janus_pipeline::backend::{BackendArgs, Job, dispatch};
 use janus_pipeline::{ImageGenSession, JanusModel};
 use serde_json::json;
+
+use crate::alloc;
+use crate::args::{BackendArgs, Task};
+use crate::backend::{Job, dispatch};
 
 /// Model sizes to benchmark.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -22,16 +26,14 @@ pub enum Variant {
     JanusPro1b,
     #[value(name = "janus-pro-7b")]
     JanusPro7b,
-    Tiny,
 }
 
 impl Variant {
-    fn config(self) -> &'static str {
+    fn config(self) -> JanusConfig {
         match self {
-            Self::Janus13b => include_str!("../configs/janus-1.3b.json"),
-            Self::JanusPro1b => include_str!("../configs/janus-pro-1b.json"),
-            Self::JanusPro7b => include_str!("../configs/janus-pro-7b.json"),
-            Self::Tiny => include_str!("../configs/tiny.json"),
+            Self::Janus13b => JanusConfig::janus_1_3b(),
+            Self::JanusPro1b => JanusConfig::janus_pro_1b(),
+            Self::JanusPro7b => JanusConfig::janus_pro_7b(),
         }
     }
 }
@@ -43,7 +45,7 @@ pub struct Args {
     /// Model sizes.
     #[arg(long, value_enum, default_value_t = Variant::JanusPro1b)]
     variant: Variant,
-    /// A real checkpoint directory (instead of random weights).
+    /// A real checkpoint directory (instead of random weights), e.g. a tiny test checkpoint.
     #[arg(long, conflicts_with = "random_weights")]
     model: Option<PathBuf>,
     /// Build the architecture with seeded random weights (no download needed).
@@ -86,7 +88,7 @@ fn memory() -> (u64, u64) {
 /// Starts a new peak-memory window: returns freed memory to the system and
 /// resets `VmHWM` to the current resident size (Linux; a no-op elsewhere).
 fn reset_peak() {
-    janus_core::cpu::release_freed_memory();
+    alloc::release_freed_memory();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -136,7 +138,6 @@ struct Bench {
 
 impl Job for Bench {
     type Output = serde_json::Value;
-    type Error = anyhow::Error;
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<serde_json::Value> {
         let a = &self.args;
@@ -145,12 +146,12 @@ impl Job for Bench {
         let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"));
         let t0 = Instant::now();
         let model = match &a.model {
-            Some(dir) => JanusModel::<B>::load_dir(dir, &device, dtype)?.0,
+            Some(dir) => JanusModel::<B>::load_dir(dir, &device, dtype)?,
             None => JanusModel::<B>::random(c, &device, dtype, 1234)?,
         };
         sync()?;
         let load_s = t0.elapsed().as_secs_f64();
-        janus_core::cpu::retain_freed_memory();
+        alloc::retain_freed_memory();
         let (rss_load, peak_load) = memory();
         eprintln!(
             "built model in {load_s:.1} s, RSS {:.2} GB",
@@ -282,21 +283,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let config = match &args.model {
         Some(dir) => JanusConfig::from_file(dir.join("config.json"))?,
-        None => JanusConfig::from_json_str(
-            args.variant.config(),
-            format!("<{:?} config>", args.variant),
-        )?,
+        None => args.variant.config(),
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backend = args.backend;
-    let dtype = backend.dtype()?;
+    let dtype = backend.dtype(Task::Default)?;
     let variant = args.variant;
     let out = args.out.clone();
     eprintln!(
         "bench: {variant:?}, {:?} {dtype:?}, {threads} threads",
         backend.backend
     );
-    let result = dispatch(backend, Bench { args, config })?;
+    let result = dispatch(backend, Task::Default, Bench { args, config })?;
     println!("| measurement | median | min | unit | peak RSS |");
     println!("|---|---|---|---|---|");
     println!(

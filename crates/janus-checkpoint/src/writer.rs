@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use super::TensorInfo;
+use crate::dtype::TensorInfo;
 use crate::error::{Error, Result};
 
 /// Writes a safetensors file at `path`: the header (tensors in the given order,

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use super::{Location, StoredDType, TensorInfo};
+use crate::checkpoint::Location;
+use crate::dtype::{StoredDType, TensorInfo};
 use crate::error::{Error, Result};
 
 /// Whether `bytes` start like a safetensors file.
@@ -17,7 +18,7 @@ pub(super) fn looks_like(bytes: &[u8]) -> bool {
 
 /// Lists every tensor of the file with its location, validating offsets and sizes.
 pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo, Location)>> {
-    let bad = |reason: String| Error::checkpoint(path, reason);
+    let bad = |reason: String| Error::malformed(path, reason);
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header_end = 8usize
         .checked_add(n)

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::StoredDType;
+use crate::dtype::StoredDType;
 
 /// A decoded pickle value.
 #[derive(Debug, Clone, PartialEq)]

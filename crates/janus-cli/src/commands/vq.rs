@@ -5,22 +5,21 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
-use janus_core::{Checkpoint, JanusConfig, Weights};
+use janus_core::{JanusConfig, Weights};
 use janus_gen_tokenizer::VqModel;
-use janus_pipeline::RgbImage;
+use janus_pipeline::layout::open_checkpoint;
+use janus_pipeline::{ImageProcessor, RgbImage, open_image, resolve_model};
 
-use crate::generate::save_png;
-use crate::understand::image_processor;
-use crate::{Format, model_dir};
-use janus_pipeline::backend::{BackendArgs, Job, dispatch};
+use crate::args::{BackendArgs, Format, ModelArgs, Task};
+use crate::backend::{Job, dispatch};
+use crate::{alloc, output, progress};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Image to codes (preprocessed as for understanding, at the VQ image size).
     Encode {
-        /// Model: a directory (original, transformers-port or converted layout) or a Hugging Face id.
-        #[arg(long, default_value = "deepseek-ai/Janus-Pro-1B")]
-        model: String,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Image file.
         #[arg(long)]
         image: PathBuf,
@@ -32,9 +31,8 @@ pub enum Command {
     },
     /// Codes (a JSON list, raster order) to a PNG.
     Decode {
-        /// Model: a directory (original, transformers-port or converted layout) or a Hugging Face id.
-        #[arg(long, default_value = "deepseek-ai/Janus-Pro-1B")]
-        model: String,
+        #[command(flatten)]
+        model: ModelArgs,
         /// JSON file: a list of codes, or `{"codes": [...]}` as `vq encode --format json` prints.
         #[arg(long)]
         codes: PathBuf,
@@ -59,17 +57,16 @@ struct VqJob {
 
 enum VqOut {
     Codes(Vec<u32>),
-    Image(janus_gen_tokenizer::Rgb8),
+    Image(RgbImage),
 }
 
 impl Job for VqJob {
     type Output = VqOut;
-    type Error = anyhow::Error;
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<VqOut> {
-        let ckpt = Checkpoint::open(&self.dir)?;
+        let (ckpt, _) = open_checkpoint(&self.dir)?;
         let vq = VqModel::<B>::load(&Weights::new(&ckpt, &device, dtype), &self.config.vq)?;
-        janus_core::cpu::retain_freed_memory();
+        alloc::retain_freed_memory();
         match self.work {
             Work::Encode(pixels) => {
                 let s = self.config.vq.image_size;
@@ -119,13 +116,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             format,
             backend,
         } => {
-            let dir = model_dir(&model)?;
+            let dir = resolve_model(&model.model, progress::on_load())?;
             let config = JanusConfig::from_file(dir.join("config.json"))?;
-            let processor = image_processor(&dir, config.vq.image_size)?;
-            let pixels = processor.preprocess(&RgbImage::open(&image)?);
+            let processor = ImageProcessor::from_dir(&dir)?.with_size(config.vq.image_size);
+            let pixels = processor.preprocess(&open_image(&image)?);
             let grid = config.vq.grid_side();
             let VqOut::Codes(codes) = dispatch(
                 backend,
+                Task::Default,
                 VqJob {
                     dir,
                     config,
@@ -136,18 +134,16 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!("internal error: unexpected VQ job result")
             };
             match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::json!({"codes": codes, "grid": [grid, grid]})
-                ),
-                Format::Text => println!(
-                    "{}",
-                    codes
+                Format::Json => output::println(
+                    &serde_json::json!({"codes": codes, "grid": [grid, grid]}).to_string(),
+                )?,
+                Format::Text => output::println(
+                    &codes
                         .iter()
                         .map(u32::to_string)
                         .collect::<Vec<_>>()
-                        .join(" ")
-                ),
+                        .join(" "),
+                )?,
             }
             Ok(())
         }
@@ -157,11 +153,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             out,
             backend,
         } => {
-            let dir = model_dir(&model)?;
+            let dir = resolve_model(&model.model, progress::on_load())?;
             let config = JanusConfig::from_file(dir.join("config.json"))?;
             let codes = read_codes(&codes)?;
             let VqOut::Image(img) = dispatch(
                 backend,
+                Task::Default,
                 VqJob {
                     dir,
                     config,
@@ -175,8 +172,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;
             }
-            save_png(&out, &img)?;
-            println!("{}", out.display());
+            output::save_png(&out, &img)?;
+            output::println(&out.display().to_string())?;
             Ok(())
         }
     }

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use super::pickle::{self, Value};
-use super::{Location, TensorInfo};
+use crate::checkpoint::Location;
+use crate::dtype::TensorInfo;
 use crate::error::{Error, Result};
+use crate::pickle::{self, Value};
 
 /// Whether `bytes` start like a zip archive.
 pub(super) fn looks_like(bytes: &[u8]) -> bool {
@@ -16,7 +17,7 @@ pub(super) fn looks_like(bytes: &[u8]) -> bool {
 
 /// Lists every tensor of the state dict with its location inside the archive.
 pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo, Location)>> {
-    let bad = |reason: String| Error::checkpoint(path, reason);
+    let bad = |reason: String| Error::malformed(path, reason);
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
         bad(format!(
             "not a readable zip archive (truncated or corrupt?): {e}"

@@ -1,0 +1,40 @@
+//! Running generic code on the backend named at run time: a [`Job`] is written
+//! once for any `B: Backend`, and [`dispatch`] picks the type.
+
+use burn::prelude::Backend;
+use burn::tensor::DType;
+
+use crate::args::{BackendArgs, BackendKind, Task};
+
+/// Code that runs on any backend.
+pub trait Job {
+    /// Result of the job.
+    type Output;
+    /// Runs on backend `B`.
+    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Self::Output>;
+}
+
+/// Runs `job` on the backend named by `args`, in the dtype for `task`.
+pub fn dispatch<J: Job>(args: BackendArgs, task: Task, job: J) -> anyhow::Result<J::Output> {
+    let dtype = args.dtype(task)?;
+    if args.backend == BackendKind::Cpu && dtype == DType::BF16 && !janus_core::cpu::has_bf16_dot()
+    {
+        eprintln!(
+            "warning: this CPU has no AVX512-BF16, so bf16 converts on every operation and is slow; f16 is the fast 16-bit choice here"
+        );
+    }
+    match args.backend {
+        BackendKind::Cpu => job.run::<burn::backend::Flex>(Default::default(), dtype),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => job.run::<burn::backend::Wgpu>(Default::default(), dtype),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => job.run::<burn::backend::Cuda>(Default::default(), dtype),
+        #[allow(unreachable_patterns)]
+        other => {
+            let name = format!("{other:?}").to_lowercase();
+            anyhow::bail!(
+                "this binary was built without the {name} backend: rebuild with `--features {name}`"
+            )
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `janus generate`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::prelude::Backend;
+use burn::tensor::DType;
+use janus_pipeline::chat::Template;
+use janus_pipeline::{GeneratedImage, ImageGenConfig, ImageRequest, Janus};
+
+use crate::args::{BackendArgs, Format, ModelArgs, Task};
+use crate::backend::{Job, dispatch};
+use crate::progress::{self, Progress};
+use crate::{alloc, output};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// What to draw.
+    #[arg(long)]
+    prompt: String,
+    /// Chat template: `janus` or `pro` [default: from the checkpoint: `janus` for
+    /// Janus-1.3B, else `pro`].
+    #[arg(long, value_name = "janus|pro")]
+    template: Option<Template>,
+    /// Images generated together (one batch).
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    /// Classifier-free guidance weight.
+    #[arg(long = "cfg", default_value_t = 5.0, allow_negative_numbers = true)]
+    cfg_weight: f32,
+    /// Sampling temperature over image codes; 0 picks the most likely code.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    temperature: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output directory for img_0.png, img_1.png, ...
+    #[arg(long, default_value = "generated")]
+    out: PathBuf,
+    /// Output format: file list, or JSON with the codes.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+struct Generate {
+    model: String,
+    template: Option<Template>,
+    request: ImageRequest,
+}
+
+impl Job for Generate {
+    type Output = Vec<GeneratedImage>;
+
+    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Self::Output> {
+        let t0 = Instant::now();
+        let janus = Janus::<B>::load_with(
+            &self.model,
+            &device,
+            dtype,
+            self.template,
+            progress::on_load(),
+        )?;
+        alloc::retain_freed_memory();
+        eprintln!(
+            "loaded {} in {:.1} s ({dtype:?})",
+            janus.dir().display(),
+            t0.elapsed().as_secs_f64()
+        );
+        let parallel = self.request.config.parallel;
+        let bar = Progress::new(format!("generating {parallel} image(s)"));
+        let images = janus.generate_images(&self.request, |d, n| bar.update(d, n))?;
+        Ok(images)
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = ImageGenConfig {
+        parallel: args.parallel,
+        cfg_weight: args.cfg_weight,
+        temperature: args.temperature,
+        seed: args.seed,
+    };
+    config.validate()?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
+    let probe = args
+        .out
+        .join(format!(".janus-write-test.{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output directory {} is not writable", args.out.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    let job = Generate {
+        model: args.model.model,
+        template: args.template,
+        request: ImageRequest::new(args.prompt).config(config),
+    };
+    let images = dispatch(args.backend, Task::Generate, job).context("image generation failed")?;
+    let mut files = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        let path = args.out.join(format!("img_{i}.png"));
+        output::save_png(&path, &img.image)?;
+        files.push(path.display().to_string());
+    }
+    match args.format {
+        Format::Text => output::println(&files.join("\n"))?,
+        Format::Json => {
+            let codes: Vec<&Vec<u32>> = images.iter().map(|i| &i.codes).collect();
+            output::println(&serde_json::json!({"images": files, "codes": codes}).to_string())?
+        }
+    }
+    Ok(())
+}

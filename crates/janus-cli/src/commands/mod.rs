@@ -1,0 +1,8 @@
+//! One module per subcommand; none imports another (shared pieces live in
+//! `args`, `backend`, `output` and `progress`).
+
+pub mod bench;
+pub mod convert;
+pub mod generate;
+pub mod understand;
+pub mod vq;

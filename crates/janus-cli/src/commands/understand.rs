@@ -1,0 +1,203 @@
+//! `janus understand`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::prelude::Backend;
+use burn::tensor::DType;
+use janus_pipeline::chat::{self, Message, Template};
+use janus_pipeline::{Janus, Request, RgbImage, SamplingConfig, open_image};
+
+use crate::args::{BackendArgs, Format, ModelArgs, Task};
+use crate::backend::{Job, dispatch};
+use crate::{alloc, output, progress};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image file; repeat for several images.
+    #[arg(long = "image", value_name = "PATH")]
+    images: Vec<PathBuf>,
+    /// The question. Without `<image_placeholder>`, one placeholder per image is put in front.
+    #[arg(
+        long,
+        required_unless_present = "conversation",
+        conflicts_with = "conversation"
+    )]
+    prompt: Option<String>,
+    /// A JSON list of messages (`role`, `content`, `images`) for multi-turn chats;
+    /// the last assistant turn is generated.
+    #[arg(long, value_name = "FILE")]
+    conversation: Option<PathBuf>,
+    /// Chat template: `janus` or `pro` [default: from the checkpoint: `janus` for
+    /// Janus-1.3B, else `pro`].
+    #[arg(long, value_name = "janus|pro")]
+    template: Option<Template>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    temperature: f32,
+    /// Nucleus sampling threshold (1 disables).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    top_p: f32,
+    /// Keep only the K most likely tokens (0 disables).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output format: streamed text, or one JSON object.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+fn resolve_image(path: &str, base: &Path) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.is_absolute() || p.exists() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+struct Understand {
+    model: String,
+    template: Option<Template>,
+    messages: Vec<Message>,
+    images: Vec<RgbImage>,
+    sampling: SamplingConfig,
+    max_new_tokens: usize,
+    format: Format,
+}
+
+struct Output {
+    token_ids: Vec<u32>,
+    text: String,
+    template: Template,
+    load_s: f64,
+    prefill_tokens: usize,
+    prefill_s: f64,
+    decode_s: f64,
+}
+
+impl Job for Understand {
+    type Output = Output;
+
+    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Output> {
+        let t0 = Instant::now();
+        let janus = Janus::<B>::load_with(
+            &self.model,
+            &device,
+            dtype,
+            self.template,
+            progress::on_load(),
+        )?;
+        alloc::retain_freed_memory();
+        let load_s = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "loaded {} in {load_s:.1} s ({dtype:?})",
+            janus.dir().display()
+        );
+        let request = Request {
+            messages: self.messages,
+            images: self.images,
+            sampling: self.sampling,
+            max_new_tokens: self.max_new_tokens,
+        };
+        let t1 = Instant::now();
+        let mut answer = janus.understand(&request)?;
+        let mut first: Option<Instant> = None;
+        let mut text = String::new();
+        let stream = self.format == Format::Text;
+        for delta in &mut answer {
+            let delta = delta?;
+            first.get_or_insert_with(Instant::now);
+            if stream {
+                output::print(&delta.text)?;
+            }
+            text.push_str(&delta.text);
+        }
+        if stream {
+            output::println("")?;
+        }
+        let end = Instant::now();
+        let first = first.unwrap_or(end);
+        Ok(Output {
+            token_ids: answer.token_ids().to_vec(),
+            text,
+            template: janus.processor().template(),
+            load_s,
+            prefill_tokens: answer.prompt_tokens(),
+            prefill_s: (first - t1).as_secs_f64(),
+            decode_s: (end - first).as_secs_f64(),
+        })
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (messages, image_paths) = match (&args.conversation, &args.prompt) {
+        (Some(file), _) => {
+            if !args.images.is_empty() {
+                bail!(
+                    "--image cannot be combined with --conversation: list images in the messages' `images`"
+                );
+            }
+            let messages = chat::read_conversation(file)?;
+            let base = file.parent().unwrap_or(Path::new("."));
+            let paths = messages
+                .iter()
+                .flat_map(|m| m.images.iter().map(|i| resolve_image(i, base)))
+                .collect();
+            (messages, paths)
+        }
+        (None, Some(prompt)) => (vec![Message::new("user", prompt)], args.images.clone()),
+        (None, None) => bail!("give --prompt or --conversation"),
+    };
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    sampling.validate()?;
+    let images = image_paths
+        .iter()
+        .map(open_image)
+        .collect::<Result<Vec<_>, _>>()?;
+    let job = Understand {
+        model: args.model.model,
+        template: args.template,
+        messages,
+        images,
+        sampling,
+        max_new_tokens: args.max_new_tokens,
+        format: args.format,
+    };
+    let out = dispatch(args.backend, Task::Default, job).context("understanding failed")?;
+    let n = out.token_ids.len();
+    eprintln!(
+        "prefill {} tokens in {:.2} s ({:.1} tok/s); decoded {n} tokens in {:.2} s ({:.2} tok/s)",
+        out.prefill_tokens,
+        out.prefill_s,
+        out.prefill_tokens as f64 / out.prefill_s.max(1e-9),
+        out.decode_s,
+        n.saturating_sub(1) as f64 / out.decode_s.max(1e-9),
+    );
+    if args.format == Format::Json {
+        let json = serde_json::json!({
+            "text": out.text,
+            "token_ids": out.token_ids,
+            "prompt_tokens": out.prefill_tokens,
+            "template": format!("{:?}", out.template).to_lowercase(),
+            "timings": {"load_s": out.load_s, "prefill_s": out.prefill_s, "decode_s": out.decode_s},
+        });
+        output::println(&json.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `janus`: run Janus / Janus-Pro from the command line.
+
+mod alloc;
+mod args;
+mod backend;
+mod commands;
+mod output;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{bench, convert, generate, understand, vq};
+
+#[derive(Parser)]
+#[command(
+    name = "janus",
+    version,
+    about = "Janus / Janus-Pro multimodal models: understand and generate images"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer a question about one or more images (or chat without images).
+    Understand(understand::Args),
+    /// Generate images from a text prompt.
+    Generate(generate::Args),
+    /// The VQ image tokenizer on its own.
+    Vq {
+        #[command(subcommand)]
+        command: vq::Command,
+    },
+    /// Convert a checkpoint (any supported layout) into the format the runtime loads fastest.
+    Convert(convert::Args),
+    /// Benchmark load, encode, prefill, decode, image generation and VQ decode.
+    Bench(bench::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Understand(args) => understand::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Vq { command } => vq::run(command),
+        Command::Convert(args) => convert::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    if let Err(e) = result {
+        if output::is_broken_pipe(&e) {
+            return;
+        }
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

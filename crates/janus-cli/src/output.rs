@@ -1,0 +1,65 @@
+//! What the commands write: stdout lines that end quietly on a closed pipe, and
+//! files that appear complete or not at all.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use janus_pipeline::RgbImage;
+
+/// Writes `text` to stdout and flushes. A closed stdout (`janus ... | head`)
+/// surfaces as an error [`is_broken_pipe`] recognises, so the program can end quietly.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// [`print`] with a newline.
+pub fn println(text: &str) -> anyhow::Result<()> {
+    print(&format!("{text}\n"))
+}
+
+/// Whether `e` comes from writing to a closed pipe.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file of a name unique to this
+/// process in the same directory, renamed into place when complete.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+    let result = std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Encodes `img` as a PNG at `path` (atomically).
+pub fn save_png(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &img.pixels,
+        img.width as u32,
+        img.height as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .with_context(|| format!("cannot encode {}", path.display()))?;
+    write_atomic(path, &png)
+}

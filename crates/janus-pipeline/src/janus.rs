@@ -1,0 +1,351 @@
+//! [`Janus`]: the one-stop API. Load a model once, then ask about images
+//! ([`Janus::understand`], streamed text) or draw them ([`Janus::generate_images`]).
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::tensor::DType;
+use janus_core::JanusConfig;
+
+use crate::chat::{Message, Template};
+use crate::generate::ImageGenConfig;
+use crate::model::JanusModel;
+use crate::preprocess::RgbImage;
+use crate::processor::Processor;
+use crate::sampling::{Sampler, SamplingConfig};
+use crate::text_stream::TextStream;
+use crate::understand::TextSession;
+use crate::{PipelineError, Result};
+
+/// What [`Janus::load_with`] reports while it resolves and converts a hub id.
+#[derive(Debug, Clone, Copy)]
+pub enum LoadEvent<'a> {
+    /// A file is being fetched into the Hugging Face cache.
+    Fetching {
+        /// `org/name/file`.
+        file: &'a str,
+    },
+    /// The first use of a hub id converts it: `done` of `total` tensors of `file`.
+    Converting {
+        /// The weight file being read.
+        file: &'a Path,
+        /// Tensors done.
+        done: usize,
+        /// Tensors in that file.
+        total: usize,
+    },
+}
+
+/// A question about zero or more images.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The conversation; `user`/`assistant` roles map to the template's. The last
+    /// assistant turn is generated.
+    pub messages: Vec<Message>,
+    /// Images in placeholder order. Without any `<image_placeholder>` in the
+    /// messages, one per image is put in front of the last user message.
+    pub images: Vec<RgbImage>,
+    /// Greedy by default.
+    pub sampling: SamplingConfig,
+    /// Most tokens to generate (also bounded by the model's context).
+    pub max_new_tokens: usize,
+}
+
+impl Request {
+    /// One user question, greedy, at most 512 new tokens.
+    pub fn new(question: impl Into<String>) -> Self {
+        Self::chat(vec![Message::new("user", question)])
+    }
+
+    /// A multi-turn conversation.
+    pub fn chat(messages: Vec<Message>) -> Self {
+        Self {
+            messages,
+            images: Vec::new(),
+            sampling: SamplingConfig::default(),
+            max_new_tokens: 512,
+        }
+    }
+
+    /// Adds an image.
+    pub fn image(mut self, image: RgbImage) -> Self {
+        self.images.push(image);
+        self
+    }
+
+    /// Sets the token budget.
+    pub fn max_new_tokens(mut self, n: usize) -> Self {
+        self.max_new_tokens = n;
+        self
+    }
+
+    /// Sets the sampling.
+    pub fn sampling(mut self, sampling: SamplingConfig) -> Self {
+        self.sampling = sampling;
+        self
+    }
+}
+
+/// A piece of the answer: the text one token completes (possibly empty while a
+/// character is incomplete), or the held-back rest at the end (`token: None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextDelta {
+    /// New text.
+    pub text: String,
+    /// The token generated, if this delta comes from one.
+    pub token: Option<u32>,
+}
+
+/// Why text generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced EOS.
+    Stop,
+    /// The token budget (or the model's context) ran out.
+    Length,
+}
+
+/// The streamed answer of [`Janus::understand`]: an iterator of [`TextDelta`]s
+/// whose texts add up to the whole answer.
+pub struct Understanding<'a, B: Backend> {
+    session: TextSession<'a, B>,
+    sampler: Sampler,
+    stream: TextStream<'a>,
+    prompt_tokens: usize,
+    finish: Option<FinishReason>,
+}
+
+impl<B: Backend> Understanding<'_, B> {
+    /// Tokens of the prompt (image slots included).
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// The tokens generated so far (EOS included once produced).
+    pub fn token_ids(&self) -> &[u32] {
+        self.stream.ids()
+    }
+
+    /// Why generation stopped, once the iterator is exhausted.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+}
+
+impl<B: Backend> Iterator for Understanding<'_, B> {
+    type Item = Result<TextDelta>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finish.is_some() {
+            return None;
+        }
+        match self.session.step(&mut self.sampler) {
+            Some(ids) => {
+                let id = ids.first().copied().flatten()?;
+                let text = self.stream.push(id);
+                Some(Ok(TextDelta {
+                    text,
+                    token: Some(id),
+                }))
+            }
+            None => {
+                self.finish = Some(if self.session.all_done() {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::Length
+                });
+                let rest = self.stream.finish();
+                (!rest.is_empty()).then_some(Ok(TextDelta {
+                    text: rest,
+                    token: None,
+                }))
+            }
+        }
+    }
+}
+
+/// A text-to-image request.
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    /// What to draw.
+    pub prompt: String,
+    /// Images, guidance, temperature and seed.
+    pub config: ImageGenConfig,
+}
+
+impl ImageRequest {
+    /// One image of `prompt` with the reference's defaults (cfg 5, temperature 1).
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            config: ImageGenConfig::default(),
+        }
+    }
+
+    /// Sets the settings.
+    pub fn config(mut self, config: ImageGenConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+/// One generated image with the codes it was decoded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedImage {
+    /// VQ codes in raster order.
+    pub codes: Vec<u32>,
+    /// The decoded pixels.
+    pub image: RgbImage,
+}
+
+/// A loaded Janus model with its tokenizer, template and image preprocessing.
+///
+/// ```no_run
+/// use burn::backend::Flex;
+/// use burn::tensor::DType;
+/// use janus_pipeline::{Janus, Request, open_image};
+///
+/// # fn main() -> janus_pipeline::Result<()> {
+/// let janus = Janus::<Flex>::load("deepseek-ai/Janus-Pro-1B", &Default::default(), DType::F32)?;
+/// let request = Request::new("What is in this picture?").image(open_image("cat.png")?);
+/// for delta in janus.understand(&request)? {
+///     print!("{}", delta?.text);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Janus<B: Backend> {
+    model: JanusModel<B>,
+    processor: Processor,
+    dir: PathBuf,
+}
+
+impl<B: Backend> Janus<B> {
+    /// Loads a model directory (original, transformers-port or converted layout)
+    /// or, with the `hub` feature, a Hugging Face id, onto `device` with weights
+    /// in `dtype`.
+    pub fn load(model: &str, device: &B::Device, dtype: DType) -> Result<Self> {
+        Self::load_with(model, device, dtype, None, |_| {})
+    }
+
+    /// [`Janus::load`] with a chat template (else the checkpoint's own) and a
+    /// progress callback for first-use downloads and conversion.
+    pub fn load_with(
+        model: &str,
+        device: &B::Device,
+        dtype: DType,
+        template: Option<Template>,
+        progress: impl FnMut(LoadEvent<'_>),
+    ) -> Result<Self> {
+        let dir = resolve_model(model, progress)?;
+        let config = JanusConfig::from_file(dir.join("config.json"))?;
+        let processor = Processor::from_dir(&dir, model, &config.vision, template)?;
+        let model = JanusModel::load_dir(&dir, device, dtype)?;
+        Ok(Self {
+            model,
+            processor,
+            dir,
+        })
+    }
+
+    /// Answers `request`, streaming the text. The prompt (and the images) run
+    /// before this returns; each iteration then generates one token.
+    pub fn understand(&self, request: &Request) -> Result<Understanding<'_, B>> {
+        let sampler = Sampler::new(request.sampling)?;
+        let prepared = self
+            .processor
+            .understanding(&request.messages, &request.images)?;
+        let prompt_tokens = prepared.batch.len();
+        let context = self.model.config.language.max_position_embeddings;
+        if prompt_tokens >= context {
+            return Err(PipelineError::Prompt(format!(
+                "the prompt has {prompt_tokens} tokens, but the model's context \
+                 (language_config.max_position_embeddings) holds {context}"
+            )));
+        }
+        let budget = request.max_new_tokens.min(context - prompt_tokens);
+        let features = if prepared.pixels.is_empty() {
+            None
+        } else {
+            let pixels = self.model.pixel_tensor(&prepared.pixels)?;
+            Some(self.model.image_embeds(pixels)?)
+        };
+        let embeds = self
+            .model
+            .prepare_inputs_embeds(&prepared.batch, features)?;
+        let eos = self.processor.tokenizer().ids.eos;
+        Ok(Understanding {
+            session: TextSession::new(&self.model, &prepared.batch, embeds, budget, eos),
+            sampler,
+            stream: TextStream::new(self.processor.tokenizer()),
+            prompt_tokens,
+            finish: None,
+        })
+    }
+
+    /// Generates `request.config.parallel` images; `progress(step, steps)` is
+    /// called after each LLM step.
+    pub fn generate_images(
+        &self,
+        request: &ImageRequest,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<GeneratedImage>> {
+        request.config.validate()?;
+        let ids = self.processor.generation_prompt(&request.prompt)?;
+        let pad = self.processor.tokenizer().ids.pad;
+        let codes = self
+            .model
+            .generate_images(&ids, pad, &request.config, progress)?;
+        let images = janus_gen_tokenizer::VqModel::<B>::to_rgb8(self.model.decode_images(&codes)?);
+        Ok(codes
+            .into_iter()
+            .zip(images)
+            .map(|(codes, image)| GeneratedImage { codes, image })
+            .collect())
+    }
+
+    /// The model's modules.
+    pub fn model(&self) -> &JanusModel<B> {
+        &self.model
+    }
+
+    /// Tokenizer, template and image preprocessing.
+    pub fn processor(&self) -> &Processor {
+        &self.processor
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &JanusConfig {
+        &self.model.config
+    }
+
+    /// The directory the model was loaded from (the converted copy for hub ids).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Resolves a `--model` value to a directory holding `config.json`: an existing
+/// directory as is, else (with the `hub` feature) a Hugging Face id, fetched
+/// and converted on first use.
+pub fn resolve_model(model: &str, progress: impl FnMut(LoadEvent<'_>)) -> Result<PathBuf> {
+    #[cfg(feature = "hub")]
+    let dir = crate::hub::resolve_model(model, progress)?;
+    #[cfg(not(feature = "hub"))]
+    let dir = {
+        let _ = progress;
+        let dir = PathBuf::from(model);
+        if !dir.is_dir() {
+            return Err(PipelineError::Invalid(format!(
+                "model directory `{model}` not found (built without hub support)"
+            )));
+        }
+        dir
+    };
+    if !dir.join("config.json").is_file() {
+        return Err(PipelineError::Invalid(format!(
+            "{} has no config.json: is it a Janus model directory?",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
