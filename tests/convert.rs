@@ -165,7 +165,7 @@ fn write_transformers_layout(dir: &Path) {
 
 /// The tiny config in the transformers port's `JanusConfig` schema.
 fn write_transformers_config(dir: &Path) {
-    let c = janus_core::JanusConfig::from_file(testdata_dir().join("config.json")).unwrap();
+    let c = janus_pipeline::JanusConfig::from_file(testdata_dir().join("config.json")).unwrap();
     let l = &c.language;
     let hf = serde_json::json!({
         "model_type": "janus",
@@ -175,14 +175,14 @@ fn write_transformers_config(dir: &Path) {
             "max_position_embeddings": l.max_position_embeddings},
         "vision_config": {"hidden_size": c.vision.width, "num_hidden_layers": c.vision.layers,
             "num_attention_heads": c.vision.heads, "patch_size": c.vision.patch_size, "image_size": c.vision.image_size,
-            "mlp_ratio": c.vision.mlp_dim as f64 / c.vision.width as f64, "projection_dim": c.aligner.n_embed},
-        "vq_config": {"embed_dim": c.vq.codebook_embed_dim, "num_embeddings": c.vq.codebook_size,
-            "base_channels": c.vq.ch, "channel_multiplier": c.vq.encoder_ch_mult, "latent_channels": c.vq.z_channels,
-            "num_res_blocks": c.vq.num_res_blocks, "projection_dim": c.gen_aligner.n_embed,
-            "image_token_embed_dim": c.gen_head.image_token_embed},
+            "mlp_ratio": c.vision.mlp_dim as f64 / c.vision.width as f64, "projection_dim": c.aligner.output_dim},
+        "vq_config": {"embed_dim": c.vq.code_dim, "num_embeddings": c.vq.codebook_size,
+            "base_channels": c.vq.base_channels, "channel_multiplier": c.vq.encoder_ch_mult, "latent_channels": c.vq.latent_channels,
+            "num_res_blocks": c.vq.num_res_blocks, "projection_dim": c.gen_aligner.output_dim,
+            "image_token_embed_dim": c.gen_head.mlp_dim},
     });
     std::fs::write(dir.join("config.json"), hf.to_string()).unwrap();
-    let mut back = janus_core::JanusConfig::from_file(dir.join("config.json")).unwrap();
+    let mut back = janus_pipeline::JanusConfig::from_file(dir.join("config.json")).unwrap();
     back.vision.model_name.clone_from(&c.vision.model_name); // a label, not a size
     assert_eq!(
         back, c,
@@ -353,7 +353,7 @@ fn manifests_validate_at_shape_level() {
         }
         let m: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let config = janus_core::JanusConfig::from_json(&m["config_used"], &path).unwrap();
+        let config = janus_pipeline::JanusConfig::from_json(&m["config_used"], &path).unwrap();
         let keys = janus_tests::manifest_keys(&m);
         let ckpt = Checkpoint::from_shapes(&path, keys).unwrap();
         let skipped = janus_pipeline::convert::validate(&ckpt, &config).unwrap();

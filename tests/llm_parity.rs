@@ -5,8 +5,9 @@
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use janus_checkpoint::Checkpoint;
-use janus_core::{JanusConfig, Weights};
+use janus_core::Weights;
 use janus_llm::Llama;
+use janus_pipeline::JanusConfig;
 use janus_tests::{Golden, TestBackend as B, argmax, testdata_dir, values};
 
 const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
@@ -16,7 +17,7 @@ fn load(file: &str) -> Llama<B> {
     let config = JanusConfig::from_file(dir.join("config.json")).unwrap();
     let ckpt = Checkpoint::open(dir.join(file)).unwrap();
     Llama::load(
-        &Weights::new(&ckpt, &Default::default(), DType::F32),
+        &Weights::new(&ckpt, &Default::default(), DType::F32).pp("language_model"),
         &config.language,
     )
     .unwrap()

@@ -4,9 +4,9 @@
 
 use burn::tensor::DType;
 use janus_checkpoint::{Checkpoint, TensorInfo};
-use janus_core::{Error, JanusConfig};
+use janus_core::Error;
 use janus_pipeline::JanusModel;
-use janus_pipeline::PipelineError;
+use janus_pipeline::{JanusConfig, PipelineError};
 use janus_tests::{TestBackend as B, manifest_keys, manifests_dir};
 use serde_json::Value;
 

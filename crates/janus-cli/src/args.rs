@@ -82,7 +82,7 @@ impl BackendArgs {
     pub fn dtype(&self, task: Task) -> anyhow::Result<DType> {
         let d = self.dtype.unwrap_or(match (self.backend, task) {
             (BackendKind::Cpu, Task::Default) => DTypeArg::F32,
-            (BackendKind::Cpu, Task::Generate) if janus_core::cpu::has_bf16_dot() => DTypeArg::Bf16,
+            (BackendKind::Cpu, Task::Generate) if janus_core::has_bf16_dot() => DTypeArg::Bf16,
             (BackendKind::Cpu, Task::Generate) => DTypeArg::F16,
             (BackendKind::Wgpu, _) => DTypeArg::F16,
             (BackendKind::Cuda, _) => DTypeArg::Bf16,

@@ -17,8 +17,7 @@ pub trait Job {
 /// Runs `job` on the backend named by `args`, in the dtype for `task`.
 pub fn dispatch<J: Job>(args: BackendArgs, task: Task, job: J) -> anyhow::Result<J::Output> {
     let dtype = args.dtype(task)?;
-    if args.backend == BackendKind::Cpu && dtype == DType::BF16 && !janus_core::cpu::has_bf16_dot()
-    {
+    if args.backend == BackendKind::Cpu && dtype == DType::BF16 && !janus_core::has_bf16_dot() {
         eprintln!(
             "warning: this CPU has no AVX512-BF16, so bf16 converts on every operation and is slow; f16 is the fast 16-bit choice here"
         );

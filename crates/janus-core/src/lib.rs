@@ -1,32 +1,34 @@
-//! Shared foundations of janus-rs: config parsing, checkpoint reading and the
-//! neural-network building blocks (linear, norms, attention, MLP) that every
-//! Janus module is made of. Everything is generic over Burn's [`Backend`](burn::prelude::Backend).
+//! The building blocks every Janus module is made of, generic over Burn's
+//! [`Backend`](burn::prelude::Backend): [`Weights`] (checkpoint tensors handed out
+//! by key, scoped by prefix, every key accounted for), the layers of [`nn`]
+//! (linear, convolution, norms, attention, MLP, embedding) with the CPU kernels
+//! behind them, [`RgbImage`], and the [`ConfigError`] every model config reports.
 //!
 //! ```no_run
 //! use burn::backend::Flex;
 //! use burn::tensor::DType;
 //! use janus_checkpoint::Checkpoint;
-//! use janus_core::{JanusConfig, Weights};
+//! use janus_core::Weights;
+//! use janus_core::nn::{Linear, RmsNorm};
 //!
 //! # fn main() -> janus_core::Result<()> {
-//! let config = JanusConfig::from_file("model/config.json")?;
 //! let ckpt = Checkpoint::open("model")?; // safetensors or pytorch_model.bin, sharded or not
-//! let weights = Weights::<Flex>::new(&ckpt, &Default::default(), DType::F32);
-//! let norm = weights.tensor("language_model.model.norm.weight", [config.language.hidden_size])?;
+//! let w = Weights::<Flex>::new(&ckpt, &Default::default(), DType::F32);
+//! let layer = w.pp("language_model.model.layers").pp(0);
+//! let norm = RmsNorm::load(&layer.pp("input_layernorm"), 2048, 1e-6)?;
+//! let q_proj = Linear::load_no_bias(&layer.pp("self_attn.q_proj"), 2048, 2048)?;
 //! # Ok(()) }
 //! ```
 
 pub mod config;
-pub mod cpu;
+mod cpu;
 mod error;
 mod image;
 pub mod nn;
-pub mod weights;
+mod weights;
 
-pub use config::{
-    GenEmbedConfig, GenHeadConfig, JanusConfig, LlamaConfig, ProjectorConfig, VisionConfig,
-    VqConfig,
-};
+pub use config::ConfigError;
+pub use cpu::{has_bf16_dot, is_flex};
 pub use error::{Error, Result};
 pub use image::RgbImage;
 pub use weights::{KeyPattern, Weights};

@@ -1,12 +1,12 @@
 //! Residual and attention blocks of the VQ encoder and decoder.
 
 use burn::prelude::*;
-use janus_core::nn::{AttentionMask, scaled_dot_product_attention};
+use janus_core::nn::{AttentionMask, Conv2d, GroupNorm, scaled_dot_product_attention};
 use janus_core::{Result, Weights};
 
-use crate::layers::{Conv2d, GroupNorm};
+use crate::layers::{conv1x1, conv3x3, group_norm};
 
-/// `shortcut(x) + conv2(swish(norm2(conv1(swish(norm1(x))))))`.
+/// `shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x))))))`.
 #[derive(Debug, Clone)]
 pub struct ResnetBlock<B: Backend> {
     /// `norm1`.
@@ -22,22 +22,14 @@ pub struct ResnetBlock<B: Backend> {
 }
 
 impl<B: Backend> ResnetBlock<B> {
-    pub(crate) fn load(w: &Weights<B>, prefix: &str, c_in: usize, c_out: usize) -> Result<Self> {
+    pub(crate) fn load(w: &Weights<B>, c_in: usize, c_out: usize) -> Result<Self> {
         Ok(Self {
-            norm1: GroupNorm::load(w, &format!("{prefix}.norm1"), c_in)?,
-            conv1: Conv2d::load(w, &format!("{prefix}.conv1"), c_in, c_out, 3, 1, 1)?,
-            norm2: GroupNorm::load(w, &format!("{prefix}.norm2"), c_out)?,
-            conv2: Conv2d::load(w, &format!("{prefix}.conv2"), c_out, c_out, 3, 1, 1)?,
+            norm1: group_norm(&w.pp("norm1"), c_in)?,
+            conv1: conv3x3(&w.pp("conv1"), c_in, c_out)?,
+            norm2: group_norm(&w.pp("norm2"), c_out)?,
+            conv2: conv3x3(&w.pp("conv2"), c_out, c_out)?,
             nin_shortcut: if c_in != c_out {
-                Some(Conv2d::load(
-                    w,
-                    &format!("{prefix}.nin_shortcut"),
-                    c_in,
-                    c_out,
-                    1,
-                    1,
-                    0,
-                )?)
+                Some(conv1x1(&w.pp("nin_shortcut"), c_in, c_out)?)
             } else {
                 None
             },
@@ -46,13 +38,12 @@ impl<B: Backend> ResnetBlock<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(self.norm1.forward_swish(x.clone()));
+        let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
         let shortcut = match &self.nin_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
         };
-        self.conv2
-            .forward_add(self.norm2.forward_swish(h), shortcut)
+        self.conv2.forward_add(self.norm2.forward_silu(h), shortcut)
     }
 }
 
@@ -72,10 +63,10 @@ pub struct AttnBlock<B: Backend> {
 }
 
 impl<B: Backend> AttnBlock<B> {
-    pub(crate) fn load(w: &Weights<B>, prefix: &str, c: usize) -> Result<Self> {
-        let conv = |name: &str| Conv2d::load(w, &format!("{prefix}.{name}"), c, c, 1, 1, 0);
+    pub(crate) fn load(w: &Weights<B>, c: usize) -> Result<Self> {
+        let conv = |name: &str| conv1x1(&w.pp(name), c, c);
         Ok(Self {
-            norm: GroupNorm::load(w, &format!("{prefix}.norm"), c)?,
+            norm: group_norm(&w.pp("norm"), c)?,
             q: conv("q")?,
             k: conv("k")?,
             v: conv("v")?,

@@ -1,9 +1,12 @@
+//! The VQ decoder.
+
 use burn::prelude::*;
-use janus_core::config::VqConfig;
+use janus_core::nn::{Conv2d, GroupNorm};
 use janus_core::{Result, Weights};
 
-use crate::encoder::{Level, Mid, load_level};
-use crate::layers::{Conv2d, GroupNorm, Upsample};
+use crate::config::VqConfig;
+use crate::encoder::{Level, LevelSpec, Mid, load_level};
+use crate::layers::{Upsample, conv3x3, group_norm};
 
 /// Latents `[B, z_channels, g, g]` to images `[B, 3, 16g, 16g]`. Level 0 is the
 /// lowest resolution (it has the attention blocks), as in the checkpoint.
@@ -22,37 +25,35 @@ pub struct Decoder<B: Backend> {
 }
 
 impl<B: Backend> Decoder<B> {
-    pub(crate) fn load(w: &Weights<B>, p: &str, c: &VqConfig) -> Result<Self> {
+    pub(crate) fn load(w: &Weights<B>, c: &VqConfig) -> Result<Self> {
         let n = c.decoder_ch_mult.len();
-        let mut block_in = c.ch * c.decoder_ch_mult[n - 1];
-        let conv_in = Conv2d::load(w, &format!("{p}.conv_in"), c.z_channels, block_in, 3, 1, 1)?;
-        let mid = Mid::load(w, p, block_in)?;
+        let mut block_in = c.base_channels * c.decoder_ch_mult[n - 1];
+        let conv_in = conv3x3(&w.pp("conv_in"), c.latent_channels, block_in)?;
+        let mid = Mid::load(&w.pp("mid"), block_in)?;
         let mut levels = Vec::with_capacity(n);
         for i in 0..n {
-            let block_out = c.ch * c.decoder_ch_mult[n - 1 - i];
-            let prefix = format!("{p}.conv_blocks.{i}");
+            let block_out = c.base_channels * c.decoder_ch_mult[n - 1 - i];
+            let level = w.pp("conv_blocks").pp(i);
             let up = if i + 1 < n {
-                Some(Upsample::load(w, &format!("{prefix}.upsample"), block_out)?)
+                Some(Upsample::load(&level.pp("upsample"), block_out)?)
             } else {
                 None
             };
-            levels.push(load_level(
-                w,
-                &prefix,
-                block_in,
-                block_out,
-                c.num_res_blocks + 1,
-                i == 0,
-                up,
-            )?);
+            let spec = LevelSpec {
+                c_in: block_in,
+                c_out: block_out,
+                blocks: c.num_res_blocks + 1,
+                attn: i == 0,
+            };
+            levels.push(load_level(&level, spec, up)?);
             block_in = block_out;
         }
         Ok(Self {
             conv_in,
             mid,
             levels,
-            norm_out: GroupNorm::load(w, &format!("{p}.norm_out"), block_in)?,
-            conv_out: Conv2d::load(w, &format!("{p}.conv_out"), block_in, 3, 3, 1, 1)?,
+            norm_out: group_norm(&w.pp("norm_out"), block_in)?,
+            conv_out: conv3x3(&w.pp("conv_out"), block_in, 3)?,
         })
     }
 
@@ -74,6 +75,6 @@ impl<B: Backend> Decoder<B> {
             }
             tap(&format!("dec.up{i}.out"), &h);
         }
-        self.conv_out.forward(self.norm_out.forward_swish(h))
+        self.conv_out.forward(self.norm_out.forward_silu(h))
     }
 }

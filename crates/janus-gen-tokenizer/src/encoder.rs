@@ -1,9 +1,12 @@
+//! The VQ encoder, and the level and middle blocks it shares with the decoder.
+
 use burn::prelude::*;
-use janus_core::config::VqConfig;
+use janus_core::nn::{Conv2d, GroupNorm};
 use janus_core::{Result, Weights};
 
 use crate::blocks::{AttnBlock, ResnetBlock};
-use crate::layers::{Conv2d, Downsample, GroupNorm};
+use crate::config::VqConfig;
+use crate::layers::{Downsample, conv3x3, group_norm};
 
 /// One resolution level: res blocks (each followed by attention at the lowest
 /// resolution) and an optional resampling layer.
@@ -29,54 +32,61 @@ impl<B: Backend, R> Level<B, R> {
     }
 }
 
-/// `mid.0` Res, `mid.1` Attn, `mid.2` Res.
+/// The middle: `mid.0` Res, `mid.1` Attn, `mid.2` Res (LlamaGen's `block_1`,
+/// `attn_1`, `block_2`).
 #[derive(Debug, Clone)]
 pub struct Mid<B: Backend> {
     /// `mid.0`.
-    pub res0: ResnetBlock<B>,
+    pub block_1: ResnetBlock<B>,
     /// `mid.1`.
-    pub attn: AttnBlock<B>,
+    pub attn_1: AttnBlock<B>,
     /// `mid.2`.
-    pub res1: ResnetBlock<B>,
+    pub block_2: ResnetBlock<B>,
 }
 
 impl<B: Backend> Mid<B> {
-    pub(crate) fn load(w: &Weights<B>, prefix: &str, c: usize) -> Result<Self> {
+    pub(crate) fn load(w: &Weights<B>, c: usize) -> Result<Self> {
         Ok(Self {
-            res0: ResnetBlock::load(w, &format!("{prefix}.mid.0"), c, c)?,
-            attn: AttnBlock::load(w, &format!("{prefix}.mid.1"), c)?,
-            res1: ResnetBlock::load(w, &format!("{prefix}.mid.2"), c, c)?,
+            block_1: ResnetBlock::load(&w.pp(0), c, c)?,
+            attn_1: AttnBlock::load(&w.pp(1), c)?,
+            block_2: ResnetBlock::load(&w.pp(2), c, c)?,
         })
     }
 
     /// Applies the three blocks.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.res1.forward(self.attn.forward(self.res0.forward(x)))
+        self.block_2
+            .forward(self.attn_1.forward(self.block_1.forward(x)))
     }
 }
 
-/// Loads one level's blocks; `attn` when this is the lowest resolution.
+/// Channels and blocks of one level.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LevelSpec {
+    /// Channels in.
+    pub c_in: usize,
+    /// Channels out.
+    pub c_out: usize,
+    /// Res blocks.
+    pub blocks: usize,
+    /// Whether each res block is followed by attention (lowest resolution).
+    pub attn: bool,
+}
+
+/// Loads one level's blocks (`res.J`, `attn.J`) under `w`.
 pub(crate) fn load_level<B: Backend, R>(
     w: &Weights<B>,
-    prefix: &str,
-    mut c_in: usize,
-    c_out: usize,
-    blocks: usize,
-    attn: bool,
+    spec: LevelSpec,
     resample: Option<R>,
 ) -> Result<Level<B, R>> {
     let mut res = Vec::new();
     let mut attns = Vec::new();
-    for j in 0..blocks {
-        res.push(ResnetBlock::load(
-            w,
-            &format!("{prefix}.res.{j}"),
-            c_in,
-            c_out,
-        )?);
-        c_in = c_out;
-        if attn {
-            attns.push(AttnBlock::load(w, &format!("{prefix}.attn.{j}"), c_out)?);
+    let mut c_in = spec.c_in;
+    for j in 0..spec.blocks {
+        res.push(ResnetBlock::load(&w.pp("res").pp(j), c_in, spec.c_out)?);
+        c_in = spec.c_out;
+        if spec.attn {
+            attns.push(AttnBlock::load(&w.pp("attn").pp(j), spec.c_out)?);
         }
     }
     Ok(Level {
@@ -102,39 +112,33 @@ pub struct Encoder<B: Backend> {
 }
 
 impl<B: Backend> Encoder<B> {
-    pub(crate) fn load(w: &Weights<B>, p: &str, c: &VqConfig) -> Result<Self> {
+    pub(crate) fn load(w: &Weights<B>, c: &VqConfig) -> Result<Self> {
         let n = c.encoder_ch_mult.len();
         let mut levels = Vec::with_capacity(n);
-        let mut block_in = c.ch;
+        let mut block_in = c.base_channels;
         for (i, mult) in c.encoder_ch_mult.iter().enumerate() {
-            let block_out = c.ch * mult;
-            let prefix = format!("{p}.conv_blocks.{i}");
+            let block_out = c.base_channels * mult;
+            let level = w.pp("conv_blocks").pp(i);
             let down = if i + 1 < n {
-                Some(Downsample::load(
-                    w,
-                    &format!("{prefix}.downsample"),
-                    block_out,
-                )?)
+                Some(Downsample::load(&level.pp("downsample"), block_out)?)
             } else {
                 None
             };
-            levels.push(load_level(
-                w,
-                &prefix,
-                block_in,
-                block_out,
-                c.num_res_blocks,
-                i + 1 == n,
-                down,
-            )?);
+            let spec = LevelSpec {
+                c_in: block_in,
+                c_out: block_out,
+                blocks: c.num_res_blocks,
+                attn: i + 1 == n,
+            };
+            levels.push(load_level(&level, spec, down)?);
             block_in = block_out;
         }
         Ok(Self {
-            conv_in: Conv2d::load(w, &format!("{p}.conv_in"), 3, c.ch, 3, 1, 1)?,
+            conv_in: conv3x3(&w.pp("conv_in"), 3, c.base_channels)?,
             levels,
-            mid: Mid::load(w, p, block_in)?,
-            norm_out: GroupNorm::load(w, &format!("{p}.norm_out"), block_in)?,
-            conv_out: Conv2d::load(w, &format!("{p}.conv_out"), block_in, c.z_channels, 3, 1, 1)?,
+            mid: Mid::load(&w.pp("mid"), block_in)?,
+            norm_out: group_norm(&w.pp("norm_out"), block_in)?,
+            conv_out: conv3x3(&w.pp("conv_out"), block_in, c.latent_channels)?,
         })
     }
 
@@ -155,6 +159,6 @@ impl<B: Backend> Encoder<B> {
         }
         h = self.mid.forward(h);
         tap("enc.mid.out", &h);
-        self.conv_out.forward(self.norm_out.forward_swish(h))
+        self.conv_out.forward(self.norm_out.forward_silu(h))
     }
 }

@@ -11,14 +11,15 @@
 //! use burn::prelude::*;
 //! use burn::tensor::DType;
 //! use janus_checkpoint::Checkpoint;
-//! use janus_core::{JanusConfig, Weights};
-//! use janus_gen_tokenizer::VqModel;
+//! use janus_core::Weights;
+//! use janus_gen_tokenizer::{VqConfig, VqModel};
 //!
 //! # fn main() -> janus_core::Result<()> {
-//! let config = JanusConfig::from_file("model/config.json")?;
-//! let ckpt = Checkpoint::open("model")?;
-//! let vq = VqModel::<Flex>::load(&Weights::new(&ckpt, &Default::default(), DType::F32), &config.vq)?;
-//! let s = config.vq.image_size;
+//! let config = VqConfig::vq16();
+//! let ckpt = Checkpoint::open("Janus-Pro-1B")?;
+//! let w = Weights::new(&ckpt, &Default::default(), DType::F32);
+//! let vq = VqModel::<Flex>::load(&w.pp("gen_vision_model"), &config)?;
+//! let s = config.image_size;
 //! let images = Tensor::<Flex, 4>::zeros([1, 3, s, s], &Default::default()); // in [-1, 1]
 //! let codes = vq.encode(images)?; // one Vec of grid*grid codes per image
 //! let pixels = vq.decode(&codes, vq.grid())?; // [1, 3, s, s]
@@ -27,19 +28,23 @@
 //! ```
 
 mod blocks;
+mod config;
 mod decoder;
 mod encoder;
 mod layers;
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use janus_core::config::VqConfig;
+use janus_core::nn::Conv2d;
 use janus_core::{Error, Result, RgbImage, Weights};
 
 pub use blocks::{AttnBlock, ResnetBlock};
+pub use config::{GROUPS, VqConfig, VqParams};
 pub use decoder::Decoder;
 pub use encoder::{Encoder, Level, Mid};
-pub use layers::{Conv2d, Downsample, GroupNorm, Upsample};
+pub use layers::{Downsample, Upsample};
+
+use crate::layers::conv1x1;
 
 /// The VQ-16 model (`gen_vision_model.*`).
 #[derive(Debug, Clone)]
@@ -64,30 +69,17 @@ fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 impl<B: Backend> VqModel<B> {
-    /// Checkpoint prefix.
-    pub const PREFIX: &'static str = "gen_vision_model";
-
-    /// Loads `gen_vision_model.*` (the `codebook_used` training buffer is ignored).
+    /// Loads `encoder`, `quant_conv`, `quantize.embedding`, `post_quant_conv` and
+    /// `decoder` under `w` (`gen_vision_model` in a Janus checkpoint; its
+    /// `quantize.codebook_used` training buffer is not read).
     pub fn load(w: &Weights<B>, c: &VqConfig) -> Result<Self> {
-        let p = Self::PREFIX;
-        let dim = c.codebook_embed_dim;
+        let dim = c.code_dim;
         Ok(Self {
-            encoder: Encoder::load(w, &format!("{p}.encoder"), c)?,
-            quant_conv: Conv2d::load(w, &format!("{p}.quant_conv"), c.z_channels, dim, 1, 1, 0)?,
-            codebook: w.tensor(
-                &format!("{p}.quantize.embedding.weight"),
-                [c.codebook_size, dim],
-            )?,
-            post_quant_conv: Conv2d::load(
-                w,
-                &format!("{p}.post_quant_conv"),
-                dim,
-                c.z_channels,
-                1,
-                1,
-                0,
-            )?,
-            decoder: Decoder::load(w, &format!("{p}.decoder"), c)?,
+            encoder: Encoder::load(&w.pp("encoder"), c)?,
+            quant_conv: conv1x1(&w.pp("quant_conv"), c.latent_channels, dim)?,
+            codebook: w.tensor("quantize.embedding.weight", [c.codebook_size, dim])?,
+            post_quant_conv: conv1x1(&w.pp("post_quant_conv"), dim, c.latent_channels)?,
+            decoder: Decoder::load(&w.pp("decoder"), c)?,
             config: c.clone(),
         })
     }
@@ -184,7 +176,7 @@ impl<B: Backend> VqModel<B> {
             TensorData::new(flat, [codes.len() * rows * cols]),
             &device,
         );
-        let d = self.config.codebook_embed_dim;
+        let d = self.config.code_dim;
         Ok(l2_normalize(self.codebook.clone())
             .select(0, idx)
             .reshape([codes.len(), rows, cols, d])

@@ -11,26 +11,28 @@
 //! use burn::prelude::*;
 //! use burn::tensor::DType;
 //! use janus_checkpoint::Checkpoint;
-//! use janus_core::{JanusConfig, Weights};
-//! use janus_heads::{GenEmbed, GenHead, MlpProjector};
+//! use janus_core::Weights;
+//! use janus_heads::{GenEmbed, GenEmbedConfig, GenHead, GenHeadConfig, MlpProjector, ProjectorConfig};
 //!
 //! # fn main() -> janus_core::Result<()> {
-//! let config = JanusConfig::from_file("model/config.json")?;
-//! let ckpt = Checkpoint::open("model")?;
+//! let ckpt = Checkpoint::open("Janus-Pro-1B")?;
 //! let w = Weights::<Flex>::new(&ckpt, &Default::default(), DType::F32);
-//! let gen_embed = GenEmbed::load(&w, &config.gen_embed)?;
-//! let gen_aligner = MlpProjector::load(&w, MlpProjector::<Flex>::GEN_ALIGNER, &config.gen_aligner)?;
-//! let gen_head = GenHead::load(&w, &config.gen_head)?;
+//! let gen_embed = GenEmbed::load(&w.pp("gen_embed"), &GenEmbedConfig { num_codes: 16384, code_dim: 8 })?;
+//! let gen_aligner = MlpProjector::load(&w.pp("gen_aligner"), &ProjectorConfig { input_dim: 8, output_dim: 2048 })?;
+//! let gen_head = GenHead::load(&w.pp("gen_head"), &GenHeadConfig { hidden_size: 2048, mlp_dim: 2048, num_codes: 16384 })?;
 //! let codes = Tensor::<Flex, 2, Int>::from_data([[7]], &Default::default());
-//! let next_input = gen_aligner.forward(gen_embed.forward(codes)); // [1, 1, hidden]
-//! let logits = gen_head.forward(next_input); // [1, 1, image_token_size]
+//! let next_input = gen_aligner.forward(gen_embed.forward(codes)); // [1, 1, 2048]
+//! let logits = gen_head.forward(next_input); // [1, 1, 16384]
 //! # Ok(()) }
 //! ```
 
+mod config;
+
 use burn::prelude::*;
-use janus_core::config::{GenEmbedConfig, GenHeadConfig, ProjectorConfig};
-use janus_core::nn::{Embedding, GeluMlp};
+use janus_core::nn::{Embedding, GeluMlp, Linear};
 use janus_core::{Result, Weights};
+
+pub use config::{GenEmbedConfig, GenHeadConfig, GenHeadParams, ProjectorConfig, ProjectorParams};
 
 /// `mlp_gelu` projector of depth 2: `layers.0` Linear, exact GELU, `layers.2` Linear.
 #[derive(Debug, Clone)]
@@ -40,22 +42,15 @@ pub struct MlpProjector<B: Backend> {
 }
 
 impl<B: Backend> MlpProjector<B> {
-    /// Checkpoint prefix of the understanding aligner.
-    pub const ALIGNER: &'static str = "aligner";
-    /// Checkpoint prefix of the generation aligner.
-    pub const GEN_ALIGNER: &'static str = "gen_aligner";
-
-    /// Loads `{prefix}.layers.0.*` and `{prefix}.layers.2.*`.
-    pub fn load(w: &Weights<B>, prefix: &str, c: &ProjectorConfig) -> Result<Self> {
+    /// Loads `layers.0.*` and `layers.2.*` under `w` (`aligner` or
+    /// `gen_aligner` in a Janus checkpoint).
+    pub fn load(w: &Weights<B>, c: &ProjectorConfig) -> Result<Self> {
+        let layers = w.pp("layers");
         Ok(Self {
-            mlp: GeluMlp::load(
-                w,
-                &format!("{prefix}.layers.0"),
-                &format!("{prefix}.layers.2"),
-                c.input_dim,
-                c.n_embed,
-                c.n_embed,
-            )?,
+            mlp: GeluMlp::new(
+                Linear::load(&layers.pp(0), c.input_dim, c.output_dim)?,
+                Linear::load(&layers.pp(2), c.output_dim, c.output_dim)?,
+            ),
         })
     }
 
@@ -81,14 +76,14 @@ pub struct GenEmbed<B: Backend> {
 }
 
 impl<B: Backend> GenEmbed<B> {
-    /// Loads `gen_embed.weight`.
+    /// Loads `weight` under `w` (`gen_embed` in a Janus checkpoint).
     pub fn load(w: &Weights<B>, c: &GenEmbedConfig) -> Result<Self> {
         Ok(Self {
-            embedding: Embedding::load(w, "gen_embed", c.image_token_size, c.n_embed)?,
+            embedding: Embedding::load(w, c.num_codes, c.code_dim)?,
         })
     }
 
-    /// Codes `[B, T]` to `[B, T, n_embed]`.
+    /// Codes `[B, T]` to `[B, T, code_dim]`.
     pub fn forward(&self, codes: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         self.embedding.forward(codes)
     }
@@ -102,17 +97,14 @@ pub struct GenHead<B: Backend> {
 }
 
 impl<B: Backend> GenHead<B> {
-    /// Loads `gen_head.output_mlp_projector.*` and `gen_head.vision_head.*`.
+    /// Loads `output_mlp_projector.*` and `vision_head.*` under `w` (`gen_head`
+    /// in a Janus checkpoint).
     pub fn load(w: &Weights<B>, c: &GenHeadConfig) -> Result<Self> {
         Ok(Self {
-            mlp: GeluMlp::load(
-                w,
-                "gen_head.output_mlp_projector",
-                "gen_head.vision_head",
-                c.n_embed,
-                c.image_token_embed,
-                c.image_token_size,
-            )?,
+            mlp: GeluMlp::new(
+                Linear::load(&w.pp("output_mlp_projector"), c.hidden_size, c.mlp_dim)?,
+                Linear::load(&w.pp("vision_head"), c.mlp_dim, c.num_codes)?,
+            ),
         })
     }
 

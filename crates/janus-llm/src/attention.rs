@@ -1,8 +1,10 @@
+//! [`LlamaAttention`]: causal self-attention over the KV cache, MHA or GQA.
+
 use burn::prelude::*;
-use janus_core::config::LlamaConfig;
-use janus_core::nn::{AttentionMask, Linear, attend_cached, scaled_dot_product_attention};
+use janus_core::nn::{AttentionMask, Linear, cached_attention};
 use janus_core::{Result, Weights};
 
+use crate::config::LlamaConfig;
 use crate::rope::Rope;
 
 /// Multi-head (or grouped-query) causal self-attention without biases.
@@ -22,17 +24,17 @@ pub struct LlamaAttention<B: Backend> {
 }
 
 impl<B: Backend> LlamaAttention<B> {
-    pub(crate) fn load(w: &Weights<B>, prefix: &str, c: &LlamaConfig) -> Result<Self> {
+    pub(crate) fn load(w: &Weights<B>, c: &LlamaConfig) -> Result<Self> {
         let (h, q, kv) = (
             c.hidden_size,
             c.num_attention_heads * c.head_dim,
             c.num_key_value_heads * c.head_dim,
         );
         Ok(Self {
-            q_proj: Linear::load(w, &format!("{prefix}.q_proj"), h, q, false)?,
-            k_proj: Linear::load(w, &format!("{prefix}.k_proj"), h, kv, false)?,
-            v_proj: Linear::load(w, &format!("{prefix}.v_proj"), h, kv, false)?,
-            o_proj: Linear::load(w, &format!("{prefix}.o_proj"), q, h, false)?,
+            q_proj: Linear::load_no_bias(&w.pp("q_proj"), h, q)?,
+            k_proj: Linear::load_no_bias(&w.pp("k_proj"), h, kv)?,
+            v_proj: Linear::load_no_bias(&w.pp("v_proj"), h, kv)?,
+            o_proj: Linear::load_no_bias(&w.pp("o_proj"), q, h)?,
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
@@ -42,17 +44,6 @@ impl<B: Backend> LlamaAttention<B> {
     fn split_heads(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
         let [b, t, _] = x.dims();
         x.reshape([b, t, heads, self.head_dim]).swap_dims(1, 2)
-    }
-
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let rep = self.heads / self.kv_heads;
-        if rep == 1 {
-            return x;
-        }
-        let [b, h, t, d] = x.dims();
-        x.unsqueeze_dim::<5>(2)
-            .expand([b, h, rep, t, d])
-            .reshape([b, h * rep, t, d])
     }
 
     pub(crate) fn forward(
@@ -73,14 +64,7 @@ impl<B: Backend> LlamaAttention<B> {
         let len = cache.len() + t;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let keep = cache.has_padding().then(|| cache.keep());
-        let out = match attend_cached(&q, &k, &v, len, keep, scale) {
-            Some(out) => out,
-            None => {
-                let [_, kvh, _, d] = k.dims();
-                let valid = |x: Tensor<B, 4>| self.repeat_kv(x.slice([0..b, 0..kvh, 0..len, 0..d]));
-                scaled_dot_product_attention(q, valid(k), valid(v), mask.clone(), scale)
-            }
-        };
+        let out = cached_attention(q, k, v, len, keep, mask.clone(), scale);
         self.o_proj.forward(
             out.swap_dims(1, 2)
                 .reshape([b, t, self.heads * self.head_dim]),

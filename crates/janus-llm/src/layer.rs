@@ -1,9 +1,11 @@
+//! [`DecoderLayer`]: one pre-norm decoder layer.
+
 use burn::prelude::*;
-use janus_core::config::LlamaConfig;
 use janus_core::nn::{AttentionMask, RmsNorm};
 use janus_core::{Result, Weights};
 
 use crate::attention::LlamaAttention;
+use crate::config::LlamaConfig;
 use crate::mlp::LlamaMlp;
 
 /// One pre-norm decoder layer.
@@ -20,18 +22,13 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    pub(crate) fn load(w: &Weights<B>, prefix: &str, c: &LlamaConfig) -> Result<Self> {
+    pub(crate) fn load(w: &Weights<B>, c: &LlamaConfig) -> Result<Self> {
         let (h, eps) = (c.hidden_size, c.rms_norm_eps);
         Ok(Self {
-            input_layernorm: RmsNorm::load(w, &format!("{prefix}.input_layernorm"), h, eps)?,
-            self_attn: LlamaAttention::load(w, &format!("{prefix}.self_attn"), c)?,
-            post_attention_layernorm: RmsNorm::load(
-                w,
-                &format!("{prefix}.post_attention_layernorm"),
-                h,
-                eps,
-            )?,
-            mlp: LlamaMlp::load(w, &format!("{prefix}.mlp"), h, c.intermediate_size)?,
+            input_layernorm: RmsNorm::load(&w.pp("input_layernorm"), h, eps)?,
+            self_attn: LlamaAttention::load(&w.pp("self_attn"), c)?,
+            post_attention_layernorm: RmsNorm::load(&w.pp("post_attention_layernorm"), h, eps)?,
+            mlp: LlamaMlp::load(&w.pp("mlp"), h, c.intermediate_size)?,
         })
     }
 

@@ -10,14 +10,14 @@
 //! use burn::prelude::*;
 //! use burn::tensor::DType;
 //! use janus_checkpoint::Checkpoint;
-//! use janus_core::{JanusConfig, Weights};
-//! use janus_llm::Llama;
+//! use janus_core::Weights;
+//! use janus_llm::{Llama, LlamaConfig};
 //!
 //! # fn main() -> janus_core::Result<()> {
 //! let device = Default::default();
-//! let config = JanusConfig::from_file("model/config.json")?;
-//! let ckpt = Checkpoint::open("model")?;
-//! let llm = Llama::<Flex>::load(&Weights::new(&ckpt, &device, DType::F32), &config.language)?;
+//! let ckpt = Checkpoint::open("Janus-Pro-1B")?;
+//! let w = Weights::new(&ckpt, &device, DType::F32);
+//! let llm = Llama::<Flex>::load(&w.pp("language_model"), &LlamaConfig::janus_pro_1b())?;
 //!
 //! let ids = Tensor::<Flex, 2, Int>::from_data([[1, 2, 3]], &device);
 //! let mut cache = llm.new_cache(1, 64);
@@ -28,6 +28,7 @@
 
 mod attention;
 mod cache;
+mod config;
 mod layer;
 mod mlp;
 mod model;
@@ -35,6 +36,7 @@ mod rope;
 
 pub use attention::LlamaAttention;
 pub use cache::KvCache;
+pub use config::{LlamaConfig, LlamaJson};
 pub use layer::DecoderLayer;
 pub use mlp::LlamaMlp;
 pub use model::Llama;

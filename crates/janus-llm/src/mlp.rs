@@ -1,3 +1,5 @@
+//! [`LlamaMlp`]: the SwiGLU feed-forward block.
+
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 use janus_core::nn::Linear;
@@ -15,11 +17,11 @@ pub struct LlamaMlp<B: Backend> {
 }
 
 impl<B: Backend> LlamaMlp<B> {
-    pub(crate) fn load(w: &Weights<B>, prefix: &str, hidden: usize, inter: usize) -> Result<Self> {
+    pub(crate) fn load(w: &Weights<B>, hidden: usize, inter: usize) -> Result<Self> {
         Ok(Self {
-            gate_proj: Linear::load(w, &format!("{prefix}.gate_proj"), hidden, inter, false)?,
-            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), hidden, inter, false)?,
-            down_proj: Linear::load(w, &format!("{prefix}.down_proj"), inter, hidden, false)?,
+            gate_proj: Linear::load_no_bias(&w.pp("gate_proj"), hidden, inter)?,
+            up_proj: Linear::load_no_bias(&w.pp("up_proj"), hidden, inter)?,
+            down_proj: Linear::load_no_bias(&w.pp("down_proj"), inter, hidden)?,
         })
     }
 

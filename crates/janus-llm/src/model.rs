@@ -1,10 +1,12 @@
+//! [`Llama`]: embedding, decoder layers, final norm and `lm_head`.
+
 use burn::prelude::*;
 use burn::tensor::{Bool, TensorData};
-use janus_core::config::LlamaConfig;
 use janus_core::nn::{AttentionMask, Embedding, Linear, RmsNorm};
 use janus_core::{Result, Weights};
 
 use crate::KvCache;
+use crate::config::LlamaConfig;
 use crate::layer::DecoderLayer;
 use crate::rope::Rope;
 
@@ -25,31 +27,19 @@ pub struct Llama<B: Backend> {
 }
 
 impl<B: Backend> Llama<B> {
-    /// Checkpoint prefix of the language model.
-    pub const PREFIX: &'static str = "language_model";
-
-    /// Loads `language_model.model.*` and `language_model.lm_head.weight`.
+    /// Loads `model.embed_tokens`, `model.layers.N.*`, `model.norm` and `lm_head`
+    /// under `w` (`language_model` in a Janus checkpoint).
     pub fn load(w: &Weights<B>, config: &LlamaConfig) -> Result<Self> {
-        let p = Self::PREFIX;
         let c = config;
+        let m = w.pp("model");
+        let layers = m.pp("layers");
         Ok(Self {
-            embed_tokens: Embedding::load(
-                w,
-                &format!("{p}.model.embed_tokens"),
-                c.vocab_size,
-                c.hidden_size,
-            )?,
+            embed_tokens: Embedding::load(&m.pp("embed_tokens"), c.vocab_size, c.hidden_size)?,
             layers: (0..c.num_hidden_layers)
-                .map(|i| DecoderLayer::load(w, &format!("{p}.model.layers.{i}"), c))
+                .map(|i| DecoderLayer::load(&layers.pp(i), c))
                 .collect::<Result<_>>()?,
-            norm: RmsNorm::load(w, &format!("{p}.model.norm"), c.hidden_size, c.rms_norm_eps)?,
-            lm_head: Linear::load(
-                w,
-                &format!("{p}.lm_head"),
-                c.hidden_size,
-                c.vocab_size,
-                false,
-            )?,
+            norm: RmsNorm::load(&m.pp("norm"), c.hidden_size, c.rms_norm_eps)?,
+            lm_head: Linear::load_no_bias(&w.pp("lm_head"), c.hidden_size, c.vocab_size)?,
             rope: Rope::new(c.head_dim, c.rope_theta),
             config: c.clone(),
         })

@@ -8,8 +8,9 @@ use std::path::Path;
 use burn::backend::Flex;
 use burn::tensor::DType;
 use janus_checkpoint::{Checkpoint, StoredDType, TensorInfo, write_safetensors};
-use janus_core::{JanusConfig, Weights};
+use janus_core::Weights;
 
+use crate::config::JanusConfig;
 use crate::layout::{KNOWN_UNUSED, KeyLayout, open_checkpoint, to_original};
 use crate::model::JanusModel;
 use crate::{PipelineError, Result};

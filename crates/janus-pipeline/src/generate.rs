@@ -146,7 +146,7 @@ impl<'m, B: Backend> ImageGenSession<'m, B> {
     /// Feeds one code per image (to both of its rows) as the next input:
     /// `gen_aligner(gen_embed(code))`.
     pub fn feed(&mut self, codes: &[u32]) -> Result<()> {
-        let k = self.model.config.gen_embed.image_token_size;
+        let k = self.model.config.gen_embed.num_codes;
         if codes.len() != self.parallel || codes.iter().any(|c| *c as usize >= k) {
             return Err(PipelineError::Invalid(format!(
                 "expected {} codes below {k}, got {codes:?}",

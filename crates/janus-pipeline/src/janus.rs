@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::DType;
-use janus_core::JanusConfig;
 
 use crate::chat::{Message, Template};
+use crate::config::JanusConfig;
 use crate::generate::ImageGenConfig;
 use crate::model::JanusModel;
 use crate::preprocess::RgbImage;

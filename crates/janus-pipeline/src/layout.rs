@@ -12,6 +12,24 @@ use janus_core::KeyPattern;
 
 use crate::Result;
 
+/// Where each module's tensors live in the original layout.
+pub mod prefix {
+    /// SigLIP tower ([`janus_und_encoder::SiglipEncoder`]).
+    pub const VISION: &str = "vision_model.vision_tower";
+    /// Understanding aligner.
+    pub const ALIGNER: &str = "aligner";
+    /// VQ-16 tokenizer ([`janus_gen_tokenizer::VqModel`]).
+    pub const VQ: &str = "gen_vision_model";
+    /// Generation aligner.
+    pub const GEN_ALIGNER: &str = "gen_aligner";
+    /// Generation head.
+    pub const GEN_HEAD: &str = "gen_head";
+    /// Generation embedding table.
+    pub const GEN_EMBED: &str = "gen_embed";
+    /// Llama backbone ([`janus_llm::Llama`]).
+    pub const LLM: &str = "language_model";
+}
+
 /// Key prefixes and suffixes that real checkpoints hold but inference never uses.
 /// They are skipped on purpose; every other unused key is an error.
 pub const KNOWN_UNUSED: [KeyPattern; 3] = [

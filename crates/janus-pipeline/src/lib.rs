@@ -26,6 +26,7 @@
 //! runtime format) and [`layout`] (the key layouts of Janus checkpoints).
 
 pub mod chat;
+mod config;
 pub mod convert;
 mod error;
 mod generate;
@@ -42,6 +43,7 @@ mod text_stream;
 mod tokenizer;
 mod understand;
 
+pub use config::JanusConfig;
 pub use error::{PipelineError, Result};
 pub use generate::{CfgLogits, ImageGenConfig, ImageGenSession};
 pub use janus::{

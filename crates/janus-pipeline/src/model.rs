@@ -5,14 +5,15 @@ use std::path::Path;
 use burn::prelude::*;
 use burn::tensor::DType;
 use janus_checkpoint::Checkpoint;
-use janus_core::{JanusConfig, Weights};
+use janus_core::Weights;
 use janus_gen_tokenizer::VqModel;
 use janus_heads::{GenEmbed, GenHead, MlpProjector};
 use janus_llm::Llama;
 use janus_und_encoder::SiglipEncoder;
 
 use crate::Result;
-use crate::layout::{KNOWN_UNUSED, open_checkpoint};
+use crate::config::JanusConfig;
+use crate::layout::{KNOWN_UNUSED, open_checkpoint, prefix};
 
 /// `MultiModalityCausalLM`: every module of a Janus checkpoint.
 #[derive(Debug, Clone)]
@@ -66,20 +67,14 @@ impl<B: Backend> JanusModel<B> {
 
     /// Takes every module's tensors from `w` (the caller checks what is left).
     pub(crate) fn from_weights(w: &Weights<B>, config: &JanusConfig) -> Result<Self> {
-        let w = w.clone();
         Ok(Self {
-            vision: SiglipEncoder::load(&w, &config.vision)?,
-            aligner: MlpProjector::load(&w, MlpProjector::<B>::ALIGNER, &config.aligner)?
-                .for_many_rows(),
-            vq: VqModel::load(&w, &config.vq)?,
-            gen_aligner: MlpProjector::load(
-                &w,
-                MlpProjector::<B>::GEN_ALIGNER,
-                &config.gen_aligner,
-            )?,
-            gen_head: GenHead::load(&w, &config.gen_head)?,
-            gen_embed: GenEmbed::load(&w, &config.gen_embed)?,
-            llm: Llama::load(&w, &config.language)?,
+            vision: SiglipEncoder::load(&w.pp(prefix::VISION), &config.vision)?,
+            aligner: MlpProjector::load(&w.pp(prefix::ALIGNER), &config.aligner)?.for_many_rows(),
+            vq: VqModel::load(&w.pp(prefix::VQ), &config.vq)?,
+            gen_aligner: MlpProjector::load(&w.pp(prefix::GEN_ALIGNER), &config.gen_aligner)?,
+            gen_head: GenHead::load(&w.pp(prefix::GEN_HEAD), &config.gen_head)?,
+            gen_embed: GenEmbed::load(&w.pp(prefix::GEN_EMBED), &config.gen_embed)?,
+            llm: Llama::load(&w.pp(prefix::LLM), &config.language)?,
             config: config.clone(),
             device: w.device().clone(),
             dtype: w.dtype(),

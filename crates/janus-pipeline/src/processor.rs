@@ -133,7 +133,7 @@ impl Processor {
     pub fn from_dir(
         dir: &Path,
         name: &str,
-        vision: &janus_core::VisionConfig,
+        vision: &janus_und_encoder::SiglipConfig,
         template: Option<Template>,
     ) -> Result<Self> {
         let tokenizer = JanusTokenizer::from_dir(dir)?;

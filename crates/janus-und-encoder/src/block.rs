@@ -1,9 +1,11 @@
+//! [`VitBlock`]: one pre-norm ViT block with fused `qkv`.
+
 use burn::prelude::*;
-use janus_core::config::VisionConfig;
 use janus_core::nn::{AttentionMask, GeluMlp, LayerNorm, Linear, scaled_dot_product_attention};
 use janus_core::{Result, Weights};
 
 use crate::LN_EPS;
+use crate::config::SiglipConfig;
 
 /// A pre-norm ViT block: `x + proj(attn(norm1(x)))`, then `+ mlp(norm2(.))`.
 #[derive(Debug, Clone)]
@@ -22,22 +24,18 @@ pub struct VitBlock<B: Backend> {
 }
 
 impl<B: Backend> VitBlock<B> {
-    pub(crate) fn load(w: &Weights<B>, prefix: &str, c: &VisionConfig) -> Result<Self> {
+    pub(crate) fn load(w: &Weights<B>, c: &SiglipConfig) -> Result<Self> {
         let d = c.width;
         Ok(Self {
-            norm1: LayerNorm::load(w, &format!("{prefix}.norm1"), d, LN_EPS)?,
+            norm1: LayerNorm::load(&w.pp("norm1"), d, LN_EPS)?,
             // Every layer sees all patches at once: weights in the CPU matmul's layout.
-            qkv: Linear::load(w, &format!("{prefix}.attn.qkv"), d, 3 * d, true)?.for_many_rows(),
-            proj: Linear::load(w, &format!("{prefix}.attn.proj"), d, d, true)?.for_many_rows(),
-            norm2: LayerNorm::load(w, &format!("{prefix}.norm2"), d, LN_EPS)?,
-            mlp: GeluMlp::load(
-                w,
-                &format!("{prefix}.mlp.fc1"),
-                &format!("{prefix}.mlp.fc2"),
-                d,
-                c.mlp_dim,
-                d,
-            )?
+            qkv: Linear::load(&w.pp("attn.qkv"), d, 3 * d)?.for_many_rows(),
+            proj: Linear::load(&w.pp("attn.proj"), d, d)?.for_many_rows(),
+            norm2: LayerNorm::load(&w.pp("norm2"), d, LN_EPS)?,
+            mlp: GeluMlp::new(
+                Linear::load(&w.pp("mlp.fc1"), d, c.mlp_dim)?,
+                Linear::load(&w.pp("mlp.fc2"), c.mlp_dim, d)?,
+            )
             .for_many_rows(),
             heads: c.heads,
         })

@@ -9,29 +9,31 @@
 //! use burn::prelude::*;
 //! use burn::tensor::DType;
 //! use janus_checkpoint::Checkpoint;
-//! use janus_core::{JanusConfig, Weights};
-//! use janus_und_encoder::SiglipEncoder;
+//! use janus_core::Weights;
+//! use janus_und_encoder::{SiglipConfig, SiglipEncoder};
 //!
 //! # fn main() -> janus_core::Result<()> {
-//! let config = JanusConfig::from_file("model/config.json")?;
-//! let ckpt = Checkpoint::open("model")?;
-//! let vit = SiglipEncoder::<Flex>::load(&Weights::new(&ckpt, &Default::default(), DType::F32), &config.vision)?;
-//! let s = config.vision.image_size;
+//! let config = SiglipConfig::siglip_large_patch16_384();
+//! let ckpt = Checkpoint::open("Janus-Pro-1B")?;
+//! let w = Weights::new(&ckpt, &Default::default(), DType::F32);
+//! let vit = SiglipEncoder::<Flex>::load(&w.pp("vision_model.vision_tower"), &config)?;
+//! let s = config.image_size;
 //! let pixels = Tensor::<Flex, 4>::zeros([1, 3, s, s], &Default::default()); // in [-1, 1]
 //! let features = vit.encode(pixels)?; // [1, tokens, width]
 //! # Ok(()) }
 //! ```
 
 mod block;
+mod config;
 
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use janus_core::config::VisionConfig;
 use janus_core::nn::LayerNorm;
 use janus_core::{Error, Result, Weights};
 
 pub use block::VitBlock;
+pub use config::{SiglipConfig, SiglipParams};
 
 /// LayerNorm epsilon of every SigLIP norm in Janus.
 pub const LN_EPS: f64 = 1e-6;
@@ -49,33 +51,29 @@ pub struct SiglipEncoder<B: Backend> {
     pub blocks: Vec<VitBlock<B>>,
     /// Final norm.
     pub norm: LayerNorm<B>,
-    config: VisionConfig,
+    config: SiglipConfig,
 }
 
 impl<B: Backend> SiglipEncoder<B> {
-    /// Checkpoint prefix.
-    pub const PREFIX: &'static str = "vision_model.vision_tower";
-
-    /// Loads the tower from `vision_model.vision_tower.*`.
-    pub fn load(w: &Weights<B>, c: &VisionConfig) -> Result<Self> {
-        let p = Self::PREFIX;
+    /// Loads `patch_embed.proj`, `pos_embed`, `blocks.N` and `norm` under `w`
+    /// (`vision_model.vision_tower` in a Janus checkpoint).
+    pub fn load(w: &Weights<B>, c: &SiglipConfig) -> Result<Self> {
+        let patch = w.pp("patch_embed.proj");
+        let blocks = w.pp("blocks");
         Ok(Self {
-            patch_weight: w.tensor(
-                &format!("{p}.patch_embed.proj.weight"),
-                [c.width, 3, c.patch_size, c.patch_size],
-            )?,
-            patch_bias: w.tensor(&format!("{p}.patch_embed.proj.bias"), [c.width])?,
-            pos_embed: w.tensor(&format!("{p}.pos_embed"), [1, c.num_patches(), c.width])?,
+            patch_weight: patch.tensor("weight", [c.width, 3, c.patch_size, c.patch_size])?,
+            patch_bias: patch.tensor("bias", [c.width])?,
+            pos_embed: w.tensor("pos_embed", [1, c.num_patches(), c.width])?,
             blocks: (0..c.layers)
-                .map(|i| VitBlock::load(w, &format!("{p}.blocks.{i}"), c))
+                .map(|i| VitBlock::load(&blocks.pp(i), c))
                 .collect::<Result<_>>()?,
-            norm: LayerNorm::load(w, &format!("{p}.norm"), c.width, LN_EPS)?,
+            norm: LayerNorm::load(&w.pp("norm"), c.width, LN_EPS)?,
             config: c.clone(),
         })
     }
 
     /// The config it was built from.
-    pub fn config(&self) -> &VisionConfig {
+    pub fn config(&self) -> &SiglipConfig {
         &self.config
     }
 

@@ -8,8 +8,8 @@ use std::time::Instant;
 use anyhow::Context;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, TensorData};
-use janus_core::JanusConfig;
 use janus_gen_tokenizer::VqModel;
+use janus_pipeline::JanusConfig;
 use janus_pipeline::{ImageGenSession, JanusModel};
 use serde_json::json;
 

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
-use janus_core::{JanusConfig, Weights};
+use janus_core::Weights;
 use janus_gen_tokenizer::VqModel;
-use janus_pipeline::layout::open_checkpoint;
+use janus_pipeline::JanusConfig;
+use janus_pipeline::layout::{open_checkpoint, prefix};
 use janus_pipeline::{ImageProcessor, RgbImage, open_image, resolve_model};
 
 use crate::args::{BackendArgs, Format, ModelArgs, Task};
@@ -65,7 +66,8 @@ impl Job for VqJob {
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<VqOut> {
         let (ckpt, _) = open_checkpoint(&self.dir)?;
-        let vq = VqModel::<B>::load(&Weights::new(&ckpt, &device, dtype), &self.config.vq)?;
+        let w = Weights::new(&ckpt, &device, dtype);
+        let vq = VqModel::<B>::load(&w.pp(prefix::VQ), &self.config.vq)?;
         alloc::retain_freed_memory();
         match self.work {
             Work::Encode(pixels) => {

@@ -2,11 +2,13 @@
 //! bottleneck: multiplying a few rows by a large weight (decode and
 //! image-generation steps), 3x3 convolutions without im2col and GroupNorm+SiLU
 //! in two passes (VQ decoder), and the
-//! KV-cache kernels in [`crate::nn`]. Each entry point returns `None` (or falls
-//! back to the generic op) on other backends or layouts it does not cover, so
-//! callers stay backend-generic.
+//! KV-cache kernels. Only the layers of [`crate::nn`] call them: each entry point
+//! returns `None` (or gives its inputs back) on other backends or layouts it does
+//! not cover, and the layer then runs Burn's generic ops, so callers stay
+//! backend-generic.
 
 mod attention;
+mod cached;
 mod conv;
 mod norm;
 mod rows;
@@ -22,11 +24,13 @@ use burn::tensor::TensorPrimitive;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-pub use attention::attention;
-pub use conv::conv2d;
-pub use norm::group_norm;
-pub use rows::{MAX_ROWS, has_bf16_dot, linear_rows};
-pub use vmath::gelu;
+pub(crate) use attention::attention;
+pub(crate) use cached::{attend_cached, write_rows};
+pub(crate) use conv::conv2d;
+pub(crate) use norm::group_norm;
+pub use rows::has_bf16_dot;
+pub(crate) use rows::{MAX_ROWS, linear_rows};
+pub(crate) use vmath::gelu;
 
 /// Whether `B` is the burn-flex CPU backend.
 pub fn is_flex<B: Backend>() -> bool {

@@ -1,3 +1,5 @@
+//! [`Embedding`]: a lookup table.
+
 use burn::prelude::*;
 
 use crate::error::Result;
@@ -11,10 +13,10 @@ pub struct Embedding<B: Backend> {
 }
 
 impl<B: Backend> Embedding<B> {
-    /// Loads `{prefix}.weight`.
-    pub fn load(w: &Weights<B>, prefix: &str, rows: usize, dim: usize) -> Result<Self> {
+    /// Loads `weight` `[rows, dim]`.
+    pub fn load(w: &Weights<B>, rows: usize, dim: usize) -> Result<Self> {
         Ok(Self {
-            weight: w.tensor(&format!("{prefix}.weight"), [rows, dim])?,
+            weight: w.tensor("weight", [rows, dim])?,
         })
     }
 

@@ -1,3 +1,5 @@
+//! [`Linear`]: a dense layer, with the CPU's few-row kernel behind it.
+
 use burn::prelude::*;
 use burn::tensor::DType;
 
@@ -26,22 +28,17 @@ impl<B: Backend> Linear<B> {
         }
     }
 
-    /// Loads `{prefix}.weight` `[out, in]` and, if `bias`, `{prefix}.bias` `[out]`.
-    pub fn load(
-        w: &Weights<B>,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-    ) -> Result<Self> {
+    /// Loads `weight` `[d_out, d_in]` and `bias` `[d_out]`.
+    pub fn load(w: &Weights<B>, d_in: usize, d_out: usize) -> Result<Self> {
         Ok(Self::new(
-            w.tensor(&format!("{prefix}.weight"), [d_out, d_in])?,
-            if bias {
-                Some(w.tensor(&format!("{prefix}.bias"), [d_out])?)
-            } else {
-                None
-            },
+            w.tensor("weight", [d_out, d_in])?,
+            Some(w.tensor("bias", [d_out])?),
         ))
+    }
+
+    /// Loads `weight` `[d_out, d_in]` of a layer without bias.
+    pub fn load_no_bias(w: &Weights<B>, d_in: usize, d_out: usize) -> Result<Self> {
+        Ok(Self::new(w.tensor("weight", [d_out, d_in])?, None))
     }
 
     /// For layers that only ever see hundreds of rows (the vision tower): on the
@@ -50,7 +47,7 @@ impl<B: Backend> Linear<B> {
     /// at SigLIP sizes); the few-row kernel, which wants `[out, in]`, is then not
     /// used. A no-op on other backends.
     pub fn for_many_rows(self) -> Self {
-        if self.in_out || !super::is_flex::<B>() {
+        if self.in_out || !crate::cpu::is_flex::<B>() {
             return self;
         }
         let (device, dtype) = (self.weight.device(), self.weight.dtype());
@@ -96,7 +93,7 @@ impl<B: Backend> Linear<B> {
         }
         let y = if self.in_out {
             x.matmul(self.weight.clone())
-        } else if rows > 1 && rows <= 16 && x.dtype() == DType::F16 && super::is_flex::<B>() {
+        } else if rows > 1 && rows <= 16 && x.dtype() == DType::F16 && crate::cpu::is_flex::<B>() {
             // burn-flex multiplies a single f16 row fast, but a few f16 rows at
             // once several times slower than one row each: split small f16
             // batches (CPUs without the few-row kernel).

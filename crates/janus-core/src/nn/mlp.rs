@@ -1,8 +1,8 @@
+//! [`GeluMlp`]: `Linear -> GELU -> Linear`.
+
 use burn::prelude::*;
 
 use super::{Linear, gelu};
-use crate::error::Result;
-use crate::weights::Weights;
 
 /// `Linear -> exact GELU -> Linear`, both with bias: the ViT MLP, the `mlp_gelu`
 /// aligners and the generation head all have this shape.
@@ -15,19 +15,9 @@ pub struct GeluMlp<B: Backend> {
 }
 
 impl<B: Backend> GeluMlp<B> {
-    /// Loads the two layers from `{fc1}.*` and `{fc2}.*`.
-    pub fn load(
-        w: &Weights<B>,
-        fc1: &str,
-        fc2: &str,
-        d_in: usize,
-        d_hidden: usize,
-        d_out: usize,
-    ) -> Result<Self> {
-        Ok(Self {
-            fc1: Linear::load(w, fc1, d_in, d_hidden, true)?,
-            fc2: Linear::load(w, fc2, d_hidden, d_out, true)?,
-        })
+    /// The block of two layers (each checkpoint names them differently).
+    pub fn new(fc1: Linear<B>, fc2: Linear<B>) -> Self {
+        Self { fc1, fc2 }
     }
 
     /// Both layers for inputs of many rows ([`Linear::for_many_rows`]).

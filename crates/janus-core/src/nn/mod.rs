@@ -1,19 +1,18 @@
 //! Building blocks shared by the Janus modules: one implementation each.
 
 mod attention;
-mod cached;
+mod conv;
 mod embedding;
 mod linear;
 mod mlp;
 mod norm;
 
-pub use crate::cpu::is_flex;
-pub use attention::{AttentionMask, scaled_dot_product_attention};
-pub use cached::{attend_cached, write_rows};
+pub use attention::{AttentionMask, cached_attention, scaled_dot_product_attention, write_rows};
+pub use conv::{Conv2d, Conv2dSpec};
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use mlp::GeluMlp;
-pub use norm::{LayerNorm, RmsNorm};
+pub use norm::{GroupNorm, LayerNorm, RmsNorm};
 
 use burn::prelude::*;
 

@@ -1,3 +1,6 @@
+//! Normalisation layers, statistics in f32: [`LayerNorm`], [`RmsNorm`] and
+//! [`GroupNorm`] (fused with SiLU on the CPU).
+
 use burn::prelude::*;
 use burn::tensor::DType;
 
@@ -16,11 +19,11 @@ pub struct LayerNorm<B: Backend> {
 }
 
 impl<B: Backend> LayerNorm<B> {
-    /// Loads `{prefix}.weight` and `{prefix}.bias` of size `dim`.
-    pub fn load(w: &Weights<B>, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+    /// Loads `weight` and `bias` of size `dim`.
+    pub fn load(w: &Weights<B>, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: w.tensor(&format!("{prefix}.weight"), [dim])?,
-            bias: w.tensor(&format!("{prefix}.bias"), [dim])?,
+            weight: w.tensor("weight", [dim])?,
+            bias: w.tensor("bias", [dim])?,
             eps,
         })
     }
@@ -47,10 +50,10 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
-    /// Loads `{prefix}.weight` of size `dim`.
-    pub fn load(w: &Weights<B>, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+    /// Loads `weight` of size `dim`.
+    pub fn load(w: &Weights<B>, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: w.tensor(&format!("{prefix}.weight"), [dim])?,
+            weight: w.tensor("weight", [dim])?,
             eps,
         })
     }
@@ -62,5 +65,55 @@ impl<B: Backend> RmsNorm<B> {
         let ms = x.clone().square().mean_dim(D - 1);
         let y = (x * (ms + self.eps).sqrt().recip()).cast(dtype);
         y * self.weight.clone().unsqueeze()
+    }
+}
+
+/// `GroupNorm(groups, C, eps)` with affine parameters over `[B, C, H, W]`.
+#[derive(Debug, Clone)]
+pub struct GroupNorm<B: Backend> {
+    /// Scale `[C]`.
+    pub weight: Tensor<B, 1>,
+    /// Shift `[C]`.
+    pub bias: Tensor<B, 1>,
+    groups: usize,
+    eps: f64,
+}
+
+impl<B: Backend> GroupNorm<B> {
+    /// Loads `weight` and `bias` of `channels` (a multiple of `groups`).
+    pub fn load(w: &Weights<B>, channels: usize, groups: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.tensor("weight", [channels])?,
+            bias: w.tensor("bias", [channels])?,
+            groups,
+            eps,
+        })
+    }
+
+    /// `silu(self.forward(x))`, fused on the CPU.
+    pub fn forward_silu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let (g, eps) = (self.groups, self.eps);
+        match crate::cpu::group_norm(&x, &self.weight, &self.bias, g, eps, true) {
+            Some(y) => y,
+            None => burn::tensor::activation::silu(self.forward(x)),
+        }
+    }
+
+    /// Normalises `[B, C, H, W]` per group of channels.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let (g, eps) = (self.groups, self.eps);
+        if let Some(y) = crate::cpu::group_norm(&x, &self.weight, &self.bias, g, eps, false) {
+            return y;
+        }
+        let [b, c, h, w] = x.dims();
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32).reshape([b, g, (c / g) * h * w]);
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(2);
+        let y = (centered / (var + eps).sqrt())
+            .reshape([b, c, h, w])
+            .cast(dtype);
+        y * self.weight.clone().reshape([1, c, 1, 1]) + self.bias.clone().reshape([1, c, 1, 1])
     }
 }

@@ -1,8 +1,8 @@
-//! Fast paths for attention over a preallocated KV cache on the CPU backend
+//! Kernels for attention over a preallocated KV cache on the CPU backend
 //! (burn-flex): write new keys/values into the cache buffer in place, and attend
 //! from a few queries (decode and image-generation steps) straight out of the
-//! cache, without copying it to a contiguous tensor every step. Other backends
-//! (and shapes these paths do not cover) use Burn's generic ops.
+//! cache, without copying it to a contiguous tensor every step. The layer API in
+//! [`crate::nn`] falls back to Burn's generic ops where these decline.
 
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
@@ -10,23 +10,25 @@ use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::cpu::{Elem, from_flex, host_f32, plain, to_flex};
+use super::{Elem, from_flex, host_f32, plain, to_flex};
 
-/// Writes `new [B, H, T, D]` into `cache [B, H, cap, D]` at positions `at..at+T`,
-/// in place when the cache buffer is not shared.
-pub fn write_rows<B: Backend>(cache: Tensor<B, 4>, new: Tensor<B, 4>, at: usize) -> Tensor<B, 4> {
+/// Writes `new [B, H, T, D]` into `cache [B, H, cap, D]` at positions `at..at+T`
+/// in place; gives both back when the buffer is shared or not a flex tensor.
+#[allow(clippy::type_complexity)]
+pub(crate) fn write_rows<B: Backend>(
+    cache: Tensor<B, 4>,
+    new: Tensor<B, 4>,
+    at: usize,
+) -> Result<Tensor<B, 4>, (Tensor<B, 4>, Tensor<B, 4>)> {
     let [b, h, t, d] = new.dims();
     let cap = cache.dims()[2];
-    let fallback = |cache: Tensor<B, 4>, new: Tensor<B, 4>| {
-        cache.slice_assign([0..b, 0..h, at..at + t, 0..d], new)
-    };
     let mut c = match to_flex(cache) {
         Ok(c) => c,
-        Err(cache) => return fallback(cache, new),
+        Err(cache) => return Err((cache, new)),
     };
     let n = to_flex(new).expect("same backend").to_contiguous();
     if !plain(&c) || c.dtype() != n.dtype() || !c.is_unique() {
-        return fallback(from_flex(c), from_flex(n));
+        return Err((from_flex(c), from_flex(n)));
     }
     fn copy<E: Elem>(
         c: &mut FlexTensor,
@@ -48,16 +50,16 @@ pub fn write_rows<B: Backend>(cache: Tensor<B, 4>, new: Tensor<B, 4>, at: usize)
         DType::F32 => copy::<f32>(&mut c, &n, b * h, cap, t, d, at),
         DType::F16 => copy::<f16>(&mut c, &n, b * h, cap, t, d, at),
         DType::BF16 => copy::<bf16>(&mut c, &n, b * h, cap, t, d, at),
-        _ => return fallback(from_flex(c), from_flex(n)),
+        _ => return Err((from_flex(c), from_flex(n))),
     }
-    from_flex(c)
+    Ok(from_flex(c))
 }
 
 /// Causal attention of `q [B, H, Tq, D]` over the first `len` cached positions of
 /// `k`/`v [B, KvH, cap, D]` (`H` a multiple of `KvH`), the queries being the last
 /// `Tq` of those positions. `keep[b][j] == false` hides key `j` of row `b` (left
 /// padding) except from itself. Returns `None` when no fast path applies.
-pub fn attend_cached<B: Backend>(
+pub(crate) fn attend_cached<B: Backend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
     v: &Tensor<B, 4>,
@@ -244,7 +246,7 @@ mod tests {
         let dev = Default::default();
         let cache = Tensor::<Flex, 4>::zeros([1, 2, 5, 3], &dev);
         let new = Tensor::<Flex, 4>::ones([1, 2, 2, 3], &dev);
-        let out = write_rows(cache, new, 3);
+        let out = crate::nn::write_rows(cache, new, 3);
         let v = out.into_data().into_vec::<f32>().unwrap();
         for (i, x) in v.iter().enumerate() {
             let pos = (i / 3) % 5;
