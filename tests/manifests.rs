@@ -166,3 +166,16 @@ fn tiny_checkpoint_loads_whole_with_only_known_unused_keys_skipped() {
         assert_eq!(skipped, expected, "{file}");
     }
 }
+
+#[test]
+fn presets_in_code_equal_the_real_configs() {
+    for m in manifests() {
+        let preset = match m.name.as_str() {
+            "Janus-1.3B" => JanusConfig::janus_1_3b(),
+            "Janus-Pro-1B" => JanusConfig::janus_pro_1b(),
+            "Janus-Pro-7B" => JanusConfig::janus_pro_7b(),
+            other => panic!("no preset for manifest {other}"),
+        };
+        assert_eq!(preset, m.config, "{}", m.name);
+    }
+}

@@ -212,22 +212,11 @@ impl Golden {
 
 /// Row-major f32 values of a tensor.
 pub fn values<const D: usize>(t: Tensor<TestBackend, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32 data")
+    janus_core::to_f32_vec(t)
 }
 
 /// Index of the largest value (first on ties), as HF greedy search picks.
-pub fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best
-}
+pub use janus_pipeline::argmax;
 
 /// The `{key, shape, dtype}` list of a checkpoint manifest.
 pub fn manifest_keys(manifest: &Value) -> Vec<(String, TensorInfo)> {

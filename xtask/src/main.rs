@@ -6,6 +6,7 @@
 
 mod cargo;
 mod test;
+mod tidy;
 
 const USAGE: &str = "usage: cargo xtask <test | convert-weights ARGS | bench ARGS>
 

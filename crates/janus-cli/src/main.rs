@@ -4,6 +4,7 @@ mod alloc;
 mod args;
 mod backend;
 mod commands;
+mod load;
 mod output;
 mod progress;
 

@@ -1,38 +1,61 @@
-//! A small progress bar on stderr.
+//! Progress bars on stderr.
 
+use std::cell::Cell;
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Redraws `label [#####.....] done/total  x.xx s/step` on one stderr line.
+/// Redraws `label [#####.....] done/total  x.xx s/unit  eta` on one stderr line,
+/// at most ten times a second (and always at the end).
 pub struct Progress {
     label: String,
+    unit: &'static str,
     start: Instant,
+    last: Cell<Option<Instant>>,
 }
 
 impl Progress {
-    /// Starts timing.
+    /// Starts timing steps.
     pub fn new(label: impl Into<String>) -> Self {
+        Self::with_unit(label, "step")
+    }
+
+    /// Starts timing, naming what is counted (`step`, `tensor`).
+    pub fn with_unit(label: impl Into<String>, unit: &'static str) -> Self {
         Self {
             label: label.into(),
+            unit,
             start: Instant::now(),
+            last: Cell::new(None),
         }
     }
 
     /// Draws the bar at `done` of `total`.
     pub fn update(&self, done: usize, total: usize) {
+        let now = Instant::now();
+        let finished = done >= total;
+        if !finished
+            && self
+                .last
+                .get()
+                .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last.set(Some(now));
         let width = 30;
-        let filled = done * width / total.max(1);
+        let filled = done.min(total) * width / total.max(1);
         let per = self.start.elapsed().as_secs_f64() / done.max(1) as f64;
-        let eta = per * (total - done) as f64;
+        let eta = per * total.saturating_sub(done) as f64;
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r{} [{}{}] {done}/{total}  {per:.3} s/step  eta {eta:.0} s",
+            "\r{} [{}{}] {done}/{total}  {per:.3} s/{}  eta {eta:.0} s",
             self.label,
             "#".repeat(filled),
-            ".".repeat(width - filled)
+            ".".repeat(width - filled),
+            self.unit,
         );
-        if done >= total {
+        if finished {
             let _ = writeln!(err);
         }
         let _ = err.flush();
@@ -50,7 +73,10 @@ impl FileProgress {
     pub fn update(&mut self, file: &std::path::Path, done: usize, total: usize) {
         if self.current.as_ref().is_none_or(|(f, _)| f != file) {
             eprintln!("converting {}", file.display());
-            self.current = Some((file.to_path_buf(), Progress::new("  tensors")));
+            self.current = Some((
+                file.to_path_buf(),
+                Progress::with_unit("  tensors", "tensor"),
+            ));
         }
         if let Some((_, bar)) = &self.current {
             bar.update(done, total);

@@ -23,6 +23,7 @@
 pub mod config;
 mod cpu;
 mod error;
+mod host;
 mod image;
 pub mod nn;
 mod weights;
@@ -30,5 +31,6 @@ mod weights;
 pub use config::ConfigError;
 pub use cpu::{has_bf16_dot, is_flex};
 pub use error::{Error, Result};
+pub use host::to_f32_vec;
 pub use image::RgbImage;
 pub use weights::{KeyPattern, Weights};

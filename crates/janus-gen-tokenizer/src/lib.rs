@@ -208,16 +208,14 @@ impl<B: Backend> VqModel<B> {
     /// `trunc(clip((x + 1) / 2 * 255, 0, 255))` (truncation, not rounding).
     pub fn to_rgb8(images: Tensor<B, 4>) -> Vec<RgbImage> {
         let [b, _, h, w] = images.dims();
-        let v = images
-            .add_scalar(1.0)
-            .div_scalar(2.0)
-            .mul_scalar(255.0)
-            .clamp(0.0, 255.0)
-            .permute([0, 2, 3, 1])
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("float data");
+        let v = janus_core::to_f32_vec(
+            images
+                .add_scalar(1.0)
+                .div_scalar(2.0)
+                .mul_scalar(255.0)
+                .clamp(0.0, 255.0)
+                .permute([0, 2, 3, 1]),
+        );
         v.chunks(h * w * 3)
             .take(b)
             .map(|img| RgbImage {

@@ -3,18 +3,31 @@
 //! [`Janus`] is the API most programs need: load once, then answer questions
 //! about images with streamed text, or generate images:
 //!
-//! ```no_run
+//! ```
 //! use burn::backend::Flex;
 //! use burn::tensor::DType;
-//! use janus_pipeline::{ImageRequest, Janus, Request, open_image};
+//! use janus_pipeline::{ImageRequest, Janus, Request, RgbImage};
 //!
 //! # fn main() -> janus_pipeline::Result<()> {
-//! let janus = Janus::<Flex>::load("deepseek-ai/Janus-Pro-1B", &Default::default(), DType::F32)?;
-//! let request = Request::new("What is in this picture?").image(open_image("cat.png")?);
+//! # let tiny = std::env::var("JANUS_TESTDATA")
+//! #     .unwrap_or_else(|_| "../../../shared/testdata/janus-tiny".into());
+//! # let model = tiny.as_str(); // this example runs on the tiny test checkpoint
+//! # /*
+//! let model = "deepseek-ai/Janus-Pro-1B"; // a hub id or a model directory
+//! # */
+//! let janus = Janus::<Flex>::load(model, &Default::default(), DType::F32)?;
+//!
+//! // A question about an image (`open_image("cat.png")?` reads one from a file).
+//! let image = RgbImage { width: 64, height: 48, pixels: vec![200; 64 * 48 * 3] };
+//! let request = Request::new("What is in this picture?").image(image).max_new_tokens(8);
+//! let mut answer = String::new();
 //! for delta in janus.understand(&request)? {
-//!     print!("{}", delta?.text);
+//!     answer.push_str(&delta?.text); // printed as it arrives, in a chat program
 //! }
+//!
+//! // An image from a prompt.
 //! let images = janus.generate_images(&ImageRequest::new("a red apple"), |_step, _steps| {})?;
+//! assert_eq!(images[0].image.width, janus.config().vq.image_size);
 //! # Ok(()) }
 //! ```
 //!

@@ -18,13 +18,7 @@ pub(crate) fn id_tensor<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Te
     Tensor::from_data(TensorData::new(flat, [rows.len(), len]), device)
 }
 
-/// Row-major f32 values of a tensor.
-pub(crate) fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap_or_default()
-}
+pub(crate) use janus_core::to_f32_vec as to_f32;
 
 impl<B: Backend> JanusModel<B> {
     /// Builds `[N, 3, S, S]` pixels (in the model dtype) from preprocessed images.

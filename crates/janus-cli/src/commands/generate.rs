@@ -1,18 +1,17 @@
 //! `janus generate`.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::Context;
 use burn::prelude::Backend;
 use burn::tensor::DType;
 use janus_pipeline::chat::Template;
-use janus_pipeline::{GeneratedImage, ImageGenConfig, ImageRequest, Janus};
+use janus_pipeline::{GeneratedImage, ImageGenConfig, ImageRequest};
 
 use crate::args::{BackendArgs, Format, ModelArgs, Task};
 use crate::backend::{Job, dispatch};
-use crate::progress::{self, Progress};
-use crate::{alloc, output};
+use crate::progress::Progress;
+use crate::{load, output};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -57,20 +56,7 @@ impl Job for Generate {
     type Output = Vec<GeneratedImage>;
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Self::Output> {
-        let t0 = Instant::now();
-        let janus = Janus::<B>::load_with(
-            &self.model,
-            &device,
-            dtype,
-            self.template,
-            progress::on_load(),
-        )?;
-        alloc::retain_freed_memory();
-        eprintln!(
-            "loaded {} in {:.1} s ({dtype:?})",
-            janus.dir().display(),
-            t0.elapsed().as_secs_f64()
-        );
+        let (janus, _) = load::janus::<B>(&self.model, self.template, &device, dtype)?;
         let parallel = self.request.config.parallel;
         let bar = Progress::new(format!("generating {parallel} image(s)"));
         let images = janus.generate_images(&self.request, |d, n| bar.update(d, n))?;

@@ -7,11 +7,11 @@ use anyhow::{Context, bail};
 use burn::prelude::Backend;
 use burn::tensor::DType;
 use janus_pipeline::chat::{self, Message, Template};
-use janus_pipeline::{Janus, Request, RgbImage, SamplingConfig, open_image};
+use janus_pipeline::{Request, RgbImage, SamplingConfig, open_image};
 
 use crate::args::{BackendArgs, Format, ModelArgs, Task};
 use crate::backend::{Job, dispatch};
-use crate::{alloc, output, progress};
+use crate::{load, output};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -90,20 +90,7 @@ impl Job for Understand {
     type Output = Output;
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Output> {
-        let t0 = Instant::now();
-        let janus = Janus::<B>::load_with(
-            &self.model,
-            &device,
-            dtype,
-            self.template,
-            progress::on_load(),
-        )?;
-        alloc::retain_freed_memory();
-        let load_s = t0.elapsed().as_secs_f64();
-        eprintln!(
-            "loaded {} in {load_s:.1} s ({dtype:?})",
-            janus.dir().display()
-        );
+        let (janus, load_s) = load::janus::<B>(&self.model, self.template, &device, dtype)?;
         let request = Request {
             messages: self.messages,
             images: self.images,

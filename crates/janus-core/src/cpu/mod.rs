@@ -108,11 +108,7 @@ impl Elem for bf16 {
 
 /// The values of a small tensor as f32 (host copy).
 pub(crate) fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Vec<f32>> {
-    t.clone()
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .ok()
+    Some(crate::to_f32_vec(t.clone()))
 }
 
 /// The values of a tensor as f32: the CPU buffer itself for a plain f32 tensor,

@@ -1,0 +1,30 @@
+//! Loading the model for a command: resolve `--model`, report progress and the
+//! time taken, then switch the allocator to its run-time policy.
+
+use std::time::Instant;
+
+use burn::prelude::Backend;
+use burn::tensor::DType;
+use janus_pipeline::Janus;
+use janus_pipeline::chat::Template;
+
+use crate::{alloc, progress};
+
+/// Loads `model` (a directory or hub id) and says so on stderr; returns the model
+/// and the seconds it took.
+pub fn janus<B: Backend>(
+    model: &str,
+    template: Option<Template>,
+    device: &B::Device,
+    dtype: DType,
+) -> anyhow::Result<(Janus<B>, f64)> {
+    let t0 = Instant::now();
+    let janus = Janus::<B>::load_with(model, device, dtype, template, progress::on_load())?;
+    alloc::retain_freed_memory();
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "loaded {} in {secs:.1} s ({dtype:?})",
+        janus.dir().display()
+    );
+    Ok((janus, secs))
+}

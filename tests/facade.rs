@@ -1,0 +1,148 @@
+//! The library API as an embedding program uses it: `Janus::load`, then a
+//! question about an image in three calls with the answer streamed, and image
+//! generation in one; checked against the reference's golden outputs.
+
+use burn::tensor::DType;
+use janus_pipeline::chat::Message;
+use janus_pipeline::{
+    FinishReason, ImageGenConfig, ImageRequest, Janus, Request, TextStream, open_image,
+};
+use janus_tests::{Golden, TestBackend as B, testdata_dir};
+
+fn load() -> Janus<B> {
+    let dir = testdata_dir();
+    Janus::<B>::load(dir.to_str().unwrap(), &Default::default(), DType::F32).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn a_question_about_an_image_in_three_calls_streams_the_reference_answer() {
+    let g = Golden::load();
+    let janus = load();
+    let messages: Vec<Message> =
+        serde_json::from_value(g.at("prompts.pro.und_one_image.messages").clone()).unwrap();
+    let question = messages[0]
+        .content
+        .strip_prefix("<image_placeholder>\n")
+        .expect("the golden question starts with its image");
+    let max_new = g.int("understanding.und_one_image.generate_flags.max_new_tokens") as usize;
+
+    // The three calls.
+    let image = open_image(g.dir.join("images").join(&messages[0].images[0])).unwrap();
+    let request = Request::new(question).image(image).max_new_tokens(max_new);
+    let mut answer = janus.understand(&request).unwrap();
+
+    let mut deltas = Vec::new();
+    for delta in &mut answer {
+        deltas.push(delta.unwrap());
+    }
+    let tokens: Vec<u32> = deltas.iter().filter_map(|d| d.token).collect();
+    assert_eq!(
+        tokens,
+        ids(g.at("understanding.und_one_image.greedy_tokens"))
+    );
+    assert_eq!(answer.token_ids(), tokens.as_slice());
+    let text: String = deltas.iter().map(|d| d.text.as_str()).collect();
+    assert_eq!(
+        text,
+        g.at("understanding.und_one_image.greedy_text_skip_special")
+            .as_str()
+            .unwrap()
+    );
+    assert_eq!(answer.finish_reason(), Some(FinishReason::Length));
+    assert_eq!(
+        answer.prompt_tokens(),
+        g.ints("prompt.pro.und_one_image.attention_mask").len()
+    );
+}
+
+#[test]
+fn conversations_with_several_images_or_none_stream_the_reference_answers() {
+    let g = Golden::load();
+    let janus = load();
+    for conv in ["und_two_images", "text_only"] {
+        let messages: Vec<Message> =
+            serde_json::from_value(g.at(&format!("prompts.pro.{conv}.messages")).clone()).unwrap();
+        let images = messages
+            .iter()
+            .flat_map(|m| &m.images)
+            .map(|f| open_image(g.dir.join("images").join(f)).unwrap())
+            .collect();
+        let max_new = g.int(&format!(
+            "understanding.{conv}.generate_flags.max_new_tokens"
+        ));
+        let request = Request {
+            images,
+            ..Request::chat(messages).max_new_tokens(max_new as usize)
+        };
+        let answer = janus.understand(&request).unwrap();
+        let deltas: Vec<_> = answer.map(Result::unwrap).collect();
+        let tokens: Vec<u32> = deltas.iter().filter_map(|d| d.token).collect();
+        assert_eq!(
+            tokens,
+            ids(g.at(&format!("understanding.{conv}.greedy_tokens"))),
+            "{conv}"
+        );
+        let text: String = deltas.iter().map(|d| d.text.as_str()).collect();
+        let want = g.at(&format!("understanding.{conv}.greedy_text_skip_special"));
+        assert_eq!(text, want.as_str().unwrap(), "{conv}");
+    }
+}
+
+#[test]
+fn streamed_deltas_hold_back_incomplete_characters_and_add_up_to_the_decode() {
+    let janus = load();
+    let tok = janus.processor().tokenizer();
+    let text = "Grüße, 世界! naïve café — ok 🙂 done";
+    let ids = tok.encode_plain(text).unwrap();
+    let mut stream = TextStream::new(tok);
+    let mut deltas: Vec<String> = ids.iter().map(|id| stream.push(*id)).collect();
+    deltas.push(stream.finish());
+    for d in &deltas {
+        assert!(!d.ends_with(char::REPLACEMENT_CHARACTER), "{deltas:?}");
+    }
+    assert_eq!(deltas.concat(), tok.decode(&ids, true));
+    assert_eq!(deltas.concat(), text);
+    assert!(
+        deltas.iter().filter(|d| !d.is_empty()).count() > 1,
+        "text arrives in pieces: {deltas:?}"
+    );
+}
+
+#[test]
+fn argmax_image_generation_gives_the_reference_codes() {
+    let g = Golden::load();
+    let janus = load();
+    let config = ImageGenConfig {
+        parallel: g.int("image_generation.parallel_size") as usize,
+        cfg_weight: g.at("image_generation.cfg_weight").as_f64().unwrap() as f32,
+        temperature: 0.0,
+        seed: 0,
+    };
+    let prompt = g.at("prompts.pro.image_generation.messages")[0]["content"]
+        .as_str()
+        .unwrap();
+    let images = janus
+        .generate_images(&ImageRequest::new(prompt).config(config), |_, _| {})
+        .unwrap();
+    let want: Vec<Vec<u32>> = g
+        .at("image_generation.argmax_tokens")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ids)
+        .collect();
+    let got: Vec<Vec<u32>> = images.iter().map(|i| i.codes.clone()).collect();
+    assert_eq!(got, want);
+    let golden = g.ints("gen.argmax.img_u8");
+    let pixels: Vec<u8> = images.iter().flat_map(|i| i.image.pixels.clone()).collect();
+    g.assert_pixels("gen.argmax.img_u8", &pixels);
+    assert_eq!(pixels.len(), golden.len());
+}
