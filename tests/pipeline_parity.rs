@@ -8,8 +8,8 @@ use burn::tensor::DType;
 use janus_gen_tokenizer::VqModel;
 use janus_pipeline::chat::{self, Message, Template};
 use janus_pipeline::{
-    Batch, ImageGenConfig, ImageGenSession, ImageProcessor, JanusModel, JanusTokenizer,
-    PreparedPrompt, RgbImage, Sampler, SamplingConfig,
+    Batch, ImageGenConfig, ImageGenSession, ImageProcessor, JanusModel, PreparedPrompt, RgbImage,
+    Sampler, SamplingConfig, TextTokenizer,
 };
 use janus_tests::{Golden, TestBackend as B, testdata_dir, values};
 use serde_json::Value;
@@ -21,8 +21,8 @@ fn model() -> &'static JanusModel<B> {
     })
 }
 
-fn tokenizer() -> JanusTokenizer {
-    JanusTokenizer::from_dir(testdata_dir()).unwrap()
+fn tokenizer() -> TextTokenizer {
+    TextTokenizer::from_dir(testdata_dir()).unwrap()
 }
 
 fn processor() -> ImageProcessor {

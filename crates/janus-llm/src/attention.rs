@@ -63,7 +63,7 @@ impl<B: Backend> LlamaAttention<B> {
         let (k, v) = cache.append(layer, k, v);
         let len = cache.len() + t;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let keep = cache.has_padding().then(|| cache.keep());
+        let keep = cache.has_padding().then(|| cache.real_tokens());
         let out = cached_attention(q, k, v, len, keep, mask.clone(), scale);
         self.o_proj.forward(
             out.swap_dims(1, 2)

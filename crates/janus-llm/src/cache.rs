@@ -48,7 +48,7 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Per row: `true` for real tokens.
-    pub fn keep(&self) -> &[Vec<bool>] {
+    pub fn real_tokens(&self) -> &[Vec<bool>] {
         &self.keep
     }
 

@@ -113,7 +113,7 @@ impl<B: Backend> Llama<B> {
         }
         let tk = cache.len() + t;
         let mut m = Vec::with_capacity(b * t * tk);
-        for row in cache.keep() {
+        for row in cache.real_tokens() {
             for i in 0..t {
                 // A padded query may still see itself, so no softmax row is empty.
                 m.extend((0..tk).map(|j| !row[j] && j != tk - t + i));

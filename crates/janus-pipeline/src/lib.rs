@@ -69,5 +69,5 @@ pub use processor::{Batch, Prepared, PreparedPrompt, Processor};
 pub use resize::resize_bicubic;
 pub use sampling::{Sampler, SamplingConfig, argmax};
 pub use text_stream::TextStream;
-pub use tokenizer::{BOI_TAG, EOI_TAG, JanusTokenizer, SpecialIds};
+pub use tokenizer::{BOI_TAG, EOI_TAG, SpecialIds, TextTokenizer};
 pub use understand::TextSession;

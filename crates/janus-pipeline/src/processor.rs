@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::chat::{Message, Template, generation_prompt, place_images, understanding_prompt};
 use crate::preprocess::{ImageProcessor, RgbImage};
-use crate::tokenizer::{BOI_TAG, JanusTokenizer};
+use crate::tokenizer::{BOI_TAG, TextTokenizer};
 use crate::{PipelineError, Result};
 
 /// One tokenised prompt with its image slots.
@@ -21,7 +21,7 @@ pub struct PreparedPrompt {
 impl PreparedPrompt {
     /// Tokenises `text` and expands each placeholder token into
     /// `BOI + tokens_per_image x image + EOI` (the placeholder itself is dropped).
-    pub fn new(tokenizer: &JanusTokenizer, text: &str, tokens_per_image: usize) -> Result<Self> {
+    pub fn new(tokenizer: &TextTokenizer, text: &str, tokens_per_image: usize) -> Result<Self> {
         let ids = tokenizer.encode(text)?;
         let s = tokenizer.ids;
         let mut input_ids = Vec::with_capacity(ids.len() + tokens_per_image);
@@ -108,7 +108,7 @@ impl Batch {
 /// tokens. Turns messages and images into a [`Prepared`] batch.
 #[derive(Debug, Clone)]
 pub struct Processor {
-    tokenizer: JanusTokenizer,
+    tokenizer: TextTokenizer,
     images: ImageProcessor,
     template: Template,
     tokens_per_image: usize,
@@ -136,7 +136,7 @@ impl Processor {
         vision: &janus_und_encoder::SiglipConfig,
         template: Option<Template>,
     ) -> Result<Self> {
-        let tokenizer = JanusTokenizer::from_dir(dir)?;
+        let tokenizer = TextTokenizer::from_dir(dir)?;
         let images = ImageProcessor::from_dir(dir)?.with_size(vision.image_size);
         let template = template.unwrap_or_else(|| {
             let full = format!(
@@ -154,7 +154,7 @@ impl Processor {
     }
 
     /// The text tokenizer.
-    pub fn tokenizer(&self) -> &JanusTokenizer {
+    pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
 

@@ -4,14 +4,14 @@
 //! text plus the new ones), never the whole answer. Text that ends in an
 //! incomplete UTF-8 sequence (a byte-level token that is half of a character)
 //! is held back until it completes; [`TextStream::finish`] flushes the rest, so
-//! the concatenated deltas equal [`JanusTokenizer::decode`] of all tokens.
+//! the concatenated deltas equal [`TextTokenizer::decode`] of all tokens.
 
-use crate::tokenizer::JanusTokenizer;
+use crate::tokenizer::TextTokenizer;
 
 /// Turns a stream of token ids into text deltas.
 #[derive(Debug, Clone)]
 pub struct TextStream<'t> {
-    tokenizer: &'t JanusTokenizer,
+    tokenizer: &'t TextTokenizer,
     ids: Vec<u32>,
     /// Start of the decode window: the tokens before it are fully emitted.
     prev: usize,
@@ -22,7 +22,7 @@ pub struct TextStream<'t> {
 
 impl<'t> TextStream<'t> {
     /// An empty stream decoding with `tokenizer` (special tokens skipped).
-    pub fn new(tokenizer: &'t JanusTokenizer) -> Self {
+    pub fn new(tokenizer: &'t TextTokenizer) -> Self {
         Self {
             tokenizer,
             ids: Vec::new(),

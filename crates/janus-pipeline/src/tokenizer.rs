@@ -40,7 +40,7 @@ pub struct SpecialIds {
 
 /// Tokenizer plus the special ids and strings of a Janus checkpoint.
 #[derive(Debug, Clone)]
-pub struct JanusTokenizer {
+pub struct TextTokenizer {
     inner: Tokenizer,
     /// Special ids.
     pub ids: SpecialIds,
@@ -69,7 +69,7 @@ fn token_string(v: Option<&Value>) -> Option<String> {
     }
 }
 
-impl JanusTokenizer {
+impl TextTokenizer {
     /// Loads `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` and
     /// `processor_config.json` from a model directory.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {

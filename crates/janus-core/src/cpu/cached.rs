@@ -10,7 +10,7 @@ use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::{Elem, from_flex, host_f32, plain, to_flex};
+use super::{Elem, from_flex, host_f32, is_dense, to_flex};
 
 /// Writes `new [B, H, T, D]` into `cache [B, H, cap, D]` at positions `at..at+T`
 /// in place; gives both back when the buffer is shared or not a flex tensor.
@@ -27,7 +27,7 @@ pub(crate) fn write_rows<B: Backend>(
         Err(cache) => return Err((cache, new)),
     };
     let n = to_flex(new).expect("same backend").to_contiguous();
-    if !plain(&c) || c.dtype() != n.dtype() || !c.is_unique() {
+    if !is_dense(&c) || c.dtype() != n.dtype() || !c.is_unique() {
         return Err((from_flex(c), from_flex(n)));
     }
     fn copy<E: Elem>(
@@ -75,7 +75,7 @@ pub(crate) fn attend_cached<B: Backend>(
     let device = q.device();
     let dtype = q.dtype();
     let (kf, vf) = (to_flex(k.clone()).ok()?, to_flex(v.clone()).ok()?);
-    if !plain(&kf) || !plain(&vf) || kf.dtype() != vf.dtype() {
+    if !is_dense(&kf) || !is_dense(&vf) || kf.dtype() != vf.dtype() {
         return None;
     }
     let qv = host_f32(q)?;

@@ -58,7 +58,7 @@ pub(crate) fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, 
 }
 
 /// Whether the buffer of `t` is exactly its elements in row-major order.
-pub(crate) fn plain(t: &FlexTensor) -> bool {
+pub(crate) fn is_dense(t: &FlexTensor) -> bool {
     t.is_contiguous() && t.layout().start_offset() == 0
 }
 
@@ -121,7 +121,7 @@ pub(crate) enum F32Values {
 impl F32Values {
     pub(crate) fn of<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Self> {
         match to_flex(t.clone()) {
-            Ok(f) if f.dtype() == burn::tensor::DType::F32 && plain(&f) => Some(Self::Shared(f)),
+            Ok(f) if f.dtype() == burn::tensor::DType::F32 && is_dense(&f) => Some(Self::Shared(f)),
             _ => host_f32(t).map(Self::Owned),
         }
     }

@@ -9,13 +9,13 @@
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use super::{from_flex, plain, to_flex};
+use super::{from_flex, is_dense, to_flex};
 
 /// Exact GELU of an f32 tensor on the CPU backend, in place when its buffer is
 /// not shared; `Err` gives `x` back on other backends, dtypes and layouts.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
     let mut f = to_flex(x)?;
-    if f.dtype() != DType::F32 || !plain(&f) || !f.is_unique() {
+    if f.dtype() != DType::F32 || !is_dense(&f) || !f.is_unique() {
         return Err(from_flex(f));
     }
     gelu_in_place(f.storage_mut::<f32>());

@@ -12,7 +12,7 @@ use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::{Elem, host_f32, plain, to_flex};
+use super::{Elem, host_f32, is_dense, to_flex};
 
 /// Whether this CPU multiplies bf16 rows by bf16 weights natively (AVX512-BF16),
 /// which makes bf16 the fastest dtype for decode and image-generation steps.
@@ -39,7 +39,7 @@ pub fn linear_rows<B: Backend>(
         return None;
     }
     let w = to_flex(weight.clone()).ok()?;
-    if !plain(&w) {
+    if !is_dense(&w) {
         return None;
     }
     let mut y = match w.dtype() {
