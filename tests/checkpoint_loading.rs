@@ -1,12 +1,10 @@
 //! Checkpoint reading: both tiny weight files agree bit for bit, and broken or
 //! malicious files are rejected with errors that name the file, key and shapes.
 
-use std::io::Write;
-
 use burn::tensor::DType;
 use janus_checkpoint::Checkpoint;
 use janus_core::{Error, Weights};
-use janus_tests::{TestBackend as B, testdata_dir};
+use janus_tests::{TestBackend as B, stored_zip, testdata_dir};
 
 #[test]
 fn bf16_bin_equals_f32_safetensors_bit_for_bit() {
@@ -82,13 +80,9 @@ fn truncated_files_are_rejected() {
 fn pickle_calling_an_arbitrary_global_is_rejected() {
     let tmp = temp_dir("evil");
     let path = tmp.join("pytorch_model.bin");
-    let mut zip = Vec::new();
-    {
-        // A hand-made zip with one stored entry `archive/data.pkl` = os.system("echo pwned").
-        let pkl = b"\x80\x02cos\nsystem\nq\x00X\x0b\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03.";
-        write_stored_zip(&mut zip, "archive/data.pkl", pkl);
-    }
-    std::fs::write(&path, &zip).unwrap();
+    // A hand-made zip with one stored entry `archive/data.pkl` = os.system("echo pwned").
+    let pkl = b"\x80\x02cos\nsystem\nq\x00X\x0b\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03.";
+    std::fs::write(&path, stored_zip(&[("archive/data.pkl", pkl)])).unwrap();
     let err = Checkpoint::open(&path).unwrap_err().to_string();
     assert!(
         err.contains("os.system") && err.contains("not allowed"),
@@ -140,56 +134,4 @@ fn leftover_keys_are_reported_but_known_unused_are_skipped() {
         !err.contains("attn_pool") && !err.contains("codebook_used"),
         "{err}"
     );
-}
-
-/// Writes a minimal zip archive with one stored (uncompressed) entry.
-fn write_stored_zip(out: &mut Vec<u8>, name: &str, data: &[u8]) {
-    let crc = crc32(data);
-    let n = name.len() as u16;
-    let size = data.len() as u32;
-    let mut local = Vec::new();
-    local.extend_from_slice(b"PK\x03\x04");
-    local.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    local.extend_from_slice(&crc.to_le_bytes());
-    local.extend_from_slice(&size.to_le_bytes());
-    local.extend_from_slice(&size.to_le_bytes());
-    local.extend_from_slice(&n.to_le_bytes());
-    local.extend_from_slice(&[0, 0]);
-    local.extend_from_slice(name.as_bytes());
-    local.extend_from_slice(data);
-    let cd_offset = local.len() as u32;
-    let mut cd = Vec::new();
-    cd.extend_from_slice(b"PK\x01\x02");
-    cd.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    cd.extend_from_slice(&crc.to_le_bytes());
-    cd.extend_from_slice(&size.to_le_bytes());
-    cd.extend_from_slice(&size.to_le_bytes());
-    cd.extend_from_slice(&n.to_le_bytes());
-    cd.extend_from_slice(&[0; 12]);
-    cd.extend_from_slice(&0u32.to_le_bytes());
-    cd.extend_from_slice(name.as_bytes());
-    let mut end = Vec::new();
-    end.extend_from_slice(b"PK\x05\x06");
-    end.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
-    end.extend_from_slice(&(cd.len() as u32).to_le_bytes());
-    end.extend_from_slice(&cd_offset.to_le_bytes());
-    end.extend_from_slice(&[0, 0]);
-    out.write_all(&local).unwrap();
-    out.write_all(&cd).unwrap();
-    out.write_all(&end).unwrap();
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }

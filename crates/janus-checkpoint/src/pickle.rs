@@ -5,10 +5,19 @@
 //! (`collections.OrderedDict`, the tensor rebuild helpers and the typed storage
 //! classes), and `REDUCE` on those builds data, never calls code. Anything else is
 //! rejected with an error naming the offending global or opcode.
+//!
+//! It is also bounded: values nest at most [`MAX_DEPTH`] deep and at most
+//! [`MAX_NODES`] values are ever built (memo copies included), so a small
+//! hostile file can neither overflow the stack nor exhaust memory.
 
 use std::collections::HashMap;
 
 use crate::dtype::StoredDType;
+
+/// How deep values may nest (a state dict needs about 5).
+pub const MAX_DEPTH: u32 = 64;
+/// How many values a pickle may build in all (a 7B state dict builds about 20k).
+pub const MAX_NODES: usize = 1 << 22;
 
 /// A decoded pickle value.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,12 +107,54 @@ fn resolve_global(module: &str, name: &str) -> Result<AllowedGlobal, String> {
     }
 }
 
+impl Value {
+    /// What kind of value this is, for error messages (never the whole value,
+    /// which a hostile file can make huge).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::None => "None",
+            Self::Bool(_) => "a bool",
+            Self::Int(_) => "an int",
+            Self::Float(_) => "a float",
+            Self::Str(_) => "a string",
+            Self::Bytes(_) => "bytes",
+            Self::Tuple(_) => "a tuple",
+            Self::List(_) => "a list",
+            Self::Dict(_) => "a dict",
+            Self::Global(_) => "a global",
+            Self::Storage(_) => "a storage",
+            Self::Tensor(_) => "a tensor",
+        }
+    }
+}
+
+/// A value on the machine's stack or in its memo, with how deep it nests and
+/// how many values it holds.
+#[derive(Debug, Clone)]
+struct Item {
+    value: Value,
+    depth: u32,
+    nodes: usize,
+}
+
+impl Item {
+    fn leaf(value: Value) -> Self {
+        Self {
+            value,
+            depth: 0,
+            nodes: 1,
+        }
+    }
+}
+
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
-    stack: Vec<Value>,
+    stack: Vec<Item>,
     marks: Vec<usize>,
-    memo: HashMap<u32, Value>,
+    memo: HashMap<u32, Item>,
+    /// Values built so far (memo copies count in full).
+    built: usize,
 }
 
 /// Parses a pickle and returns the top-level value.
@@ -114,6 +165,7 @@ pub fn parse(data: &[u8]) -> Result<Value, String> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        built: 0,
     };
     m.run()
 }
@@ -151,64 +203,139 @@ impl Machine<'_> {
         self.pos += n + 1;
         Ok(s)
     }
+    /// Pushes `item`, counting what it builds (`new` values).
+    fn push_item(&mut self, item: Item, new: usize) -> Result<(), String> {
+        self.built = self.built.saturating_add(new);
+        if self.built > MAX_NODES {
+            return Err(format!(
+                "the pickle builds more than {MAX_NODES} values (a state dict needs far fewer)"
+            ));
+        }
+        if item.depth > MAX_DEPTH {
+            return Err(format!(
+                "the pickle nests values more than {MAX_DEPTH} deep (a state dict needs about 5)"
+            ));
+        }
+        self.stack.push(item);
+        Ok(())
+    }
+    fn push(&mut self, value: Value) -> Result<(), String> {
+        self.push_item(Item::leaf(value), 1)
+    }
+    /// Pushes a new container of `items`.
+    fn push_container(
+        &mut self,
+        items: Vec<Item>,
+        make: fn(Vec<Value>) -> Value,
+    ) -> Result<(), String> {
+        let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
+        let nodes = 1 + items.iter().map(|i| i.nodes).sum::<usize>();
+        let value = make(items.into_iter().map(|i| i.value).collect());
+        self.push_item(
+            Item {
+                value,
+                depth,
+                nodes,
+            },
+            1,
+        )
+    }
     fn string(&mut self, n: usize) -> Result<Value, String> {
         let b = self.take(n)?.to_vec();
         String::from_utf8(b)
             .map(Value::Str)
             .map_err(|_| "string in pickle is not UTF-8".into())
     }
-    fn pop(&mut self) -> Result<Value, String> {
+    fn pop_item(&mut self) -> Result<Item, String> {
         self.stack
             .pop()
             .ok_or_else(|| "pickle stack underflow".into())
     }
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+    fn pop(&mut self) -> Result<Value, String> {
+        Ok(self.pop_item()?.value)
+    }
+    fn pop_mark(&mut self) -> Result<Vec<Item>, String> {
         let mark = self.marks.pop().ok_or("pickle MARK missing")?;
         if mark > self.stack.len() {
             return Err("pickle MARK beyond stack".into());
         }
         Ok(self.stack.split_off(mark))
     }
-    fn top(&mut self) -> Result<&mut Value, String> {
+    fn top(&mut self) -> Result<&mut Item, String> {
         self.stack
             .last_mut()
             .ok_or_else(|| "pickle stack underflow".into())
     }
     fn memo_put(&mut self, idx: u32) -> Result<(), String> {
-        let v = self.stack.last().ok_or("pickle stack underflow")?.clone();
-        self.memo.insert(idx, v);
+        let v = self.stack.last().ok_or("pickle stack underflow")?;
+        // The memo shares the cost of what it keeps: a copy counts when it is made.
+        let copy = v.clone();
+        self.built = self.built.saturating_add(copy.nodes);
+        if self.built > MAX_NODES {
+            return Err(format!(
+                "the pickle builds more than {MAX_NODES} values (a state dict needs far fewer)"
+            ));
+        }
+        self.memo.insert(idx, copy);
         Ok(())
     }
     fn memo_get(&mut self, idx: u32) -> Result<(), String> {
-        let v = self
+        let nodes = self
             .memo
             .get(&idx)
-            .cloned()
-            .ok_or_else(|| format!("pickle memo {idx} undefined"))?;
-        self.stack.push(v);
+            .ok_or_else(|| format!("pickle memo {idx} undefined"))?
+            .nodes;
+        // Counted before copying, so a memo bomb fails without building anything.
+        if self.built.saturating_add(nodes) > MAX_NODES {
+            return Err(format!(
+                "the pickle builds more than {MAX_NODES} values (a state dict needs far fewer)"
+            ));
+        }
+        let v = self.memo[&idx].clone();
+        self.push_item(v, nodes)
+    }
+    /// Adds `items` to the container on top of the stack with `add`.
+    fn extend_top(
+        &mut self,
+        items: Vec<Item>,
+        add: fn(&mut Value, Vec<Value>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
+        let nodes: usize = items.iter().map(|i| i.nodes).sum();
+        let top = self.top()?;
+        add(&mut top.value, items.into_iter().map(|i| i.value).collect())?;
+        top.depth = top.depth.max(depth);
+        top.nodes = top.nodes.saturating_add(nodes);
+        if top.depth > MAX_DEPTH {
+            return Err(format!(
+                "the pickle nests values more than {MAX_DEPTH} deep (a state dict needs about 5)"
+            ));
+        }
         Ok(())
     }
-    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+    fn set_items(&mut self, items: Vec<Item>) -> Result<(), String> {
         if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd item count".into());
         }
-        let Value::Dict(d) = self.top()? else {
-            return Err("SETITEMS on a non-dict".into());
-        };
-        let mut it = items.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            d.push((k, v));
-        }
-        Ok(())
+        self.extend_top(items, |top, items| {
+            let Value::Dict(d) = top else {
+                return Err("SETITEMS on a non-dict".into());
+            };
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                d.push((k, v));
+            }
+            Ok(())
+        })
     }
-    fn append(&mut self, items: Vec<Value>) -> Result<(), String> {
-        match self.top()? {
+    fn append(&mut self, items: Vec<Item>) -> Result<(), String> {
+        self.extend_top(items, |top, items| match top {
             Value::List(l) => {
                 l.extend(items);
                 Ok(())
             }
             _ => Err("APPEND on a non-list".into()),
-        }
+        })
     }
 
     fn run(&mut self) -> Result<Value, String> {
@@ -227,23 +354,23 @@ impl Machine<'_> {
                 }
                 b'.' => return self.pop(),
                 b'(' => self.marks.push(self.stack.len()),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
+                b'}' => self.push(Value::Dict(Vec::new()))?,
+                b']' => self.push(Value::List(Vec::new()))?,
+                b')' => self.push(Value::Tuple(Vec::new()))?,
+                b'N' => self.push(Value::None)?,
+                0x88 => self.push(Value::Bool(true))?,
+                0x89 => self.push(Value::Bool(false))?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.push_container(items, Value::Tuple)?;
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items));
+                    self.push_container(items, Value::List)?;
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Dict(Vec::new()));
+                    self.push(Value::Dict(Vec::new()))?;
                     self.set_items(items)?;
                 }
                 0x85..=0x87 => {
@@ -252,7 +379,7 @@ impl Machine<'_> {
                         return Err("pickle stack underflow".into());
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items));
+                    self.push_container(items, Value::Tuple)?;
                 }
                 b'q' => {
                     let i = self.u8()? as u32;
@@ -276,15 +403,15 @@ impl Machine<'_> {
                 }
                 b'J' => {
                     let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap());
-                    self.stack.push(Value::Int(v as i64));
+                    self.push(Value::Int(v as i64))?;
                 }
                 b'K' => {
                     let v = self.u8()?;
-                    self.stack.push(Value::Int(v as i64));
+                    self.push(Value::Int(v as i64))?;
                 }
                 b'M' => {
                     let v = self.u16()?;
-                    self.stack.push(Value::Int(v as i64));
+                    self.push(Value::Int(v as i64))?;
                 }
                 0x8a => {
                     let n = self.u8()? as usize;
@@ -297,42 +424,41 @@ impl Machine<'_> {
                     if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
                         buf[n..].fill(0xff);
                     }
-                    self.stack.push(Value::Int(i64::from_le_bytes(buf)));
+                    self.push(Value::Int(i64::from_le_bytes(buf)))?;
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
-                    self.stack.push(Value::Float(v));
+                    self.push(Value::Float(v))?;
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
                     let v = self.string(n)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
                     let v = self.string(n)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 0x8d => {
                     let n = usize::try_from(self.u64()?).map_err(|_| "string too long")?;
                     let v = self.string(n)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 b'U' | b'C' => {
                     let n = self.u8()? as usize;
                     let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
+                    self.push(Value::Bytes(b))?;
                 }
                 b'T' | b'B' => {
                     let n = self.u32()? as usize;
                     let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
+                    self.push(Value::Bytes(b))?;
                 }
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.stack
-                        .push(Value::Global(resolve_global(&module, &name)?));
+                    self.push(Value::Global(resolve_global(&module, &name)?))?;
                 }
                 0x93 => {
                     let name = self.pop()?;
@@ -340,12 +466,11 @@ impl Machine<'_> {
                     let (Value::Str(module), Value::Str(name)) = (module, name) else {
                         return Err("STACK_GLOBAL with non-string names".into());
                     };
-                    self.stack
-                        .push(Value::Global(resolve_global(&module, &name)?));
+                    self.push(Value::Global(resolve_global(&module, &name)?))?;
                 }
                 b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
+                    let v = self.pop_item()?;
+                    let k = self.pop_item()?;
                     self.set_items(vec![k, v])?;
                 }
                 b'u' => {
@@ -353,7 +478,7 @@ impl Machine<'_> {
                     self.set_items(items)?;
                 }
                 b'a' => {
-                    let v = self.pop()?;
+                    let v = self.pop_item()?;
                     self.append(vec![v])?;
                 }
                 b'e' => {
@@ -362,20 +487,20 @@ impl Machine<'_> {
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    self.stack.push(Value::Storage(storage_from_pid(pid)?));
+                    self.push(Value::Storage(storage_from_pid(pid)?))?;
                 }
                 b'R' => {
                     let args = self.pop()?;
                     let func = self.pop()?;
                     let v = reduce(func, args)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 b'b' => {
                     // BUILD: state for an OrderedDict or a parameter; nothing to apply.
                     let _state = self.pop()?;
-                    match self.top()? {
+                    match &self.top()?.value {
                         Value::Dict(_) | Value::Tensor(_) => {}
-                        other => return Err(format!("BUILD on an unexpected object {other:?}")),
+                        other => return Err(format!("BUILD on {}", other.kind())),
                     }
                 }
                 _ => {
@@ -392,7 +517,8 @@ fn as_usize(v: &Value, what: &str) -> Result<usize, String> {
     match v {
         Value::Int(i) if *i >= 0 => Ok(*i as usize),
         other => Err(format!(
-            "{what}: expected a non-negative integer, got {other:?}"
+            "{what}: expected a non-negative integer, got {}",
+            other.kind()
         )),
     }
 }
@@ -402,13 +528,13 @@ fn as_usize_tuple(v: &Value, what: &str) -> Result<Vec<usize>, String> {
         Value::Tuple(items) | Value::List(items) => {
             items.iter().map(|x| as_usize(x, what)).collect()
         }
-        other => Err(format!("{what}: expected a tuple, got {other:?}")),
+        other => Err(format!("{what}: expected a tuple, got {}", other.kind())),
     }
 }
 
 fn storage_from_pid(pid: Value) -> Result<StorageRef, String> {
     let Value::Tuple(items) = pid else {
-        return Err(format!("unexpected persistent id {pid:?}"));
+        return Err(format!("unexpected persistent id: {}", pid.kind()));
     };
     match items.as_slice() {
         [
@@ -422,13 +548,16 @@ fn storage_from_pid(pid: Value) -> Result<StorageRef, String> {
             key: key.clone(),
             numel: as_usize(numel, "storage size")?,
         }),
-        _ => Err(format!("unexpected persistent id {items:?}")),
+        _ => Err(format!("unexpected persistent id of {} items", items.len())),
     }
 }
 
 fn reduce(func: Value, args: Value) -> Result<Value, String> {
     let Value::Global(g) = func else {
-        return Err(format!("REDUCE on a non-callable {func:?}"));
+        return Err(format!(
+            "REDUCE on {}, not an allowed callable",
+            func.kind()
+        ));
     };
     let Value::Tuple(args) = args else {
         return Err("REDUCE arguments are not a tuple".into());

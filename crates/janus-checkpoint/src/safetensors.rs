@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::checkpoint::Location;
+use crate::checkpoint::{Location, checked_numel};
 use crate::dtype::{StoredDType, TensorInfo};
 use crate::error::{Error, Result};
 
@@ -28,11 +28,11 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
                 "header of {n} bytes runs past the end of the file (truncated?)"
             ))
         })?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..header_end])
-            .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    let Entries(header) = serde_json::from_slice(&bytes[8..header_end])
+        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
     let data_len = bytes.len() - header_end;
     let mut out = Vec::with_capacity(header.len());
+    let mut spans = Vec::with_capacity(header.len());
     for (key, v) in header {
         if key == "__metadata__" {
             continue;
@@ -59,8 +59,10 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
             })
             .filter(|o| o.len() == 2 && o[0] <= o[1])
             .ok_or_else(|| bad(format!("tensor `{key}` has no valid `data_offsets`")))?;
+        let want = checked_numel(&shape)
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .ok_or_else(|| bad(format!("tensor `{key}`: shape {shape:?} overflows")))?;
         let info = TensorInfo { shape, dtype };
-        let want = info.numel() * dtype.size();
         if offs[1] - offs[0] != want {
             return Err(bad(format!(
                 "tensor `{key}`: {} bytes stored, but shape {:?} of {dtype} needs {want}",
@@ -74,6 +76,7 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
                 offs[1]
             )));
         }
+        spans.push((offs[0], offs[1], key.clone()));
         out.push((
             key,
             info,
@@ -82,5 +85,52 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
             },
         ));
     }
+    // As the reference library requires: the tensors tile the data exactly, with
+    // no overlap, no gap and nothing after the last one.
+    spans.sort();
+    let mut end = 0;
+    for (start, stop, key) in &spans {
+        if *start != end {
+            return Err(bad(format!(
+                "tensor `{key}` starts at data byte {start}, but the previous tensor ends at {end} (overlapping or gapped offsets)"
+            )));
+        }
+        end = *stop;
+    }
+    if end != data_len {
+        return Err(bad(format!(
+            "the tensors cover {end} data bytes but the file holds {data_len} after the header (wrong header length?)"
+        )));
+    }
     Ok(out)
+}
+
+/// The header's entries in file order; a key given twice is an error.
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Entries, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                    if !seen.insert(k.clone()) {
+                        return Err(serde::de::Error::custom(format!("key `{k}` appears twice")));
+                    }
+                    out.push((k, v));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }

@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use crate::checkpoint::Location;
+use crate::checkpoint::{Location, checked_numel};
 use crate::dtype::TensorInfo;
 use crate::error::{Error, Result};
 use crate::pickle::{self, Value};
+
+/// The largest `data.pkl` accepted (the real 7B checkpoint's is under 1 MB).
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
 
 /// Whether `bytes` start like a zip archive.
 pub(super) fn looks_like(bytes: &[u8]) -> bool {
@@ -23,6 +26,16 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
             "not a readable zip archive (truncated or corrupt?): {e}"
         ))
     })?;
+    // The zip reader keys entries by name, so a name listed twice would be
+    // silently dropped: compare with the count the archive itself records.
+    if let Some(listed) = listed_entries(bytes)
+        && listed != zip.len() as u64
+    {
+        return Err(bad(format!(
+            "the archive lists {listed} entries but holds {} distinct names (duplicated entries)",
+            zip.len()
+        )));
+    }
     let mut pkl_name = None;
     let mut records: HashMap<String, (usize, usize)> = HashMap::new();
     for i in 0..zip.len() {
@@ -30,11 +43,31 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
             .by_index(i)
             .map_err(|e| bad(format!("corrupt zip entry {i}: {e}")))?;
         let name = f.name().to_string();
+        if f.encrypted() {
+            return Err(bad(format!("zip entry `{name}` is encrypted")));
+        }
+        if f.size() > bytes.len() as u64 {
+            return Err(bad(format!(
+                "zip entry `{name}` claims {} bytes, more than the whole file ({})",
+                f.size(),
+                bytes.len()
+            )));
+        }
         if name.ends_with("/data.pkl") || name == "data.pkl" {
+            if pkl_name.is_some() {
+                return Err(bad("the archive holds more than one `data.pkl`".into()));
+            }
             pkl_name = Some(name.clone());
         }
         if f.compression() == zip::CompressionMethod::Stored {
-            records.insert(name, (f.data_start() as usize, f.size() as usize));
+            let start = usize::try_from(f.data_start()).unwrap_or(usize::MAX);
+            let len = f.size() as usize;
+            if start.checked_add(len).is_none_or(|end| end > bytes.len()) {
+                return Err(bad(format!(
+                    "zip entry `{name}` runs past the end of the file"
+                )));
+            }
+            records.insert(name.clone(), (start, len));
         }
     }
     let pkl_name = pkl_name
@@ -51,10 +84,16 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
         }
     }
     let mut pkl = Vec::new();
+    // A state dict's pickle is a few MB; a compressed one may not inflate past that.
+    let limit = MAX_PICKLE_BYTES.min(bytes.len() as u64 * 64);
     zip.by_name(&pkl_name)
         .map_err(|e| bad(format!("cannot open {pkl_name}: {e}")))?
+        .take(limit + 1)
         .read_to_end(&mut pkl)
         .map_err(|e| bad(format!("cannot read {pkl_name}: {e}")))?;
+    if pkl.len() as u64 > limit {
+        return Err(bad(format!("{pkl_name} is larger than {limit} bytes")));
+    }
     let root = pickle::parse(&pkl).map_err(|e| bad(format!("{pkl_name}: {e}")))?;
     let Value::Dict(items) = root else {
         return Err(bad(format!("{pkl_name} does not hold a state dict")));
@@ -62,7 +101,10 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
     let mut out = Vec::with_capacity(items.len());
     for (k, v) in items {
         let Value::Str(key) = k else {
-            return Err(bad(format!("state dict key {k:?} is not a string")));
+            return Err(bad(format!(
+                "a state dict key is {}, not a string",
+                k.kind()
+            )));
         };
         let Value::Tensor(t) = v else {
             return Err(bad(format!("state dict entry `{key}` is not a tensor")));
@@ -74,20 +116,24 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
             ))
         })?;
         let size = t.storage.dtype.size();
-        if len < t.storage.numel * size || start + len > bytes.len() {
+        let needed = t.storage.numel.checked_mul(size);
+        if needed.is_none_or(|n| n > len) {
             return Err(bad(format!(
-                "tensor `{key}`: storage `{record}` is truncated"
+                "tensor `{key}`: storage `{record}` holds {len} bytes, less than its {} elements of {}",
+                t.storage.numel, t.storage.dtype
             )));
         }
-        let numel: usize = t.shape.iter().product();
+        let numel = checked_numel(&t.shape)
+            .ok_or_else(|| bad(format!("tensor `{key}`: shape {:?} overflows", t.shape)))?;
         if numel > 0 {
-            let last = t.offset
-                + t.shape
-                    .iter()
-                    .zip(&t.stride)
-                    .map(|(n, s)| (n - 1) * s)
-                    .sum::<usize>();
-            if last >= t.storage.numel {
+            let last = t
+                .shape
+                .iter()
+                .zip(&t.stride)
+                .try_fold(t.offset, |acc, (n, s)| {
+                    acc.checked_add((n - 1).checked_mul(*s)?)
+                });
+            if last.is_none_or(|last| last >= t.storage.numel) {
                 return Err(bad(format!(
                     "tensor `{key}`: view {:?} at offset {} exceeds its storage of {} elements",
                     t.shape, t.offset, t.storage.numel
@@ -126,4 +172,27 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
         ));
     }
     Ok(out)
+}
+
+/// The entry count recorded in the archive's end-of-central-directory record
+/// (its zip64 form for large archives); `None` if it cannot be found.
+fn listed_entries(bytes: &[u8]) -> Option<u64> {
+    let tail = bytes.len().saturating_sub(22 + 65535);
+    let eocd = (tail..=bytes.len().checked_sub(22)?)
+        .rev()
+        .find(|&i| bytes[i..i + 4] == *b"PK\x05\x06")?;
+    let count = u16::from_le_bytes([bytes[eocd + 10], bytes[eocd + 11]]);
+    if count != u16::MAX {
+        return Some(count as u64);
+    }
+    let locator = eocd.checked_sub(20)?;
+    if bytes[locator..locator + 4] != *b"PK\x06\x07" {
+        return None;
+    }
+    let at = u64::from_le_bytes(bytes[locator + 8..locator + 16].try_into().ok()?) as usize;
+    let record = bytes.get(at..at.checked_add(40)?)?;
+    if record[..4] != *b"PK\x06\x06" {
+        return None;
+    }
+    Some(u64::from_le_bytes(record[32..40].try_into().ok()?))
 }

@@ -7,6 +7,19 @@ use std::path::Path;
 use crate::dtype::TensorInfo;
 use crate::error::{Error, Result};
 
+/// A temporary name for writing `path`, in the same directory, unique to this
+/// call (process id and a counter), so concurrent writers never share a file:
+/// `.NAME.PID-N.partial`.
+pub fn partial_path(path: &Path) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}-{n}.partial", std::process::id()))
+}
+
 /// Writes a safetensors file at `path`: the header (tensors in the given order,
 /// `metadata` under `__metadata__`), then each tensor's bytes as `data(i)` returns
 /// them. Only one tensor's bytes are held at a time. The file is written under a
@@ -42,11 +55,15 @@ pub fn write_safetensors(
     while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("model.safetensors");
-    let tmp = path.with_file_name(format!(".{name}.partial"));
+    let tmp = partial_path(path);
+    // Removed on every way out but success, a panic in `data` included.
+    struct Partial<'a>(&'a Path);
+    impl Drop for Partial<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let guard = Partial(&tmp);
     let result = (|| -> Result<()> {
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut w = BufWriter::with_capacity(8 << 20, file);
@@ -71,11 +88,8 @@ pub fn write_safetensors(
         file.sync_all().map_err(io)?;
         Ok(())
     })();
-    match result {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    result?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    std::mem::forget(guard);
+    Ok(())
 }

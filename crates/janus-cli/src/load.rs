@@ -10,6 +10,17 @@ use janus_pipeline::chat::Template;
 
 use crate::{alloc, progress};
 
+/// Registers the hub cache entry of `model` (when it is a hub id) for clean-up
+/// on a signal: a first use converts into it.
+pub fn watch_hub_cache(model: &str) {
+    #[cfg(feature = "hub")]
+    if janus_pipeline::hub::is_repo_id(model) && !std::path::Path::new(model).is_dir() {
+        crate::signals::watch(&janus_pipeline::hub::cache_entry_dir(model));
+    }
+    #[cfg(not(feature = "hub"))]
+    let _ = model;
+}
+
 /// Loads `model` (a directory or hub id) and says so on stderr; returns the model
 /// and the seconds it took.
 pub fn janus<B: Backend>(
@@ -18,6 +29,7 @@ pub fn janus<B: Backend>(
     device: &B::Device,
     dtype: DType,
 ) -> anyhow::Result<(Janus<B>, f64)> {
+    watch_hub_cache(model);
     let t0 = Instant::now();
     let janus = Janus::<B>::load_with(model, device, dtype, template, progress::on_load())?;
     alloc::retain_freed_memory();

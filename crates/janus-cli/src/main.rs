@@ -7,6 +7,7 @@ mod commands;
 mod load;
 mod output;
 mod progress;
+mod signals;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,7 @@ enum Command {
 }
 
 fn main() {
+    signals::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Understand(args) => understand::run(args),

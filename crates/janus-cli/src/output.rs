@@ -32,15 +32,7 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Writes `bytes` to `path` through a temporary file of a name unique to this
 /// process in the same directory, renamed into place when complete.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+    let tmp = janus_checkpoint::partial_path(path);
     let result = std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("cannot write {}", path.display()));

@@ -457,3 +457,198 @@ fn hub_ids_resolve_through_the_hf_cache_and_convert_once() {
         "{err}"
     );
 }
+
+#[test]
+fn concurrent_first_uses_of_a_hub_id_all_succeed() {
+    let src = testdata_dir();
+    let home = tmp("hf-home-concurrent");
+    let repo = home.join("hub/models--test-org--janus-tiny-c");
+    let snap = repo.join("snapshots/4567cdef");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "4567cdef").unwrap();
+    for f in janus_pipeline::convert::SIDE_FILES
+        .iter()
+        .chain(&["pytorch_model.bin"])
+    {
+        std::fs::copy(src.join(f), snap.join(f)).unwrap();
+    }
+    let cache = tmp("janus-cache-concurrent");
+    let image = std::fs::read_dir(src.join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .min()
+        .unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_janus"))
+                .args([
+                    "vq",
+                    "encode",
+                    "--model",
+                    "test-org/janus-tiny-c",
+                    "--image",
+                ])
+                .arg(&image)
+                .env("HF_HOME", &home)
+                .env("HF_HUB_OFFLINE", "1")
+                .env("JANUS_CACHE", &cache)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for out in &outputs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, outputs[0].stdout);
+    }
+    let entries: Vec<String> = std::fs::read_dir(cache.join("models/test-org--janus-tiny-c"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        entries,
+        vec!["4567cdef".to_string()],
+        "no partial entry left"
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_the_program_quietly() {
+    let dir = testdata_dir();
+    let image = std::fs::read_dir(dir.join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .min()
+        .unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["vq", "encode", "--model"])
+        .arg(&dir)
+        .arg("--image")
+        .arg(&image)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_removes_unfinished_files_and_exits() {
+    use std::io::BufRead;
+    let dir = testdata_dir();
+    let out_dir = tmp("signal");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args([
+            "generate",
+            "--prompt",
+            "a long job",
+            "--parallel",
+            "512",
+            "--model",
+        ])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("loaded") {
+        line.clear();
+    }
+    assert!(line.contains("loaded"), "the run ended early");
+    // What an image being written looks like to the clean-up.
+    let partial = out_dir.join(format!(".img_0.png.{}-0.partial", child.id()));
+    std::fs::write(&partial, b"half a png").unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    assert!(!partial.exists(), "the unfinished file is left");
+    assert!(!out_dir.join("img_0.png").exists());
+}
+
+#[test]
+fn concurrent_runs_into_one_directory_leave_whole_images_and_stale_ones_are_reported() {
+    let dir = testdata_dir();
+    let out_dir = tmp("gen-concurrent");
+    let children: Vec<_> = ["a red apple", "a blue car", "a green tree", "a cat"]
+        .iter()
+        .map(|prompt| {
+            Command::new(env!("CARGO_BIN_EXE_janus"))
+                .args(["generate", "--prompt", prompt, "--parallel", "2", "--model"])
+                .arg(&dir)
+                .arg("--out")
+                .arg(&out_dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for i in 0..2 {
+        let png = std::fs::read(out_dir.join(format!("img_{i}.png"))).unwrap();
+        assert!(
+            png.ends_with(&[0xAE, 0x42, 0x60, 0x82]),
+            "img_{i} ends at IEND"
+        );
+        let img = janus_pipeline::decode_image(&png, "img").unwrap();
+        assert_eq!(img.pixels.len(), img.width * img.height * 3);
+    }
+    let names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".partial")), "{names:?}");
+
+    // One image now: img_1.png is left from before, and said so.
+    let out = janus(&[
+        "generate",
+        "--prompt",
+        "one more",
+        "--model",
+        s(&dir),
+        "--out",
+        s(&out_dir),
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("img_1.png") && err.contains("earlier run"),
+        "{err}"
+    );
+}

@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 
 use crate::Result;
 
+/// The most weights a config may describe (Janus-Pro-7B has about 7.4e9).
+const MAX_PARAMETERS: u64 = 40_000_000_000;
+
 /// The whole model config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JanusConfig {
@@ -138,7 +141,49 @@ impl JanusConfig {
             language,
         };
         config.check_consistency()?;
+        let params = config.parameter_count();
+        if params > MAX_PARAMETERS {
+            return Err(ConfigError::new(
+                "<root>",
+                format!(
+                    "the config describes about {:.1}e9 parameters, more than the {:.0}e9 supported \
+                     (Janus-Pro-7B has 7.4e9)",
+                    params as f64 / 1e9,
+                    MAX_PARAMETERS as f64 / 1e9
+                ),
+            ));
+        }
         Ok(config)
+    }
+
+    /// About how many weights the config describes (the LLM, ViT and VQ blocks;
+    /// norms and biases left out), to refuse absurd configs before building.
+    pub fn parameter_count(&self) -> u64 {
+        let l = &self.language;
+        let (h, q, kv) = (
+            l.hidden_size as u64,
+            (l.num_attention_heads * l.head_dim) as u64,
+            (l.num_key_value_heads * l.head_dim) as u64,
+        );
+        let layer = h * (2 * q + 2 * kv) + 3 * h * l.intermediate_size as u64;
+        let llm = l.num_hidden_layers as u64 * layer + 2 * l.vocab_size as u64 * h;
+        let v = &self.vision;
+        let w = v.width as u64;
+        let vit = v.total_layers as u64 * (4 * w * w + 2 * w * v.mlp_dim as u64);
+        let c = &self.vq;
+        let conv = |m: &usize| {
+            let ch = (m * c.base_channels) as u64;
+            (c.num_res_blocks as u64 + 1) * 2 * 9 * ch * ch
+        };
+        let vq: u64 = c
+            .encoder_ch_mult
+            .iter()
+            .chain(&c.decoder_ch_mult)
+            .map(conv)
+            .sum();
+        let heads = (self.gen_head.hidden_size * self.gen_head.mlp_dim
+            + self.gen_head.mlp_dim * self.gen_head.num_codes) as u64;
+        llm + vit + vq + heads
     }
 
     /// The widths that must agree across modules.
@@ -368,6 +413,21 @@ mod tests {
                 "/aligner_config/params/n_embed",
                 serde_json::json!(7),
                 "aligner_config.params.n_embed",
+            ),
+            (
+                "/language_config/vocab_size",
+                serde_json::json!(1u64 << 62),
+                "language_config.vocab_size",
+            ),
+            (
+                "/vision_config/params/image_size",
+                serde_json::json!(16384),
+                "vision_config.params.image_size",
+            ),
+            (
+                "/gen_vision_config/params/image_size",
+                serde_json::json!(4096),
+                "gen_vision_config.params.image_size",
             ),
         ];
         for (pointer, value, field) in cases {

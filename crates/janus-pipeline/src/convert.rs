@@ -41,6 +41,9 @@ pub struct ConvertReport {
     pub skipped: Vec<String>,
     /// Bytes of weights written.
     pub bytes: usize,
+    /// Stale index files of an earlier conversion that were removed from the
+    /// output (they would have been read instead of the new weights).
+    pub removed: Vec<std::path::PathBuf>,
 }
 
 /// Names the variant from the config's LLM shape (and the directory name for the
@@ -146,9 +149,29 @@ pub fn convert(
         let src = input.join(name);
         if src.is_file() {
             let dst = output.join(name);
-            let tmp = output.join(format!(".{name}.partial"));
-            std::fs::copy(&src, &tmp).map_err(|e| io_error(&src, e))?;
-            std::fs::rename(&tmp, &dst).map_err(|e| io_error(&dst, e))?;
+            let tmp = janus_checkpoint::partial_path(&dst);
+            if let Err(e) = std::fs::copy(&src, &tmp).and_then(|_| std::fs::rename(&tmp, &dst)) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(PipelineError::Invalid(format!(
+                    "cannot copy {} to {}: {e}",
+                    src.display(),
+                    dst.display()
+                )));
+            }
+        }
+    }
+    // Indexes of an earlier conversion would be read before the new file.
+    let mut removed = Vec::new();
+    if !same_dir(input, output) {
+        for stale in [
+            "model.safetensors.index.json",
+            "pytorch_model.bin.index.json",
+        ] {
+            let path = output.join(stale);
+            if path.is_file() {
+                std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+                removed.push(path);
+            }
         }
     }
     Ok(ConvertReport {
@@ -157,7 +180,15 @@ pub fn convert(
         tensors: specs.len(),
         skipped,
         bytes,
+        removed,
     })
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> PipelineError {

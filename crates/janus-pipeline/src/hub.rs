@@ -28,6 +28,13 @@ fn offline() -> bool {
         .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }
 
+/// Where the converted copies of hub id `spec` live (one directory per commit).
+pub fn cache_entry_dir(spec: &str) -> PathBuf {
+    janus_cache_dir()
+        .join("models")
+        .join(spec.replace('/', "--"))
+}
+
 /// Root of the converted-model cache.
 pub fn janus_cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("JANUS_CACHE") {
@@ -132,32 +139,31 @@ pub fn resolve_model(spec: &str, mut progress: impl FnMut(LoadEvent<'_>)) -> Res
         )));
     }
     let (snapshot, sha) = snapshot(spec, &mut progress)?;
-    let converted = janus_cache_dir()
-        .join("models")
-        .join(spec.replace('/', "--"))
-        .join(&sha);
+    let converted = cache_entry_dir(spec).join(&sha);
+    // A finished conversion is a directory that exists: each process converts
+    // into its own temporary directory and renames it into place when complete,
+    // so concurrent first uses never see half a model, and a failed one (disk
+    // full, interrupted) leaves nothing that counts as done.
     if converted.join("model.safetensors").is_file() && converted.join("config.json").is_file() {
         return Ok(converted);
     }
-    convert(
-        &snapshot,
-        &converted,
-        StoredDType::BF16,
-        |file, done, total| progress(LoadEvent::Converting { file, done, total }),
-    )?;
-    Ok(converted)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repo_ids_are_told_from_paths() {
-        assert!(is_repo_id("deepseek-ai/Janus-Pro-1B"));
-        assert!(!is_repo_id("./models/x"));
-        assert!(!is_repo_id("/abs/path"));
-        assert!(!is_repo_id("a/b/c"));
-        assert!(!is_repo_id("plain"));
+    let parent = converted.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| janus_core::Error::io(parent, e))?;
+    let tmp = janus_checkpoint::partial_path(&converted);
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = convert(&snapshot, &tmp, StoredDType::BF16, |file, done, total| {
+        progress(LoadEvent::Converting { file, done, total })
+    });
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
+    if let Err(e) = std::fs::rename(&tmp, &converted) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another process finished first: its copy is as good as ours.
+        if !converted.join("model.safetensors").is_file() {
+            return Err(janus_core::Error::io(&converted, e).into());
+        }
+    }
+    Ok(converted)
 }

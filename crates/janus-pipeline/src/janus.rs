@@ -291,16 +291,59 @@ impl<B: Backend> Janus<B> {
     ) -> Result<Vec<GeneratedImage>> {
         request.config.validate()?;
         let ids = self.processor.generation_prompt(&request.prompt)?;
+        self.check_generation_memory(ids.len(), request.config.parallel)?;
         let pad = self.processor.tokenizer().ids.pad;
         let codes = self
             .model
             .generate_images(&ids, pad, &request.config, progress)?;
-        let images = janus_gen_tokenizer::VqModel::<B>::to_rgb8(self.model.decode_images(&codes)?);
-        Ok(codes
-            .into_iter()
-            .zip(images)
-            .map(|(codes, image)| GeneratedImage { codes, image })
-            .collect())
+        // A few images at a time through the VQ decoder bounds its activations.
+        let mut out = Vec::with_capacity(codes.len());
+        for chunk in codes.chunks(DECODE_CHUNK) {
+            let images =
+                janus_gen_tokenizer::VqModel::<B>::to_rgb8(self.model.decode_images(chunk)?);
+            out.extend(
+                chunk
+                    .iter()
+                    .cloned()
+                    .zip(images)
+                    .map(|(codes, image)| GeneratedImage { codes, image }),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Refuses, before anything runs, an image batch whose KV cache (two rows
+    /// per image, prompt + every code position) does not fit the memory the
+    /// CPU has available.
+    fn check_generation_memory(&self, prompt_len: usize, parallel: usize) -> Result<()> {
+        let Some(available) = available_memory::<B>() else {
+            return Ok(());
+        };
+        let c = &self.model.config;
+        let l = &c.language;
+        let positions = (prompt_len + c.vq.grid_side().pow(2)) as u64;
+        let bytes_per = self.model.dtype().size() as u64;
+        let kv = 2
+            * positions
+            * l.num_hidden_layers as u64
+            * 2
+            * (l.num_key_value_heads * l.head_dim) as u64
+            * bytes_per;
+        // Plus each step's logits of both rows (f32 on the host) and the pixels.
+        let logits = 2 * 2 * c.gen_head.num_codes as u64 * 4;
+        let pixels = 3 * (c.vq.image_size as u64).pow(2);
+        let per_image = kv + logits + pixels;
+        let need = per_image.saturating_mul(parallel as u64);
+        if need > available {
+            let fit = available / per_image.max(1);
+            return Err(PipelineError::Invalid(format!(
+                "{parallel} images need about {:.1} GB (KV cache, logits, pixels), but {:.1} GB \
+                 of memory is available: at most {fit} fit at once",
+                need as f64 / 1e9,
+                available as f64 / 1e9
+            )));
+        }
+        Ok(())
     }
 
     /// The model's modules.
@@ -322,6 +365,26 @@ impl<B: Backend> Janus<B> {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Images decoded together by the VQ decoder.
+const DECODE_CHUNK: usize = 8;
+
+/// Memory the process may still use, where known: `MemAvailable` on Linux for
+/// the CPU backend; `None` elsewhere (no check).
+fn available_memory<B: Backend>() -> Option<u64> {
+    if !janus_core::is_flex::<B>() {
+        return None;
+    }
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// Resolves a `--model` value to a directory holding `config.json`: an existing

@@ -24,17 +24,49 @@ pub fn open_image(path: impl AsRef<Path>) -> Result<RgbImage> {
     decode_image(&bytes, &path.display().to_string())
 }
 
-/// Decodes an image held in memory as [`open_image`] does; `name` is used in
-/// error messages.
-pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
-        && let Some(img) = decode_jpeg(bytes)
-    {
-        return Ok(img);
+/// The largest `image_size` / `min_size` a preprocessor config may ask for.
+const MAX_SIDE: u64 = 4096;
+
+/// The most pixels an input image may declare: what Pillow refuses as a
+/// decompression bomb (twice its 89,478,485-pixel warning threshold). Checked
+/// from the header, before anything is decoded.
+pub const MAX_IMAGE_PIXELS: u64 = 2 * 89_478_485;
+
+fn check_pixels(name: &str, width: u64, height: u64) -> Result<()> {
+    if width.saturating_mul(height) > MAX_IMAGE_PIXELS {
+        return Err(PipelineError::Image(format!(
+            "{name} declares {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} accepted \
+             (a decompression bomb?)"
+        )));
     }
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PipelineError::Image(format!("cannot read {name}: {e}")))?;
+    Ok(())
+}
+
+/// Decodes an image held in memory as [`open_image`] does; `name` is used in
+/// error messages. Images declaring more than [`MAX_IMAGE_PIXELS`] are refused
+/// before decoding.
+pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        if let Some((w, h)) = jpeg_dimensions(bytes) {
+            check_pixels(name, w as u64, h as u64)?;
+        }
+        if let Some(img) = decode_jpeg(bytes) {
+            return Ok(img);
+        }
+    }
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| PipelineError::Image(format!("cannot read {name}: {e}")))
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| PipelineError::Image(format!("cannot decode {name} as an image: {e}")))?;
+    check_pixels(name, w as u64, h as u64)?;
+    let mut reader = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8);
+    reader.limits(limits);
     let img = reader
         .decode()
         .map_err(|e| PipelineError::Image(format!("cannot decode {name} as an image: {e}")))?;
@@ -48,6 +80,16 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
         height: h as usize,
         pixels: rgb.into_raw(),
     })
+}
+
+/// The size a JPEG header declares, if mozjpeg can read the header.
+fn jpeg_dimensions(bytes: &[u8]) -> Option<(usize, usize)> {
+    std::panic::catch_unwind(|| {
+        let dec = mozjpeg::Decompress::new_mem(bytes).ok()?;
+        Some((dec.width(), dec.height()))
+    })
+    .ok()
+    .flatten()
 }
 
 /// Decodes a JPEG to RGB like libjpeg-turbo (islow IDCT, fancy upsampling); `None`
@@ -131,8 +173,8 @@ impl ImageProcessor {
                 None | Some(Value::Null) => Ok(d),
                 Some(x) => Ok(x
                     .as_u64()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad(k, "expected a positive integer"))?
+                    .filter(|n| (1..=MAX_SIDE).contains(n))
+                    .ok_or_else(|| bad(k, &format!("expected an integer from 1 to {MAX_SIDE}")))?
                     as usize),
             }
         };
@@ -183,8 +225,10 @@ impl ImageProcessor {
         let s = self.image_size;
         let (w, h) = (img.width, img.height);
         let m = w.max(h) as f64;
-        let nh = ((h as f64 / m * s as f64) as usize).max(self.min_size);
-        let nw = ((w as f64 / m * s as f64) as usize).max(self.min_size);
+        // min_size never exceeds the canvas (a config could ask for more).
+        let min = self.min_size.min(s);
+        let nh = ((h as f64 / m * s as f64) as usize).max(min);
+        let nw = ((w as f64 / m * s as f64) as usize).max(min);
         let resized = resize_bicubic(&img.pixels, w, h, 3, nw, nh);
         let (side, ox, oy) = if nw > nh {
             (nw, 0, (nw - nh) / 2)

@@ -87,18 +87,21 @@ impl Sampler {
         if self.is_greedy() {
             return argmax(logits);
         }
-        let t = self.config.temperature;
-        let mut cand: Vec<(usize, f32)> = logits.iter().map(|l| l / t).enumerate().collect();
+        // (l - max) / t in f64: a tiny temperature sends every logit but the
+        // largest to -inf (probability 0) instead of overflowing to inf - inf.
+        let t = self.config.temperature as f64;
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let mut cand: Vec<(usize, f64)> = logits
+            .iter()
+            .map(|l| (*l as f64 - max) / t)
+            .enumerate()
+            .collect();
         let k = self.config.top_k;
         if k > 0 && k < cand.len() {
             cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
             cand.truncate(k);
         }
-        let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-        let mut probs: Vec<(usize, f64)> = cand
-            .iter()
-            .map(|(i, l)| (*i, ((l - max) as f64).exp()))
-            .collect();
+        let mut probs: Vec<(usize, f64)> = cand.iter().map(|(i, l)| (*i, l.exp())).collect();
         let total: f64 = probs.iter().map(|p| p.1).sum();
         probs.iter_mut().for_each(|p| p.1 /= total);
         if self.config.top_p < 1.0 {
@@ -130,6 +133,26 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiny_temperatures_pick_the_greedy_token() {
+        let mut logits: Vec<f32> = (0..512).map(|i| ((i * 37) % 101) as f32 * 0.01).collect();
+        logits[123] = 1.5;
+        let greedy = argmax(&logits);
+        assert_eq!(greedy, 123);
+        for t in [1e-40f32, 1e-30, 1e-12, 1e-6] {
+            let mut s = Sampler::new(SamplingConfig {
+                temperature: t,
+                top_k: 0,
+                top_p: 1.0,
+                seed: 3,
+            })
+            .unwrap();
+            for _ in 0..20 {
+                assert_eq!(s.sample(&logits), greedy, "temperature {t}");
+            }
+        }
+    }
 
     fn cfg(temperature: f32, top_k: usize, top_p: f32) -> SamplingConfig {
         SamplingConfig {

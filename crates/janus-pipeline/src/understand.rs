@@ -141,7 +141,9 @@ impl<'m, B: Backend> TextSession<'m, B> {
         let [b, t, _] = embeds.dims();
         let flags: Vec<bool> = batch.attention_mask.iter().flatten().copied().collect();
         let padding = flags.iter().any(|f| !f).then_some(flags.as_slice());
-        let mut cache = model.llm.new_cache(b, t + max_new_tokens);
+        // Room for the prompt and the first tokens; the cache doubles when a
+        // long answer needs more (a huge budget allocates nothing up front).
+        let mut cache = model.llm.new_cache(b, t + max_new_tokens.min(1024));
         let hidden = model.llm.forward(embeds, padding, &mut cache);
         Self {
             model,

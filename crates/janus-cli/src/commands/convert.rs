@@ -28,6 +28,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.input.is_dir() {
         anyhow::bail!("input directory {} not found", args.input.display());
     }
+    crate::signals::watch(&args.output);
     let dtype = args.dtype.stored();
     let t0 = Instant::now();
     let mut bars = FileProgress::default();
@@ -40,6 +41,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         KeyLayout::Original => "original",
         KeyLayout::Transformers => "transformers-port",
     };
+    for stale in &report.removed {
+        eprintln!(
+            "removed {} (an index of an earlier conversion, which would have shadowed the new weights)",
+            stale.display()
+        );
+    }
     eprintln!("variant: {} ({layout} key layout)", report.variant);
     eprintln!(
         "wrote {} tensors ({:.2} GB, {dtype}) to {} in {:.1} s; skipped {} known-unused tensors",

@@ -72,6 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
     };
     config.validate()?;
+    crate::signals::watch(&args.out);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let probe = args
@@ -91,6 +92,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let path = args.out.join(format!("img_{i}.png"));
         output::save_png(&path, &img.image)?;
         files.push(path.display().to_string());
+    }
+    let stale: Vec<String> = (images.len()..)
+        .map(|i| args.out.join(format!("img_{i}.png")))
+        .take_while(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !stale.is_empty() {
+        eprintln!(
+            "note: {} also holds {} from an earlier run (not written now)",
+            args.out.display(),
+            stale.join(", ")
+        );
     }
     match args.format {
         Format::Text => output::println(&files.join("\n"))?,

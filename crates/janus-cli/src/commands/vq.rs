@@ -118,6 +118,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             format,
             backend,
         } => {
+            crate::load::watch_hub_cache(&model.model);
             let dir = resolve_model(&model.model, progress::on_load())?;
             let config = JanusConfig::from_file(dir.join("config.json"))?;
             let processor = ImageProcessor::from_dir(&dir)?.with_size(config.vq.image_size);
@@ -155,6 +156,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             out,
             backend,
         } => {
+            crate::load::watch_hub_cache(&model.model);
             let dir = resolve_model(&model.model, progress::on_load())?;
             let config = JanusConfig::from_file(dir.join("config.json"))?;
             let codes = read_codes(&codes)?;
@@ -170,6 +172,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             else {
                 anyhow::bail!("internal error: unexpected VQ job result")
             };
+            crate::signals::watch(
+                out.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new(".")),
+            );
             if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;
