@@ -48,6 +48,25 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// A Hugging Face cache (in a fresh `HF_HOME`) holding the tiny checkpoint as
+/// `test-org/NAME` at commit `sha`.
+fn fake_hub(home: &str, name: &str, sha: &str) -> PathBuf {
+    let src = testdata_dir();
+    let home = tmp(home);
+    let repo = home.join(format!("hub/models--test-org--{name}"));
+    let snap = repo.join("snapshots").join(sha);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), sha).unwrap();
+    for f in janus_pipeline::convert::SIDE_FILES
+        .iter()
+        .chain(&["pytorch_model.bin"])
+    {
+        std::fs::copy(src.join(f), snap.join(f)).unwrap();
+    }
+    home
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -391,18 +410,7 @@ fn bad_input_is_a_clear_error_not_a_panic() {
 fn hub_ids_resolve_through_the_hf_cache_and_convert_once() {
     let g = Golden::load();
     let src = testdata_dir();
-    let home = tmp("hf-home");
-    let repo = home.join("hub/models--test-org--janus-tiny");
-    let snap = repo.join("snapshots/0123abcd");
-    std::fs::create_dir_all(&snap).unwrap();
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
-    for f in janus_pipeline::convert::SIDE_FILES
-        .iter()
-        .chain(&["pytorch_model.bin"])
-    {
-        std::fs::copy(src.join(f), snap.join(f)).unwrap();
-    }
+    let home = fake_hub("hf-home", "janus-tiny", "0123abcd");
     let cache = tmp("janus-cache");
     let msg = &g.at("prompts.pro.und_one_image.messages")[0];
     let image = src.join("images").join(msg["images"][0].as_str().unwrap());
@@ -461,18 +469,7 @@ fn hub_ids_resolve_through_the_hf_cache_and_convert_once() {
 #[test]
 fn concurrent_first_uses_of_a_hub_id_all_succeed() {
     let src = testdata_dir();
-    let home = tmp("hf-home-concurrent");
-    let repo = home.join("hub/models--test-org--janus-tiny-c");
-    let snap = repo.join("snapshots/4567cdef");
-    std::fs::create_dir_all(&snap).unwrap();
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), "4567cdef").unwrap();
-    for f in janus_pipeline::convert::SIDE_FILES
-        .iter()
-        .chain(&["pytorch_model.bin"])
-    {
-        std::fs::copy(src.join(f), snap.join(f)).unwrap();
-    }
+    let home = fake_hub("hf-home-concurrent", "janus-tiny-c", "4567cdef");
     let cache = tmp("janus-cache-concurrent");
     let image = std::fs::read_dir(src.join("images"))
         .unwrap()
