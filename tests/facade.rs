@@ -151,3 +151,83 @@ fn argmax_image_generation_gives_the_reference_codes() {
     g.assert_pixels("gen.argmax.img_u8", &pixels);
     assert_eq!(pixels.len(), golden.len());
 }
+
+/// Codes of `prompts` (text, images, cfg) generated in one batched session,
+/// dropping the images flagged in `cancel_at` (step, image) on the way.
+fn batched_codes(
+    janus: &Janus<B>,
+    prompts: &[(&str, usize, f32)],
+    temperature: f32,
+    cancel: Option<(usize, usize)>,
+) -> Vec<Vec<u32>> {
+    use janus_pipeline::{ImageGenSession, ImagePrompt, image_sampler};
+    let ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|(p, _, _)| janus.processor().generation_prompt(p).unwrap())
+        .collect();
+    let batch: Vec<ImagePrompt<'_>> = prompts
+        .iter()
+        .zip(&ids)
+        .map(|((_, n, w), ids)| ImagePrompt {
+            ids,
+            images: *n,
+            cfg_weight: *w,
+        })
+        .collect();
+    let pad = janus.processor().tokenizer().ids.pad;
+    let mut session = ImageGenSession::batch(janus.model(), &batch, pad).unwrap();
+    let mut samplers: Vec<_> = prompts
+        .iter()
+        .flat_map(|(_, n, _)| (0..*n).map(|i| image_sampler(7, i, temperature).unwrap()))
+        .collect();
+    let mut alive: Vec<usize> = (0..samplers.len()).collect();
+    let mut codes = vec![Vec::new(); samplers.len()];
+    let steps = janus.config().vq.grid_side().pow(2);
+    for step in 0..steps {
+        let logits = session.logits();
+        let picked: Vec<u32> = logits
+            .iter()
+            .zip(&alive)
+            .map(|(l, &i)| samplers[i].sample(&l.guided) as u32)
+            .collect();
+        for (&i, p) in alive.iter().zip(&picked) {
+            codes[i].push(*p);
+        }
+        if step + 1 < steps {
+            session.feed(&picked).unwrap();
+            if let Some((at, image)) = cancel
+                && at == step
+            {
+                let keep: Vec<bool> = alive.iter().map(|i| *i != image).collect();
+                session.retain(&keep).unwrap();
+                alive.retain(|i| *i != image);
+            }
+        }
+    }
+    codes
+}
+
+#[test]
+fn images_of_different_prompts_batched_together_equal_their_runs_alone() {
+    let janus = load();
+    let short = ("a cat", 1, 5.0);
+    let long = (
+        "a watercolour painting of a lighthouse at dusk, waves",
+        2,
+        3.0,
+    );
+    for temperature in [0.0, 1.0] {
+        let alone_short = batched_codes(&janus, &[short], temperature, None);
+        let alone_long = batched_codes(&janus, &[long], temperature, None);
+        let together = batched_codes(&janus, &[short, long], temperature, None);
+        assert_eq!(together[0], alone_short[0], "temperature {temperature}");
+        assert_eq!(together[1..], alone_long[..], "temperature {temperature}");
+        // The second image of the long prompt is dropped after step 3: the
+        // others go on exactly as before.
+        let cancelled = batched_codes(&janus, &[short, long], temperature, Some((3, 1)));
+        assert_eq!(cancelled[0], alone_short[0]);
+        assert_eq!(cancelled[2], alone_long[1]);
+        assert_eq!(cancelled[1].len(), 4);
+        assert_eq!(cancelled[1][..], alone_long[0][..4]);
+    }
+}

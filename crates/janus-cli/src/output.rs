@@ -44,14 +44,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Encodes `img` as a PNG at `path` (atomically).
 pub fn save_png(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
-    let mut png = Vec::new();
-    image::ImageEncoder::write_image(
-        image::codecs::png::PngEncoder::new(&mut png),
-        &img.pixels,
-        img.width as u32,
-        img.height as u32,
-        image::ExtendedColorType::Rgb8,
-    )
-    .with_context(|| format!("cannot encode {}", path.display()))?;
+    let png = janus_pipeline::encode_png(img)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
     write_atomic(path, &png)
 }

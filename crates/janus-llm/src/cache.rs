@@ -103,6 +103,29 @@ impl<B: Backend> KvCache<B> {
         (ck, cv)
     }
 
+    /// Keeps only the rows `rows` (in that order), dropping the others: a batch
+    /// member that is cancelled stops costing compute.
+    ///
+    /// # Panics
+    /// If a row is out of range.
+    pub fn retain_rows(&mut self, rows: &[usize]) {
+        assert!(rows.iter().all(|r| *r < self.batch), "row out of range");
+        let keep: Vec<Vec<bool>> = rows.iter().map(|r| self.keep[*r].clone()).collect();
+        for slot in self.layers.iter_mut() {
+            if let Some((k, v)) = slot.take() {
+                let device = k.device();
+                let index: Vec<i64> = rows.iter().map(|r| *r as i64).collect();
+                let index = Tensor::<B, 1, Int>::from_data(
+                    burn::tensor::TensorData::new(index, [rows.len()]),
+                    &device,
+                );
+                *slot = Some((k.select(0, index.clone()), v.select(0, index)));
+            }
+        }
+        self.keep = keep;
+        self.batch = rows.len();
+    }
+
     /// Marks `t` positions as written (after every layer has appended them).
     pub(crate) fn advance(&mut self, t: usize) {
         self.len += t;

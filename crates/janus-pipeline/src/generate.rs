@@ -2,6 +2,7 @@
 //! conditional / unconditional rows, one code per image per step, then VQ decode.
 
 use burn::prelude::*;
+use burn::tensor::TensorData;
 use janus_llm::KvCache;
 
 use crate::model::JanusModel;
@@ -66,13 +67,27 @@ pub struct CfgLogits {
     pub guided: Vec<f32>,
 }
 
-/// A running generation: the KV cache of the `2 * parallel` rows and the next input.
+/// One prompt of a batched image generation ([`ImageGenSession::batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ImagePrompt<'a> {
+    /// Tokenised prompt, BOS first, BOI last.
+    pub ids: &'a [u32],
+    /// Images of this prompt.
+    pub images: usize,
+    /// Guidance weight of its images.
+    pub cfg_weight: f32,
+}
+
+/// A running generation: the KV cache of two rows per image (conditional,
+/// unconditional) and the next input. The images of one session may come from
+/// several prompts of different lengths (left-padded, masked).
 pub struct ImageGenSession<'m, B: Backend> {
     model: &'m JanusModel<B>,
     cache: KvCache<B>,
     next: Tensor<B, 3>,
-    parallel: usize,
-    cfg_weight: f32,
+    /// Padding flags of the prompt rows, used by the first forward.
+    padding: Option<Vec<bool>>,
+    cfg: Vec<f32>,
 }
 
 impl<'m, B: Backend> ImageGenSession<'m, B> {
@@ -86,47 +101,76 @@ impl<'m, B: Backend> ImageGenSession<'m, B> {
         parallel: usize,
         cfg_weight: f32,
     ) -> Result<Self> {
-        let l = prompt_ids.len();
-        if l < 2 {
+        let prompt = ImagePrompt {
+            ids: prompt_ids,
+            images: parallel,
+            cfg_weight,
+        };
+        Self::batch(model, &[prompt], pad)
+    }
+
+    /// Starts the images of several prompts in one batch: image `i` of the
+    /// session is the `i`-th in prompt order. Shorter prompts are left-padded
+    /// (masked, with the positions of an unpadded run).
+    pub fn batch(model: &'m JanusModel<B>, prompts: &[ImagePrompt<'_>], pad: u32) -> Result<Self> {
+        if prompts.iter().map(|p| p.images).sum::<usize>() == 0 {
+            return Err(PipelineError::Invalid("no image to generate".into()));
+        }
+        if prompts.iter().any(|p| p.ids.len() < 2) {
             return Err(PipelineError::Prompt(
                 "the generation prompt needs at least BOS and BOI".into(),
             ));
         }
-        let mut uncond = prompt_ids.to_vec();
-        uncond[1..l - 1].fill(pad);
-        let rows: Vec<Vec<u32>> = (0..2 * parallel)
-            .map(|r| {
-                if r % 2 == 0 {
-                    prompt_ids.to_vec()
-                } else {
-                    uncond.clone()
+        let width = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+        let mut rows = Vec::new();
+        let mut flags = Vec::new();
+        let mut cfg = Vec::new();
+        for p in prompts {
+            let l = p.ids.len();
+            let mut uncond = p.ids.to_vec();
+            uncond[1..l - 1].fill(pad);
+            for _ in 0..p.images {
+                cfg.push(p.cfg_weight);
+                for ids in [p.ids, &uncond[..]] {
+                    let mut row = vec![pad; width - l];
+                    row.extend_from_slice(ids);
+                    rows.push(row);
+                    flags.extend((0..width).map(|i| i >= width - l));
                 }
-            })
-            .collect();
+            }
+        }
+        let padding = flags.iter().any(|f| !f).then_some(flags);
         let device = model.device().clone();
         let steps = model.config.vq.grid_side().pow(2);
         Ok(Self {
             model,
-            cache: model.llm.new_cache(2 * parallel, l + steps),
+            cache: model.llm.new_cache(rows.len(), width + steps),
             next: model.llm.embed(id_tensor(&rows, &device)),
-            parallel,
-            cfg_weight,
+            padding,
+            cfg,
         })
+    }
+
+    /// Images in the session.
+    pub fn images(&self) -> usize {
+        self.cfg.len()
     }
 
     /// Runs the LLM on the pending input and returns each image's logits.
     pub fn logits(&mut self) -> Vec<CfgLogits> {
+        let padding = self.padding.take();
         let hidden = self
             .model
             .llm
-            .forward(self.next.clone(), None, &mut self.cache);
+            .forward(self.next.clone(), padding.as_deref(), &mut self.cache);
         let [rows, t, h] = hidden.dims();
         let last = hidden.narrow(1, t - 1, 1).reshape([rows, h]);
         let logits = to_f32(self.model.gen_head.forward(last));
         let k = logits.len() / rows;
-        let w = self.cfg_weight;
-        (0..self.parallel)
-            .map(|i| {
+        self.cfg
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
                 let cond = logits[2 * i * k..(2 * i + 1) * k].to_vec();
                 let uncond = logits[(2 * i + 1) * k..(2 * i + 2) * k].to_vec();
                 let guided = cond
@@ -147,10 +191,10 @@ impl<'m, B: Backend> ImageGenSession<'m, B> {
     /// `gen_aligner(gen_embed(code))`.
     pub fn feed(&mut self, codes: &[u32]) -> Result<()> {
         let k = self.model.config.gen_embed.num_codes;
-        if codes.len() != self.parallel || codes.iter().any(|c| *c as usize >= k) {
+        if codes.len() != self.images() || codes.iter().any(|c| *c as usize >= k) {
             return Err(PipelineError::Invalid(format!(
                 "expected {} codes below {k}, got {codes:?}",
-                self.parallel
+                self.images()
             )));
         }
         let rows: Vec<Vec<u32>> = codes.iter().flat_map(|c| [vec![*c], vec![*c]]).collect();
@@ -159,6 +203,54 @@ impl<'m, B: Backend> ImageGenSession<'m, B> {
         self.next = self.model.gen_aligner.forward(e);
         Ok(())
     }
+
+    /// Keeps the images whose flag is `true` (at a step boundary, after
+    /// [`ImageGenSession::feed`] or before the first step); the others stop
+    /// costing compute. Keeping none is an error.
+    pub fn retain(&mut self, keep: &[bool]) -> Result<()> {
+        if keep.len() != self.images() || !keep.iter().any(|k| *k) {
+            return Err(PipelineError::Invalid(format!(
+                "retain needs {} flags, at least one set",
+                self.images()
+            )));
+        }
+        let rows: Vec<usize> = (0..self.images())
+            .filter(|i| keep[*i])
+            .flat_map(|i| [2 * i, 2 * i + 1])
+            .collect();
+        let index: Vec<i64> = rows.iter().map(|r| *r as i64).collect();
+        let device = self.next.device();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &device);
+        self.next = self.next.clone().select(0, index);
+        if let Some(flags) = self.padding.take() {
+            let t = flags.len() / (2 * self.images());
+            let kept = rows
+                .iter()
+                .flat_map(|r| flags[r * t..(r + 1) * t].iter().copied())
+                .collect();
+            self.padding = Some(kept);
+        }
+        self.cache.retain_rows(&rows);
+        self.cfg = self
+            .cfg
+            .iter()
+            .zip(keep)
+            .filter_map(|(w, k)| k.then_some(*w))
+            .collect();
+        Ok(())
+    }
+}
+
+/// The sampler of image `index` of a request seeded with `seed`: one RNG per
+/// image, so an image does not depend on how many are generated with it or how
+/// they are batched.
+pub fn image_sampler(seed: u64, index: usize, temperature: f32) -> Result<Sampler> {
+    Sampler::new(SamplingConfig {
+        temperature,
+        top_k: 0,
+        top_p: 1.0,
+        seed: seed.wrapping_add(index as u64),
+    })
 }
 
 impl<B: Backend> JanusModel<B> {
@@ -172,12 +264,9 @@ impl<B: Backend> JanusModel<B> {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Vec<Vec<u32>>> {
         config.validate()?;
-        let mut sampler = Sampler::new(SamplingConfig {
-            temperature: config.temperature,
-            top_k: 0,
-            top_p: 1.0,
-            seed: config.seed,
-        })?;
+        let mut samplers = (0..config.parallel)
+            .map(|i| image_sampler(config.seed, i, config.temperature))
+            .collect::<Result<Vec<_>>>()?;
         let steps = self.config.vq.grid_side().pow(2);
         let mut session =
             ImageGenSession::new(self, prompt_ids, pad, config.parallel, config.cfg_weight)?;
@@ -186,7 +275,8 @@ impl<B: Backend> JanusModel<B> {
             let logits = session.logits();
             let picked: Vec<u32> = logits
                 .iter()
-                .map(|l| sampler.sample(&l.guided) as u32)
+                .zip(&mut samplers)
+                .map(|(l, s)| s.sample(&l.guided) as u32)
                 .collect();
             for (c, p) in codes.iter_mut().zip(&picked) {
                 c.push(*p);

@@ -296,26 +296,57 @@ impl<B: Backend> Janus<B> {
         let codes = self
             .model
             .generate_images(&ids, pad, &request.config, progress)?;
-        // A few images at a time through the VQ decoder bounds its activations.
+        let images = self.decode_codes(&codes)?;
+        Ok(codes
+            .into_iter()
+            .zip(images)
+            .map(|(codes, image)| GeneratedImage { codes, image })
+            .collect())
+    }
+
+    /// Decodes finished code grids (raster order, `grid^2` each) to images, a
+    /// few at a time through the VQ decoder (bounding its activations).
+    pub fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<RgbImage>> {
         let mut out = Vec::with_capacity(codes.len());
         for chunk in codes.chunks(DECODE_CHUNK) {
-            let images =
-                janus_gen_tokenizer::VqModel::<B>::to_rgb8(self.model.decode_images(chunk)?);
-            out.extend(
-                chunk
-                    .iter()
-                    .cloned()
-                    .zip(images)
-                    .map(|(codes, image)| GeneratedImage { codes, image }),
-            );
+            out.extend(janus_gen_tokenizer::VqModel::<B>::to_rgb8(
+                self.model.decode_images(chunk)?,
+            ));
         }
         Ok(out)
+    }
+
+    /// A preview of an unfinished image: the rows of codes generated so far
+    /// (`codes` in raster order, fewer than `grid^2`) decoded, the rest of the
+    /// picture grey.
+    pub fn decode_partial(&self, codes: &[u32]) -> Result<RgbImage> {
+        let side = self.model.config.vq.grid_side();
+        let rows = (codes.len() / side).min(side);
+        let mut grid = codes[..rows * side].to_vec();
+        // Unfinished rows repeat the last finished one: the decoder's receptive
+        // field then blurs nothing foreign into the finished part.
+        let fill: Vec<u32> = match rows {
+            0 => vec![0; side],
+            r => grid[(r - 1) * side..r * side].to_vec(),
+        };
+        while grid.len() < side * side {
+            grid.extend_from_slice(&fill);
+        }
+        let mut image = self
+            .decode_codes(&[grid])?
+            .pop()
+            .ok_or_else(|| PipelineError::Invalid("the VQ decoder returned no image".into()))?;
+        let done_px = rows * image.height / side;
+        for px in image.pixels[done_px * image.width * 3..].iter_mut() {
+            *px = 128;
+        }
+        Ok(image)
     }
 
     /// Refuses, before anything runs, an image batch whose KV cache (two rows
     /// per image, prompt + every code position) does not fit the memory the
     /// CPU has available.
-    fn check_generation_memory(&self, prompt_len: usize, parallel: usize) -> Result<()> {
+    pub fn check_generation_memory(&self, prompt_len: usize, parallel: usize) -> Result<()> {
         let Some(available) = available_memory::<B>() else {
             return Ok(());
         };

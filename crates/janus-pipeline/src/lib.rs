@@ -58,13 +58,13 @@ mod understand;
 
 pub use config::JanusConfig;
 pub use error::{PipelineError, Result};
-pub use generate::{CfgLogits, ImageGenConfig, ImageGenSession};
+pub use generate::{CfgLogits, ImageGenConfig, ImageGenSession, ImagePrompt, image_sampler};
 pub use janus::{
     FinishReason, GeneratedImage, ImageRequest, Janus, LoadEvent, Request, TextDelta,
     Understanding, resolve_model,
 };
 pub use model::JanusModel;
-pub use preprocess::{ImageProcessor, RgbImage, decode_image, open_image};
+pub use preprocess::{ImageProcessor, RgbImage, decode_image, encode_png, open_image};
 pub use processor::{Batch, Prepared, PreparedPrompt, Processor};
 pub use resize::resize_bicubic;
 pub use sampling::{Sampler, SamplingConfig, argmax};

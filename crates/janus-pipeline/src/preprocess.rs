@@ -42,6 +42,20 @@ fn check_pixels(name: &str, width: u64, height: u64) -> Result<()> {
     Ok(())
 }
 
+/// Encodes `img` as a PNG in memory.
+pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &img.pixels,
+        img.width as u32,
+        img.height as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| PipelineError::Image(format!("cannot encode a PNG: {e}")))?;
+    Ok(png)
+}
+
 /// Decodes an image held in memory as [`open_image`] does; `name` is used in
 /// error messages. Images declaring more than [`MAX_IMAGE_PIXELS`] are refused
 /// before decoding.
