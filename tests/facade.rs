@@ -229,5 +229,46 @@ fn images_of_different_prompts_batched_together_equal_their_runs_alone() {
         assert_eq!(cancelled[2], alone_long[1]);
         assert_eq!(cancelled[1].len(), 4);
         assert_eq!(cancelled[1][..], alone_long[0][..4]);
+        // The long prompt joins the short one's running batch after 5 steps.
+        let joined = joined_codes(&janus, short, long, temperature, 5);
+        assert_eq!(joined[0], alone_short[0], "temperature {temperature}");
+        assert_eq!(joined[1..], alone_long[..], "temperature {temperature}");
     }
+}
+
+/// Codes of `a`, with `b` joining its running batch after `after` steps, through
+/// the batcher the server schedules with.
+fn joined_codes(
+    janus: &Janus<B>,
+    a: (&str, usize, f32),
+    b: (&str, usize, f32),
+    temperature: f32,
+    after: usize,
+) -> Vec<Vec<u32>> {
+    use janus_pipeline::{ImageBatcher, ImageJob};
+    let job = |tag: usize, (prompt, n, w): (&str, usize, f32)| ImageJob {
+        tag,
+        prompt_ids: janus.processor().generation_prompt(prompt).unwrap(),
+        config: ImageGenConfig {
+            parallel: n,
+            cfg_weight: w,
+            temperature,
+            seed: 7,
+        },
+    };
+    let pad = janus.processor().tokenizer().ids.pad;
+    let mut batcher = ImageBatcher::new(janus.model(), pad);
+    let mut out = vec![Vec::new(); a.1 + b.1];
+    let mut joining = vec![job(0, a)];
+    let mut step = 0;
+    while step == 0 || !batcher.is_empty() {
+        if step == after {
+            joining.push(job(1, b));
+        }
+        for done in batcher.step(std::mem::take(&mut joining)).unwrap() {
+            out[done.tag * a.1 + done.index] = done.codes;
+        }
+        step += 1;
+    }
+    out
 }

@@ -126,6 +126,46 @@ impl<B: Backend> KvCache<B> {
         self.batch = rows.len();
     }
 
+    /// Appends the rows of `other` after this cache's rows. The one with fewer
+    /// positions is left-padded (masked) to the other's length, so all rows go
+    /// on together; each row's positions still count only its real tokens.
+    ///
+    /// # Panics
+    /// If the caches differ in layers or one of them has not run yet.
+    pub fn append_rows(&mut self, other: KvCache<B>) {
+        assert_eq!(self.layers.len(), other.layers.len(), "layer counts differ");
+        let len = self.len.max(other.len);
+        let room = (self.capacity - self.len).max(other.capacity - other.len);
+        let cap = len + room.max(1);
+        let pad = |t: Tensor<B, 4>, used: usize| {
+            let [b, h, _, d] = t.dims();
+            let out = Tensor::zeros([b, h, cap, d], (&t.device(), t.dtype()));
+            write_rows(out, t.slice([0..b, 0..h, 0..used, 0..d]), len - used)
+        };
+        for (mine, theirs) in self.layers.iter_mut().zip(other.layers) {
+            let ((ka, va), (kb, vb)) = mine
+                .take()
+                .zip(theirs)
+                .expect("both caches must have run every layer");
+            *mine = Some((
+                Tensor::cat(vec![pad(ka, self.len), pad(kb, other.len)], 0),
+                Tensor::cat(vec![pad(va, self.len), pad(vb, other.len)], 0),
+            ));
+        }
+        let mut keep = Vec::with_capacity(self.batch + other.batch);
+        for (rows, used) in [(&self.keep, self.len), (&other.keep, other.len)] {
+            for row in rows {
+                let mut r = vec![false; len - used];
+                r.extend_from_slice(row);
+                keep.push(r);
+            }
+        }
+        self.keep = keep;
+        self.batch += other.batch;
+        self.len = len;
+        self.capacity = cap;
+    }
+
     /// Marks `t` positions as written (after every layer has appended them).
     pub(crate) fn advance(&mut self, t: usize) {
         self.len += t;

@@ -143,6 +143,11 @@ pub fn sft_format(messages: &[Message], system_prompt: &str) -> String {
 /// Understanding prompt: system prompt + the conversation, ending with an empty
 /// assistant turn (appended if the last message is not one).
 pub fn understanding_prompt(messages: &[Message], template: Template) -> String {
+    understanding_prompt_with(messages, template, SYSTEM_PROMPT)
+}
+
+/// [`understanding_prompt`] with another system prompt (empty: none).
+pub fn understanding_prompt_with(messages: &[Message], template: Template, system: &str) -> String {
     let mut msgs = apply_roles(messages, template);
     let (_, assistant) = template.roles();
     if msgs
@@ -151,7 +156,7 @@ pub fn understanding_prompt(messages: &[Message], template: Template) -> String 
     {
         msgs.push(Message::new(assistant, ""));
     }
-    sft_format(&msgs, SYSTEM_PROMPT)
+    sft_format(&msgs, system)
 }
 
 /// Image-generation prompt: no system prompt, `User: PROMPT`, empty assistant turn,

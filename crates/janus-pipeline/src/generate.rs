@@ -204,6 +204,26 @@ impl<'m, B: Backend> ImageGenSession<'m, B> {
         Ok(())
     }
 
+    /// Adds the images of `other` (after its first [`ImageGenSession::logits`]
+    /// and [`ImageGenSession::feed`], like this one) behind this session's:
+    /// requests join a running batch at a step boundary. Each image goes on
+    /// exactly as it would alone.
+    pub fn merge(&mut self, other: ImageGenSession<'m, B>) -> Result<()> {
+        if self.padding.is_some()
+            || other.padding.is_some()
+            || self.cache.is_empty()
+            || other.cache.is_empty()
+        {
+            return Err(PipelineError::Invalid(
+                "sessions merge only after their first step".into(),
+            ));
+        }
+        self.next = Tensor::cat(vec![self.next.clone(), other.next], 0);
+        self.cache.append_rows(other.cache);
+        self.cfg.extend(other.cfg);
+        Ok(())
+    }
+
     /// Keeps the images whose flag is `true` (at a step boundary, after
     /// [`ImageGenSession::feed`] or before the first step); the others stop
     /// costing compute. Keeping none is an error.
@@ -263,26 +283,17 @@ impl<B: Backend> JanusModel<B> {
         config: &ImageGenConfig,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Vec<Vec<u32>>> {
-        config.validate()?;
-        let mut samplers = (0..config.parallel)
-            .map(|i| image_sampler(config.seed, i, config.temperature))
-            .collect::<Result<Vec<_>>>()?;
-        let steps = self.config.vq.grid_side().pow(2);
-        let mut session =
-            ImageGenSession::new(self, prompt_ids, pad, config.parallel, config.cfg_weight)?;
-        let mut codes = vec![Vec::with_capacity(steps); config.parallel];
+        let mut batcher = crate::batcher::ImageBatcher::new(self, pad);
+        let steps = batcher.steps();
+        let mut joining = vec![crate::batcher::ImageJob {
+            tag: (),
+            prompt_ids: prompt_ids.to_vec(),
+            config: *config,
+        }];
+        let mut codes = vec![Vec::new(); config.parallel];
         for step in 0..steps {
-            let logits = session.logits();
-            let picked: Vec<u32> = logits
-                .iter()
-                .zip(&mut samplers)
-                .map(|(l, s)| s.sample(&l.guided) as u32)
-                .collect();
-            for (c, p) in codes.iter_mut().zip(&picked) {
-                c.push(*p);
-            }
-            if step + 1 < steps {
-                session.feed(&picked)?;
+            for done in batcher.step(std::mem::take(&mut joining))? {
+                codes[done.index] = done.codes;
             }
             progress(step + 1, steps);
         }

@@ -49,6 +49,9 @@ pub struct Request {
     pub sampling: SamplingConfig,
     /// Most tokens to generate (also bounded by the model's context).
     pub max_new_tokens: usize,
+    /// The system prompt; `None` is the reference's
+    /// ([`chat::SYSTEM_PROMPT`](crate::chat::SYSTEM_PROMPT)), `""` none.
+    pub system_prompt: Option<String>,
 }
 
 impl Request {
@@ -64,6 +67,7 @@ impl Request {
             images: Vec::new(),
             sampling: SamplingConfig::default(),
             max_new_tokens: 512,
+            system_prompt: None,
         }
     }
 
@@ -251,9 +255,13 @@ impl<B: Backend> Janus<B> {
     /// before this returns; each iteration then generates one token.
     pub fn understand(&self, request: &Request) -> Result<Understanding<'_, B>> {
         let sampler = Sampler::new(request.sampling)?;
-        let prepared = self
-            .processor
-            .understanding(&request.messages, &request.images)?;
+        let system = request
+            .system_prompt
+            .as_deref()
+            .unwrap_or(crate::chat::SYSTEM_PROMPT);
+        let prepared =
+            self.processor
+                .understanding_with(&request.messages, &request.images, system)?;
         let prompt_tokens = prepared.batch.len();
         let context = self.model.config.language.max_position_embeddings;
         if prompt_tokens >= context {

@@ -38,6 +38,7 @@
 //! generation with classifier-free guidance), [`convert`] (checkpoints to the
 //! runtime format) and [`layout`] (the key layouts of Janus checkpoints).
 
+mod batcher;
 pub mod chat;
 mod config;
 pub mod convert;
@@ -56,6 +57,7 @@ mod text_stream;
 mod tokenizer;
 mod understand;
 
+pub use batcher::{BatchImage, ImageBatcher, ImageJob};
 pub use config::JanusConfig;
 pub use error::{PipelineError, Result};
 pub use generate::{CfgLogits, ImageGenConfig, ImageGenSession, ImagePrompt, image_sampler};
@@ -64,7 +66,10 @@ pub use janus::{
     Understanding, resolve_model,
 };
 pub use model::JanusModel;
-pub use preprocess::{ImageProcessor, RgbImage, decode_image, encode_png, open_image};
+pub use preprocess::{
+    ImageProcessor, MAX_IMAGE_PIXELS, RgbImage, decode_image, decode_image_within, encode_png,
+    open_image,
+};
 pub use processor::{Batch, Prepared, PreparedPrompt, Processor};
 pub use resize::resize_bicubic;
 pub use sampling::{Sampler, SamplingConfig, argmax};

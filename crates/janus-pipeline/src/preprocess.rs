@@ -32,10 +32,10 @@ const MAX_SIDE: u64 = 4096;
 /// from the header, before anything is decoded.
 pub const MAX_IMAGE_PIXELS: u64 = 2 * 89_478_485;
 
-fn check_pixels(name: &str, width: u64, height: u64) -> Result<()> {
-    if width.saturating_mul(height) > MAX_IMAGE_PIXELS {
+fn check_pixels(name: &str, width: u64, height: u64, max: u64) -> Result<()> {
+    if width.saturating_mul(height) > max {
         return Err(PipelineError::Image(format!(
-            "{name} declares {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} accepted \
+            "{name} declares {width}x{height} pixels, more than the {max} accepted \
              (a decompression bomb?)"
         )));
     }
@@ -60,9 +60,16 @@ pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
 /// error messages. Images declaring more than [`MAX_IMAGE_PIXELS`] are refused
 /// before decoding.
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    decode_image_within(bytes, name, MAX_IMAGE_PIXELS)
+}
+
+/// [`decode_image`] refusing, from the header, images of more than `max_pixels`
+/// (at most [`MAX_IMAGE_PIXELS`]).
+pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage> {
+    let max_pixels = max_pixels.min(MAX_IMAGE_PIXELS);
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         if let Some((w, h)) = jpeg_dimensions(bytes) {
-            check_pixels(name, w as u64, h as u64)?;
+            check_pixels(name, w as u64, h as u64, max_pixels)?;
         }
         if let Some(img) = decode_jpeg(bytes) {
             return Ok(img);
@@ -76,7 +83,7 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
     let (w, h) = reader()?
         .into_dimensions()
         .map_err(|e| PipelineError::Image(format!("cannot decode {name} as an image: {e}")))?;
-    check_pixels(name, w as u64, h as u64)?;
+    check_pixels(name, w as u64, h as u64, max_pixels)?;
     let mut reader = reader()?;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8);

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use crate::chat::{Message, Template, generation_prompt, place_images, understanding_prompt};
+use crate::chat::{
+    Message, SYSTEM_PROMPT, Template, generation_prompt, place_images, understanding_prompt_with,
+};
 use crate::preprocess::{ImageProcessor, RgbImage};
 use crate::tokenizer::{BOI_TAG, TextTokenizer};
 use crate::{PipelineError, Result};
@@ -172,6 +174,16 @@ impl Processor {
     /// order. Without any placeholder in the messages, one per image is put in
     /// front of the last user message.
     pub fn understanding(&self, messages: &[Message], images: &[RgbImage]) -> Result<Prepared> {
+        self.understanding_with(messages, images, SYSTEM_PROMPT)
+    }
+
+    /// [`Processor::understanding`] with another system prompt (empty: none).
+    pub fn understanding_with(
+        &self,
+        messages: &[Message],
+        images: &[RgbImage],
+        system: &str,
+    ) -> Result<Prepared> {
         let tag = &self.tokenizer.image_tag;
         let mut messages = messages.to_vec();
         let placeholders: usize = messages
@@ -188,7 +200,7 @@ impl Processor {
             let m = &mut messages[last_user];
             m.content = place_images(&m.content, images.len(), tag)?;
         }
-        let text = understanding_prompt(&messages, self.template);
+        let text = understanding_prompt_with(&messages, self.template, system);
         let prompt = PreparedPrompt::new(&self.tokenizer, &text, self.tokens_per_image)?;
         prompt.expect_images(images.len())?;
         let ids = self.tokenizer.ids;

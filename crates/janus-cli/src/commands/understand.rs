@@ -96,6 +96,7 @@ impl Job for Understand {
             images: self.images,
             sampling: self.sampling,
             max_new_tokens: self.max_new_tokens,
+            system_prompt: None,
         };
         let t1 = Instant::now();
         let mut answer = janus.understand(&request)?;
