@@ -11,7 +11,7 @@ mod signals;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, convert, generate, understand, vq};
+use crate::commands::{bench, convert, generate, serve, understand, vq};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,8 @@ enum Command {
     },
     /// Convert a checkpoint (any supported layout) into the format the runtime loads fastest.
     Convert(convert::Args),
+    /// Serve the OpenAI-compatible API (chat and images) and a web page, loading the model once.
+    Serve(serve::Args),
     /// Benchmark load, encode, prefill, decode, image generation and VQ decode.
     Bench(bench::Args),
 }
@@ -49,6 +51,7 @@ fn main() {
         Command::Generate(args) => generate::run(args),
         Command::Vq { command } => vq::run(command),
         Command::Convert(args) => convert::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {

@@ -4,12 +4,22 @@
 //! process id (`.NAME.PID-N.partial`, files or directories; see
 //! `janus_checkpoint::partial_path`) and is renamed when
 //! complete; on a signal, a watcher thread deletes those entries in the
-//! directories registered with [`watch`] and exits with 128 + the signal.
+//! directories registered with [`watch`] and exits with 128 + the signal, or,
+//! for `serve`, calls the handler given to [`on_signal`] (a graceful stop).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// What a signal does instead of exiting (a server's graceful stop).
+static HANDLER: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
+
+/// Makes the first SIGINT / SIGTERM call `handler` (after removing unfinished
+/// files) instead of exiting; a second one exits.
+pub fn on_signal(handler: impl Fn() + Send + Sync + 'static) {
+    let _ = HANDLER.set(Box::new(handler));
+}
 
 /// Starts the watcher. Call first in `main`, before any thread exists, so every
 /// later thread inherits the blocked signals and only the watcher takes them.
@@ -29,7 +39,15 @@ pub fn install() {
             let mut sig: libc::c_int = 0;
             if libc::sigwait(&set, &mut sig) == 0 {
                 clean_up();
-                eprintln!("\ninterrupted: removed unfinished files");
+                if let Some(handler) = HANDLER.get() {
+                    // A graceful stop; a second signal stops at once.
+                    handler();
+                    if libc::sigwait(&set, &mut sig) != 0 {
+                        return;
+                    }
+                } else {
+                    eprintln!("\ninterrupted: removed unfinished files");
+                }
                 std::process::exit(128 + sig);
             }
         });

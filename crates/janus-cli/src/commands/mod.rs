@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod convert;
 pub mod generate;
+pub mod serve;
 pub mod understand;
 pub mod vq;

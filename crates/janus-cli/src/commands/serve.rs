@@ -1,0 +1,119 @@
+//! `janus serve`: load once, serve the OpenAI-compatible API and the web page
+//! until SIGINT / SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context;
+use burn::prelude::Backend;
+use burn::tensor::DType;
+use janus_pipeline::chat::Template;
+use janus_server::{Limits, Server, ServerConfig};
+
+use crate::args::{BackendArgs, ModelArgs, Task};
+use crate::backend::{Job, dispatch};
+use crate::{load, output, signals};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on (127.0.0.1: this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every /v1 route.
+    #[arg(long, env = "JANUS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Requests queued or running at once; more get 429.
+    #[arg(long, default_value_t = 64)]
+    max_queue: usize,
+    /// Chat template: `janus` or `pro` [default: from the checkpoint].
+    #[arg(long, value_name = "janus|pro")]
+    template: Option<Template>,
+    /// Allow browser pages from this origin (CORS); `*` allows any.
+    #[arg(long)]
+    cors_origin: Option<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Images per chat request.
+    #[arg(long, default_value_t = Limits::default().max_images)]
+    max_images: usize,
+    /// Decoded pixels (width x height) per input image.
+    #[arg(long, default_value_t = Limits::default().max_image_pixels)]
+    max_image_pixels: u64,
+    /// Largest `max_tokens` of a chat request (and its default).
+    #[arg(long, default_value_t = Limits::default().max_tokens)]
+    max_tokens: usize,
+    /// Largest `n` of an image request.
+    #[arg(long, default_value_t = Limits::default().max_n)]
+    max_n: usize,
+    /// Images generated together in one batch, over all requests.
+    #[arg(long, default_value_t = Limits::default().max_batch_images)]
+    max_batch_images: usize,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+struct Serve {
+    args: Args,
+}
+
+impl Job for Serve {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<()> {
+        let a = self.args;
+        let config = ServerConfig {
+            addr: SocketAddr::new(a.host, a.port),
+            model_id: a.model.model.clone(),
+            api_key: a.api_key.filter(|k| !k.is_empty()),
+            max_queue: a.max_queue.max(1),
+            cors_origin: a.cors_origin,
+            limits: Limits {
+                max_body_bytes: a.max_body_bytes,
+                max_images: a.max_images,
+                max_image_pixels: a.max_image_pixels,
+                max_tokens: a.max_tokens.max(1),
+                max_n: a.max_n.max(1),
+                max_batch_images: a.max_batch_images.max(1),
+            },
+        };
+        let keyed = config.api_key.is_some();
+        let server = Server::bind(config)?;
+        let stop = server.shutdown_handle();
+        signals::on_signal(move || {
+            eprintln!("\nstopping: no new requests, cancelling running ones");
+            stop.trigger();
+        });
+        let addr = server.local_addr();
+        eprintln!(
+            "loading {} (GET /health answers 503 until it is in memory)",
+            a.model.model
+        );
+        let model = a.model.model;
+        let template = a.template;
+        server
+            .run(
+                move || {
+                    load::janus::<B>(&model, template, &device, dtype)
+                        .map(|(janus, _)| janus)
+                        .map_err(|e| format!("{e:#}"))
+                },
+                move |_| {
+                    let key = if keyed { " (API key required)" } else { "" };
+                    let _ = output::println(&format!("listening on http://{addr}{key}"));
+                },
+            )
+            .context("the server stopped with an error")?;
+        eprintln!("stopped");
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let backend = args.backend;
+    dispatch(backend, Task::Default, Serve { args })
+}

@@ -1,0 +1,296 @@
+//! `POST /v1/chat/completions`, streamed (SSE chunks, then `[DONE]`) or whole.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use janus_pipeline::{FinishReason, Request, SamplingConfig};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+use crate::content::conversation;
+use crate::error::ApiError;
+use crate::http::{body_bytes, finish};
+use crate::openai::{ChatRequest, in_range, parse};
+use crate::state::{AppState, Slot, unix_now};
+use crate::stop::StopFilter;
+use crate::worker::{ChatEvent, ChatWork, Work};
+
+const ENDPOINT: &str = "chat";
+
+/// The handler.
+pub async fn completions(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = start(app.clone(), body).await;
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    finish(&app, ENDPOINT, response)
+}
+
+/// What a chat needs after it started in the worker.
+struct Running {
+    events: UnboundedReceiver<ChatEvent>,
+    filter: StopFilter,
+    id: String,
+    created: u64,
+    model: String,
+    prompt_tokens: usize,
+    tokens: usize,
+    _slot: Slot,
+}
+
+async fn start(
+    app: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body, &app.config.limits)?;
+    let req: ChatRequest = parse(&body)?;
+    let limits = app.config.limits.clone();
+    if let Some(n) = req.n
+        && n != 1
+    {
+        return Err(ApiError::invalid(
+            Some("n".into()),
+            format!("`n` must be 1 (one choice per request), got {n}"),
+        ));
+    }
+    let max_tokens = match req.max_completion_tokens.or(req.max_tokens) {
+        Some(0) => {
+            return Err(ApiError::invalid(
+                Some("max_tokens".into()),
+                "`max_tokens` must be at least 1",
+            ));
+        }
+        Some(n) if n > limits.max_tokens as u64 => {
+            return Err(ApiError::invalid(
+                Some("max_tokens".into()),
+                format!(
+                    "`max_tokens` is {n}, over this server's limit of {} (--max-tokens)",
+                    limits.max_tokens
+                ),
+            )
+            .code("limit_exceeded"));
+        }
+        Some(n) => n as usize,
+        None => limits.max_tokens,
+    };
+    let sampling = SamplingConfig {
+        temperature: in_range("temperature", req.temperature.unwrap_or(0.0), 0.0, 2.0)? as f32,
+        top_p: match req.top_p {
+            Some(p) if p <= 0.0 => {
+                return Err(ApiError::invalid(
+                    Some("top_p".into()),
+                    format!("`top_p` must be in (0, 1], got {p}"),
+                ));
+            }
+            Some(p) => in_range("top_p", p, 0.0, 1.0)? as f32,
+            None => 1.0,
+        },
+        top_k: req.top_k.unwrap_or(0).min(u32::MAX as u64) as usize,
+        seed: req.seed.map_or(42, |s| s as u64),
+    };
+    let stops = req.stop.map(|s| s.strings()).unwrap_or_default();
+    if stops.len() > 4 {
+        return Err(ApiError::invalid(
+            Some("stop".into()),
+            format!("`stop` holds {} strings, at most 4", stops.len()),
+        ));
+    }
+    let stream = req.stream.unwrap_or(false);
+    let include_usage = req
+        .stream_options
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let model = app.model()?;
+    let tag = model.processor.tokenizer().image_tag.clone();
+    // Image decoding can take a while: off the async threads.
+    let messages = req.messages;
+    let conv = tokio::task::spawn_blocking(move || conversation(messages, &tag, &limits))
+        .await
+        .map_err(|_| {
+            ApiError::status(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "image decoding failed",
+            )
+        })??;
+    let slot = app.admit()?;
+    let (tx, mut rx) = unbounded_channel();
+    let request = Request {
+        messages: conv.messages,
+        images: conv.images,
+        sampling,
+        max_new_tokens: max_tokens,
+        system_prompt: conv.system_prompt,
+    };
+    app.submit(Work::Chat(ChatWork {
+        request,
+        events: tx,
+    }))?;
+    let prompt_tokens = match rx.recv().await {
+        Some(ChatEvent::Started { prompt_tokens }) => prompt_tokens,
+        Some(ChatEvent::Failed(e)) => return Err(e),
+        _ => return Err(shutting_down()),
+    };
+    let running = Running {
+        events: rx,
+        filter: StopFilter::new(stops),
+        id: app.id("chatcmpl"),
+        created: unix_now(),
+        model: app.config.model_id.clone(),
+        prompt_tokens,
+        tokens: 0,
+        _slot: slot,
+    };
+    if stream {
+        Ok(sse(running, include_usage).into_response())
+    } else {
+        whole(running).await
+    }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::status(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down",
+    )
+}
+
+fn reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+async fn whole(mut r: Running) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    let (finish, completion) = loop {
+        match r.events.recv().await {
+            Some(ChatEvent::Delta { text: t, token }) => {
+                r.tokens += token as usize;
+                let (out, stopped) = r.filter.push(&t);
+                text.push_str(&out);
+                if stopped {
+                    break ("stop", r.tokens);
+                }
+            }
+            Some(ChatEvent::Done {
+                finish,
+                completion_tokens,
+            }) => {
+                text.push_str(&r.filter.finish());
+                break (reason(finish), completion_tokens);
+            }
+            Some(ChatEvent::Failed(e)) => return Err(e),
+            Some(ChatEvent::Started { .. }) => {}
+            None => return Err(shutting_down()),
+        }
+    };
+    let body = json!({
+        "id": r.id,
+        "object": "chat.completion",
+        "created": r.created,
+        "model": r.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": null,
+            "finish_reason": finish,
+        }],
+        "usage": usage(r.prompt_tokens, completion),
+        "system_fingerprint": null,
+    });
+    Ok(axum::Json(body).into_response())
+}
+
+fn sse(
+    r: Running,
+    include_usage: bool,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let chunk = |r: &Running, delta: Value, finish: Option<&str>| {
+        json!({
+            "id": r.id,
+            "object": "chat.completion.chunk",
+            "created": r.created,
+            "model": r.model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+    };
+    let mut out = VecDeque::new();
+    out.push_back(chunk(&r, json!({"role": "assistant", "content": ""}), None).to_string());
+    let state = (r, out, false);
+    let events = stream::unfold(state, move |(mut r, mut out, mut ended)| async move {
+        loop {
+            if let Some(data) = out.pop_front() {
+                return Some((Ok(Event::default().data(data)), (r, out, ended)));
+            }
+            if ended {
+                return None;
+            }
+            let end = |r: &Running, out: &mut VecDeque<String>, finish: &str, completion| {
+                out.push_back(chunk(r, json!({}), Some(finish)).to_string());
+                if include_usage {
+                    let mut u = chunk(r, json!({}), None);
+                    u["choices"] = json!([]);
+                    u["usage"] = usage(r.prompt_tokens, completion);
+                    out.push_back(u.to_string());
+                }
+                out.push_back("[DONE]".to_string());
+            };
+            match r.events.recv().await {
+                Some(ChatEvent::Delta { text, token }) => {
+                    r.tokens += token as usize;
+                    let (text, stopped) = r.filter.push(&text);
+                    if !text.is_empty() {
+                        out.push_back(chunk(&r, json!({"content": text}), None).to_string());
+                    }
+                    if stopped {
+                        end(&r, &mut out, "stop", r.tokens);
+                        ended = true;
+                        // Dropping the receiver cancels the rest in the worker.
+                        r.events.close();
+                    }
+                }
+                Some(ChatEvent::Done {
+                    finish,
+                    completion_tokens,
+                }) => {
+                    let rest = r.filter.finish();
+                    if !rest.is_empty() {
+                        out.push_back(chunk(&r, json!({"content": rest}), None).to_string());
+                    }
+                    end(&r, &mut out, reason(finish), completion_tokens);
+                    ended = true;
+                }
+                Some(ChatEvent::Failed(e)) => {
+                    out.push_back(e.body().to_string());
+                    ended = true;
+                }
+                Some(ChatEvent::Started { .. }) => {}
+                None => {
+                    out.push_back(shutting_down().body().to_string());
+                    ended = true;
+                }
+            }
+        }
+    });
+    Sse::new(events)
+}

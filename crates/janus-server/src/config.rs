@@ -1,0 +1,64 @@
+//! What a server is started with: the address, the key, the queue and the
+//! per-request limits.
+
+use std::net::SocketAddr;
+
+/// Server settings; [`ServerConfig::default`] gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind; `127.0.0.1:8080` by default (port 0 picks a free one).
+    pub addr: SocketAddr,
+    /// The id `/v1/models` lists and responses carry (the `--model` value).
+    pub model_id: String,
+    /// With a key, every `/v1/*` route needs `Authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+    /// Requests queued or running at once; more get 429.
+    pub max_queue: usize,
+    /// An origin allowed to call the API from a browser (CORS); none by default.
+    pub cors_origin: Option<String>,
+    /// Per-request limits.
+    pub limits: Limits,
+}
+
+/// Per-request limits; each one exceeded is a 4xx naming it.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request body bytes (`--max-body-bytes`), 20 MB by default.
+    pub max_body_bytes: usize,
+    /// Images in one chat request.
+    pub max_images: usize,
+    /// Decoded pixels (width x height) of one image.
+    pub max_image_pixels: u64,
+    /// `max_tokens` of one chat request.
+    pub max_tokens: usize,
+    /// Images of one generation request (`n`).
+    pub max_n: usize,
+    /// Images generated together in one batch (several requests share it).
+    pub max_batch_images: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 20_000_000,
+            max_images: 8,
+            max_image_pixels: 40_000_000,
+            max_tokens: 4096,
+            max_n: 16,
+            max_batch_images: 32,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            model_id: "janus".into(),
+            api_key: None,
+            max_queue: 64,
+            cors_origin: None,
+            limits: Limits::default(),
+        }
+    }
+}

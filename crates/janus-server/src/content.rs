@@ -1,0 +1,296 @@
+//! Chat messages to the pipeline's conversation: text parts concatenated in
+//! order with the image placeholder at each image part, images decoded from
+//! `data:` URLs, system messages as the system prompt.
+
+use base64::Engine;
+use janus_pipeline::RgbImage;
+use janus_pipeline::chat::Message;
+use serde_json::Value;
+
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::openai::ChatMessage;
+
+/// A conversation ready for [`janus_pipeline::Request`].
+#[derive(Debug)]
+pub struct Conversation {
+    /// User and assistant turns.
+    pub messages: Vec<Message>,
+    /// Images in placeholder order.
+    pub images: Vec<RgbImage>,
+    /// The system messages joined, if any.
+    pub system_prompt: Option<String>,
+}
+
+/// Converts `messages`; `image_tag` is the model's placeholder.
+pub fn conversation(
+    messages: Vec<ChatMessage>,
+    image_tag: &str,
+    limits: &Limits,
+) -> Result<Conversation, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            Some("messages".into()),
+            "`messages` must hold at least one message",
+        ));
+    }
+    let mut out = Conversation {
+        messages: Vec::new(),
+        images: Vec::new(),
+        system_prompt: None,
+    };
+    let mut system: Vec<String> = Vec::new();
+    for (i, m) in messages.into_iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let text = content_text(&m.content, &at, image_tag, limits, &mut out.images)?;
+        match m.role.as_str() {
+            "system" | "developer" => {
+                if text.contains(image_tag) {
+                    return Err(ApiError::invalid(
+                        Some(format!("{at}.content")),
+                        format!("`{at}`: a {} message cannot hold images", m.role),
+                    ));
+                }
+                system.push(text);
+            }
+            "user" | "assistant" => out.messages.push(Message::new(m.role, text)),
+            other => {
+                return Err(ApiError::invalid(
+                    Some(format!("{at}.role")),
+                    format!(
+                        "`{at}.role`: `{other}` is not supported (system, developer, user, assistant)"
+                    ),
+                ));
+            }
+        }
+    }
+    if !out.messages.iter().any(|m| m.role == "user") {
+        return Err(ApiError::invalid(
+            Some("messages".into()),
+            "`messages` needs at least one user message",
+        ));
+    }
+    let placeholders: usize = out
+        .messages
+        .iter()
+        .map(|m| m.content.matches(image_tag).count())
+        .sum();
+    if placeholders != out.images.len() {
+        return Err(ApiError::invalid(
+            Some("messages".into()),
+            format!(
+                "the messages hold {placeholders} `{image_tag}` placeholder(s) but {} image(s)",
+                out.images.len()
+            ),
+        ));
+    }
+    if !system.is_empty() {
+        out.system_prompt = Some(system.join("\n\n"));
+    }
+    Ok(out)
+}
+
+/// The text of one message's `content`, placeholders where images are; images
+/// are appended to `images`.
+fn content_text(
+    content: &Value,
+    at: &str,
+    image_tag: &str,
+    limits: &Limits,
+    images: &mut Vec<RgbImage>,
+) -> Result<String, ApiError> {
+    let field = format!("{at}.content");
+    let parts = match content {
+        Value::Null => return Ok(String::new()),
+        Value::String(s) => return Ok(s.clone()),
+        Value::Array(parts) => parts,
+        _ => {
+            return Err(ApiError::invalid(
+                Some(field.clone()),
+                format!("`{field}` must be a string or a list of parts"),
+            ));
+        }
+    };
+    // Image parts put a placeholder where they stand, unless the text parts
+    // already place exactly one per image part themselves.
+    let mut text = String::new();
+    let mut plain = String::new();
+    let mut image_parts = 0;
+    for (j, part) in parts.iter().enumerate() {
+        let at = format!("{field}[{j}]");
+        let kind = part.get("type").and_then(Value::as_str).ok_or_else(|| {
+            ApiError::invalid(
+                Some(format!("{at}.type")),
+                format!("`{at}.type` is missing"),
+            )
+        })?;
+        match kind {
+            "text" => {
+                let t = part.get("text").and_then(Value::as_str).ok_or_else(|| {
+                    ApiError::invalid(
+                        Some(format!("{at}.text")),
+                        format!("`{at}.text` must be a string"),
+                    )
+                })?;
+                text.push_str(t);
+                plain.push_str(t);
+            }
+            "image_url" => {
+                let url = part
+                    .get("image_url")
+                    .and_then(|u| u.get("url").or(Some(u)))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            Some(format!("{at}.image_url.url")),
+                            format!("`{at}.image_url.url` must be a string"),
+                        )
+                    })?;
+                if images.len() >= limits.max_images {
+                    return Err(ApiError::invalid(
+                        Some(at.clone()),
+                        format!(
+                            "too many images: at most {} per request (--max-images)",
+                            limits.max_images
+                        ),
+                    )
+                    .code("too_many_images"));
+                }
+                let name = format!("{at}.image_url");
+                images.push(image_from_url(url, &name, limits.max_image_pixels)?);
+                text.push_str(image_tag);
+                image_parts += 1;
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    Some(format!("{at}.type")),
+                    format!("`{at}.type`: `{other}` is not supported (text, image_url)"),
+                ));
+            }
+        }
+    }
+    let explicit = plain.matches(image_tag).count();
+    match explicit {
+        0 => Ok(text),
+        n if n == image_parts => Ok(plain),
+        _ if image_parts == 0 => Ok(plain),
+        n => Err(ApiError::invalid(
+            Some(field.clone()),
+            format!(
+                "`{field}`: the text places {n} `{image_tag}` but the message has {image_parts} image part(s)"
+            ),
+        )),
+    }
+}
+
+/// Decodes a `data:image/...;base64,...` URL; remote URLs are refused.
+pub fn image_from_url(url: &str, name: &str, max_pixels: u64) -> Result<RgbImage, ApiError> {
+    let bad = |msg: String| ApiError::invalid(Some(name.to_string()), msg);
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https:/") {
+        return Err(bad(format!(
+            "`{name}`: remote image URLs are not fetched; send the image inline as a data:image/...;base64 URL"
+        ))
+        .code("remote_url"));
+    }
+    let Some(rest) = url.strip_prefix("data:") else {
+        return Err(bad(format!(
+            "`{name}` must be a data:image/...;base64,... URL"
+        )));
+    };
+    let Some((meta, data)) = rest.split_once(',') else {
+        return Err(bad(format!("`{name}`: the data URL has no `,`")));
+    };
+    if !meta.ends_with(";base64") {
+        return Err(bad(format!(
+            "`{name}`: the data URL must be base64-encoded"
+        )));
+    }
+    let data: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine
+        .decode(data.as_bytes())
+        .map_err(|e| bad(format!("`{name}`: invalid base64: {e}")).code("invalid_base64"))?;
+    janus_pipeline::decode_image_within(&bytes, &format!("`{name}`"), max_pixels)
+        .map_err(|e| bad(e.to_string()).code("invalid_image"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: Value) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content,
+        }
+    }
+
+    fn png_url() -> String {
+        let img = RgbImage {
+            width: 3,
+            height: 2,
+            pixels: vec![7; 18],
+        };
+        let png = janus_pipeline::encode_png(&img).unwrap();
+        format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(png)
+        )
+    }
+
+    #[test]
+    fn parts_join_in_order_with_a_placeholder_per_image() {
+        let url = png_url();
+        let parts = serde_json::json!([
+            {"type": "text", "text": "Compare "},
+            {"type": "image_url", "image_url": {"url": url}},
+            {"type": "text", "text": " and "},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]);
+        let c = conversation(
+            vec![
+                msg("system", Value::String("Be brief.".into())),
+                msg("user", parts),
+            ],
+            "<image_placeholder>",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.messages[0].content,
+            "Compare <image_placeholder> and <image_placeholder>"
+        );
+        assert_eq!(c.images.len(), 2);
+        assert_eq!((c.images[0].width, c.images[0].height), (3, 2));
+        assert_eq!(c.system_prompt.as_deref(), Some("Be brief."));
+    }
+
+    #[test]
+    fn bad_urls_name_the_field() {
+        let limits = Limits::default();
+        for (url, code) in [
+            ("https://example.com/cat.png", "remote_url"),
+            ("data:image/png;base64,@@@", "invalid_base64"),
+            ("data:image/png;base64,aGVsbG8=", "invalid_image"),
+        ] {
+            let e = image_from_url(
+                url,
+                "messages[0].content[1].image_url",
+                limits.max_image_pixels,
+            )
+            .unwrap_err();
+            assert_eq!(e.status.as_u16(), 400);
+            assert_eq!(e.code, Some(code), "{url}");
+            assert!(
+                e.message.contains("messages[0].content[1]"),
+                "{}",
+                e.message
+            );
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Errors: [`ServerError`] for the library's caller, [`ApiError`] for HTTP
+//! clients (OpenAI's `{"error": {message, type, param, code}}`).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The model failed to load.
+    #[error("the model failed to load: {0}")]
+    Load(String),
+    /// The HTTP runtime failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong, naming the field or limit.
+    pub message: String,
+    /// The request field at fault.
+    pub param: Option<String>,
+    /// A short machine-readable code.
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    /// A 400 about `param`.
+    pub fn invalid(param: impl Into<Option<String>>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            param: param.into(),
+            code: None,
+        }
+    }
+
+    /// An error with `status`.
+    pub fn status(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    /// Sets the code.
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// OpenAI's error type for the status.
+    pub fn kind(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            503 => "service_unavailable",
+            _ => "server_error",
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind(),
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<janus_pipeline::PipelineError> for ApiError {
+    fn from(e: janus_pipeline::PipelineError) -> Self {
+        use janus_pipeline::PipelineError as P;
+        let status = match e {
+            P::Image(_) | P::Prompt(_) | P::Invalid(_) | P::Tokenizer(_) => StatusCode::BAD_REQUEST,
+            P::Core(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::status(status, e.to_string())
+    }
+}

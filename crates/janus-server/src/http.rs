@@ -1,0 +1,195 @@
+//! The router: routes, API-key check, CORS, limits, and OpenAI-shaped answers
+//! for everything that goes wrong before a handler runs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The web page, embedded.
+const INDEX_HTML: &str = include_str!("web/index.html");
+
+/// Every route of the server.
+pub fn router(app: Arc<AppState>) -> Router {
+    let limit = app.config.limits.max_body_bytes;
+    Router::new()
+        .route("/", get(index))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/chat/completions", post(crate::chat::completions))
+        .route("/v1/images/generations", post(crate::images::generations))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// API key on `/v1/*`, CORS when an origin is configured.
+async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let cors = app.config.cors_origin.clone();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if req.method() == Method::OPTIONS && cors.is_some() {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        add_cors(&mut r, cors.as_deref(), origin.as_ref());
+        return r;
+    }
+    let path = req.uri().path().to_string();
+    if let Some(key) = &app.config.api_key
+        && path.starts_with("/v1/")
+    {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+            let e = ApiError::status(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key: send `Authorization: Bearer KEY`",
+            )
+            .code("invalid_api_key");
+            let mut r = finish(&app, endpoint_of(&path), e.into_response());
+            add_cors(&mut r, cors.as_deref(), origin.as_ref());
+            return r;
+        }
+    }
+    let mut r = next.run(req).await;
+    add_cors(&mut r, cors.as_deref(), origin.as_ref());
+    r
+}
+
+fn add_cors(r: &mut Response, allowed: Option<&str>, origin: Option<&HeaderValue>) {
+    let Some(allowed) = allowed else { return };
+    let value = match (allowed, origin) {
+        ("*", _) => HeaderValue::from_static("*"),
+        (a, Some(o)) if o.as_bytes() == a.as_bytes() => o.clone(),
+        _ => return,
+    };
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("origin"));
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "chat",
+        "/v1/images/generations" => "images",
+        p if p.starts_with("/v1/models") => "models",
+        _ => "other",
+    }
+}
+
+/// Counts the response under `endpoint` and passes it on.
+pub fn finish(app: &AppState, endpoint: &str, response: Response) -> Response {
+    app.metrics.request(endpoint, response.status().as_u16());
+    response
+}
+
+/// The body, or 413 / 400 in OpenAI's shape.
+pub fn body_bytes(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is over {} bytes (--max-body-bytes)",
+                    limits.max_body_bytes
+                ),
+            )
+            .code("body_too_large")
+        } else {
+            ApiError::status(e.status(), format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+async fn health(State(app): State<Arc<AppState>>) -> Response {
+    if app.model.get().is_some() {
+        axum::Json(json!({"status": "ok"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "loading"})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let depth = app.metrics.in_flight.load(Ordering::SeqCst);
+    let text = app.metrics.render(depth, app.model.get().is_some());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn model_object(app: &AppState) -> serde_json::Value {
+    json!({
+        "id": app.config.model_id,
+        "object": "model",
+        "created": app.started,
+        "owned_by": "janus-rs",
+    })
+}
+
+async fn models(State(app): State<Arc<AppState>>) -> Response {
+    let body = json!({"object": "list", "data": [model_object(&app)]});
+    finish(&app, "models", axum::Json(body).into_response())
+}
+
+/// Any id names the one model served.
+async fn model(State(app): State<Arc<AppState>>) -> Response {
+    finish(
+        &app,
+        "models",
+        axum::Json(model_object(&app)).into_response(),
+    )
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::status(
+        StatusCode::NOT_FOUND,
+        format!("no route {} {}", req.method(), req.uri().path()),
+    )
+    .code("not_found")
+    .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    ApiError::status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+    .code("method_not_allowed")
+    .into_response()
+}

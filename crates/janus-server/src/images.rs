@@ -1,0 +1,262 @@
+//! `POST /v1/images/generations`: PNGs as `b64_json`, whole or streamed as
+//! OpenAI's image events (`image_generation.partial_image`,
+//! `image_generation.completed`) plus `image_generation.progress` per step.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures_util::stream;
+use janus_pipeline::{ImageGenConfig, ImageJob};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+use crate::error::ApiError;
+use crate::http::{body_bytes, finish};
+use crate::openai::{ImagesRequest, in_range, parse};
+use crate::state::{AppState, Slot, unix_now};
+use crate::worker::{ImageEvent, ImageWork, Work};
+
+const ENDPOINT: &str = "images";
+
+/// The handler.
+pub async fn generations(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let response = match start(app.clone(), body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    finish(&app, ENDPOINT, response)
+}
+
+struct Running {
+    events: UnboundedReceiver<ImageEvent>,
+    n: usize,
+    created: u64,
+    size: String,
+    prompt_tokens: usize,
+    _slot: Slot,
+}
+
+async fn start(
+    app: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body, &app.config.limits)?;
+    let req: ImagesRequest = parse(&body)?;
+    let limits = &app.config.limits;
+    let model = app.model()?;
+    if req.prompt.trim().is_empty() {
+        return Err(ApiError::invalid(
+            Some("prompt".into()),
+            "`prompt` is empty",
+        ));
+    }
+    let n = req.n.unwrap_or(1);
+    if n == 0 || n > limits.max_n as u64 {
+        return Err(ApiError::invalid(
+            Some("n".into()),
+            format!("`n` must be in 1..={} (--max-n), got {n}", limits.max_n),
+        )
+        .code("limit_exceeded"));
+    }
+    let native = format!("{0}x{0}", model.image_size);
+    if let Some(size) = &req.size
+        && size != &native
+        && size != "auto"
+    {
+        return Err(ApiError::invalid(
+            Some("size".into()),
+            format!("`size` {size} is not supported: this model generates {native} only"),
+        )
+        .code("unsupported_size"));
+    }
+    match req.response_format.as_deref() {
+        None | Some("b64_json") => {}
+        Some("url") => {
+            return Err(ApiError::invalid(
+                Some("response_format".into()),
+                "`response_format` url is not supported (the server stores nothing): use b64_json",
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                Some("response_format".into()),
+                format!("`response_format` must be b64_json, got {other}"),
+            ));
+        }
+    }
+    let stream = req.stream.unwrap_or(false);
+    let partial_images = req.partial_images.unwrap_or(0);
+    if partial_images > 3 {
+        return Err(ApiError::invalid(
+            Some("partial_images".into()),
+            format!("`partial_images` must be in 0..=3, got {partial_images}"),
+        ));
+    }
+    let config = ImageGenConfig {
+        parallel: n as usize,
+        cfg_weight: in_range("cfg_weight", req.cfg_weight.unwrap_or(5.0), 0.0, 100.0)? as f32,
+        temperature: in_range("temperature", req.temperature.unwrap_or(1.0), 0.0, 2.0)? as f32,
+        seed: req.seed.map_or_else(random_seed, |s| s as u64),
+    };
+    let prompt_ids = model.processor.generation_prompt(&req.prompt)?;
+    if prompt_ids.len() + model.image_steps > model.context {
+        return Err(ApiError::invalid(
+            Some("prompt".into()),
+            format!(
+                "the prompt has {} tokens; with the {} image tokens that is over the model's context of {}",
+                prompt_ids.len(),
+                model.image_steps,
+                model.context
+            ),
+        )
+        .code("context_length_exceeded"));
+    }
+    let slot = app.admit()?;
+    let (tx, rx) = unbounded_channel();
+    let prompt_tokens = prompt_ids.len();
+    app.submit(Work::Image(ImageWork {
+        job: ImageJob {
+            tag: (),
+            prompt_ids,
+            config,
+        },
+        partial_images: if stream { partial_images as usize } else { 0 },
+        events: tx,
+    }))?;
+    let running = Running {
+        events: rx,
+        n: n as usize,
+        created: unix_now(),
+        size: native,
+        prompt_tokens,
+        _slot: slot,
+    };
+    if stream {
+        Ok(sse(running).into_response())
+    } else {
+        whole(running).await
+    }
+}
+
+fn random_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn b64(png: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::status(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down",
+    )
+}
+
+async fn whole(mut r: Running) -> Result<Response, ApiError> {
+    let mut images: Vec<Option<String>> = vec![None; r.n];
+    let mut got = 0;
+    while got < r.n {
+        match r.events.recv().await {
+            Some(ImageEvent::Image { image, png }) => {
+                if let Some(slot) = images.get_mut(image) {
+                    *slot = Some(b64(&png));
+                    got += 1;
+                }
+            }
+            Some(ImageEvent::Failed(e)) => return Err(e),
+            Some(_) => {}
+            None => return Err(shutting_down()),
+        }
+    }
+    let data: Vec<Value> = images
+        .into_iter()
+        .map(|b| json!({"b64_json": b.unwrap_or_default()}))
+        .collect();
+    Ok(axum::Json(json!({
+        "created": r.created,
+        "data": data,
+        "output_format": "png",
+        "size": r.size,
+        "usage": {"input_tokens": r.prompt_tokens, "output_tokens": 0, "total_tokens": r.prompt_tokens},
+    }))
+    .into_response())
+}
+
+fn sse(
+    r: Running,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let state = (r, VecDeque::<(String, Value)>::new(), 0usize, false);
+    let events = stream::unfold(state, |(mut r, mut out, mut done, mut ended)| async move {
+        loop {
+            if let Some((name, data)) = out.pop_front() {
+                let event = Event::default().event(name).data(data.to_string());
+                return Some((Ok(event), (r, out, done, ended)));
+            }
+            if ended {
+                return None;
+            }
+            let image_event = |kind: &str, r: &Running, image: usize, png: &[u8]| {
+                json!({
+                    "type": kind,
+                    "b64_json": b64(png),
+                    "created_at": r.created,
+                    "size": r.size,
+                    "quality": "auto",
+                    "background": "opaque",
+                    "output_format": "png",
+                    "image_index": image,
+                })
+            };
+            match r.events.recv().await {
+                Some(ImageEvent::Queued) => {
+                    let e = json!({"type": "image_generation.progress", "step": 0, "steps": 0, "queued": true});
+                    out.push_back(("image_generation.progress".into(), e));
+                }
+                Some(ImageEvent::Progress { step, steps }) => {
+                    let e =
+                        json!({"type": "image_generation.progress", "step": step, "steps": steps});
+                    out.push_back(("image_generation.progress".into(), e));
+                }
+                Some(ImageEvent::Partial { image, index, png }) => {
+                    let kind = "image_generation.partial_image";
+                    let mut e = image_event(kind, &r, image, &png);
+                    e["partial_image_index"] = json!(index);
+                    out.push_back((kind.into(), e));
+                }
+                Some(ImageEvent::Image { image, png }) => {
+                    let kind = "image_generation.completed";
+                    let mut e = image_event(kind, &r, image, &png);
+                    e["usage"] = json!({
+                        "input_tokens": r.prompt_tokens,
+                        "output_tokens": 0,
+                        "total_tokens": r.prompt_tokens,
+                    });
+                    out.push_back((kind.into(), e));
+                    done += 1;
+                    ended = done == r.n;
+                }
+                Some(ImageEvent::Failed(e)) => {
+                    out.push_back(("error".into(), e.body()));
+                    ended = true;
+                }
+                None => {
+                    out.push_back(("error".into(), shutting_down().body()));
+                    ended = true;
+                }
+            }
+        }
+    });
+    Sse::new(events)
+}

@@ -1,0 +1,150 @@
+//! Request bodies of the OpenAI API as this server reads them. Unknown fields
+//! are ignored (clients send many); the ones read are type-checked, and errors
+//! name the field's path.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// `POST /v1/chat/completions` (`model` is not read: the one model is served).
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Token budget (legacy name).
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Token budget.
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    /// 0 (the default) is greedy.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// Extension: keep the K most likely tokens.
+    #[serde(default)]
+    pub top_k: Option<u64>,
+    /// Sampling seed.
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Stop strings.
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    /// Server-sent events.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// `include_usage`.
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    /// Choices; only 1.
+    #[serde(default)]
+    pub n: Option<u64>,
+}
+
+/// `stream_options`.
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    /// A last chunk with the usage.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+/// `stop`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl Stop {
+    /// The strings, empty ones dropped.
+    pub fn strings(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect()
+    }
+}
+
+/// One message; `content` is checked by [`crate::content`].
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `developer`, `user` or `assistant`.
+    pub role: String,
+    /// A string, a list of parts, or null.
+    #[serde(default)]
+    pub content: serde_json::Value,
+}
+
+/// `POST /v1/images/generations` (`model` is not read).
+#[derive(Debug, Deserialize)]
+pub struct ImagesRequest {
+    /// What to draw.
+    pub prompt: String,
+    /// Images.
+    #[serde(default)]
+    pub n: Option<u64>,
+    /// Must be the model's native `SxS` when given.
+    #[serde(default)]
+    pub size: Option<String>,
+    /// `b64_json` only.
+    #[serde(default)]
+    pub response_format: Option<String>,
+    /// Extension: guidance weight (default 5).
+    #[serde(default)]
+    pub cfg_weight: Option<f64>,
+    /// Extension: temperature (default 1; 0 = argmax).
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Extension: seed.
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Server-sent events.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Partial previews per image when streaming (0-3).
+    #[serde(default)]
+    pub partial_images: Option<u64>,
+}
+
+/// Parses a JSON body into `T`, a 400 naming the field on failure.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(None, format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid(
+            None,
+            "the body must be a JSON object".to_string(),
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." {
+            ApiError::invalid(None, inner)
+        } else {
+            ApiError::invalid(Some(path.clone()), format!("`{path}`: {inner}"))
+        }
+    })
+}
+
+/// A number field in `[lo, hi]`.
+pub fn in_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<f64, ApiError> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::invalid(
+            Some(name.to_string()),
+            format!("`{name}` must be in [{lo}, {hi}], got {v}"),
+        ))
+    }
+}

@@ -1,0 +1,113 @@
+//! What every handler shares: the settings, the worker's queue, what is known
+//! of the model once it is loaded, and the counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::http::StatusCode;
+use janus_pipeline::Processor;
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::worker::Work;
+
+/// Facts about the loaded model the handlers check requests against.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Tokenizer and template (to check prompts before they queue).
+    pub processor: Processor,
+    /// Side of the generated images.
+    pub image_size: usize,
+    /// Codes per generated image.
+    pub image_steps: usize,
+    /// `max_position_embeddings`.
+    pub context: usize,
+}
+
+/// Shared state of the HTTP side.
+pub struct AppState {
+    /// Settings.
+    pub config: ServerConfig,
+    /// Set once the model is loaded.
+    pub model: OnceLock<ModelInfo>,
+    /// The worker's queue.
+    pub work: Mutex<Sender<Work>>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Unix seconds at start (ids of responses count up from here).
+    pub started: u64,
+    /// Response ids.
+    pub next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A place in the queue, given back on drop.
+pub struct Slot(Arc<Metrics>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl AppState {
+    /// The model, or 503 while it loads.
+    pub fn model(&self) -> Result<&ModelInfo, ApiError> {
+        self.model.get().ok_or_else(|| {
+            ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the model is still loading: retry when GET /health answers 200",
+            )
+            .code("loading")
+        })
+    }
+
+    /// A queue place, or 429 when `--max-queue` requests are already in.
+    pub fn admit(&self) -> Result<Slot, ApiError> {
+        let max = self.config.max_queue;
+        let m = &self.metrics.in_flight;
+        let mut now = m.load(Ordering::SeqCst);
+        loop {
+            if now >= max {
+                return Err(ApiError::status(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("the queue is full ({max} requests queued or running, --max-queue): retry later"),
+                )
+                .code("queue_full"));
+            }
+            match m.compare_exchange(now, now + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Ok(Slot(self.metrics.clone())),
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    /// Hands `work` to the worker.
+    pub fn submit(&self, work: Work) -> Result<(), ApiError> {
+        let gone = || {
+            ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            )
+        };
+        self.work
+            .lock()
+            .map_err(|_| gone())?
+            .send(work)
+            .map_err(|_| gone())
+    }
+
+    /// A fresh response id with `prefix`.
+    pub fn id(&self, prefix: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}-{:x}{n:06x}", self.started)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

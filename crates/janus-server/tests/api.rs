@@ -1,0 +1,743 @@
+//! The server over real HTTP on an ephemeral port, on the tiny reference
+//! checkpoint: every endpoint, the reference's greedy answers and argmax
+//! images through the API, streamed == whole, bad requests, concurrency,
+//! cancellation and shutdown.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use burn::tensor::DType;
+use janus_pipeline::Janus;
+use janus_server::{Limits, Server, ServerConfig, Shutdown};
+use janus_tests::{Golden, TestBackend as B, testdata_dir};
+use serde_json::{Value, json};
+
+struct Running {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    thread: Option<JoinHandle<Result<(), janus_server::ServerError>>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A server on the tiny checkpoint, returned once the model is loaded.
+fn start(config: ServerConfig) -> Running {
+    let config = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        model_id: "janus-tiny".into(),
+        ..config
+    };
+    let server = Server::bind(config).unwrap();
+    let addr = server.local_addr();
+    let shutdown = server.shutdown_handle();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        server.run(
+            || {
+                let dir = testdata_dir();
+                Janus::<B>::load(dir.to_str().unwrap(), &Default::default(), DType::F32)
+                    .map_err(|e| e.to_string())
+            },
+            move |_| ready_tx.send(()).unwrap(),
+        )
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the server did not get ready");
+    Running {
+        addr,
+        shutdown,
+        thread: Some(thread),
+    }
+}
+
+/// The server most tests share.
+fn shared() -> SocketAddr {
+    static SERVER: OnceLock<SocketAddr> = OnceLock::new();
+    *SERVER.get_or_init(|| {
+        let running = start(ServerConfig::default());
+        let addr = running.addr;
+        // Lives for the whole test binary.
+        std::mem::forget(running);
+        addr
+    })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(300))
+        .build()
+}
+
+/// Status and JSON body (errors included).
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut req = agent().request(method, &format!("http://{addr}{path}"));
+    if let Some(k) = key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    let result = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+    call(addr, "POST", path, Some(&body.to_string()), None)
+}
+
+/// Server-sent events of a streamed request: `(event name, data)`.
+fn events(addr: SocketAddr, path: &str, body: &Value) -> Vec<(String, String)> {
+    let resp = agent()
+        .post(&format!("http://{addr}{path}"))
+        .send_string(&body.to_string())
+        .unwrap();
+    assert_eq!(resp.content_type(), "text/event-stream");
+    read_events(resp.into_reader())
+}
+
+fn read_events(reader: impl Read) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in BufReader::new(reader).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((std::mem::take(&mut name), d.to_string()));
+        }
+    }
+    out
+}
+
+fn data_url(path: &std::path::Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+fn image_part(name: &str) -> Value {
+    let path = testdata_dir().join("images").join(name);
+    json!({"type": "image_url", "image_url": {"url": data_url(&path)}})
+}
+
+fn text_part(text: &str) -> Value {
+    json!({"type": "text", "text": text})
+}
+
+/// The golden conversations as OpenAI messages: images inline where their
+/// placeholders are.
+fn golden_messages(g: &Golden, conv: &str) -> Vec<Value> {
+    let messages = g
+        .at(&format!("prompts.pro.{conv}.messages"))
+        .as_array()
+        .unwrap();
+    let mut out = Vec::new();
+    for m in messages {
+        let role = if m["role"].as_str().unwrap().contains("User") {
+            "user"
+        } else {
+            "assistant"
+        };
+        let content = m["content"].as_str().unwrap();
+        if role == "assistant" && content.is_empty() {
+            continue;
+        }
+        let images: Vec<&str> = m["images"]
+            .as_array()
+            .map(|a| a.iter().map(|i| i.as_str().unwrap()).collect())
+            .unwrap_or_default();
+        if images.is_empty() {
+            out.push(json!({"role": role, "content": content}));
+            continue;
+        }
+        let mut parts = Vec::new();
+        for (k, piece) in content.split("<image_placeholder>").enumerate() {
+            if k > 0 {
+                parts.push(image_part(images[k - 1]));
+            }
+            if !piece.is_empty() {
+                parts.push(text_part(piece));
+            }
+        }
+        out.push(json!({"role": role, "content": parts}));
+    }
+    out
+}
+
+fn streamed_text(events: &[(String, String)]) -> (String, Option<String>) {
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let mut text = String::new();
+    let mut finish = None;
+    for (_, data) in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk");
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(c);
+        }
+        if let Some(f) = v["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_string());
+        }
+    }
+    (text, finish)
+}
+
+#[test]
+fn health_models_metrics_and_the_page() {
+    let addr = shared();
+    assert_eq!(
+        call(addr, "GET", "/health", None, None),
+        (200, json!({"status": "ok"}))
+    );
+    let (s, models) = call(addr, "GET", "/v1/models", None, None);
+    assert_eq!(s, 200);
+    assert_eq!(models["data"][0]["id"], "janus-tiny");
+    assert_eq!(
+        call(addr, "GET", "/v1/models/another-name", None, None).1["id"],
+        "janus-tiny"
+    );
+    let (s, metrics) = call(addr, "GET", "/metrics", None, None);
+    assert_eq!(s, 200);
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(metrics.contains("janus_ready 1"), "{metrics}");
+    assert!(metrics.contains("janus_queue_depth "), "{metrics}");
+    let (s, page) = call(addr, "GET", "/", None, None);
+    assert_eq!(s, 200);
+    let page = page.as_str().unwrap();
+    assert!(page.contains("<html") && page.contains("/v1/chat/completions"));
+    for external in ["src=\"http", "href=\"http", "@import", "cdn."] {
+        assert!(
+            !page.contains(external),
+            "the page loads an external asset: {external}"
+        );
+    }
+}
+
+#[test]
+fn chat_gives_the_reference_greedy_answers_whole_and_streamed() {
+    let addr = shared();
+    let g = Golden::load();
+    for conv in ["und_one_image", "und_two_images", "text_only"] {
+        let max = g.int(&format!(
+            "understanding.{conv}.generate_flags.max_new_tokens"
+        ));
+        let want = g.at(&format!("understanding.{conv}.greedy_text_skip_special"));
+        let body = json!({
+            "model": "whatever",
+            "messages": golden_messages(&g, conv),
+            "max_tokens": max,
+        });
+        let (status, whole) = post(addr, "/v1/chat/completions", &body);
+        assert_eq!(status, 200, "{conv}: {whole}");
+        assert_eq!(whole["object"], "chat.completion");
+        assert_eq!(whole["model"], "janus-tiny");
+        assert_eq!(whole["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(whole["choices"][0]["message"]["content"], *want, "{conv}");
+        assert_eq!(whole["choices"][0]["finish_reason"], "length");
+        let prompt = g.ints(&format!("prompt.pro.{conv}.attention_mask")).len();
+        assert_eq!(whole["usage"]["prompt_tokens"], prompt, "{conv}");
+        assert_eq!(whole["usage"]["completion_tokens"], max);
+        assert_eq!(whole["usage"]["total_tokens"], prompt as i64 + max);
+
+        let mut body = body;
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let ev = events(addr, "/v1/chat/completions", &body);
+        let (text, finish) = streamed_text(&ev);
+        assert_eq!(text, want.as_str().unwrap(), "{conv}");
+        assert_eq!(finish.as_deref(), Some("length"));
+        let usage: Value = serde_json::from_str(&ev[ev.len() - 2].1).unwrap();
+        assert_eq!(usage["usage"], whole["usage"]);
+    }
+}
+
+#[test]
+fn stop_strings_and_system_prompts() {
+    let addr = shared();
+    let g = Golden::load();
+    let want = g
+        .at("understanding.text_only.greedy_text_skip_special")
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Cut at a piece of the reference answer (characters 10..13).
+    let chars: Vec<char> = want.chars().collect();
+    let stop: String = chars[10..13].iter().collect();
+    let cut = &want[..want.find(&stop).unwrap()];
+    let body = json!({
+        "messages": golden_messages(&g, "text_only"),
+        "max_tokens": 24,
+        "stop": [stop.as_str()],
+    });
+    let (_, whole) = post(addr, "/v1/chat/completions", &body);
+    assert_eq!(whole["choices"][0]["message"]["content"], cut);
+    assert_eq!(whole["choices"][0]["finish_reason"], "stop");
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let (text, finish) = streamed_text(&events(addr, "/v1/chat/completions", &streamed));
+    assert_eq!((text.as_str(), finish.as_deref()), (cut, Some("stop")));
+    // A system message replaces the default system prompt: another prompt.
+    let mut with_system = json!({"messages": golden_messages(&g, "text_only"), "max_tokens": 4});
+    let (_, default) = post(addr, "/v1/chat/completions", &with_system);
+    with_system["messages"].as_array_mut().unwrap().insert(
+        0,
+        json!({"role": "system", "content": "Answer in one word."}),
+    );
+    let (_, system) = post(addr, "/v1/chat/completions", &with_system);
+    assert_ne!(
+        default["usage"]["prompt_tokens"],
+        system["usage"]["prompt_tokens"]
+    );
+}
+
+fn pixels(b64: &str) -> Vec<u8> {
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    janus_pipeline::decode_image(&png, "response")
+        .unwrap()
+        .pixels
+}
+
+#[test]
+fn argmax_images_are_the_reference_images_whole_and_streamed() {
+    let addr = shared();
+    let g = Golden::load();
+    let n = g.int("image_generation.parallel_size");
+    let prompt = g.at("prompts.pro.image_generation.messages")[0]["content"].clone();
+    let size = g.int("image_generation.img_size");
+    let body = json!({
+        "prompt": prompt,
+        "n": n,
+        "size": format!("{size}x{size}"),
+        "cfg_weight": g.at("image_generation.cfg_weight"),
+        "temperature": 0,
+        "response_format": "b64_json",
+    });
+    let (status, whole) = post(addr, "/v1/images/generations", &body);
+    assert_eq!(status, 200, "{whole}");
+    let images: Vec<Vec<u8>> = whole["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| pixels(d["b64_json"].as_str().unwrap()))
+        .collect();
+    assert_eq!(images.len() as i64, n);
+    g.assert_pixels("gen.argmax.img_u8", &images.concat());
+
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    streamed["partial_images"] = json!(2);
+    let ev = events(addr, "/v1/images/generations", &streamed);
+    let steps = g.int("image_generation.image_token_num_per_image") as usize;
+    let mut progress = Vec::new();
+    let mut partials = vec![0; n as usize];
+    let mut done = vec![Vec::new(); n as usize];
+    for (name, data) in &ev {
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["type"], *name);
+        match name.as_str() {
+            "image_generation.progress" => progress.push(v["step"].as_u64().unwrap() as usize),
+            "image_generation.partial_image" => {
+                let i = v["image_index"].as_u64().unwrap() as usize;
+                assert_eq!(v["partial_image_index"], partials[i]);
+                assert_eq!(
+                    pixels(v["b64_json"].as_str().unwrap()).len(),
+                    images[i].len()
+                );
+                partials[i] += 1;
+            }
+            "image_generation.completed" => {
+                let i = v["image_index"].as_u64().unwrap() as usize;
+                done[i] = pixels(v["b64_json"].as_str().unwrap());
+            }
+            other => panic!("unexpected event {other}: {data}"),
+        }
+    }
+    assert_eq!(progress, (1..=steps).collect::<Vec<_>>());
+    assert_eq!(partials, vec![2; n as usize]);
+    assert_eq!(done, images, "streamed images equal the whole response's");
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
+    let addr = shared();
+    let chat = "/v1/chat/completions";
+    let images = "/v1/images/generations";
+    let user = |content: Value| json!({"messages": [{"role": "user", "content": content}]});
+    let with_url = |url: &str| {
+        user(json!([text_part("what is this?"), {"type": "image_url", "image_url": {"url": url}}]))
+    };
+    let cases: Vec<(&str, &str, String, u16, Option<&str>)> = vec![
+        ("invalid JSON", chat, "{\"messages\": [".into(), 400, None),
+        ("not an object", chat, "[1, 2]".into(), 400, None),
+        (
+            "messages of the wrong type",
+            chat,
+            json!({"messages": "hi"}).to_string(),
+            400,
+            Some("messages"),
+        ),
+        (
+            "max_tokens of the wrong type",
+            chat,
+            json!({"messages": [], "max_tokens": "ten"}).to_string(),
+            400,
+            Some("max_tokens"),
+        ),
+        (
+            "no messages",
+            chat,
+            json!({"messages": []}).to_string(),
+            400,
+            Some("messages"),
+        ),
+        (
+            "a remote image URL",
+            chat,
+            with_url("https://example.com/cat.png").to_string(),
+            400,
+            Some("messages[0].content[1].image_url"),
+        ),
+        (
+            "bad base64",
+            chat,
+            with_url("data:image/png;base64,!!!notbase64").to_string(),
+            400,
+            Some("messages[0].content[1].image_url"),
+        ),
+        (
+            "non-image bytes",
+            chat,
+            with_url("data:image/png;base64,aGVsbG8gd29ybGQ=").to_string(),
+            400,
+            Some("messages[0].content[1].image_url"),
+        ),
+        (
+            "an unknown part type",
+            chat,
+            user(json!([{"type": "audio"}])).to_string(),
+            400,
+            Some("messages[0].content[0].type"),
+        ),
+        (
+            "an unknown role",
+            chat,
+            json!({"messages": [{"role": "tool", "content": "x"}]}).to_string(),
+            400,
+            Some("messages[0].role"),
+        ),
+        (
+            "n > 1 for chat",
+            chat,
+            json!({"messages": [{"role": "user", "content": "hi"}], "n": 2}).to_string(),
+            400,
+            Some("n"),
+        ),
+        (
+            "max_tokens over the limit",
+            chat,
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1_000_000})
+                .to_string(),
+            400,
+            Some("max_tokens"),
+        ),
+        (
+            "a negative temperature",
+            chat,
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": -1}).to_string(),
+            400,
+            Some("temperature"),
+        ),
+        (
+            "an unsupported size",
+            images,
+            json!({"prompt": "a cat", "size": "1024x1024"}).to_string(),
+            400,
+            Some("size"),
+        ),
+        (
+            "n too large",
+            images,
+            json!({"prompt": "a cat", "n": 1000}).to_string(),
+            400,
+            Some("n"),
+        ),
+        (
+            "url response format",
+            images,
+            json!({"prompt": "a cat", "response_format": "url"}).to_string(),
+            400,
+            Some("response_format"),
+        ),
+        ("no prompt", images, json!({"n": 1}).to_string(), 400, None),
+        (
+            "too many partial images",
+            images,
+            json!({"prompt": "a cat", "stream": true, "partial_images": 9}).to_string(),
+            400,
+            Some("partial_images"),
+        ),
+    ];
+    for (what, path, body, status, param) in cases {
+        let (got, v) = call(addr, "POST", path, Some(&body), None);
+        assert_eq!(got, status, "{what}: {v}");
+        let e = &v["error"];
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {v}"
+        );
+        assert_eq!(e["type"], "invalid_request_error", "{what}: {v}");
+        if let Some(p) = param {
+            assert_eq!(e["param"], p, "{what}: {v}");
+        }
+    }
+    let (s, v) = call(addr, "GET", "/v1/nothing", None, None);
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (404, Some("not_found_error"))
+    );
+    let (s, _) = call(addr, "GET", chat, None, None);
+    assert_eq!(s, 405);
+    // Still serving.
+    let (s, v) = post(
+        addr,
+        chat,
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn limits_and_the_api_key() {
+    let running = start(ServerConfig {
+        api_key: Some("sesame".into()),
+        limits: Limits {
+            max_body_bytes: 2_000_000,
+            max_images: 1,
+            ..Limits::default()
+        },
+        ..ServerConfig::default()
+    });
+    let addr = running.addr;
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).to_string();
+    for key in [None, Some("wrong")] {
+        let (s, v) = call(addr, "POST", "/v1/chat/completions", Some(&hi), key);
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (401, Some("authentication_error"))
+        );
+        assert_eq!(call(addr, "GET", "/v1/models", None, key).0, 401);
+    }
+    assert_eq!(
+        call(addr, "GET", "/health", None, None).0,
+        200,
+        "health needs no key"
+    );
+    assert_eq!(
+        call(
+            addr,
+            "POST",
+            "/v1/chat/completions",
+            Some(&hi),
+            Some("sesame")
+        )
+        .0,
+        200
+    );
+    let big = json!({"messages": [{"role": "user", "content": "x".repeat(2_100_000)}]}).to_string();
+    let (s, v) = call(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&big),
+        Some("sesame"),
+    );
+    assert_eq!(s, 413, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("2000000"),
+        "{v}"
+    );
+    let two = json!({"messages": [{"role": "user", "content": [
+        image_part("equation.png"), image_part("equation.png"), text_part("same?")]}]})
+    .to_string();
+    let (s, v) = call(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&two),
+        Some("sesame"),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1"),
+        "{v}"
+    );
+}
+
+/// What `body` gives on `path`: the text of a chat, the pixels of images.
+fn result_of(addr: SocketAddr, path: &str, body: &Value) -> Value {
+    let (s, v) = post(addr, path, body);
+    assert_eq!(s, 200, "{v}");
+    if path.contains("chat") {
+        v["choices"][0]["message"]["content"].clone()
+    } else {
+        let px: Vec<Value> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| json!(pixels(d["b64_json"].as_str().unwrap())))
+            .collect();
+        json!(px)
+    }
+}
+
+#[test]
+fn eight_clients_at_once_get_what_they_get_one_at_a_time() {
+    let running = start(ServerConfig::default());
+    let addr = running.addr;
+    let g = Golden::load();
+    let chat = "/v1/chat/completions";
+    let images = "/v1/images/generations";
+    let requests: Vec<(&str, Value)> = vec![
+        (
+            chat,
+            json!({"messages": golden_messages(&g, "und_one_image"), "max_tokens": 24}),
+        ),
+        (images, json!({"prompt": "a red apple", "n": 2, "seed": 1})),
+        (
+            chat,
+            json!({"messages": golden_messages(&g, "text_only"), "max_tokens": 40, "temperature": 0.8, "seed": 3}),
+        ),
+        (
+            images,
+            json!({"prompt": "a lighthouse at dusk with waves crashing on rocks", "seed": 2, "cfg_weight": 3}),
+        ),
+        (
+            chat,
+            json!({"messages": golden_messages(&g, "und_two_images"), "max_tokens": 24}),
+        ),
+        (images, json!({"prompt": "a cat", "temperature": 0})),
+        (
+            chat,
+            json!({"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 64}),
+        ),
+        (
+            images,
+            json!({"prompt": "an oil painting of a ship", "n": 3, "seed": 9, "temperature": 0.7}),
+        ),
+    ];
+    let alone: Vec<Value> = requests
+        .iter()
+        .map(|(p, b)| result_of(addr, p, b))
+        .collect();
+    let together: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|(p, b)| s.spawn(move || result_of(addr, p, b)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert!(
+            a == t,
+            "request {i} ({}) differs when run with the others",
+            requests[i].0
+        );
+    }
+}
+
+/// Polls `/metrics` until the queue is empty (fails after a minute).
+fn wait_for_empty_queue(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = call(addr, "GET", "/metrics", None, None);
+        if m.as_str().unwrap().contains("janus_queue_depth 0\n") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the queue never emptied: {m}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_place() {
+    let running = start(ServerConfig {
+        max_queue: 1,
+        ..ServerConfig::default()
+    });
+    let addr = running.addr;
+    // A long answer, streamed; read its first chunk, then go away.
+    let body = json!({"messages": [{"role": "user", "content": "Talk."}], "max_tokens": 4096, "stream": true});
+    let resp = agent()
+        .post(&format!("http://{addr}/v1/chat/completions"))
+        .send_string(&body.to_string())
+        .unwrap();
+    let mut reader = BufReader::new(resp.into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("data: "), "{first}");
+    let (s, v) = post(addr, "/v1/images/generations", &json!({"prompt": "a cat"}));
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    drop(reader);
+    wait_for_empty_queue(addr);
+    let (s, v) = post(addr, "/v1/images/generations", &json!({"prompt": "a cat"}));
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn shutdown_cancels_running_work_and_stops_accepting() {
+    let mut running = start(ServerConfig::default());
+    let addr = running.addr;
+    let body = json!({"messages": [{"role": "user", "content": "Talk."}], "max_tokens": 4096, "stream": true});
+    let resp = agent()
+        .post(&format!("http://{addr}/v1/chat/completions"))
+        .send_string(&body.to_string())
+        .unwrap();
+    let mut reader = BufReader::new(resp.into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    running.shutdown.trigger();
+    let result = running.thread.take().unwrap().join().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    // The stream ended with an error event, well before its 4096 tokens.
+    let rest = read_events(reader);
+    let (_, last) = rest.last().expect("the stream ends with an event");
+    assert!(last.contains("shutting down"), "{last}");
+    assert!(rest.len() < 4000, "{} events", rest.len());
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
+        "still accepting after shutdown"
+    );
+}
