@@ -649,3 +649,93 @@ fn concurrent_runs_into_one_directory_leave_whole_images_and_stale_ones_are_repo
         "{err}"
     );
 }
+
+/// `janus serve` on a free port: the address it prints, and the child.
+fn serve(extra: &[&str]) -> (String, std::process::Child) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["serve", "--port", "0", "--model"])
+        .arg(testdata_dir())
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    (url, child)
+}
+
+#[test]
+fn serve_answers_as_understand_does_and_stops_cleanly_on_sigterm() {
+    use base64::Engine;
+    let g = Golden::load();
+    let dir = testdata_dir();
+    let (url, child) = serve(&["--api-key", "k3y"]);
+    // The same two-image conversation through `understand` and the server.
+    let messages = g.at("prompts.pro.und_two_images.messages");
+    let question = messages[0]["content"].as_str().unwrap();
+    let images: Vec<PathBuf> = messages[0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| dir.join("images").join(i.as_str().unwrap()))
+        .collect();
+    let mut args = vec!["understand", "--model", s(&dir), "--prompt", question];
+    for i in &images {
+        args.extend(["--image", s(i)]);
+    }
+    args.extend(["--max-new-tokens", "24", "--format", "json"]);
+    let cli = ok_json(&args);
+    let mut parts = Vec::new();
+    for (k, piece) in question.split("<image_placeholder>").enumerate() {
+        if k > 0 {
+            let png = std::fs::read(&images[k - 1]).unwrap();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+            parts.push(serde_json::json!({"type": "image_url",
+                "image_url": {"url": format!("data:image/png;base64,{b64}")}}));
+        }
+        if !piece.is_empty() {
+            parts.push(serde_json::json!({"type": "text", "text": piece}));
+        }
+    }
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": parts}],
+        "max_tokens": 24,
+    });
+    let answer: Value = ureq::post(&format!("{url}/v1/chat/completions"))
+        .set("Authorization", "Bearer k3y")
+        .send_string(&body.to_string())
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], cli["text"]);
+    assert_eq!(
+        cli["text"],
+        *g.at("understanding.und_two_images.greedy_text_skip_special")
+    );
+    // A second server cannot take the same port: a clear error.
+    let port = url.rsplit(':').next().unwrap();
+    fails_with(
+        &["serve", "--model", s(&dir), "--port", port],
+        "cannot listen on",
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}

@@ -1,0 +1,181 @@
+"""The web page in a real browser: Debian's chromium driven by chromedriver
+over the WebDriver protocol (plain HTTP, no client library). It enters the API
+key, asks a question about an attached image and reads the streamed answer,
+then generates an image and checks the progress and the result, against the
+reference's golden outputs.
+
+Run by `cargo xtask test` with JANUS_URL, JANUS_API_KEY, JANUS_TESTDATA set;
+CHROMIUM / CHROMEDRIVER override /usr/bin/chromium and /usr/bin/chromedriver;
+JANUS_SCREENSHOT, if set, is where a screenshot of the page is saved.
+"""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from common import GOLDEN, DATA, assert_pixels, png_pixels
+
+URL = os.environ["JANUS_URL"]
+KEY = os.environ["JANUS_API_KEY"]
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebDriver:
+    def __init__(self):
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        driver = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+        self.proc = subprocess.Popen(
+            [driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.call("GET", "/status")["ready"]:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("chromedriver did not start")
+            time.sleep(0.1)
+        self.profile = tempfile.mkdtemp(prefix="janus-chromium-")
+        args = [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+            "--window-size=1280,900", f"--user-data-dir={self.profile}",
+        ]
+        caps = {"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": os.environ.get("CHROMIUM", "/usr/bin/chromium"), "args": args},
+        }}}
+        self.session = self.call("POST", "/session", caps)["sessionId"]
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return json.loads(r.read())["value"]
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"webdriver {method} {path}: {e.read().decode()}") from None
+
+    def s(self, method, path, body=None):
+        return self.call(method, f"/session/{self.session}{path}", body)
+
+    def go(self, url):
+        self.s("POST", "/url", {"url": url})
+
+    def find(self, css):
+        return self.s("POST", "/element", {"using": "css selector", "value": css})[ELEMENT]
+
+    def click(self, css):
+        self.s("POST", f"/element/{self.find(css)}/click", {})
+
+    def type(self, css, text):
+        self.s("POST", f"/element/{self.find(css)}/value", {"text": text})
+
+    def js(self, script, *args):
+        return self.s("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def wait(self, script, what, timeout=120):
+        """Polls `script` until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.js(script)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def screenshot(self, path):
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(self.s("GET", "/screenshot")))
+
+    def quit(self):
+        try:
+            self.call("DELETE", f"/session/{self.session}")
+        finally:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def main():
+    d = WebDriver()
+    try:
+        d.go(URL + "/")
+        # The server has a key: the page asks for it.
+        d.wait("return getComputedStyle(document.getElementById('key-box')).display !== 'none'", "the key box")
+        d.type("#api-key", KEY)
+        d.click("#key-save")
+        d.wait("return document.getElementById('status').textContent.startsWith('ready')", "ready")
+
+        # A question about an attached image; the answer streams in.
+        conv = GOLDEN["prompts"]["pro"]["und_one_image"]["messages"][0]
+        und = GOLDEN["understanding"]["und_one_image"]
+        question = conv["content"].replace("<image_placeholder>", "", 1)
+        d.type("#chat-file", os.path.join(DATA, "images", conv["images"][0]))
+        d.wait("return document.querySelectorAll('#attachments img').length === 1", "the attachment")
+        d.js("document.getElementById('chat-max').value = arguments[0]", und["generate_flags"]["max_new_tokens"])
+        # The golden question starts with a newline, which typing would send early.
+        d.js("document.getElementById('chat-input').value = arguments[0]", question)
+        d.click("#chat-send")
+        d.wait("return document.querySelector('.msg.assistant.done')", "the answer")
+        answer = d.js("return document.querySelector('.msg.assistant .text').textContent")
+        chunks = int(d.js("return document.querySelector('.msg.assistant').dataset.chunks || '0'"))
+        assert answer == und["greedy_text_skip_special"], (answer, und["greedy_text_skip_special"])
+        assert chunks > 1, f"the answer arrived in {chunks} piece(s), not streamed"
+        shown = d.js("return document.querySelectorAll('.msg.user img').length")
+        assert shown == 1, "the sent image is not shown in the history"
+
+        # An image: progress, previews, the result in the gallery.
+        gen = GOLDEN["image_generation"]
+        prompt = GOLDEN["prompts"]["pro"]["image_generation"]["messages"][0]["content"]
+        d.js("document.getElementById('img-prompt').value = arguments[0]", prompt)
+        for field, value in [("img-n", 1), ("img-cfg", gen["cfg_weight"]), ("img-temp", 0), ("img-seed", 1)]:
+            d.js(f"document.getElementById('{field}').value = arguments[0]", value)
+        d.click("#img-go")
+        d.wait("return document.querySelector('#gallery figure img')", "the generated image")
+        steps = gen["image_token_num_per_image"]
+        progress = d.js("const p = document.getElementById('img-progress'); return [p.value, p.max, Number(p.dataset.events || 0)]")
+        assert progress == [steps, steps, steps], progress
+        previews = int(d.js("return document.getElementById('previews').dataset.count || '0'"))
+        assert previews == 2, f"{previews} previews"
+        src = d.js("return document.querySelector('#gallery figure img').src")
+        link = d.js("return document.querySelector('#gallery figure a').download")
+        assert link.endswith(".png"), link
+        w, h, px = png_pixels(base64.b64decode(src.split(",", 1)[1]))
+        assert (w, h) == (gen["img_size"], gen["img_size"])
+        # The reference's two argmax images are the same picture: compare with the first.
+        n = len(px)
+        full = bytearray()
+        full += px
+        full += px
+        assert_pixels("gen.argmax.img_u8", bytes(full))
+        status = d.js("return document.getElementById('img-status').textContent")
+        assert "1 of 1" in status, status
+        shot = os.environ.get("JANUS_SCREENSHOT")
+        if shot:
+            d.screenshot(shot)
+    finally:
+        d.quit()
+    print("browser: key, chat with an attached image (streamed), image generation (progress, previews, gallery): ok")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
