@@ -129,7 +129,7 @@ def main():
         conv = GOLDEN["prompts"]["pro"]["und_one_image"]["messages"][0]
         und = GOLDEN["understanding"]["und_one_image"]
         question = conv["content"].replace("<image_placeholder>", "", 1)
-        d.type("#chat-file", os.path.join(DATA, "images", conv["images"][0]))
+        d.type("#chat-file", os.path.realpath(os.path.join(DATA, "images", conv["images"][0])))
         d.wait("return document.querySelectorAll('#attachments img').length === 1", "the attachment")
         d.js("document.getElementById('chat-max').value = arguments[0]", und["generate_flags"]["max_new_tokens"])
         # The golden question starts with a newline, which typing would send early.

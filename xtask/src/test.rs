@@ -15,7 +15,8 @@ fn vulkan_driver() -> bool {
         })
 }
 
-/// Runs fmt, clippy and the tests of every workspace crate on the CPU; then the
+/// Runs fmt, clippy and the tests of every workspace crate on the CPU, the
+/// real-client suites (openai Python client, chromium) against `janus serve`; then the
 /// parity suite on wgpu when a Vulkan driver is present, and a CUDA build check.
 /// `JANUS_SKIP_GPU_BACKENDS=1` skips the last two.
 pub fn run() -> anyhow::Result<()> {
@@ -32,6 +33,7 @@ pub fn run() -> anyhow::Result<()> {
         &[],
     )?;
     cargo(&["test", "--workspace"], &[])?;
+    crate::clients::run()?;
     if std::env::var("JANUS_SKIP_GPU_BACKENDS").is_ok_and(|v| v == "1") {
         eprintln!(
             "JANUS_SKIP_GPU_BACKENDS=1: skipping the wgpu parity run and the CUDA build check"
