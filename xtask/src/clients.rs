@@ -19,8 +19,10 @@ fn target_dir() -> PathBuf {
 }
 
 fn testdata() -> anyhow::Result<PathBuf> {
-    let dir = std::env::var_os("JANUS_TESTDATA")
-        .map_or_else(|| root().join("../shared/testdata/janus-tiny"), PathBuf::from);
+    let dir = std::env::var_os("JANUS_TESTDATA").map_or_else(
+        || root().join("../shared/testdata/janus-tiny"),
+        PathBuf::from,
+    );
     if !dir.join("golden.json").is_file() {
         bail!(
             "the client tests need the tiny reference checkpoint at {} (or JANUS_TESTDATA)",
@@ -53,7 +55,10 @@ fn python() -> anyhow::Result<PathBuf> {
     if has_openai(&py) {
         return Ok(py);
     }
-    eprintln!("==> creating {} with the pinned openai client", venv.display());
+    eprintln!(
+        "==> creating {} with the pinned openai client",
+        venv.display()
+    );
     let ok = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
@@ -149,7 +154,10 @@ pub fn run() -> anyhow::Result<()> {
     let key = format!("test-{}", std::process::id());
     let served = serve(&data, &key)?;
     let dir = root().join("tests/clients");
-    for (script, runner) in [("openai_client.py", py.as_path()), ("browser.py", py.as_path())] {
+    for (script, runner) in [
+        ("openai_client.py", py.as_path()),
+        ("browser.py", py.as_path()),
+    ] {
         eprintln!("==> {script} against {}", served.url);
         let status = Command::new(runner)
             .arg(dir.join(script))

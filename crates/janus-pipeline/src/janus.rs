@@ -251,6 +251,16 @@ impl<B: Backend> Janus<B> {
         })
     }
 
+    /// A model assembled from its parts, e.g. random weights at a real
+    /// variant's sizes with a tokenizer from `dir` (benchmarks).
+    pub fn from_parts(model: JanusModel<B>, processor: Processor, dir: PathBuf) -> Self {
+        Self {
+            model,
+            processor,
+            dir,
+        }
+    }
+
     /// Answers `request`, streaming the text. The prompt (and the images) run
     /// before this returns; each iteration then generates one token.
     pub fn understand(&self, request: &Request) -> Result<Understanding<'_, B>> {
@@ -355,23 +365,25 @@ impl<B: Backend> Janus<B> {
     /// per image, prompt + every code position) does not fit the memory the
     /// CPU has available.
     pub fn check_generation_memory(&self, prompt_len: usize, parallel: usize) -> Result<()> {
-        let Some(available) = available_memory::<B>() else {
-            return Ok(());
+        self.check_generation_memory_within(prompt_len, parallel, None)
+    }
+
+    /// [`Janus::check_generation_memory`] against at most `limit` bytes (and
+    /// what the CPU has available, where known).
+    pub fn check_generation_memory_within(
+        &self,
+        prompt_len: usize,
+        parallel: usize,
+        limit: Option<u64>,
+    ) -> Result<()> {
+        let available = match (available_memory::<B>(), limit) {
+            (Some(a), Some(l)) => a.min(l),
+            (a, l) => match a.or(l) {
+                Some(v) => v,
+                None => return Ok(()),
+            },
         };
-        let c = &self.model.config;
-        let l = &c.language;
-        let positions = (prompt_len + c.vq.grid_side().pow(2)) as u64;
-        let bytes_per = self.model.dtype().size() as u64;
-        let kv = 2
-            * positions
-            * l.num_hidden_layers as u64
-            * 2
-            * (l.num_key_value_heads * l.head_dim) as u64
-            * bytes_per;
-        // Plus each step's logits of both rows (f32 on the host) and the pixels.
-        let logits = 2 * 2 * c.gen_head.num_codes as u64 * 4;
-        let pixels = 3 * (c.vq.image_size as u64).pow(2);
-        let per_image = kv + logits + pixels;
+        let per_image = self.generation_memory(prompt_len, 1);
         let need = per_image.saturating_mul(parallel as u64);
         if need > available {
             let fit = available / per_image.max(1);
@@ -383,6 +395,25 @@ impl<B: Backend> Janus<B> {
             )));
         }
         Ok(())
+    }
+
+    /// Bytes an image batch of `parallel` images needs beyond the weights: the
+    /// KV cache of two rows per image over prompt + every code position, each
+    /// step's logits and the pixels.
+    pub fn generation_memory(&self, prompt_len: usize, parallel: usize) -> u64 {
+        let c = &self.model.config;
+        let l = &c.language;
+        let positions = (prompt_len + c.vq.grid_side().pow(2)) as u64;
+        let bytes_per = self.model.dtype().size() as u64;
+        let kv = 2
+            * positions
+            * l.num_hidden_layers as u64
+            * 2
+            * (l.num_key_value_heads * l.head_dim) as u64
+            * bytes_per;
+        let logits = 2 * 2 * c.gen_head.num_codes as u64 * 4;
+        let pixels = 3 * (c.vq.image_size as u64).pow(2);
+        (kv + logits + pixels).saturating_mul(parallel as u64)
     }
 
     /// The model's modules.

@@ -15,8 +15,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::content::conversation;
 use crate::error::ApiError;
-use crate::http::{body_bytes, finish};
-use crate::openai::{ChatRequest, in_range, parse};
+use crate::http::{json_body, respond};
+use crate::openai::{ChatRequest, in_range};
 use crate::state::{AppState, Slot, unix_now};
 use crate::stop::StopFilter;
 use crate::worker::{ChatEvent, ChatWork, Work};
@@ -28,12 +28,7 @@ pub async fn completions(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = start(app.clone(), body).await;
-    let response = match result {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    finish(&app, ENDPOINT, response)
+    respond(&app, ENDPOINT, start(app.clone(), body).await)
 }
 
 /// What a chat needs after it started in the worker.
@@ -52,8 +47,7 @@ async fn start(
     app: Arc<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(body, &app.config.limits)?;
-    let req: ChatRequest = parse(&body)?;
+    let req: ChatRequest = json_body(body, &app.config.limits)?;
     let limits = app.config.limits.clone();
     if let Some(n) = req.n
         && n != 1

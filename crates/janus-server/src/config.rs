@@ -35,6 +35,9 @@ pub struct Limits {
     pub max_n: usize,
     /// Images generated together in one batch (several requests share it).
     pub max_batch_images: usize,
+    /// Bytes the image batch may use beyond the weights (KV cache, logits,
+    /// pixels); also bounded by the memory available. `None`: what is available.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for Limits {
@@ -46,6 +49,7 @@ impl Default for Limits {
             max_tokens: 4096,
             max_n: 16,
             max_batch_images: 32,
+            max_memory: None,
         }
     }
 }

@@ -113,8 +113,25 @@ pub fn finish(app: &AppState, endpoint: &str, response: Response) -> Response {
     response
 }
 
+/// A handler's result, counted under `endpoint`.
+pub fn respond(app: &AppState, endpoint: &str, result: Result<Response, ApiError>) -> Response {
+    finish(
+        app,
+        endpoint,
+        result.unwrap_or_else(IntoResponse::into_response),
+    )
+}
+
+/// The JSON body as `T`: 413 over the limit, 400 naming the field otherwise.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limits: &Limits,
+) -> Result<T, ApiError> {
+    crate::openai::parse(&body_bytes(body, limits)?)
+}
+
 /// The body, or 413 / 400 in OpenAI's shape.
-pub fn body_bytes(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Bytes, ApiError> {
+fn body_bytes(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::status(

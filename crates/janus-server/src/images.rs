@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::error::ApiError;
-use crate::http::{body_bytes, finish};
-use crate::openai::{ImagesRequest, in_range, parse};
+use crate::http::{json_body, respond};
+use crate::openai::{ImagesRequest, in_range};
 use crate::state::{AppState, Slot, unix_now};
 use crate::worker::{ImageEvent, ImageWork, Work};
 
@@ -29,11 +29,7 @@ pub async fn generations(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let response = match start(app.clone(), body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    finish(&app, ENDPOINT, response)
+    respond(&app, ENDPOINT, start(app.clone(), body).await)
 }
 
 struct Running {
@@ -49,8 +45,7 @@ async fn start(
     app: Arc<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(body, &app.config.limits)?;
-    let req: ImagesRequest = parse(&body)?;
+    let req: ImagesRequest = json_body(body, &app.config.limits)?;
     let limits = &app.config.limits;
     let model = app.model()?;
     if req.prompt.trim().is_empty() {

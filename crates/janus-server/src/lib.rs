@@ -13,19 +13,32 @@
 //! step boundary ([`janus_pipeline::ImageBatcher`]), and a client that goes
 //! away is dropped within a step.
 //!
-//! ```no_run
+//! ```
 //! use burn::backend::Flex;
 //! use burn::tensor::DType;
 //! use janus_pipeline::Janus;
 //! use janus_server::{Server, ServerConfig};
 //!
 //! # fn main() -> Result<(), janus_server::ServerError> {
-//! let config = ServerConfig { model_id: "deepseek-ai/Janus-Pro-1B".into(), ..Default::default() };
+//! # let tiny = std::env::var("JANUS_TESTDATA")
+//! #     .unwrap_or_else(|_| "../../../shared/testdata/janus-tiny".into());
+//! # let model = tiny.clone(); // this example runs on the tiny test checkpoint
+//! # /*
+//! let model = "deepseek-ai/Janus-Pro-1B".to_string(); // a hub id or a model directory
+//! # */
+//! let config = ServerConfig {
+//!     addr: "127.0.0.1:0".parse().unwrap(), // any free port; 8080 by default
+//!     model_id: model.clone(),
+//!     ..Default::default()
+//! };
 //! let server = Server::bind(config)?;
+//! let stop = server.shutdown_handle(); // e.g. for a signal handler
 //! server.run(
-//!     || Janus::<Flex>::load("deepseek-ai/Janus-Pro-1B", &Default::default(), DType::F32)
-//!         .map_err(|e| e.to_string()),
-//!     |addr| eprintln!("listening on http://{addr}"),
+//!     move || Janus::<Flex>::load(&model, &Default::default(), DType::F32).map_err(|e| e.to_string()),
+//!     move |addr| {
+//!         println!("listening on http://{addr}");
+//!         stop.trigger(); // this example stops at once; `janus serve` waits for SIGINT/SIGTERM
+//!     },
 //! )
 //! # }
 //! ```
@@ -172,13 +185,13 @@ impl Server {
                 };
                 let _ = worker_app.model.set(info);
                 on_ready(addr);
-                let max_batch = worker_app.config.limits.max_batch_images;
+                let limits = worker_app.config.limits.clone();
                 // A panic drops the requests running then (their clients get
                 // an error); the model itself is untouched, so serving goes on.
                 while !shutdown.is_triggered() {
                     let metrics = worker_app.metrics.clone();
                     let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        worker::run(&janus, &rx, metrics, max_batch)
+                        worker::run(&janus, &rx, metrics, &limits)
                     }));
                     if turn.is_ok() {
                         break;

@@ -123,8 +123,9 @@ pub fn run<B: Backend>(
     janus: &Janus<B>,
     rx: &Receiver<Work>,
     metrics: Arc<Metrics>,
-    max_batch_images: usize,
+    limits: &crate::config::Limits,
 ) {
+    let max_batch_images = limits.max_batch_images;
     let pad = janus.processor().tokenizer().ids.pad;
     let mut chats: Vec<ActiveChat<'_, B>> = Vec::new();
     // Image requests not yet in the batch: (work, id, told it waits).
@@ -220,7 +221,7 @@ pub fn run<B: Backend>(
             let n = w.job.config.parallel;
             let len = longest.max(w.job.prompt_ids.len());
             let fits_rows = running + n <= max_batch_images.max(n);
-            let memory = janus.check_generation_memory(len, running + n);
+            let memory = janus.check_generation_memory_within(len, running + n, limits.max_memory);
             if fits_rows && memory.is_ok() {
                 longest = len;
                 running += n;

@@ -535,18 +535,61 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     assert_eq!(s, 200, "{v}");
 }
 
+/// `(status, access-control-allow-origin)` of a request with an `Origin`.
+fn cors(addr: SocketAddr, method: &str, path: &str) -> (u16, Option<String>) {
+    let resp = agent()
+        .request(method, &format!("http://{addr}{path}"))
+        .set("Origin", "http://app.example")
+        .call();
+    let resp = match resp {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let origin = resp
+        .header("access-control-allow-origin")
+        .map(str::to_string);
+    (resp.status(), origin)
+}
+
 #[test]
-fn limits_and_the_api_key() {
+fn limits_the_api_key_and_cors() {
     let running = start(ServerConfig {
         api_key: Some("sesame".into()),
+        cors_origin: Some("http://app.example".into()),
         limits: Limits {
             max_body_bytes: 2_000_000,
             max_images: 1,
+            // Room for no image at all: generation is refused, not attempted.
+            max_memory: Some(1000),
             ..Limits::default()
         },
         ..ServerConfig::default()
     });
     let addr = running.addr;
+    let origin = Some("http://app.example".to_string());
+    assert_eq!(
+        cors(addr, "OPTIONS", "/v1/chat/completions"),
+        (204, origin.clone())
+    );
+    assert_eq!(cors(addr, "GET", "/health"), (200, origin));
+    assert_eq!(
+        cors(shared(), "GET", "/health"),
+        (200, None),
+        "no CORS unless asked"
+    );
+    let (s, v) = call(
+        addr,
+        "POST",
+        "/v1/images/generations",
+        Some(&json!({"prompt": "a cat"}).to_string()),
+        Some("sesame"),
+    );
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"]["code"], "out_of_memory");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("GB"),
+        "{v}"
+    );
     let hi = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).to_string();
     for key in [None, Some("wrong")] {
         let (s, v) = call(addr, "POST", "/v1/chat/completions", Some(&hi), key);
@@ -690,14 +733,8 @@ fn wait_for_empty_queue(addr: SocketAddr) {
     }
 }
 
-#[test]
-fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_place() {
-    let running = start(ServerConfig {
-        max_queue: 1,
-        ..ServerConfig::default()
-    });
-    let addr = running.addr;
-    // A long answer, streamed; read its first chunk, then go away.
+/// A streamed chat of 4096 tokens, after its first chunk.
+fn long_stream(addr: SocketAddr) -> BufReader<Box<dyn Read + Send + Sync + 'static>> {
     let body = json!({"messages": [{"role": "user", "content": "Talk."}], "max_tokens": 4096, "stream": true});
     let resp = agent()
         .post(&format!("http://{addr}/v1/chat/completions"))
@@ -707,6 +744,18 @@ fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_place() {
     let mut first = String::new();
     reader.read_line(&mut first).unwrap();
     assert!(first.starts_with("data: "), "{first}");
+    reader
+}
+
+#[test]
+fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_place() {
+    let running = start(ServerConfig {
+        max_queue: 1,
+        ..ServerConfig::default()
+    });
+    let addr = running.addr;
+    // A long answer, streamed; read its first chunk, then go away.
+    let reader = long_stream(addr);
     let (s, v) = post(addr, "/v1/images/generations", &json!({"prompt": "a cat"}));
     assert_eq!(s, 429, "{v}");
     assert_eq!(v["error"]["type"], "rate_limit_error");
@@ -720,14 +769,7 @@ fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_place() {
 fn shutdown_cancels_running_work_and_stops_accepting() {
     let mut running = start(ServerConfig::default());
     let addr = running.addr;
-    let body = json!({"messages": [{"role": "user", "content": "Talk."}], "max_tokens": 4096, "stream": true});
-    let resp = agent()
-        .post(&format!("http://{addr}/v1/chat/completions"))
-        .send_string(&body.to_string())
-        .unwrap();
-    let mut reader = BufReader::new(resp.into_reader());
-    let mut first = String::new();
-    reader.read_line(&mut first).unwrap();
+    let reader = long_stream(addr);
     running.shutdown.trigger();
     let result = running.thread.take().unwrap().join().unwrap();
     assert!(result.is_ok(), "{result:?}");

@@ -53,6 +53,11 @@ pub struct Args {
     /// Images generated together in one batch, over all requests.
     #[arg(long, default_value_t = Limits::default().max_batch_images)]
     max_batch_images: usize,
+    /// Bytes image generation may use beyond the weights (KV cache, logits,
+    /// pixels) [default: the memory available]. Requests that do not fit wait;
+    /// one that does not fit alone gets 503.
+    #[arg(long, value_name = "BYTES")]
+    max_memory: Option<u64>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -79,6 +84,7 @@ impl Job for Serve {
                 max_tokens: a.max_tokens.max(1),
                 max_n: a.max_n.max(1),
                 max_batch_images: a.max_batch_images.max(1),
+                max_memory: a.max_memory,
             },
         };
         let keyed = config.api_key.is_some();

@@ -17,6 +17,8 @@ use crate::alloc;
 use crate::args::{BackendArgs, Task};
 use crate::backend::{Job, dispatch};
 
+mod serve;
+
 /// Model sizes to benchmark.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Variant {
@@ -69,6 +71,24 @@ pub struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
+    /// Benchmark `janus serve` instead: throughput and latency of concurrent
+    /// image and chat clients against the same requests one at a time.
+    #[arg(long)]
+    serve: bool,
+    /// With --serve and --random-weights: a directory with the tokenizer files
+    /// (e.g. the tiny test checkpoint).
+    #[arg(long, value_name = "DIR")]
+    tokenizer: Option<PathBuf>,
+    /// With --serve: generated image side (a smaller side means fewer steps per
+    /// image at the same LLM cost per step; 384 is the real one).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// With --serve: concurrent client counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    clients: Vec<usize>,
+    /// With --serve: tokens per chat request.
+    #[arg(long, default_value_t = 16)]
+    chat_tokens: usize,
 }
 
 /// Resident and peak memory of this process in bytes (Linux).
@@ -281,10 +301,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.model.is_none() && !args.random_weights {
         anyhow::bail!("give --model DIR or --random-weights");
     }
-    let config = match &args.model {
+    let mut config = match &args.model {
         Some(dir) => JanusConfig::from_file(dir.join("config.json"))?,
         None => args.variant.config(),
     };
+    if args.serve {
+        if let Some(s) = args.image_size {
+            config.vq.image_size = s;
+        }
+        return serve::run(args, config);
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backend = args.backend;
     let dtype = backend.dtype(Task::Default)?;
