@@ -272,3 +272,89 @@ fn joined_codes(
     }
     out
 }
+
+/// The golden conversation `conv` as a request of `max` tokens.
+fn golden_request(g: &Golden, conv: &str) -> Request {
+    let messages: Vec<Message> =
+        serde_json::from_value(g.at(&format!("prompts.pro.{conv}.messages")).clone()).unwrap();
+    let images = messages
+        .iter()
+        .flat_map(|m| &m.images)
+        .map(|f| open_image(g.dir.join("images").join(f)).unwrap())
+        .collect();
+    let max = g.int(&format!(
+        "understanding.{conv}.generate_flags.max_new_tokens"
+    )) as usize;
+    Request {
+        images,
+        ..Request::chat(messages).max_new_tokens(max)
+    }
+}
+
+#[test]
+fn conversations_batched_together_give_the_answers_they_give_alone() {
+    use janus_pipeline::{SamplingConfig, TextBatcher, TextEvent};
+    let g = Golden::load();
+    let janus = load();
+    let convs = ["und_one_image", "und_two_images", "text_only"];
+    let mut requests: Vec<Request> = convs.iter().map(|c| golden_request(&g, c)).collect();
+    // A sampled one with a longer budget, and one that stops after 3 tokens.
+    requests.push(
+        golden_request(&g, "text_only")
+            .max_new_tokens(40)
+            .sampling(SamplingConfig {
+                temperature: 0.9,
+                top_k: 50,
+                top_p: 0.95,
+                seed: 11,
+            }),
+    );
+    requests.push(golden_request(&g, "und_one_image").max_new_tokens(3));
+    let alone: Vec<Vec<u32>> = requests
+        .iter()
+        .map(|r| {
+            let mut answer = janus.understand(r).unwrap();
+            for d in &mut answer {
+                d.unwrap();
+            }
+            answer.token_ids().to_vec()
+        })
+        .collect();
+    for (conv, got) in convs.iter().zip(&alone) {
+        let want: Vec<u32> = ids(g.at(&format!("understanding.{conv}.greedy_tokens")));
+        assert_eq!(*got, want, "{conv} alone");
+    }
+    // Joining at steps 0, 0, 2, 5 and 7 of a running batch.
+    let joins = [0, 0, 2, 5, 7];
+    let mut batch = TextBatcher::new(&janus);
+    let mut tokens = vec![Vec::new(); requests.len()];
+    let mut texts = vec![String::new(); requests.len()];
+    let mut finished = vec![None; requests.len()];
+    let mut step = 0;
+    while step <= 7 || !batch.is_empty() {
+        let mut events = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            if joins[i] == step {
+                events.extend(batch.join(i, r).unwrap());
+            }
+        }
+        events.extend(batch.step().unwrap());
+        for (i, e) in events {
+            match e {
+                TextEvent::Delta(d) => {
+                    tokens[i].extend(d.token);
+                    texts[i].push_str(&d.text);
+                }
+                TextEvent::Finished { reason, .. } => finished[i] = Some(reason),
+                TextEvent::Started { .. } => {}
+            }
+        }
+        step += 1;
+    }
+    assert_eq!(tokens, alone);
+    for (i, conv) in convs.iter().enumerate() {
+        let want = g.at(&format!("understanding.{conv}.greedy_text_skip_special"));
+        assert_eq!(texts[i], want.as_str().unwrap(), "{conv}");
+    }
+    assert!(finished.iter().all(Option::is_some));
+}

@@ -168,6 +168,14 @@ impl<B: Backend> Iterator for Understanding<'_, B> {
     }
 }
 
+/// A conversation whose prompt has run.
+pub(crate) struct StartedText<'a, B: Backend> {
+    pub session: TextSession<'a, B>,
+    pub sampler: Sampler,
+    pub prompt_tokens: usize,
+    pub budget: usize,
+}
+
 /// A text-to-image request.
 #[derive(Debug, Clone)]
 pub struct ImageRequest {
@@ -264,6 +272,19 @@ impl<B: Backend> Janus<B> {
     /// Answers `request`, streaming the text. The prompt (and the images) run
     /// before this returns; each iteration then generates one token.
     pub fn understand(&self, request: &Request) -> Result<Understanding<'_, B>> {
+        let started = self.start_text(request)?;
+        Ok(Understanding {
+            session: started.session,
+            sampler: started.sampler,
+            stream: TextStream::new(self.processor.tokenizer()),
+            prompt_tokens: started.prompt_tokens,
+            finish: None,
+        })
+    }
+
+    /// Runs the prompt of `request` (images included): the session, ready for
+    /// its first token, with the request's sampler and budget.
+    pub(crate) fn start_text(&self, request: &Request) -> Result<StartedText<'_, B>> {
         let sampler = Sampler::new(request.sampling)?;
         let system = request
             .system_prompt
@@ -291,12 +312,11 @@ impl<B: Backend> Janus<B> {
             .model
             .prepare_inputs_embeds(&prepared.batch, features)?;
         let eos = self.processor.tokenizer().ids.eos;
-        Ok(Understanding {
+        Ok(StartedText {
             session: TextSession::new(&self.model, &prepared.batch, embeds, budget, eos),
             sampler,
-            stream: TextStream::new(self.processor.tokenizer()),
             prompt_tokens,
-            finish: None,
+            budget,
         })
     }
 

@@ -53,6 +53,7 @@ mod preprocess;
 mod processor;
 mod resize;
 mod sampling;
+mod text_batcher;
 mod text_stream;
 mod tokenizer;
 mod understand;
@@ -73,6 +74,7 @@ pub use preprocess::{
 pub use processor::{Batch, Prepared, PreparedPrompt, Processor};
 pub use resize::resize_bicubic;
 pub use sampling::{Sampler, SamplingConfig, argmax};
+pub use text_batcher::{TextBatcher, TextEvent};
 pub use text_stream::TextStream;
 pub use tokenizer::{BOI_TAG, EOI_TAG, SpecialIds, TextTokenizer};
 pub use understand::TextSession;

@@ -159,6 +159,15 @@ impl<'m, B: Backend> TextSession<'m, B> {
     /// finished rows) and feeds them to the model; `None` once every row has
     /// produced EOS or the token budget is spent.
     pub fn step(&mut self, sampler: &mut Sampler) -> Option<Vec<Option<u32>>> {
+        self.step_with(|_, logits| sampler.sample(logits) as u32)
+    }
+
+    /// [`TextSession::step`] with the token of each row picked by
+    /// `pick(row, logits)` (e.g. one sampler per row).
+    pub fn step_with(
+        &mut self,
+        mut pick: impl FnMut(usize, &[f32]) -> u32,
+    ) -> Option<Vec<Option<u32>>> {
         if self.steps_left == 0 || self.done.iter().all(|d| *d) {
             return None;
         }
@@ -179,7 +188,7 @@ impl<'m, B: Backend> TextSession<'m, B> {
                 next.push(vec![self.eos]);
                 continue;
             }
-            let id = sampler.sample(l) as u32;
+            let id = pick(row, l);
             self.done[row] = id == self.eos;
             picked.push(Some(id));
             next.push(vec![id]);
@@ -190,6 +199,44 @@ impl<'m, B: Backend> TextSession<'m, B> {
             self.hidden = self.model.llm.forward(embeds, None, &mut self.cache);
         }
         Some(picked)
+    }
+
+    /// Rows in the session.
+    pub fn rows(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Adds the rows of `other` (a session of the same model, created or
+    /// stepped like this one) behind this session's: conversations join a
+    /// running batch between steps and go on exactly as they would alone. The
+    /// token budget becomes the larger of the two.
+    pub fn merge(&mut self, other: TextSession<'m, B>) {
+        let last = |h: Tensor<B, 3>| {
+            let t = h.dims()[1];
+            h.narrow(1, t - 1, 1)
+        };
+        self.hidden = Tensor::cat(vec![last(self.hidden.clone()), last(other.hidden)], 0);
+        self.cache.append_rows(other.cache);
+        self.done.extend(other.done);
+        self.steps_left = self.steps_left.max(other.steps_left);
+    }
+
+    /// Keeps the rows whose flag is `true` (between steps); keeping none is an error.
+    pub fn retain(&mut self, keep: &[bool]) -> Result<()> {
+        if keep.len() != self.rows() || !keep.iter().any(|k| *k) {
+            return Err(PipelineError::Invalid(format!(
+                "retain needs {} flags, at least one set",
+                self.rows()
+            )));
+        }
+        let rows: Vec<usize> = (0..self.rows()).filter(|r| keep[*r]).collect();
+        let index: Vec<i64> = rows.iter().map(|r| *r as i64).collect();
+        let device = self.hidden.device();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &device);
+        self.hidden = self.hidden.clone().select(0, index);
+        self.cache.retain_rows(&rows);
+        self.done = rows.iter().map(|r| self.done[*r]).collect();
+        Ok(())
     }
 
     /// Whether every row has produced EOS.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use burn::prelude::Backend;
-use janus_pipeline::{FinishReason, ImageBatcher, ImageJob, Janus, Request, Understanding};
+use janus_pipeline::{ImageBatcher, ImageJob, Janus, Request, TextBatcher, TextEvent};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::ApiError;
@@ -52,7 +52,7 @@ pub enum ChatEvent {
     /// The end.
     Done {
         /// Why.
-        finish: FinishReason,
+        finish: janus_pipeline::FinishReason,
         /// Tokens generated.
         completion_tokens: usize,
     },
@@ -102,8 +102,9 @@ pub enum ImageEvent {
     Failed(ApiError),
 }
 
-struct ActiveChat<'j, B: Backend> {
-    answer: Understanding<'j, B>,
+/// A conversation of the text batch, keyed by its tag.
+struct ChatClient {
+    id: u64,
     events: UnboundedSender<ChatEvent>,
 }
 
@@ -127,7 +128,8 @@ pub fn run<B: Backend>(
 ) {
     let max_batch_images = limits.max_batch_images;
     let pad = janus.processor().tokenizer().ids.pad;
-    let mut chats: Vec<ActiveChat<'_, B>> = Vec::new();
+    let mut chats: Vec<ChatClient> = Vec::new();
+    let mut text: TextBatcher<'_, B, u64> = TextBatcher::new(janus);
     // Image requests not yet in the batch: (work, id, told it waits).
     let mut waiting: VecDeque<(ImageWork, u64, bool)> = VecDeque::new();
     let mut clients: Vec<ImageClient> = Vec::new();
@@ -136,7 +138,7 @@ pub fn run<B: Backend>(
     loop {
         // Admit: block only when idle.
         let mut incoming = Vec::new();
-        if chats.is_empty() && batch.is_empty() && waiting.is_empty() {
+        if text.is_empty() && batch.is_empty() && waiting.is_empty() {
             match rx.recv() {
                 Ok(w) => incoming.push(w),
                 Err(RecvError) => return,
@@ -150,15 +152,14 @@ pub fn run<B: Backend>(
                     if w.events.is_closed() {
                         continue;
                     }
-                    match janus.understand(&w.request) {
-                        Ok(answer) => {
-                            let _ = w.events.send(ChatEvent::Started {
-                                prompt_tokens: answer.prompt_tokens(),
-                            });
-                            chats.push(ActiveChat {
-                                answer,
+                    next_id += 1;
+                    match text.join(next_id, &w.request) {
+                        Ok(events) => {
+                            chats.push(ChatClient {
+                                id: next_id,
                                 events: w.events,
                             });
+                            send_text(&mut chats, events);
                         }
                         Err(e) => {
                             let _ = w.events.send(ChatEvent::Failed(e.into()));
@@ -173,33 +174,30 @@ pub fn run<B: Backend>(
         }
         let t0 = Instant::now();
         let mut tokens = 0u64;
-        // One token per chat.
-        chats.retain_mut(|chat| {
-            if chat.events.is_closed() {
-                return false;
+        // One token per chat, all chats in one forward.
+        let closed: Vec<u64> = chats
+            .iter()
+            .filter(|c| c.events.is_closed())
+            .map(|c| c.id)
+            .collect();
+        if !closed.is_empty() {
+            chats.retain(|c| !closed.contains(&c.id));
+            if let Err(e) = text.cancel(|id| closed.contains(id)) {
+                fail_chats(&mut chats, &mut text, e.into());
             }
-            match chat.answer.next() {
-                Some(Ok(delta)) => {
-                    tokens += delta.token.is_some() as u64;
-                    let event = ChatEvent::Delta {
-                        text: delta.text,
-                        token: delta.token.is_some(),
-                    };
-                    chat.events.send(event).is_ok()
+        }
+        if !text.is_empty() {
+            match text.step() {
+                Ok(events) => {
+                    tokens += events
+                        .iter()
+                        .filter(|(_, e)| matches!(e, TextEvent::Delta(d) if d.token.is_some()))
+                        .count() as u64;
+                    send_text(&mut chats, events);
                 }
-                Some(Err(e)) => {
-                    let _ = chat.events.send(ChatEvent::Failed(e.into()));
-                    false
-                }
-                None => {
-                    let _ = chat.events.send(ChatEvent::Done {
-                        finish: chat.answer.finish_reason().unwrap_or(FinishReason::Stop),
-                        completion_tokens: chat.answer.token_ids().len(),
-                    });
-                    false
-                }
+                Err(e) => fail_chats(&mut chats, &mut text, e.into()),
             }
-        });
+        }
         // Cancelled image clients leave the batch.
         let gone: Vec<u64> = clients
             .iter()
@@ -276,6 +274,55 @@ pub fn run<B: Backend>(
             metrics.step(tokens, 0, t0.elapsed().as_nanos() as u64);
         }
     }
+}
+
+/// Text events to their clients; finished clients are dropped.
+fn send_text(chats: &mut Vec<ChatClient>, events: Vec<(u64, TextEvent)>) {
+    for (id, event) in events {
+        let Some(c) = chats.iter().find(|c| c.id == id) else {
+            continue;
+        };
+        let (event, last) = match event {
+            TextEvent::Started { prompt_tokens } => (ChatEvent::Started { prompt_tokens }, false),
+            TextEvent::Delta(d) => (
+                ChatEvent::Delta {
+                    text: d.text,
+                    token: d.token.is_some(),
+                },
+                false,
+            ),
+            TextEvent::Finished {
+                reason,
+                completion_tokens,
+            } => (
+                ChatEvent::Done {
+                    finish: reason,
+                    completion_tokens,
+                },
+                true,
+            ),
+        };
+        let _ = c.events.send(event);
+        if last {
+            chats.retain(|c| c.id != id);
+        }
+    }
+}
+
+/// Fails every chat (after an error in the text batch) and starts afresh.
+fn fail_chats<B: Backend>(
+    chats: &mut Vec<ChatClient>,
+    text: &mut TextBatcher<'_, B, u64>,
+    error: ApiError,
+) {
+    let error = ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        ..error
+    };
+    for c in chats.drain(..) {
+        let _ = c.events.send(ChatEvent::Failed(error.clone()));
+    }
+    let _ = text.cancel(|_| true);
 }
 
 /// The longest prompt of the running image jobs.
