@@ -73,20 +73,7 @@ fn conversations_with_several_images_or_none_stream_the_reference_answers() {
     let g = Golden::load();
     let janus = load();
     for conv in ["und_two_images", "text_only"] {
-        let messages: Vec<Message> =
-            serde_json::from_value(g.at(&format!("prompts.pro.{conv}.messages")).clone()).unwrap();
-        let images = messages
-            .iter()
-            .flat_map(|m| &m.images)
-            .map(|f| open_image(g.dir.join("images").join(f)).unwrap())
-            .collect();
-        let max_new = g.int(&format!(
-            "understanding.{conv}.generate_flags.max_new_tokens"
-        ));
-        let request = Request {
-            images,
-            ..Request::chat(messages).max_new_tokens(max_new as usize)
-        };
+        let request = golden_request(&g, conv);
         let answer = janus.understand(&request).unwrap();
         let deltas: Vec<_> = answer.map(Result::unwrap).collect();
         let tokens: Vec<u32> = deltas.iter().filter_map(|d| d.token).collect();
@@ -273,7 +260,7 @@ fn joined_codes(
     out
 }
 
-/// The golden conversation `conv` as a request of `max` tokens.
+/// The golden conversation `conv` as a request with its token budget.
 fn golden_request(g: &Golden, conv: &str) -> Request {
     let messages: Vec<Message> =
         serde_json::from_value(g.at(&format!("prompts.pro.{conv}.messages")).clone()).unwrap();
