@@ -124,13 +124,7 @@ fn argmax_image_generation_gives_the_reference_codes() {
     let images = janus
         .generate_images(&ImageRequest::new(prompt).config(config), |_, _| {})
         .unwrap();
-    let want: Vec<Vec<u32>> = g
-        .at("image_generation.argmax_tokens")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(ids)
-        .collect();
+    let want = g.id_rows("image_generation.argmax_tokens");
     let got: Vec<Vec<u32>> = images.iter().map(|i| i.codes.clone()).collect();
     assert_eq!(got, want);
     let golden = g.ints("gen.argmax.img_u8");

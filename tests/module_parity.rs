@@ -213,19 +213,7 @@ fn vq_decoder_matches_reference() {
     let rgb = VqModel::<B>::to_rgb8(dec);
     g.assert_pixels("vq.decode.fixed.img_u8", &rgb.concat_pixels());
     // The reference's encoded codes of the three images.
-    let encoded: Vec<Vec<u32>> = g
-        .at("vq.encode_indices")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect();
+    let encoded = g.id_rows("vq.encode_indices");
     let dec = m.vq.decode(&encoded, grid).unwrap();
     check(&g, "vq.decode.encoded.dec", dec.clone());
     g.assert_pixels(

@@ -104,6 +104,21 @@ impl Golden {
             .unwrap_or_else(|e| panic!("golden `{name}`: {e}"))
     }
 
+    /// A JSON list of integer lists at `path` (token or code rows).
+    pub fn id_rows(&self, path: &str) -> Vec<Vec<u32>> {
+        let rows = self.at(path).as_array();
+        rows.unwrap_or_else(|| panic!("golden `{path}` is not a list"))
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap_or_else(|| panic!("golden `{path}` holds a non-list"))
+                    .iter()
+                    .map(|x| x.as_u64().expect("an id") as u32)
+                    .collect()
+            })
+            .collect()
+    }
+
     /// An integer golden tensor.
     pub fn ints(&self, name: &str) -> Vec<i64> {
         self.tensors

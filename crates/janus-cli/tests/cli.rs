@@ -41,6 +41,16 @@ fn fails_with(args: &[&str], needle: &str) {
     );
 }
 
+/// The first test image (by name).
+fn first_image() -> PathBuf {
+    std::fs::read_dir(testdata_dir().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .min()
+        .unwrap()
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("janus-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -468,15 +478,9 @@ fn hub_ids_resolve_through_the_hf_cache_and_convert_once() {
 
 #[test]
 fn concurrent_first_uses_of_a_hub_id_all_succeed() {
-    let src = testdata_dir();
     let home = fake_hub("hf-home-concurrent", "janus-tiny-c", "4567cdef");
     let cache = tmp("janus-cache-concurrent");
-    let image = std::fs::read_dir(src.join("images"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .min()
-        .unwrap();
+    let image = first_image();
     let children: Vec<_> = (0..3)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_janus"))
@@ -524,12 +528,7 @@ fn concurrent_first_uses_of_a_hub_id_all_succeed() {
 #[test]
 fn a_closed_stdout_ends_the_program_quietly() {
     let dir = testdata_dir();
-    let image = std::fs::read_dir(dir.join("images"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .min()
-        .unwrap();
+    let image = first_image();
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     let out = Command::new(env!("CARGO_BIN_EXE_janus"))
