@@ -29,6 +29,7 @@ pub mod nn;
 mod weights;
 
 pub use config::ConfigError;
+pub use cpu::simd::{Level as SimdLevel, level as simd_level};
 pub use cpu::{has_bf16_dot, is_flex};
 pub use error::{Error, Result};
 pub use host::to_f32_vec;

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use super::vmath::exp_sub_sum;
+use super::vmath::{exp_sub_sum, max_of};
 use super::{SendPtr, StridedF32, is_flex};
 
 /// Query rows per task.
@@ -82,7 +82,7 @@ pub fn attention<B: Backend>(
         for (i, row) in s.chunks_exact_mut(keys).enumerate() {
             let seen = if causal { tk - tq + r0 + i + 1 } else { keys };
             let (live, hidden) = row.split_at_mut(seen);
-            let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let max = max_of(live);
             inv[i] = 1.0 / exp_sub_sum(live, max);
             hidden.fill(0.0);
         }

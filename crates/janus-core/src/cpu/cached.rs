@@ -10,6 +10,7 @@ use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::simd::{self, Kernel, Lanes, Level, Load};
 use super::{Elem, from_flex, host_f32, is_dense, to_flex};
 
 /// Writes `new [B, H, T, D]` into `cache [B, H, cap, D]` at positions `at..at+T`
@@ -67,6 +68,19 @@ pub(crate) fn attend_cached<B: Backend>(
     keep: Option<&[Vec<bool>]>,
     scale: f64,
 ) -> Option<Tensor<B, 4>> {
+    attend_cached_at(simd::level(), q, k, v, len, keep, scale)
+}
+
+/// [`attend_cached`] at a given SIMD level.
+fn attend_cached_at<B: Backend>(
+    level: Level,
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    len: usize,
+    keep: Option<&[Vec<bool>]>,
+    scale: f64,
+) -> Option<Tensor<B, 4>> {
     let [b, h, tq, d] = q.dims();
     let [_, kvh, cap, _] = k.dims();
     if tq > 8 || len > cap || h % kvh != 0 {
@@ -81,6 +95,7 @@ pub(crate) fn attend_cached<B: Backend>(
     let qv = host_f32(q)?;
     let out = match kf.dtype() {
         DType::F32 => kernel::<f32>(
+            level,
             &qv,
             kf.storage(),
             vf.storage(),
@@ -92,6 +107,7 @@ pub(crate) fn attend_cached<B: Backend>(
             scale as f32,
         ),
         DType::F16 => kernel::<f16>(
+            level,
             &qv,
             kf.storage(),
             vf.storage(),
@@ -103,6 +119,7 @@ pub(crate) fn attend_cached<B: Backend>(
             scale as f32,
         ),
         DType::BF16 => kernel::<bf16>(
+            level,
             &qv,
             kf.storage(),
             vf.storage(),
@@ -121,24 +138,9 @@ pub(crate) fn attend_cached<B: Backend>(
     ))
 }
 
-fn dot(q: &[f32], k: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (qc, kc) = (q.chunks_exact(8), k.chunks_exact(8));
-    let (qr, kr) = (qc.remainder(), kc.remainder());
-    for (a, b) in qc.zip(kc) {
-        for l in 0..8 {
-            acc[l] += a[l] * b[l];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (a, b) in qr.iter().zip(kr) {
-        s += a * b;
-    }
-    s
-}
-
 #[allow(clippy::too_many_arguments)]
-fn kernel<E: Elem>(
+fn kernel<E: Elem + Load + Into<f32>>(
+    level: Level,
     q: &[f32],
     k: &[E],
     v: &[E],
@@ -154,41 +156,75 @@ fn kernel<E: Elem>(
     out.par_chunks_mut(tq * d).enumerate().for_each(|(bh, o)| {
         let (bi, hi) = (bh / h, bh % h);
         let base = (bi * kvh + hi / group) * cap * d;
-        let (ks, vs) = (&k[base..base + len * d], &v[base..base + len * d]);
-        // One key or value row as f32 (converted in L1, not the whole cache).
-        let mut row = vec![0f32; d];
+        simd::dispatch_at(
+            level,
+            Head {
+                q: &q[bh * tq * d..(bh + 1) * tq * d],
+                k: &k[base..base + len * d],
+                v: &v[base..base + len * d],
+                o,
+                d,
+                keep: keep.map(|rows| rows[bi].as_slice()),
+                scale,
+            },
+        )
+    });
+    out
+}
+
+/// One head of one row: `tq` queries over `len` keys, read as stored (f16/bf16
+/// keys and values widen in registers).
+struct Head<'a, E> {
+    q: &'a [f32],
+    k: &'a [E],
+    v: &'a [E],
+    o: &'a mut [f32],
+    d: usize,
+    keep: Option<&'a [bool]>,
+    scale: f32,
+}
+
+impl<E: Load + Into<f32>> Kernel for Head<'_, E> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self, s: S) {
+        let Self {
+            q,
+            k,
+            v,
+            o,
+            d,
+            keep,
+            scale,
+        } = self;
+        let (len, tq) = (k.len() / d, q.len() / d);
         let mut scores = vec![0f32; len];
         for i in 0..tq {
             let qpos = len - tq + i;
-            let qi = &q[(bh * tq + i) * d..(bh * tq + i + 1) * d];
-            let visible = |j: usize| keep.is_none_or(|rows| rows[bi][j] || j == qpos);
+            let qi = &q[i * d..(i + 1) * d];
+            let visible = |j: usize| keep.is_none_or(|keep| keep[j] || j == qpos);
             let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate().take(qpos + 1) {
-                *s = if visible(j) {
-                    dot(qi, E::as_f32_in(&ks[j * d..(j + 1) * d], &mut row)) * scale
+            for (j, sc) in scores.iter_mut().enumerate().take(qpos + 1) {
+                *sc = if visible(j) {
+                    simd::dot(s, qi, &k[j * d..(j + 1) * d]) * scale
                 } else {
                     f32::NEG_INFINITY
                 };
-                max = max.max(*s);
+                max = max.max(*sc);
             }
             let oi = &mut o[i * d..(i + 1) * d];
             let mut sum = 0f32;
-            for (j, s) in scores.iter().enumerate().take(qpos + 1) {
-                if *s == f32::NEG_INFINITY {
+            for (j, sc) in scores.iter().enumerate().take(qpos + 1) {
+                if *sc == f32::NEG_INFINITY {
                     continue;
                 }
-                let p = (s - max).exp();
+                let p = (sc - max).exp();
                 sum += p;
-                let vj = E::as_f32_in(&vs[j * d..(j + 1) * d], &mut row);
-                for (acc, x) in oi.iter_mut().zip(vj) {
-                    *acc += p * x;
-                }
+                simd::axpy(s, p, &v[j * d..(j + 1) * d], oi);
             }
-            let inv = 1.0 / sum;
-            oi.iter_mut().for_each(|x| *x *= inv);
+            simd::scale(s, 1.0 / sum, oi);
         }
-    });
-    out
+    }
 }
 
 #[cfg(test)]
@@ -203,7 +239,8 @@ mod tests {
     #[test]
     fn cached_kernel_matches_generic_attention_with_gqa_and_padding() {
         let dev = Default::default();
-        let (b, h, kvh, d, cap, len, tq) = (2, 4, 2, 16, 12, 9, 2);
+        // d = 20: whole vectors and a tail at every lane count.
+        let (b, h, kvh, d, cap, len, tq) = (2, 4, 2, 20, 12, 9, 2);
         let rnd = |shape: [usize; 4]| {
             Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, 1.0), &dev)
         };
@@ -216,7 +253,6 @@ mod tests {
         padded[..2].fill(false);
         let keep = vec![vec![true; len], padded];
         let scale = 0.25;
-        let fast = attend_cached(&q, &k, &v, len, Some(&keep), scale).expect("fast path");
         let rep = |x: Tensor<Flex, 4>| {
             x.slice([0..b, 0..kvh, 0..len, 0..d])
                 .unsqueeze_dim::<5>(2)
@@ -230,15 +266,22 @@ mod tests {
             })
             .collect();
         let mask = Tensor::<Flex, 4, Bool>::from_data(TensorData::new(mask, [b, 1, tq, len]), &dev);
-        let slow = scaled_dot_product_attention(
-            q,
-            rep(k),
-            rep(v),
-            AttentionMask::CausalAndPadding(mask),
-            scale,
-        );
-        let diff: f32 = (fast - slow).abs().max().into_scalar();
-        assert!(diff < 1e-5, "max difference {diff}");
+        for &level in Level::available() {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let (kq, vq) = (k.clone().cast(dtype), v.clone().cast(dtype));
+                let fast = attend_cached_at(level, &q, &kq, &vq, len, Some(&keep), scale)
+                    .expect("fast path");
+                let slow = scaled_dot_product_attention(
+                    q.clone(),
+                    rep(kq.cast(DType::F32)),
+                    rep(vq.cast(DType::F32)),
+                    AttentionMask::CausalAndPadding(mask.clone()),
+                    scale,
+                );
+                let diff: f32 = (fast - slow).abs().max().into_scalar();
+                assert!(diff < 1e-5, "{level} {dtype:?}: max difference {diff}");
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod cached;
 mod conv;
 mod norm;
 mod rows;
+pub(crate) mod simd;
 mod vmath;
 mod winograd;
 
@@ -21,7 +22,6 @@ use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
-use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 pub(crate) use attention::attention;
@@ -65,44 +65,20 @@ pub(crate) fn is_dense(t: &FlexTensor) -> bool {
 /// Float element types the kernels read.
 pub(crate) trait Elem: bytemuck::Pod + Send + Sync + burn::tensor::Element {
     fn f32(self) -> f32;
-    /// `dst = src` as f32 (vectorised for the half types).
-    fn widen(src: &[Self], dst: &mut [f32]);
-    /// `src` as f32: borrowed for f32, converted into `buf` otherwise.
-    fn as_f32_in<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
-        if std::any::TypeId::of::<Self>() == std::any::TypeId::of::<f32>() {
-            bytemuck::cast_slice(src)
-        } else {
-            let buf = &mut buf[..src.len()];
-            Self::widen(src, buf);
-            buf
-        }
-    }
 }
 impl Elem for f32 {
     fn f32(self) -> f32 {
         self
-    }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
     }
 }
 impl Elem for f16 {
     fn f32(self) -> f32 {
         self.to_f32()
     }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
 }
 impl Elem for bf16 {
     fn f32(self) -> f32 {
         self.to_f32()
-    }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        // bf16 is the top half of an f32: a shift, which vectorises.
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
-        }
     }
 }
 

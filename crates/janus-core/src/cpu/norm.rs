@@ -5,6 +5,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
+use super::vmath::silu_in_place;
 use super::{F32Values, host_f32};
 
 /// `GroupNorm(groups, eps)` over `x [B, C, ...]` with per-channel `weight` and
@@ -50,8 +51,10 @@ pub fn group_norm<B: Backend, const D: usize>(
             {
                 let (scale, shift) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
                 for (o, &x) in o.iter_mut().zip(x) {
-                    let y = x * scale + shift;
-                    *o = if silu { y / (1.0 + (-y).exp()) } else { y };
+                    *o = x * scale + shift;
+                }
+                if silu {
+                    silu_in_place(o);
                 }
             }
         });

@@ -1,14 +1,15 @@
-//! Vectorised `exp` and exact-GELU over f32 slices (AVX-512 with a scalar
-//! fallback), for the attention softmax and the ViT/aligner MLPs.
+//! Vectorised `exp`, exact GELU and SiLU over f32 slices at the SIMD level of
+//! [`super::simd::level`], for the attention softmax, the ViT/aligner MLPs and
+//! the VQ decoder's GroupNorm+SiLU.
 //!
-//! `exp` reduces `x = n·ln2 + r` with `|r| <= ln2/2`, evaluates a degree-6
-//! Taylor polynomial (relative error below 2e-7) and scales by `2^n`. The GELU
-//! uses Abramowitz & Stegun 7.1.26 for `erf` (absolute error below 1.5e-7), the
+//! `exp` is [`simd::exp`] (relative error below 2e-7). The GELU uses
+//! Abramowitz & Stegun 7.1.26 for `erf` (absolute error below 1.5e-7), the
 //! formula PyTorch's vectorised CPU `erf` uses as well.
 
 use burn::prelude::*;
 use burn::tensor::DType;
 
+use super::simd::{self, Kernel, Lanes, Level};
 use super::{from_flex, is_dense, to_flex};
 
 /// Exact GELU of an f32 tensor on the CPU backend, in place when its buffer is
@@ -24,29 +25,102 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>,
 
 /// `row[i] = exp(row[i] - max)`; returns the sum of the new values.
 pub(crate) fn exp_sub_sum(row: &mut [f32], max: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was just detected.
-        return unsafe { avx512::exp_sub_sum(row, max) };
+    exp_sub_sum_at(simd::level(), row, max)
+}
+
+pub(crate) fn exp_sub_sum_at(level: Level, row: &mut [f32], max: f32) -> f32 {
+    struct K<'a>(&'a mut [f32], f32);
+    impl Kernel for K<'_> {
+        type Output = f32;
+        #[inline(always)]
+        fn run<S: Lanes>(self, s: S) -> f32 {
+            let (row, max) = (self.0, self.1);
+            let m = s.splat(max);
+            let mut acc = s.zero();
+            let nv = row.len() / S::N * S::N;
+            let mut i = 0;
+            while i < nv {
+                // SAFETY: `i + N <= len`.
+                unsafe {
+                    let p = row.as_mut_ptr().add(i);
+                    let e = simd::exp(s, s.sub(s.load(p), m));
+                    s.store(p, e);
+                    acc = s.add(acc, e);
+                }
+                i += S::N;
+            }
+            let mut sum = s.reduce_sum(acc);
+            for v in &mut row[nv..] {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            sum
+        }
     }
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+    simd::dispatch_at(level, K(row, max))
+}
+
+/// The largest value of `row` (`-inf` when empty).
+pub(crate) fn max_of(row: &[f32]) -> f32 {
+    max_of_at(simd::level(), row)
+}
+
+pub(crate) fn max_of_at(level: Level, row: &[f32]) -> f32 {
+    struct K<'a>(&'a [f32]);
+    impl Kernel for K<'_> {
+        type Output = f32;
+        #[inline(always)]
+        fn run<S: Lanes>(self, s: S) -> f32 {
+            let row = self.0;
+            let nv = row.len() / S::N * S::N;
+            let mut acc = s.splat(f32::NEG_INFINITY);
+            let mut i = 0;
+            while i < nv {
+                // SAFETY: `i + N <= len`.
+                acc = s.max(acc, unsafe { s.load(row.as_ptr().add(i)) });
+                i += S::N;
+            }
+            row[nv..].iter().copied().fold(s.reduce_max(acc), f32::max)
+        }
     }
-    sum
+    simd::dispatch_at(level, K(row))
 }
 
 /// `x = x/2 · (1 + erf(x/√2))` in place.
 pub(crate) fn gelu_in_place(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was just detected.
-        return unsafe { avx512::gelu_in_place(x) };
+    gelu_in_place_at(simd::level(), x)
+}
+
+pub(crate) fn gelu_in_place_at(level: Level, x: &mut [f32]) {
+    struct K<'a>(&'a mut [f32]);
+    impl Kernel for K<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Lanes>(self, s: S) {
+            simd::map_in_place(s, self.0, gelu_lanes);
+        }
     }
-    for v in x.iter_mut() {
-        *v = gelu_scalar(*v);
+    simd::dispatch_at(level, K(x))
+}
+
+/// `x = x · sigmoid(x)` in place.
+pub(crate) fn silu_in_place(x: &mut [f32]) {
+    silu_in_place_at(simd::level(), x)
+}
+
+pub(crate) fn silu_in_place_at(level: Level, x: &mut [f32]) {
+    struct K<'a>(&'a mut [f32]);
+    impl Kernel for K<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Lanes>(self, s: S) {
+            simd::map_in_place(s, self.0, |s, v| {
+                let e = simd::exp(s, s.sub(s.zero(), v));
+                s.div(v, s.add(s.splat(1.0), e))
+            });
+        }
     }
+    simd::dispatch_at(level, K(x))
 }
 
 const ERF_P: f32 = 0.327_591_1;
@@ -58,91 +132,21 @@ const ERF_A: [f32; 5] = [
     1.061_405_4,
 ];
 
-fn gelu_scalar(x: f32) -> f32 {
-    let z = (x * std::f32::consts::FRAC_1_SQRT_2).abs();
-    let t = 1.0 / (1.0 + ERF_P * z);
-    let poly = t * (ERF_A[0] + t * (ERF_A[1] + t * (ERF_A[2] + t * (ERF_A[3] + t * ERF_A[4]))));
-    let erf = 1.0 - poly * (-z * z).exp();
-    0.5 * x * (1.0 + erf.copysign(x))
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use super::{ERF_A, ERF_P};
-
-    /// `exp(x)` on 16 lanes; inputs below -87 give (nearly) 0.
-    #[target_feature(enable = "avx512f")]
-    fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-        let mut p = _mm512_set1_ps(1.0 / 720.0);
-        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-        }
-        _mm512_scalef_ps(p, n)
+#[inline(always)]
+fn gelu_lanes<S: Lanes>(s: S, v: S::V) -> S::V {
+    let one = s.splat(1.0);
+    let z = s.mul(v, s.splat(std::f32::consts::FRAC_1_SQRT_2));
+    let za = s.abs(z);
+    let t = s.div(one, s.fma(s.splat(ERF_P), za, one));
+    let mut p = s.splat(ERF_A[4]);
+    for a in [ERF_A[3], ERF_A[2], ERF_A[1], ERF_A[0]] {
+        p = s.fma(p, t, s.splat(a));
     }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn exp_sub_sum(row: &mut [f32], max: f32) -> f32 {
-        let m = _mm512_set1_ps(max);
-        let mut acc = _mm512_setzero_ps();
-        let mut chunks = row.chunks_exact_mut(16);
-        for c in &mut chunks {
-            // SAFETY: `c` holds 16 values.
-            unsafe {
-                let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), m));
-                _mm512_storeu_ps(c.as_mut_ptr(), e);
-                acc = _mm512_add_ps(acc, e);
-            }
-        }
-        let mut sum = _mm512_reduce_add_ps(acc);
-        for v in chunks.into_remainder() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        sum
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gelu_in_place(x: &mut [f32]) {
-        let one = _mm512_set1_ps(1.0);
-        let sign = _mm512_set1_ps(-0.0);
-        let mut chunks = x.chunks_exact_mut(16);
-        for c in &mut chunks {
-            // SAFETY: `c` holds 16 values.
-            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
-            let z = _mm512_mul_ps(v, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-            let za = _mm512_abs_ps(z);
-            let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(ERF_P), za, one));
-            let mut p = _mm512_set1_ps(ERF_A[4]);
-            for a in [ERF_A[3], ERF_A[2], ERF_A[1], ERF_A[0]] {
-                p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(a));
-            }
-            p = _mm512_mul_ps(p, t);
-            let e = exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), za), za));
-            // erf(|z|), then the sign of z.
-            let erf = _mm512_fnmadd_ps(p, e, one);
-            let erf = _mm512_castsi512_ps(_mm512_or_si512(
-                _mm512_castps_si512(erf),
-                _mm512_and_si512(_mm512_castps_si512(sign), _mm512_castps_si512(z)),
-            ));
-            let y = _mm512_mul_ps(
-                _mm512_mul_ps(_mm512_set1_ps(0.5), v),
-                _mm512_add_ps(one, erf),
-            );
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(c.as_mut_ptr(), y) };
-        }
-        for v in chunks.into_remainder() {
-            *v = super::gelu_scalar(*v);
-        }
-    }
+    p = s.mul(p, t);
+    let e = simd::exp(s, s.mul(s.sub(s.zero(), za), za));
+    // erf(|z|) = 1 - p·e, then the sign of z.
+    let erf = s.copysign(s.sub(one, s.mul(p, e)), z);
+    s.mul(s.mul(s.splat(0.5), v), s.add(one, erf))
 }
 
 #[cfg(test)]
@@ -161,28 +165,48 @@ mod tests {
     }
 
     #[test]
-    fn exp_and_gelu_match_f64_references() {
-        let xs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) / 120.0).collect();
+    fn exp_gelu_and_silu_match_f64_references_at_every_level() {
+        for &level in Level::available() {
+            check(level);
+        }
+    }
+
+    fn check(level: Level) {
+        // 1003 values: whole vectors and a tail at every lane count.
+        let xs: Vec<f32> = (0..1003).map(|i| (i as f32 - 500.0) / 120.0).collect();
         let mut e = xs.clone();
-        let sum = exp_sub_sum(&mut e, 1.5);
+        let sum = exp_sub_sum_at(level, &mut e, 1.5);
         let mut want_sum = 0.0f64;
         for (x, e) in xs.iter().zip(&e) {
             let want = ((*x - 1.5) as f64).exp();
             want_sum += want;
             assert!(
                 ((*e as f64) - want).abs() <= 3e-7 * want,
-                "exp({x}): {e} vs {want}"
+                "{level} exp({x}): {e} vs {want}"
             );
         }
         assert!((sum as f64 - want_sum).abs() <= 1e-5 * want_sum);
+        assert_eq!(max_of_at(level, &xs), xs[1002]);
+        assert_eq!(max_of_at(level, &xs[..5]), xs[4]);
+        assert_eq!(max_of_at(level, &[]), f32::NEG_INFINITY);
         let mut g = xs.clone();
-        gelu_in_place(&mut g);
+        gelu_in_place_at(level, &mut g);
         for (x, g) in xs.iter().zip(&g) {
             let x = *x as f64;
             let want = 0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2));
             assert!(
                 (*g as f64 - want).abs() <= 1e-6 * (1.0 + x.abs()),
-                "gelu({x}): {g} vs {want}"
+                "{level} gelu({x}): {g} vs {want}"
+            );
+        }
+        let mut si = xs.clone();
+        silu_in_place_at(level, &mut si);
+        for (x, y) in xs.iter().zip(&si) {
+            let x = *x as f64;
+            let want = x / (1.0 + (-x).exp());
+            assert!(
+                (*y as f64 - want).abs() <= 1e-6 * (1.0 + x.abs()),
+                "{level} silu({x}): {y} vs {want}"
             );
         }
     }

@@ -63,5 +63,5 @@ unsafe fn tile<const MT: usize, const NT: usize>(
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub unsafe fn block(x: &[bf16], m: usize, k: usize, w: &[bf16], yt: &mut [f32]) {
     // SAFETY: forwarded from the caller.
-    unsafe { super::tiles!(tile, 4, x, m, k, w, yt) }
+    unsafe { super::tiles!(tile[](), 4, 32, x, m, k, w, yt) }
 }

@@ -4,20 +4,35 @@
 //! Burn's gemm path packs and re-reads it. This kernel streams every weight row
 //! once for all rows of `x` from the `[out, in]` layout the weights are stored
 //! in, converts f16/bf16 weights to f32 in registers and accumulates in f32, on
-//! all threads (AVX-512; other CPUs keep Burn's matmul). bf16 rows times bf16
-//! weights use `vdpbf16ps` where the CPU has AVX512-BF16 ([`bf16_dot`]).
+//! all threads, at the SIMD level of [`super::simd::level`] (one generic kernel,
+//! [`widen`]). bf16 rows times bf16 weights use `vdpbf16ps` where the CPU has
+//! AVX512-BF16 ([`bf16_dot`]).
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::simd::{self, Level};
 use super::{Elem, host_f32, is_dense, to_flex};
 
-/// Whether this CPU multiplies bf16 rows by bf16 weights natively (AVX512-BF16),
-/// which makes bf16 the fastest dtype for decode and image-generation steps.
+/// Whether this CPU multiplies bf16 rows by bf16 weights natively (AVX512-BF16)
+/// at the current SIMD level, which makes bf16 the fastest dtype for decode and
+/// image-generation steps.
 pub fn has_bf16_dot() -> bool {
-    simd::bf16_dot_available()
+    bf16_dot_at(simd::level())
+}
+
+fn bf16_dot_at(level: Level) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        level == Level::Avx512 && bf16_dot::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level;
+        false
+    }
 }
 
 /// The most rows of `x` the kernel takes.
@@ -27,36 +42,44 @@ pub const MAX_ROWS: usize = 16;
 const BLOCK: usize = 16;
 
 /// `x [m, k] · weight[n, k]ᵀ + bias[n]` on the CPU backend, for `m <= 16`; `None`
-/// (use the generic matmul) on other backends, layouts, dtypes or CPUs.
+/// (use the generic matmul) on other backends, layouts or dtypes.
 pub fn linear_rows<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    bias: Option<&Tensor<B, 1>>,
+) -> Option<Tensor<B, 2>> {
+    linear_rows_at(simd::level(), x, weight, bias)
+}
+
+/// [`linear_rows`] at a given SIMD level (capped to what the CPU has).
+pub(crate) fn linear_rows_at<B: Backend>(
+    level: Level,
     x: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,
     bias: Option<&Tensor<B, 1>>,
 ) -> Option<Tensor<B, 2>> {
     let [m, k] = x.dims();
     let [n, wk] = weight.dims();
-    if m == 0 || m > MAX_ROWS || k != wk || k == 0 || !simd::available() {
+    if m == 0 || m > MAX_ROWS || k != wk || k == 0 {
         return None;
     }
+    let level = level.capped();
     let w = to_flex(weight.clone()).ok()?;
     if !is_dense(&w) {
         return None;
     }
     let mut y = match w.dtype() {
-        DType::BF16 if x.dtype() == DType::BF16 && simd::bf16_dot_available() => {
+        #[cfg(target_arch = "x86_64")]
+        DType::BF16 if x.dtype() == DType::BF16 && bf16_dot_at(level) => {
             let xs = x.clone().into_data().into_vec::<bf16>().ok()?;
-            run(&xs, m, k, w.storage::<bf16>(), n, simd::block_bf16_dot)
+            // SAFETY: `bf16_dot_at` checked the CPU has AVX512-BF16.
+            run(&xs, m, k, w.storage::<bf16>(), n, |x, m, k, w, yt| unsafe {
+                bf16_dot::block(x, m, k, w, yt)
+            })
         }
-        DType::F32 => run(&host_f32(x)?, m, k, w.storage::<f32>(), n, simd::block_f32),
-        DType::F16 => run(&host_f32(x)?, m, k, w.storage::<f16>(), n, simd::block_f16),
-        DType::BF16 => run(
-            &host_f32(x)?,
-            m,
-            k,
-            w.storage::<bf16>(),
-            n,
-            simd::block_bf16,
-        ),
+        DType::F32 => widen::run(level, &host_f32(x)?, m, k, w.storage::<f32>(), n),
+        DType::F16 => widen::run(level, &host_f32(x)?, m, k, w.storage::<f16>(), n),
+        DType::BF16 => widen::run(level, &host_f32(x)?, m, k, w.storage::<bf16>(), n),
         _ => return None,
     };
     if let Some(b) = bias {
@@ -71,25 +94,23 @@ pub fn linear_rows<B: Backend>(
     ))
 }
 
-/// The block kernel: `yt[j * m + i] = x[i] · w[j]` for the rows `w` holds.
-type Block<X, E> = unsafe fn(&[X], usize, usize, &[E], &mut [f32]);
-
+/// Runs `block(x, m, k, w_rows, yt_rows)` over blocks of weight rows on all
+/// threads, where `block` computes `yt[j * m + i] = x[i] · w[j]` for the rows
+/// `w_rows` holds; returns `y [m, n]`.
 fn run<X: Sync, E: Elem>(
     x: &[X],
     m: usize,
     k: usize,
     w: &[E],
     n: usize,
-    block: Block<X, E>,
+    block: impl Fn(&[X], usize, usize, &[E], &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(BLOCK * m)
         .enumerate()
         .for_each(|(b, yt)| {
             let rows = yt.len() / m;
-            let w = &w[b * BLOCK * k..(b * BLOCK + rows) * k];
-            // SAFETY: `simd::available()` was checked; the slices match in size.
-            unsafe { block(x, m, k, w, yt) }
+            block(x, m, k, &w[b * BLOCK * k..(b * BLOCK + rows) * k], yt);
         });
     let mut y = vec![0f32; m * n];
     for (j, col) in yt.chunks_exact(m).enumerate() {
@@ -100,19 +121,29 @@ fn run<X: Sync, E: Elem>(
     y
 }
 
-/// The tile loop shared by the block kernels: `$tile::<MT, NT>(x, k, w, out, m)`
+/// The tile loop shared by the block kernels:
+/// `$tile::<$pre.., MT, NT>($args.., x, k, w, out, m)`
 /// over `NT` weight rows at a time (register budget: `MT x NT` accumulators, `NT`
-/// weights and one row of `x`) and up to `$max_mt` (4 or 8) rows of `x`. Kernels
+/// weights and one row of `x`, within `$regs` vector registers) and up to
+/// `$max_mt` (4 or 8) rows of `x`. Kernels
 /// that convert the weights take 8 rows per tile to convert them once; the bf16
 /// dot kernel reads them as they are and is fastest with 4x4 tiles, re-reading a
 /// tile's weights from L1 for the next rows.
 macro_rules! tiles {
-    ($tile:ident, $max_mt:expr, $x:expr, $m:expr, $k:expr, $w:expr, $yt:expr) => {{
+    ($tile:ident [$($pre:tt),*] ($($arg:expr),*), $max_mt:expr, $regs:expr, $x:expr, $m:expr, $k:expr, $w:expr, $yt:expr) => {{
         let (x, m, k, w, yt) = ($x, $m, $k, $w, $yt);
         let rows = w.len() / k;
         let mut j = 0;
         while j < rows {
-            let nt = if m <= 4 || $max_mt <= 4 { 4 } else { 3 };
+            // With 32 vector registers (AVX-512, NEON) an 8x3 tile fits (24
+            // accumulators); with 16 (AVX2) at most 4x3 or 2x4 do.
+            let nt = if $regs >= 32 {
+                if m <= 4 || $max_mt <= 4 { 4 } else { 3 }
+            } else if m <= 2 {
+                4
+            } else {
+                3
+            };
             let nt = if j + nt <= rows { nt } else { 1 };
             let mut i = 0;
             while i < m {
@@ -120,26 +151,26 @@ macro_rules! tiles {
                 let (xp, wp) = (x.as_ptr().add(i * k), w.as_ptr().add(j * k));
                 let out = &mut yt[j * m + i..];
                 match (mt, nt) {
-                    (1, 4) => $tile::<1, 4>(xp, k, wp, out, m),
-                    (2, 4) => $tile::<2, 4>(xp, k, wp, out, m),
-                    (3, 4) => $tile::<3, 4>(xp, k, wp, out, m),
-                    (4, 4) => $tile::<4, 4>(xp, k, wp, out, m),
-                    (1, 3) => $tile::<1, 3>(xp, k, wp, out, m),
-                    (2, 3) => $tile::<2, 3>(xp, k, wp, out, m),
-                    (3, 3) => $tile::<3, 3>(xp, k, wp, out, m),
-                    (4, 3) => $tile::<4, 3>(xp, k, wp, out, m),
-                    (5, 3) => $tile::<5, 3>(xp, k, wp, out, m),
-                    (6, 3) => $tile::<6, 3>(xp, k, wp, out, m),
-                    (7, 3) => $tile::<7, 3>(xp, k, wp, out, m),
-                    (8, 3) => $tile::<8, 3>(xp, k, wp, out, m),
-                    (1, _) => $tile::<1, 1>(xp, k, wp, out, m),
-                    (2, _) => $tile::<2, 1>(xp, k, wp, out, m),
-                    (3, _) => $tile::<3, 1>(xp, k, wp, out, m),
-                    (4, _) => $tile::<4, 1>(xp, k, wp, out, m),
-                    (5, _) => $tile::<5, 1>(xp, k, wp, out, m),
-                    (6, _) => $tile::<6, 1>(xp, k, wp, out, m),
-                    (7, _) => $tile::<7, 1>(xp, k, wp, out, m),
-                    _ => $tile::<8, 1>(xp, k, wp, out, m),
+                    (1, 4) => $tile::<$($pre,)* 1, 4>($($arg,)* xp, k, wp, out, m),
+                    (2, 4) => $tile::<$($pre,)* 2, 4>($($arg,)* xp, k, wp, out, m),
+                    (3, 4) => $tile::<$($pre,)* 3, 4>($($arg,)* xp, k, wp, out, m),
+                    (4, 4) => $tile::<$($pre,)* 4, 4>($($arg,)* xp, k, wp, out, m),
+                    (1, 3) => $tile::<$($pre,)* 1, 3>($($arg,)* xp, k, wp, out, m),
+                    (2, 3) => $tile::<$($pre,)* 2, 3>($($arg,)* xp, k, wp, out, m),
+                    (3, 3) => $tile::<$($pre,)* 3, 3>($($arg,)* xp, k, wp, out, m),
+                    (4, 3) => $tile::<$($pre,)* 4, 3>($($arg,)* xp, k, wp, out, m),
+                    (5, 3) => $tile::<$($pre,)* 5, 3>($($arg,)* xp, k, wp, out, m),
+                    (6, 3) => $tile::<$($pre,)* 6, 3>($($arg,)* xp, k, wp, out, m),
+                    (7, 3) => $tile::<$($pre,)* 7, 3>($($arg,)* xp, k, wp, out, m),
+                    (8, 3) => $tile::<$($pre,)* 8, 3>($($arg,)* xp, k, wp, out, m),
+                    (1, _) => $tile::<$($pre,)* 1, 1>($($arg,)* xp, k, wp, out, m),
+                    (2, _) => $tile::<$($pre,)* 2, 1>($($arg,)* xp, k, wp, out, m),
+                    (3, _) => $tile::<$($pre,)* 3, 1>($($arg,)* xp, k, wp, out, m),
+                    (4, _) => $tile::<$($pre,)* 4, 1>($($arg,)* xp, k, wp, out, m),
+                    (5, _) => $tile::<$($pre,)* 5, 1>($($arg,)* xp, k, wp, out, m),
+                    (6, _) => $tile::<$($pre,)* 6, 1>($($arg,)* xp, k, wp, out, m),
+                    (7, _) => $tile::<$($pre,)* 7, 1>($($arg,)* xp, k, wp, out, m),
+                    _ => $tile::<$($pre,)* 8, 1>($($arg,)* xp, k, wp, out, m),
                 }
                 i += mt;
             }
@@ -147,39 +178,11 @@ macro_rules! tiles {
         }
     }};
 }
-#[cfg(target_arch = "x86_64")]
 use tiles;
 
 #[cfg(target_arch = "x86_64")]
 mod bf16_dot;
-#[cfg(target_arch = "x86_64")]
 mod widen;
-
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    pub use super::bf16_dot::{available as bf16_dot_available, block as block_bf16_dot};
-    pub use super::widen::{block_bf16, block_f16, block_f32};
-
-    pub fn available() -> bool {
-        is_x86_feature_detected!("avx512f")
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod simd {
-    use half::{bf16, f16};
-
-    pub fn available() -> bool {
-        false
-    }
-    pub fn bf16_dot_available() -> bool {
-        false
-    }
-    pub unsafe fn block_f32(_: &[f32], _: usize, _: usize, _: &[f32], _: &mut [f32]) {}
-    pub unsafe fn block_f16(_: &[f32], _: usize, _: usize, _: &[f16], _: &mut [f32]) {}
-    pub unsafe fn block_bf16(_: &[f32], _: usize, _: usize, _: &[bf16], _: &mut [f32]) {}
-    pub unsafe fn block_bf16_dot(_: &[bf16], _: usize, _: usize, _: &[bf16], _: &mut [f32]) {}
-}
 
 #[cfg(test)]
 mod tests {
@@ -201,10 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_a_plain_dot_product_for_every_row_count_and_dtype() {
-        if !simd::available() {
-            return;
-        }
+    fn matches_a_plain_dot_product_at_every_level_row_count_and_dtype() {
         let dev = Default::default();
         // k = 37 exercises the scalar tail, n = 45 the partial blocks and tiles.
         for (k, n) in [(8, 21), (37, 45), (96, 50)] {
@@ -225,16 +225,18 @@ mod tests {
                         m,
                         k,
                     );
-                    let got = linear_rows(&xq, &wq, Some(&bq)).expect("fast path");
-                    assert_eq!(got.dims(), [m, n]);
-                    assert_eq!(got.dtype(), dtype);
-                    let got = host_f32(&got).unwrap();
-                    let tol = if dtype == DType::F32 { 1e-4 } else { 3e-2 };
-                    for (g, w) in got.iter().zip(&want) {
-                        assert!(
-                            (g - w).abs() <= tol * (1.0 + w.abs()),
-                            "{dtype:?} m={m} k={k}: {g} vs {w}"
-                        );
+                    for &level in Level::available() {
+                        let got = linear_rows_at(level, &xq, &wq, Some(&bq)).expect("fast path");
+                        assert_eq!(got.dims(), [m, n]);
+                        assert_eq!(got.dtype(), dtype);
+                        let got = host_f32(&got).unwrap();
+                        let tol = if dtype == DType::F32 { 1e-4 } else { 3e-2 };
+                        for (g, w) in got.iter().zip(&want) {
+                            assert!(
+                                (g - w).abs() <= tol * (1.0 + w.abs()),
+                                "{level} {dtype:?} m={m} k={k}: {g} vs {w}"
+                            );
+                        }
                     }
                 }
             }

@@ -1,0 +1,443 @@
+//! One SIMD abstraction for every CPU kernel: a kernel is written once, generic
+//! over [`Lanes`] (a vector of f32 lanes and the dozen operations the kernels
+//! use), and [`dispatch`] runs it at the level the CPU has, compiled with that
+//! level's target features:
+//!
+//! | level | lanes | needs |
+//! |---|---|---|
+//! | [`Level::Avx512`] | 16 | AVX-512F/BW/VL, FMA, F16C |
+//! | [`Level::Avx2`] | 8 | AVX2, FMA, F16C |
+//! | [`Level::Neon`] | 4 | aarch64 (NEON is baseline there) |
+//! | [`Level::Scalar`] | 8 | nothing: plain arrays the compiler vectorises for the build target |
+//!
+//! The level is detected once; `JANUS_SIMD=scalar|avx2|avx512|neon` lowers it
+//! (a level the CPU lacks is never used: the request is capped at the best the
+//! CPU has). Tests run each kernel at every level of [`Level::available`].
+//!
+//! Why not `pulp` or `macerator`, which the dependency tree carries: pulp's
+//! AVX2 level has no F16C, so f16 weights could not widen in registers there,
+//! neither widens f16/bf16 vectors nor lets a test force a level. The per-level
+//! code here is only the [`Lanes`] implementations; the kernels are generic.
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::OnceLock;
+
+use half::{bf16, f16};
+
+pub(crate) use scalar::Scalar;
+
+/// A SIMD instruction-set level the CPU kernels run at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Portable code, no explicit vector instructions.
+    Scalar,
+    /// aarch64 Advanced SIMD, 4 lanes.
+    Neon,
+    /// x86-64 AVX2 + FMA + F16C, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) + FMA + F16C, 16 lanes.
+    Avx512,
+}
+
+impl Level {
+    /// The name `JANUS_SIMD` takes and `bench` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Neon => "neon",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+        }
+    }
+
+    /// Parses a `JANUS_SIMD` value.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Scalar, Self::Neon, Self::Avx2, Self::Avx512]
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// The best level this CPU has (detected once).
+    pub fn detect() -> Self {
+        static BEST: OnceLock<Level> = OnceLock::new();
+        *BEST.get_or_init(detect_best)
+    }
+
+    /// Every level this CPU can run, lowest first (always starts with `Scalar`).
+    pub fn available() -> &'static [Self] {
+        match Self::detect() {
+            Self::Avx512 => &[Self::Scalar, Self::Avx2, Self::Avx512],
+            Self::Avx2 => &[Self::Scalar, Self::Avx2],
+            Self::Neon => &[Self::Scalar, Self::Neon],
+            Self::Scalar => &[Self::Scalar],
+        }
+    }
+
+    /// The lowest vectorised level this CPU has (`Scalar` when it has none).
+    pub fn lowest_vectorised() -> Self {
+        Self::available().get(1).copied().unwrap_or(Self::Scalar)
+    }
+
+    /// The best level the CPU has at or below `self`.
+    pub fn capped(self) -> Self {
+        Self::available()
+            .iter()
+            .copied()
+            .rfind(|l| *l <= self)
+            .unwrap_or(Self::Scalar)
+    }
+}
+
+fn detect_best() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v3 = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c");
+        if v3
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+        {
+            return Level::Avx512;
+        }
+        if v3 {
+            return Level::Avx2;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        return Level::Neon;
+    }
+    #[allow(unreachable_code)]
+    Level::Scalar
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The level the kernels use: the CPU's best, lowered by `JANUS_SIMD` (read
+/// once; an unknown value is ignored).
+pub fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        match std::env::var("JANUS_SIMD")
+            .ok()
+            .and_then(|v| Level::parse(&v))
+        {
+            Some(want) => want.capped(),
+            None => Level::detect(),
+        }
+    })
+}
+
+/// A vector of `N` f32 lanes at one SIMD level. The methods are
+/// `#[inline(always)]` so a generic kernel compiles into the target-feature
+/// function [`dispatch`] calls it from.
+pub(crate) trait Lanes: Copy + Send + Sync {
+    /// Lanes per vector.
+    const N: usize;
+    /// Vector registers the level has (sizes the kernels' register tiles).
+    const REGS: usize;
+    /// The vector.
+    type V: Copy;
+
+    fn splat(self, x: f32) -> Self::V;
+    fn zero(self) -> Self::V {
+        self.splat(0.0)
+    }
+    /// # Safety
+    /// `p..p + N` must be readable.
+    unsafe fn load(self, p: *const f32) -> Self::V;
+    /// # Safety
+    /// `p..p + N` must be writable.
+    unsafe fn store(self, p: *mut f32, v: Self::V);
+    /// `N` f16 values widened to f32.
+    /// # Safety
+    /// `p..p + N` must be readable.
+    unsafe fn load_f16(self, p: *const f16) -> Self::V;
+    /// `N` bf16 values widened to f32 (a shift).
+    /// # Safety
+    /// `p..p + N` must be readable.
+    unsafe fn load_bf16(self, p: *const bf16) -> Self::V;
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b + c`.
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    fn min(self, a: Self::V, b: Self::V) -> Self::V;
+    fn abs(self, a: Self::V) -> Self::V;
+    /// `|mag|` with the sign of `sign`.
+    fn copysign(self, mag: Self::V, sign: Self::V) -> Self::V;
+    /// Round to the nearest integer.
+    fn round(self, a: Self::V) -> Self::V;
+    /// `2^n` for integral `n` in `-126..=127`.
+    fn pow2i(self, n: Self::V) -> Self::V;
+    fn reduce_sum(self, a: Self::V) -> f32;
+    fn reduce_max(self, a: Self::V) -> f32;
+    /// A hint to fetch the cache line at `p` (never faults).
+    #[inline(always)]
+    fn prefetch<T>(self, _p: *const T) {}
+}
+
+/// A kernel generic over the SIMD level (a closure cannot be generic).
+pub(crate) trait Kernel {
+    type Output;
+    /// Runs the kernel; implementations are `#[inline(always)]`.
+    fn run<S: Lanes>(self, s: S) -> Self::Output;
+}
+
+/// Runs `k` at `level`, capped to what the CPU has.
+pub(crate) fn dispatch_at<K: Kernel>(level: Level, k: K) -> K::Output {
+    match level.capped() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has the level (capped above).
+        Level::Avx512 => unsafe { x86::run_avx512(k) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2 => unsafe { x86::run_avx2(k) },
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => neon::run(k),
+        _ => k.run(Scalar),
+    }
+}
+
+/// Element types the kernels load as f32 vectors.
+pub(crate) trait Load: Copy {
+    /// # Safety
+    /// `p..p + S::N` must be readable.
+    unsafe fn load<S: Lanes>(s: S, p: *const Self) -> S::V;
+}
+impl Load for f32 {
+    #[inline(always)]
+    unsafe fn load<S: Lanes>(s: S, p: *const Self) -> S::V {
+        // SAFETY: forwarded.
+        unsafe { s.load(p) }
+    }
+}
+impl Load for f16 {
+    #[inline(always)]
+    unsafe fn load<S: Lanes>(s: S, p: *const Self) -> S::V {
+        // SAFETY: forwarded.
+        unsafe { s.load_f16(p) }
+    }
+}
+impl Load for bf16 {
+    #[inline(always)]
+    unsafe fn load<S: Lanes>(s: S, p: *const Self) -> S::V {
+        // SAFETY: forwarded.
+        unsafe { s.load_bf16(p) }
+    }
+}
+
+/// `exp(x)` per lane; inputs are clamped to `[-87, 88]`. Reduces
+/// `x = n·ln2 + r`, `|r| <= ln2/2`, a degree-6 Taylor polynomial (relative
+/// error below 2e-7), scaled by `2^n`.
+#[inline(always)]
+pub(crate) fn exp<S: Lanes>(s: S, x: S::V) -> S::V {
+    let x = s.min(s.max(x, s.splat(-87.0)), s.splat(88.0));
+    let n = s.round(s.mul(x, s.splat(std::f32::consts::LOG2_E)));
+    let r = s.sub(x, s.mul(n, s.splat(0.693_145_75)));
+    let r = s.sub(r, s.mul(n, s.splat(1.428_606_8e-6)));
+    let mut p = s.splat(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = s.fma(p, r, s.splat(c));
+    }
+    s.mul(p, s.pow2i(n))
+}
+
+/// `Σ a[i]·b[i]` (f32 `a`, `b` of any [`Load`] type), vectorised with a scalar
+/// tail.
+#[inline(always)]
+pub(crate) fn dot<S: Lanes, E: Load + Into<f32>>(s: S, a: &[f32], b: &[E]) -> f32 {
+    let n = a.len().min(b.len());
+    let nv = n / S::N * S::N;
+    let (mut acc0, mut acc1) = (s.zero(), s.zero());
+    let mut i = 0;
+    while i + 2 * S::N <= nv {
+        // SAFETY: `i + 2N <= n` for both slices.
+        unsafe {
+            acc0 = s.fma(
+                s.load(a.as_ptr().add(i)),
+                E::load(s, b.as_ptr().add(i)),
+                acc0,
+            );
+            acc1 = s.fma(
+                s.load(a.as_ptr().add(i + S::N)),
+                E::load(s, b.as_ptr().add(i + S::N)),
+                acc1,
+            );
+        }
+        i += 2 * S::N;
+    }
+    if i < nv {
+        // SAFETY: `i + N <= n`.
+        unsafe {
+            acc0 = s.fma(
+                s.load(a.as_ptr().add(i)),
+                E::load(s, b.as_ptr().add(i)),
+                acc0,
+            )
+        };
+    }
+    let mut sum = s.reduce_sum(s.add(acc0, acc1));
+    for t in nv..n {
+        sum += a[t] * b[t].into();
+    }
+    sum
+}
+
+/// `y[i] += alpha · x[i]` (f32 `y`, `x` of any [`Load`] type).
+#[inline(always)]
+pub(crate) fn axpy<S: Lanes, E: Load + Into<f32>>(s: S, alpha: f32, x: &[E], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let nv = n / S::N * S::N;
+    let a = s.splat(alpha);
+    let mut i = 0;
+    while i < nv {
+        // SAFETY: `i + N <= n` for both slices.
+        unsafe {
+            let yp = y.as_mut_ptr().add(i);
+            s.store(yp, s.fma(a, E::load(s, x.as_ptr().add(i)), s.load(yp)));
+        }
+        i += S::N;
+    }
+    for t in nv..n {
+        y[t] += alpha * x[t].into();
+    }
+}
+
+/// `y[i] *= alpha`.
+#[inline(always)]
+pub(crate) fn scale<S: Lanes>(s: S, alpha: f32, y: &mut [f32]) {
+    let nv = y.len() / S::N * S::N;
+    let a = s.splat(alpha);
+    let mut i = 0;
+    while i < nv {
+        // SAFETY: `i + N <= len`.
+        unsafe {
+            let p = y.as_mut_ptr().add(i);
+            s.store(p, s.mul(a, s.load(p)));
+        }
+        i += S::N;
+    }
+    y[nv..].iter_mut().for_each(|v| *v *= alpha);
+}
+
+/// Applies `f` to every lane-vector of `x` in place; the tail (fewer than `N`
+/// values) goes through a zero-padded vector.
+#[inline(always)]
+pub(crate) fn map_in_place<S: Lanes>(s: S, x: &mut [f32], f: impl Fn(S, S::V) -> S::V) {
+    let nv = x.len() / S::N * S::N;
+    let mut i = 0;
+    while i < nv {
+        // SAFETY: `i + N <= len`.
+        unsafe {
+            let p = x.as_mut_ptr().add(i);
+            s.store(p, f(s, s.load(p)));
+        }
+        i += S::N;
+    }
+    let tail = &mut x[nv..];
+    if !tail.is_empty() {
+        let mut buf = [0f32; 16];
+        buf[..tail.len()].copy_from_slice(tail);
+        // SAFETY: `buf` holds 16 >= N values.
+        unsafe { s.store(buf.as_mut_ptr(), f(s, s.load(buf.as_ptr()))) };
+        let n = tail.len();
+        tail.copy_from_slice(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_and_cap() {
+        for l in [Level::Scalar, Level::Neon, Level::Avx2, Level::Avx512] {
+            assert_eq!(Level::parse(l.name()), Some(l));
+        }
+        assert_eq!(Level::parse("AVX2 "), Some(Level::Avx2));
+        assert_eq!(Level::parse("sse9"), None);
+        let avail = Level::available();
+        assert_eq!(avail[0], Level::Scalar);
+        assert_eq!(*avail.last().unwrap(), Level::detect());
+        assert!(avail.contains(&level()));
+        // Asking for more than the CPU has gives what it has.
+        assert_eq!(Level::Avx512.capped(), Level::detect());
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(Level::Neon.capped(), Level::Scalar);
+    }
+
+    struct Ops<'a>(&'a [f32], &'a [f16], &'a [bf16]);
+    impl Kernel for Ops<'_> {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn run<S: Lanes>(self, s: S) -> Vec<f32> {
+            let (x, h, b) = (self.0, self.1, self.2);
+            let mut out = vec![dot(s, x, h), dot(s, x, b), dot(s, x, x)];
+            let mut y = x.to_vec();
+            axpy(s, 0.5, h, &mut y);
+            scale(s, 2.0, &mut y);
+            map_in_place(s, &mut y, |s, v| {
+                let r = s.round(v);
+                s.add(s.copysign(s.abs(r), s.splat(-1.0)), exp(s, s.splat(0.25)))
+            });
+            out.extend(y);
+            let chunk = &x[..S::N];
+            // SAFETY: `chunk` holds N values.
+            let v = unsafe { s.load(chunk.as_ptr()) };
+            out.push(s.reduce_max(v));
+            out.push(s.reduce_sum(s.div(s.pow2i(s.splat(3.0)), s.splat(4.0))));
+            out
+        }
+    }
+
+    #[test]
+    fn every_level_computes_the_same_operations() {
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let h: Vec<f16> = x.iter().map(|v| f16::from_f32(v * 0.5)).collect();
+        let b: Vec<bf16> = x.iter().map(|v| bf16::from_f32(v - 1.0)).collect();
+        let want = {
+            let dh: f32 = x.iter().zip(&h).map(|(a, b)| a * b.to_f32()).sum();
+            let db: f32 = x.iter().zip(&b).map(|(a, b)| a * b.to_f32()).sum();
+            let dx: f32 = x.iter().map(|a| a * a).sum();
+            let mut v = vec![dh, db, dx];
+            v.extend(x.iter().zip(&h).map(|(x, h)| {
+                let y = (x + 0.5 * h.to_f32()) * 2.0;
+                -y.round_ties_even().abs() + 0.25f32.exp()
+            }));
+            v
+        };
+        for &level in Level::available() {
+            let got = dispatch_at(level, Ops(&x, &h, &b));
+            let n = match level {
+                Level::Avx512 => 16,
+                Level::Neon => 4,
+                _ => 8,
+            };
+            let max = x[..n].iter().copied().fold(f32::MIN, f32::max);
+            let mut want = want.clone();
+            want.push(max);
+            want.push(2.0 * n as f32);
+            assert_eq!(got.len(), want.len(), "{level}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "{level} [{i}]: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
