@@ -14,9 +14,10 @@ use janus_pipeline::{ImageGenSession, JanusModel};
 use serde_json::json;
 
 use crate::alloc;
-use crate::args::{BackendArgs, Task};
+use crate::args::{BackendArgs, BackendKind, Task};
 use crate::backend::{Job, dispatch};
 
+mod bandwidth;
 mod serve;
 
 /// Model sizes to benchmark.
@@ -316,13 +317,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dtype = backend.dtype(Task::Default)?;
     let variant = args.variant;
     let out = args.out.clone();
+    let cpu = matches!(backend.backend, BackendKind::Cpu);
+    let simd = janus_core::simd_level();
     eprintln!(
-        "bench: {variant:?}, {:?} {dtype:?}, {threads} threads",
-        backend.backend
+        "bench: {variant:?}, {:?} {dtype:?}, {threads} threads{}",
+        backend.backend,
+        if cpu {
+            format!(
+                ", SIMD {simd} (best here {})",
+                janus_core::SimdLevel::detect()
+            )
+        } else {
+            String::new()
+        }
+    );
+    // The wall every decode and generation figure is set against (CPU only:
+    // the weights are in host memory there).
+    let read_bw = cpu.then(|| {
+        let bw = bandwidth::probe_read_bandwidth(threads);
+        eprintln!(
+            "memory read bandwidth (probe, {threads} threads): {:.1} GB/s",
+            bw / 1e9
+        );
+        bw
+    });
+    let (decode_bytes, step_bytes) = (
+        bandwidth::decode_bytes(&config, dtype),
+        bandwidth::gen_step_bytes(&config, dtype),
     );
     let result = dispatch(backend, Task::Default, Bench { args, config })?;
-    println!("| measurement | median | min | unit | peak RSS |");
-    println!("|---|---|---|---|---|");
+    if cpu {
+        println!("SIMD level: {simd}");
+    }
+    if let Some(bw) = read_bw {
+        println!("memory read bandwidth (probe): {:.1} GB/s", bw / 1e9);
+    }
+    println!("| measurement | median | min | unit | peak RSS | weights read |");
+    println!("|---|---|---|---|---|---|");
     println!(
         "| build/load | {:.2} | | s | |",
         result["load_s"].as_f64().unwrap_or(0.0)
@@ -332,7 +363,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         result["rss_after_load_bytes"].as_f64().unwrap_or(0.0) / 1e9,
         result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
     );
+    let mut stats_out = Vec::new();
     for s in result["stats"].as_array().into_iter().flatten() {
+        // Weights read per second by the decode and generation measurements.
+        let bytes = match s["name"].as_str().unwrap_or("") {
+            "llm_decode_greedy" => Some(decode_bytes),
+            n if n.starts_with("image_gen_step") => Some(step_bytes),
+            _ => None,
+        };
+        let median = s["median"].as_f64().unwrap_or(0.0);
+        let rate = bytes.filter(|_| median > 0.0).map(|b| b / median);
+        let mut s = s.clone();
+        if let Some(r) = rate {
+            s["weight_bytes_per_s"] = json!(r);
+        }
+        let wall = match (rate, read_bw) {
+            (Some(r), Some(bw)) => {
+                format!(" {:.1} GB/s ({:.0} % of probe)", r / 1e9, 100.0 * r / bw)
+            }
+            (Some(r), None) => format!(" {:.1} GB/s", r / 1e9),
+            _ => String::new(),
+        };
         let (median, min) = (
             s["median"].as_f64().unwrap_or(0.0),
             s["min"].as_f64().unwrap_or(0.0),
@@ -344,16 +395,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             _ => String::new(),
         };
         println!(
-            "| {} | {median:.4}{extra} | {min:.4} | {unit} | {:.2} GB |",
+            "| {} | {median:.4}{extra} | {min:.4} | {unit} | {:.2} GB |{wall} |",
             s["name"].as_str().unwrap_or(""),
             s["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
         );
+        stats_out.push(s);
     }
+    let mut result = result;
+    result["stats"] = json!(stats_out);
     let report = json!({
         "variant": format!("{variant:?}"),
         "backend": format!("{:?}", backend.backend),
         "dtype": format!("{dtype:?}"),
         "threads": threads,
+        "simd": cpu.then(|| simd.name()),
+        "read_bandwidth_bytes_per_s": read_bw,
+        "decode_weight_bytes": decode_bytes,
+        "gen_step_weight_bytes": step_bytes,
         "results": result,
     });
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)

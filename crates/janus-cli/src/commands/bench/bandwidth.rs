@@ -1,0 +1,90 @@
+//! How close a measurement is to the memory wall: a read-bandwidth probe of
+//! this machine, and the bytes of weights each decode token or generation step
+//! reads.
+
+use std::time::Instant;
+
+use burn::tensor::DType;
+use janus_pipeline::JanusConfig;
+
+/// Bytes the probe reads per pass (far above any cache).
+const PROBE_BYTES: usize = 1 << 30;
+
+/// The machine's memory read bandwidth in bytes per second: the best of three
+/// passes of all threads summing disjoint parts of a 1 GiB buffer.
+pub fn probe_read_bandwidth(threads: usize) -> f64 {
+    let words = PROBE_BYTES / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let threads = threads.max(1);
+    let part = words.div_ceil(threads);
+    let mut best = f64::INFINITY;
+    let mut sink = 0u64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        sink ^= std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(part)
+                .map(|chunk| s.spawn(move || sum(chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(sink);
+    PROBE_BYTES as f64 / best
+}
+
+/// Wrapping sum over eight independent lanes (vectorises at any SIMD level).
+fn sum(x: &[u64]) -> u64 {
+    let mut lanes = [0u64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(0u64, |a, v| a.wrapping_add(*v));
+    for c in chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l = l.wrapping_add(*v);
+        }
+    }
+    lanes.iter().fold(tail, |a, v| a.wrapping_add(*v))
+}
+
+/// Bytes per weight of `dtype` as the model stores it.
+fn bytes_per_weight(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => 8.0,
+        DType::F32 => 4.0,
+        _ => 2.0,
+    }
+}
+
+/// Weights of the decoder layers (attention and MLP projections; norms are
+/// negligible).
+fn llm_layer_weights(c: &JanusConfig) -> f64 {
+    let l = &c.language;
+    let (h, kv) = (l.hidden_size, l.num_key_value_heads * l.head_dim);
+    let q = l.num_attention_heads * l.head_dim;
+    let per_layer = h * q + 2 * h * kv + q * h + 3 * h * l.intermediate_size;
+    (per_layer * l.num_hidden_layers) as f64
+}
+
+/// Bytes of weights one greedy decode token reads: the decoder layers and
+/// `lm_head` (the embedding is one row).
+pub fn decode_bytes(c: &JanusConfig, dtype: DType) -> f64 {
+    let l = &c.language;
+    (llm_layer_weights(c) + (l.vocab_size * l.hidden_size) as f64) * bytes_per_weight(dtype)
+}
+
+/// Bytes of weights one image-generation step reads: the decoder layers, the
+/// gen head and the gen aligner.
+pub fn gen_step_bytes(c: &JanusConfig, dtype: DType) -> f64 {
+    let g = &c.gen_head;
+    let a = &c.gen_aligner;
+    let head = g.hidden_size * g.mlp_dim + g.mlp_dim * g.num_codes;
+    let aligner = a.input_dim * a.output_dim + a.output_dim * a.output_dim;
+    (llm_layer_weights(c) + (head + aligner) as f64) * bytes_per_weight(dtype)
+}
