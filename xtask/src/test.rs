@@ -16,7 +16,7 @@ fn vulkan_driver() -> bool {
 }
 
 /// Runs fmt, clippy and the tests of every workspace crate on the CPU, the
-/// real-client suites (openai Python client, chromium) against `janus serve`; then the
+/// parity suites again at the lowest vectorised SIMD level, the real-client suites (openai Python client, chromium) against `janus serve`; then the
 /// parity suite on wgpu when a Vulkan driver is present, and a CUDA build check.
 /// `JANUS_SKIP_GPU_BACKENDS=1` skips the last two.
 pub fn run() -> anyhow::Result<()> {
@@ -33,6 +33,27 @@ pub fn run() -> anyhow::Result<()> {
         &[],
     )?;
     cargo(&["test", "--workspace"], &[])?;
+    // The parity suites once more with the CPU kernels forced to the lowest
+    // vectorised SIMD level (AVX2 on x86-64; capped to what the CPU has).
+    let lowest = if cfg!(target_arch = "aarch64") {
+        "neon"
+    } else {
+        "avx2"
+    };
+    cargo(
+        &[
+            "test",
+            "-p",
+            "janus-tests",
+            "--test",
+            "module_parity",
+            "--test",
+            "llm_parity",
+            "--test",
+            "pipeline_parity",
+        ],
+        &[("JANUS_SIMD", lowest)],
+    )?;
     crate::clients::run()?;
     if std::env::var("JANUS_SKIP_GPU_BACKENDS").is_ok_and(|v| v == "1") {
         eprintln!(
