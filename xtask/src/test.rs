@@ -16,7 +16,8 @@ fn vulkan_driver() -> bool {
 }
 
 /// Runs fmt, clippy and the tests of every workspace crate on the CPU, the
-/// parity suites again at the lowest vectorised SIMD level, the real-client suites (openai Python client, chromium) against `janus serve`; then the
+/// parity suites again at the lowest vectorised SIMD level, the real-client
+/// suites (openai Python client, chromium) against `janus serve`; then the
 /// parity suite on wgpu when a Vulkan driver is present, and a CUDA build check.
 /// `JANUS_SKIP_GPU_BACKENDS=1` skips the last two.
 pub fn run() -> anyhow::Result<()> {

@@ -335,6 +335,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // the weights are in host memory there).
     let read_bw = cpu.then(|| {
         let bw = bandwidth::probe_read_bandwidth(threads);
+        // The probe's buffer is freed: keep it out of the peak memory figures.
+        reset_peak();
         eprintln!(
             "memory read bandwidth (probe, {threads} threads): {:.1} GB/s",
             bw / 1e9
@@ -355,11 +357,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("| measurement | median | min | unit | peak RSS | weights read |");
     println!("|---|---|---|---|---|---|");
     println!(
-        "| build/load | {:.2} | | s | |",
+        "| build/load | {:.2} | | s | | |",
         result["load_s"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "| RSS after load / peak | {:.2} / {:.2} | | GB | |",
+        "| RSS after load / peak | {:.2} / {:.2} | | GB | | |",
         result["rss_after_load_bytes"].as_f64().unwrap_or(0.0) / 1e9,
         result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
     );
@@ -371,7 +373,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             n if n.starts_with("image_gen_step") => Some(step_bytes),
             _ => None,
         };
-        let median = s["median"].as_f64().unwrap_or(0.0);
+        let (median, min) = (
+            s["median"].as_f64().unwrap_or(0.0),
+            s["min"].as_f64().unwrap_or(0.0),
+        );
         let rate = bytes.filter(|_| median > 0.0).map(|b| b / median);
         let mut s = s.clone();
         if let Some(r) = rate {
@@ -384,10 +389,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (Some(r), None) => format!(" {:.1} GB/s", r / 1e9),
             _ => String::new(),
         };
-        let (median, min) = (
-            s["median"].as_f64().unwrap_or(0.0),
-            s["min"].as_f64().unwrap_or(0.0),
-        );
         let unit = s["unit"].as_str().unwrap_or("");
         let extra = match unit {
             "s/token" => format!(" ({:.2} tok/s)", 1.0 / median),

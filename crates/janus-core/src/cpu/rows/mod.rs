@@ -51,7 +51,8 @@ pub fn linear_rows<B: Backend>(
     linear_rows_at(simd::level(), x, weight, bias)
 }
 
-/// [`linear_rows`] at a given SIMD level (capped to what the CPU has).
+/// [`linear_rows`] at a given SIMD level (capped to what the CPU has by the
+/// dispatch).
 pub(crate) fn linear_rows_at<B: Backend>(
     level: Level,
     x: &Tensor<B, 2>,
@@ -63,7 +64,6 @@ pub(crate) fn linear_rows_at<B: Backend>(
     if m == 0 || m > MAX_ROWS || k != wk || k == 0 {
         return None;
     }
-    let level = level.capped();
     let w = to_flex(weight.clone()).ok()?;
     if !is_dense(&w) {
         return None;

@@ -78,11 +78,6 @@ impl Level {
         }
     }
 
-    /// The lowest vectorised level this CPU has (`Scalar` when it has none).
-    pub fn lowest_vectorised() -> Self {
-        Self::available().get(1).copied().unwrap_or(Self::Scalar)
-    }
-
     /// The best level the CPU has at or below `self`.
     pub fn capped(self) -> Self {
         Self::available()
