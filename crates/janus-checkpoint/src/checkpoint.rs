@@ -479,6 +479,34 @@ impl Checkpoint {
         Ok(convert::<T>(&bytes, stored))
     }
 
+    /// Streams the float tensor `key` as f32 values, `chunk` elements at a time
+    /// (the last chunk may be shorter), without converting the whole tensor at
+    /// once: `f(offset, values)` for consecutive chunks.
+    pub fn for_each_f32_chunk<E>(
+        &self,
+        key: &str,
+        chunk: usize,
+        mut f: impl FnMut(usize, &[f32]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E>
+    where
+        E: From<Error>,
+    {
+        let (bytes, stored) = self.raw(key)?;
+        if !stored.is_float() {
+            return Err(Error::UnsupportedDType {
+                path: self.file_of(key).to_path_buf(),
+                key: key.into(),
+                dtype: stored.to_string(),
+            }
+            .into());
+        }
+        let size = stored.size();
+        for (i, part) in bytes.chunks(chunk.max(1) * size).enumerate() {
+            f(i * chunk.max(1), &convert::<f32>(part, stored))?;
+        }
+        Ok(())
+    }
+
     /// Reads an integer or bool tensor `key` as i64 values (row-major).
     pub fn read_ints(&self, key: &str) -> Result<Vec<i64>> {
         let (bytes, stored) = self.raw(key)?;

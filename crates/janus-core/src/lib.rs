@@ -26,6 +26,7 @@ mod error;
 mod host;
 mod image;
 pub mod nn;
+pub mod quant;
 mod weights;
 
 pub use config::ConfigError;
@@ -34,4 +35,5 @@ pub use cpu::{has_bf16_dot, is_flex};
 pub use error::{Error, Result};
 pub use host::to_f32_vec;
 pub use image::RgbImage;
+pub use quant::{Precision, QuantFormat, QuantMatrix};
 pub use weights::{KeyPattern, Weights};

@@ -11,6 +11,7 @@ use janus_checkpoint::Checkpoint;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::quant::{Precision, QuantFormat, QuantMatrix};
 
 /// A pattern over checkpoint keys.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,7 @@ struct Shared<'a, B: Backend> {
     source: Source<'a>,
     device: B::Device,
     dtype: DType,
+    quant: Option<QuantFormat>,
     used: RefCell<BTreeSet<String>>,
 }
 
@@ -68,18 +70,21 @@ enum Source<'a> {
 }
 
 impl<'a, B: Backend> Weights<'a, B> {
-    /// Loads from `ckpt` onto `device`, converting every float weight to `dtype`
-    /// (`F32`, `F16` or `BF16`).
-    pub fn new(ckpt: &'a Checkpoint, device: &B::Device, dtype: DType) -> Self {
-        Self::with_source(Source::Checkpoint(ckpt), device, dtype)
+    /// Loads from `ckpt` onto `device`, converting every float weight to the
+    /// precision's dtype (`F32`, `F16` or `BF16`); with a quantized format, the
+    /// layers that take one ([`crate::nn::Linear::load_quantizable`]) are
+    /// quantized as they are read.
+    pub fn new(ckpt: &'a Checkpoint, device: &B::Device, precision: impl Into<Precision>) -> Self {
+        Self::with_source(Source::Checkpoint(ckpt), device, precision.into())
     }
 
-    fn with_source(source: Source<'a>, device: &B::Device, dtype: DType) -> Self {
+    fn with_source(source: Source<'a>, device: &B::Device, precision: Precision) -> Self {
         Self {
             shared: Rc::new(Shared {
                 source,
                 device: device.clone(),
-                dtype,
+                dtype: precision.dtype,
+                quant: precision.quant,
                 used: RefCell::new(BTreeSet::new()),
             }),
             prefix: String::new(),
@@ -111,13 +116,34 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// Hands out seeded random weights of whatever shape is asked for: N(0, 0.02)
     /// for matrices, 1 for norm scales, 0 for biases. For benchmarks at real sizes
     /// without downloads; the values mean nothing.
-    pub fn random(device: &B::Device, dtype: DType, seed: u64) -> Self {
-        Self::with_source(Source::Random(seed), device, dtype)
+    pub fn random(device: &B::Device, precision: impl Into<Precision>, seed: u64) -> Self {
+        Self::with_source(Source::Random(seed), device, precision.into())
     }
 
     /// The runtime float dtype.
     pub fn dtype(&self) -> DType {
         self.shared.dtype
+    }
+
+    /// The quantized format for layers that take one, if any.
+    pub fn quant(&self) -> Option<QuantFormat> {
+        self.shared.quant
+    }
+
+    /// The precision (dtype and quantized format).
+    pub fn precision(&self) -> Precision {
+        Precision {
+            dtype: self.shared.dtype,
+            quant: self.shared.quant,
+        }
+    }
+
+    /// Whether the source has values (`false` for a shapes-only checkpoint).
+    pub fn has_data(&self) -> bool {
+        match self.shared.source {
+            Source::Checkpoint(c) => c.has_data(),
+            Source::Random(_) => true,
+        }
     }
 
     /// The target device.
@@ -145,20 +171,7 @@ impl<'a, B: Backend> Weights<'a, B> {
             Source::Checkpoint(c) => c,
             Source::Random(seed) => return Ok(self.random_tensor(key, shape, seed)),
         };
-        let info = ckpt.info(key).ok_or_else(|| Error::MissingTensor {
-            path: ckpt.path().to_path_buf(),
-            key: key.into(),
-            expected: shape.to_vec(),
-        })?;
-        if info.shape != shape {
-            return Err(Error::ShapeMismatch {
-                path: ckpt.file_of(key).to_path_buf(),
-                key: key.into(),
-                expected: shape.to_vec(),
-                found: info.shape.clone(),
-            });
-        }
-        self.shared.used.borrow_mut().insert(key.to_string());
+        self.check(ckpt, key, &shape)?;
         if !ckpt.has_data() {
             return Ok(Tensor::zeros([1; D], (device, dtype)));
         }
@@ -174,6 +187,55 @@ impl<'a, B: Backend> Weights<'a, B> {
             }
         };
         Ok(Tensor::from_data(data, (device, dtype)))
+    }
+
+    /// Checks that `key` exists with exactly `shape` and records it as taken.
+    fn check(&self, ckpt: &Checkpoint, key: &str, shape: &[usize]) -> Result<()> {
+        let info = ckpt.info(key).ok_or_else(|| Error::MissingTensor {
+            path: ckpt.path().to_path_buf(),
+            key: key.into(),
+            expected: shape.to_vec(),
+        })?;
+        if info.shape != shape {
+            return Err(Error::ShapeMismatch {
+                path: ckpt.file_of(key).to_path_buf(),
+                key: key.into(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        self.shared.used.borrow_mut().insert(key.to_string());
+        Ok(())
+    }
+
+    /// Takes the matrix `name` `[rows, cols]` quantized to `format`, streaming:
+    /// the full-precision values are converted a few MB at a time, never all at
+    /// once. Random weights give the same values [`Weights::tensor`] would.
+    pub fn quantized(&self, name: &str, [rows, cols]: [usize; 2], format: QuantFormat) -> Result<QuantMatrix> {
+        let key = self.key(name);
+        let mut q = QuantMatrix::empty(format, rows, cols)?;
+        // Whole rows, and whole streams of the random generator, per chunk.
+        let unit = cols / gcd(cols, RANDOM_CHUNK) * RANDOM_CHUNK;
+        let chunk = unit * (STREAM_BYTES / 4 / unit).max(1);
+        match self.shared.source {
+            Source::Random(seed) => {
+                let seed = seed ^ fnv1a(&key);
+                let mut buf = vec![0f32; chunk.min(rows * cols)];
+                for start in (0..rows * cols).step_by(chunk) {
+                    let part = &mut buf[..chunk.min(rows * cols - start)];
+                    fill_random_normal(seed, start, part, 0.02);
+                    q.quantize_rows(start / cols, part);
+                }
+            }
+            Source::Checkpoint(ckpt) => {
+                self.check(ckpt, &key, &[rows, cols])?;
+                ckpt.for_each_f32_chunk(&key, chunk, |start, values| {
+                    q.quantize_rows(start / cols, values);
+                    Ok::<_, Error>(())
+                })?;
+            }
+        }
+        Ok(q)
     }
 
     fn random_tensor<const D: usize>(
@@ -236,14 +298,33 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Values per stream of the random generator.
+const RANDOM_CHUNK: usize = 1 << 16;
+
+/// Bytes of f32 values [`Weights::quantized`] converts at a time.
+const STREAM_BYTES: usize = 16 << 20;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 /// `n` values from N(0, std²), filled in parallel chunks that each have their own
 /// seeded stream, so the values do not depend on the thread count.
 fn random_normal(seed: u64, n: usize, std: f32) -> Vec<f32> {
-    const CHUNK: usize = 1 << 16;
     let mut out = vec![0f32; n];
-    out.par_chunks_mut(CHUNK)
+    fill_random_normal(seed, 0, &mut out, std);
+    out
+}
+
+/// Values `offset..offset + out.len()` of [`random_normal`]'s sequence;
+/// `offset` must be a multiple of [`RANDOM_CHUNK`].
+fn fill_random_normal(seed: u64, offset: usize, out: &mut [f32], std: f32) {
+    debug_assert!(offset.is_multiple_of(RANDOM_CHUNK));
+    let first = offset / RANDOM_CHUNK;
+    out.par_chunks_mut(RANDOM_CHUNK)
         .enumerate()
         .for_each(|(i, chunk)| {
+            let i = first + i;
             let mut state = seed ^ (i as u64).wrapping_mul(0xd134_2543_de82_ef95);
             for pair in chunk.chunks_mut(2) {
                 // Box-Muller from two uniforms in (0, 1].
@@ -257,7 +338,6 @@ fn random_normal(seed: u64, n: usize, std: f32) -> Vec<f32> {
                 }
             }
         });
-    out
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub(crate) use cached::{attend_cached, write_rows};
 pub(crate) use conv::conv2d;
 pub(crate) use norm::group_norm;
 pub use rows::has_bf16_dot;
-pub(crate) use rows::{MAX_ROWS, linear_rows};
+pub(crate) use rows::{MAX_ROWS, linear_rows, quant_rows_at};
 pub(crate) use vmath::gelu;
 
 /// Whether `B` is the burn-flex CPU backend.

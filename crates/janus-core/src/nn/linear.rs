@@ -3,19 +3,22 @@
 use burn::prelude::*;
 use burn::tensor::DType;
 
+use super::quantized::QuantWeight;
 use crate::error::Result;
+use crate::quant::{BLOCK, QuantFormat};
 use crate::weights::Weights;
 
 /// A dense layer with the weight kept in PyTorch's `[out, in]` layout (no transpose
 /// is materialised at load; the matmul reads a transposed view), or as `[in, out]`
-/// after [`Linear::for_many_rows`].
+/// after [`Linear::for_many_rows`], or quantized ([`Linear::load_quantizable`]).
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
-    /// `[out, in]`, or `[in, out]` when `in_out`.
+    /// `[out, in]`, or `[in, out]` when `in_out` (a placeholder when quantized).
     weight: Tensor<B, 2>,
     /// `[out]`.
     bias: Option<Tensor<B, 1>>,
     in_out: bool,
+    quant: Option<QuantWeight<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -25,6 +28,44 @@ impl<B: Backend> Linear<B> {
             weight,
             bias,
             in_out: false,
+            quant: None,
+        }
+    }
+
+    /// Loads `weight` `[d_out, d_in]` (and `bias` `[d_out]` when `bias`),
+    /// quantized to the format of `w`'s precision when it has one and `d_in` is
+    /// a multiple of 32 (else as [`Linear::load`] does). The full-precision
+    /// weight is never held whole: it is quantized as it streams in.
+    pub fn load_quantizable(w: &Weights<B>, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let bias = if bias {
+            Some(w.tensor("bias", [d_out])?)
+        } else {
+            None
+        };
+        match w.quant() {
+            Some(format) if d_in.is_multiple_of(BLOCK) && w.has_data() => {
+                let q = w.quantized("weight", [d_out, d_in], format)?;
+                Ok(Self {
+                    weight: Tensor::zeros([1, 1], (w.device(), w.dtype())),
+                    bias,
+                    in_out: false,
+                    quant: Some(QuantWeight::new(q, w.device())),
+                })
+            }
+            _ => Ok(Self::new(w.tensor("weight", [d_out, d_in])?, bias)),
+        }
+    }
+
+    /// The block format of the weight, if it is quantized.
+    pub fn quant_format(&self) -> Option<QuantFormat> {
+        self.quant.as_ref().map(QuantWeight::format)
+    }
+
+    /// Bytes the weight occupies (quantized or not; bias excluded).
+    pub fn weight_bytes(&self) -> usize {
+        match &self.quant {
+            Some(q) => q.bytes(),
+            None => self.weight.shape().num_elements() * self.weight.dtype().size(),
         }
     }
 
@@ -47,7 +88,7 @@ impl<B: Backend> Linear<B> {
     /// at SigLIP sizes); the few-row kernel, which wants `[out, in]`, is then not
     /// used. A no-op on other backends.
     pub fn for_many_rows(self) -> Self {
-        if self.in_out || !crate::cpu::is_flex::<B>() {
+        if self.in_out || self.quant.is_some() || !crate::cpu::is_flex::<B>() {
             return self;
         }
         let (device, dtype) = (self.weight.device(), self.weight.dtype());
@@ -56,12 +97,16 @@ impl<B: Backend> Linear<B> {
             weight: Tensor::from_data(data, (&device, dtype)),
             bias: self.bias,
             in_out: true,
+            quant: None,
         }
     }
 
-    /// The weight as `[out, in]`.
+    /// The weight as `[out, in]` (dequantized, in the runtime dtype, when
+    /// quantized).
     pub fn weight(&self) -> Tensor<B, 2> {
-        if self.in_out {
+        if let Some(q) = &self.quant {
+            q.dequantize(self.weight.dtype())
+        } else if self.in_out {
             self.weight.clone().transpose()
         } else {
             self.weight.clone()
@@ -75,6 +120,9 @@ impl<B: Backend> Linear<B> {
 
     /// Output features.
     pub fn d_out(&self) -> usize {
+        if let Some(q) = &self.quant {
+            return q.shape()[0];
+        }
         self.weight.dims()[if self.in_out { 1 } else { 0 }]
     }
 
@@ -85,6 +133,9 @@ impl<B: Backend> Linear<B> {
         let rows = dims[..D - 1].iter().product::<usize>();
         let x = x.reshape([rows, d_in]);
         dims[D - 1] = self.d_out();
+        if let Some(q) = &self.quant {
+            return q.forward(x, self.bias.as_ref()).reshape(dims);
+        }
         if !self.in_out
             && rows <= crate::cpu::MAX_ROWS
             && let Some(y) = crate::cpu::linear_rows(&x, &self.weight, self.bias.as_ref())

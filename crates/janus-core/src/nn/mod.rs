@@ -6,6 +6,7 @@ mod embedding;
 mod linear;
 mod mlp;
 mod norm;
+mod quantized;
 
 pub use attention::{AttentionMask, cached_attention, scaled_dot_product_attention, write_rows};
 pub use conv::{Conv2d, Conv2dSpec};

@@ -94,6 +94,28 @@ pub(crate) fn linear_rows_at<B: Backend>(
     ))
 }
 
+/// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at `level`, on the host
+/// (the [`QuantMatrix`] kernel); the result in `x`'s dtype on `x`'s device.
+pub(crate) fn quant_rows_at<B: Backend>(
+    level: Level,
+    x: &Tensor<B, 2>,
+    q: &crate::quant::QuantMatrix,
+    bias: Option<&Tensor<B, 1>>,
+) -> Tensor<B, 2> {
+    let [m, k] = x.dims();
+    debug_assert!(m <= MAX_ROWS && k == q.cols());
+    let xs = crate::to_f32_vec(x.clone());
+    let mut y = quant::run(level, &xs, m, q);
+    let n = q.rows();
+    if let Some(b) = bias {
+        let b = crate::to_f32_vec(b.clone());
+        for row in y.chunks_mut(n) {
+            row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
+        }
+    }
+    Tensor::from_data(TensorData::new(y, [m, n]), (&x.device(), x.dtype()))
+}
+
 /// Runs `block(x, m, k, w_rows, yt_rows)` over blocks of weight rows on all
 /// threads, where `block` computes `yt[j * m + i] = x[i] · w[j]` for the rows
 /// `w_rows` holds; returns `y [m, n]`.
@@ -182,6 +204,7 @@ use tiles;
 
 #[cfg(target_arch = "x86_64")]
 mod bf16_dot;
+mod quant;
 mod widen;
 
 #[cfg(test)]

@@ -163,6 +163,15 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// # Safety
     /// `p..p + N` must be readable.
     unsafe fn load_bf16(self, p: *const bf16) -> Self::V;
+    /// `N` signed bytes widened to f32 (q8_0 weights).
+    /// # Safety
+    /// `p..p + N` must be readable.
+    unsafe fn load_i8(self, p: *const i8) -> Self::V;
+    /// The low (`high == false`) or high 4-bit halves of `N` bytes, as f32
+    /// values `0..=15` (q4_0 weights).
+    /// # Safety
+    /// `p..p + N` must be readable.
+    unsafe fn load_u4(self, p: *const u8, high: bool) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;

@@ -51,6 +51,19 @@ impl Lanes for Neon {
         unsafe { vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p.cast()))) }
     }
     #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> float32x4_t {
+        let q = unsafe { p.cast::<[i8; 4]>().read_unaligned() };
+        let f = q.map(f32::from);
+        unsafe { vld1q_f32(f.as_ptr()) }
+    }
+    #[inline(always)]
+    unsafe fn load_u4(self, p: *const u8, high: bool) -> float32x4_t {
+        let q = unsafe { p.cast::<[u8; 4]>().read_unaligned() };
+        let shift = if high { 4 } else { 0 };
+        let f = q.map(|b| f32::from((b >> shift) & 15));
+        unsafe { vld1q_f32(f.as_ptr()) }
+    }
+    #[inline(always)]
     fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
         unsafe { vaddq_f32(a, b) }
     }

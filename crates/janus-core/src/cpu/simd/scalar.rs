@@ -57,6 +57,19 @@ impl Lanes for Scalar {
         h.map(|b| f32::from_bits(u32::from(b) << 16))
     }
     #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> V {
+        // SAFETY: the caller guarantees 8 readable values.
+        let q = unsafe { p.cast::<[i8; 8]>().read_unaligned() };
+        q.map(f32::from)
+    }
+    #[inline(always)]
+    unsafe fn load_u4(self, p: *const u8, high: bool) -> V {
+        // SAFETY: the caller guarantees 8 readable values.
+        let q = unsafe { p.cast::<[u8; 8]>().read_unaligned() };
+        let shift = if high { 4 } else { 0 };
+        q.map(|b| f32::from((b >> shift) & 15))
+    }
+    #[inline(always)]
     fn add(self, a: V, b: V) -> V {
         zip(a, b, |x, y| x + y)
     }

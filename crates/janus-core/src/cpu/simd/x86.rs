@@ -69,6 +69,18 @@ impl Lanes for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> __m256 {
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))) }
+    }
+    #[inline(always)]
+    unsafe fn load_u4(self, p: *const u8, high: bool) -> __m256 {
+        unsafe {
+            let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
+            let b = if high { _mm256_srli_epi32::<4>(b) } else { b };
+            _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15)))
+        }
+    }
+    #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {
         unsafe { _mm256_add_ps(a, b) }
     }
@@ -167,6 +179,18 @@ impl Lanes for Avx512 {
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
                 _mm256_loadu_si256(p.cast()),
             )))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_i8(self, p: *const i8) -> __m512 {
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))) }
+    }
+    #[inline(always)]
+    unsafe fn load_u4(self, p: *const u8, high: bool) -> __m512 {
+        unsafe {
+            let b = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast()));
+            let b = if high { _mm512_srli_epi32::<4>(b) } else { b };
+            _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)))
         }
     }
     #[inline(always)]

@@ -1,0 +1,236 @@
+//! [`QuantWeight`]: a [`Linear`](super::Linear) weight in a block format
+//! ([`QuantMatrix`]), kept where its backend reads it fastest.
+//!
+//! - CPU (burn-flex): the blocks stay in host memory. A few rows (decode, image
+//!   steps) go through the block kernel, which dequantizes in registers; many
+//!   rows (prefill) dequantize a slab of weight rows at a time into an f32
+//!   buffer of a few MB and multiply it with Burn's matmul.
+//! - Other backends (wgpu, CUDA): the values are packed four (q8_0) or eight
+//!   (q4_0) to a 32-bit int tensor on the device, with f32 scales, and each call
+//!   dequantizes on the device (integer shifts and masks) to the runtime dtype
+//!   before the matmul: correct everywhere, never a host round trip.
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::{DType, Int, TensorData};
+
+use crate::quant::{BLOCK, QuantFormat, QuantMatrix};
+
+/// A quantized `[out, in]` weight.
+#[derive(Debug, Clone)]
+pub(crate) enum QuantWeight<B: Backend> {
+    /// The blocks in host memory (CPU backend).
+    Host {
+        q: Arc<QuantMatrix>,
+        device: B::Device,
+    },
+    /// Packed on the device.
+    Device(DeviceQuant<B>),
+}
+
+/// Values packed into i32 words (little-endian bytes), scales `[out, in / 32, 1]`.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceQuant<B: Backend> {
+    format: QuantFormat,
+    packed: Tensor<B, 2, Int>,
+    scales: Tensor<B, 3>,
+    shape: [usize; 2],
+}
+
+/// Bytes of f32 weights the many-row CPU path dequantizes at a time.
+const SLAB_BYTES: usize = 8 << 20;
+
+impl<B: Backend> QuantWeight<B> {
+    /// Places `q` for backend `B` on `device`.
+    pub(crate) fn new(q: QuantMatrix, device: &B::Device) -> Self {
+        if crate::cpu::is_flex::<B>() {
+            Self::Host {
+                q: Arc::new(q),
+                device: device.clone(),
+            }
+        } else {
+            Self::Device(DeviceQuant::new(&q, device))
+        }
+    }
+
+    pub(crate) fn format(&self) -> QuantFormat {
+        match self {
+            Self::Host { q, .. } => q.format(),
+            Self::Device(d) => d.format,
+        }
+    }
+
+    /// `[out, in]`.
+    pub(crate) fn shape(&self) -> [usize; 2] {
+        match self {
+            Self::Host { q, .. } => [q.rows(), q.cols()],
+            Self::Device(d) => d.shape,
+        }
+    }
+
+    /// Bytes the weight occupies.
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Self::Host { q, .. } => q.bytes(),
+            Self::Device(d) => d.shape[0] * d.shape[1] * d.format.block_bytes() / BLOCK
+                + d.shape[0] * d.shape[1] / BLOCK * 4,
+        }
+    }
+
+    /// The weight dequantized, `[out, in]` in `dtype`.
+    pub(crate) fn dequantize(&self, dtype: DType) -> Tensor<B, 2> {
+        match self {
+            Self::Host { q, device } => {
+                let mut w = vec![0f32; q.rows() * q.cols()];
+                q.dequantize_rows(0..q.rows(), &mut w);
+                Tensor::from_data(TensorData::new(w, [q.rows(), q.cols()]), (device, dtype))
+            }
+            Self::Device(d) => d.dequantize(dtype),
+        }
+    }
+
+    /// `x [rows, in] · Wᵀ + bias`, in `x`'s dtype.
+    pub(crate) fn forward(&self, x: Tensor<B, 2>, bias: Option<&Tensor<B, 1>>) -> Tensor<B, 2> {
+        let dtype = x.dtype();
+        let y = match self {
+            Self::Host { q, device } => {
+                let rows = x.dims()[0];
+                if rows <= crate::cpu::MAX_ROWS {
+                    return crate::cpu::quant_rows_at(crate::cpu::simd::level(), &x, q, bias);
+                }
+                many_rows(q, x.cast(DType::F32), device, SLAB_BYTES).cast(dtype)
+            }
+            Self::Device(d) => x.matmul(d.dequantize(dtype).transpose()),
+        };
+        match bias {
+            Some(b) => y + b.clone().unsqueeze::<2>(),
+            None => y,
+        }
+    }
+}
+
+/// `x [rows, in] · Wᵀ` in f32, a slab of weight rows at a time.
+fn many_rows<B: Backend>(
+    q: &QuantMatrix,
+    x: Tensor<B, 2>,
+    device: &B::Device,
+    slab_bytes: usize,
+) -> Tensor<B, 2> {
+    let (n, k) = (q.rows(), q.cols());
+    let slab = (slab_bytes / 4 / k).clamp(16, n.max(16));
+    let mut buf = vec![0f32; slab.min(n) * k];
+    let mut parts = Vec::with_capacity(n.div_ceil(slab));
+    for r0 in (0..n).step_by(slab) {
+        let r1 = (r0 + slab).min(n);
+        let w = &mut buf[..(r1 - r0) * k];
+        q.dequantize_rows(r0..r1, w);
+        let w = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [r1 - r0, k]), device);
+        parts.push(x.clone().matmul(w.transpose()));
+    }
+    Tensor::cat(parts, 1)
+}
+
+impl<B: Backend> DeviceQuant<B> {
+    fn new(q: &QuantMatrix, device: &B::Device) -> Self {
+        let [n, k] = [q.rows(), q.cols()];
+        let words: Vec<i32> = q
+            .qs()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let per_row = words.len() / n;
+        let scales: Vec<f32> = q.scales().iter().map(|d| d.to_f32()).collect();
+        Self {
+            format: q.format(),
+            packed: Tensor::from_data(TensorData::new(words, [n, per_row]), device),
+            scales: Tensor::from_data(TensorData::new(scales, [n, k / BLOCK, 1]), device),
+            shape: [n, k],
+        }
+    }
+
+    /// Byte `b` (0..4) of every packed word, `0..=255`.
+    fn byte(&self, words: Tensor<B, 3, Int>, b: i32) -> Tensor<B, 3, Int> {
+        words
+            .bitwise_right_shift_scalar((8 * b).elem())
+            .bitwise_and_scalar(255.elem())
+    }
+
+    fn dequantize(&self, dtype: DType) -> Tensor<B, 2> {
+        let [n, k] = self.shape;
+        let nb = k / BLOCK;
+        let words_per_block = self.format.block_bytes() / 4;
+        let words = self.packed.clone().reshape([n, nb, words_per_block]);
+        // Bytes in memory order: [n, blocks, words, 4] -> [n, blocks, bytes].
+        let bytes: Tensor<B, 3, Int> =
+            Tensor::stack::<4>((0..4).map(|b| self.byte(words.clone(), b)).collect(), 3)
+                .reshape([n, nb, 4 * words_per_block]);
+        let values = match self.format {
+            // Two's complement bytes to -128..=127.
+            QuantFormat::Q8_0 => bytes
+                .add_scalar(128)
+                .bitwise_and_scalar(255.elem())
+                .sub_scalar(128)
+                .float(),
+            // Low halves are weights 0..16, high halves 16..32.
+            QuantFormat::Q4_0 => {
+                let lo = bytes.clone().bitwise_and_scalar(15.elem());
+                let hi = bytes.bitwise_right_shift_scalar(4.elem());
+                Tensor::cat(vec![lo, hi], 2).float().sub_scalar(8.0)
+            }
+        };
+        (values.cast(DType::F32) * self.scales.clone())
+            .reshape([n, k])
+            .cast(dtype)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+
+    use super::*;
+
+    fn matrix(format: QuantFormat, n: usize, k: usize) -> QuantMatrix {
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 2654435761) % 997) as f32 / 400.0 - 1.2)
+            .collect();
+        QuantMatrix::quantize(format, n, k, &w).unwrap()
+    }
+
+    #[test]
+    fn the_device_packing_dequantizes_to_the_host_values() {
+        let dev = Default::default();
+        for format in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
+            let q = matrix(format, 6, 96);
+            let mut want = vec![0f32; 6 * 96];
+            q.dequantize_rows(0..6, &mut want);
+            let d = DeviceQuant::<Flex>::new(&q, &dev);
+            let got = crate::to_f32_vec(d.dequantize(DType::F32));
+            assert_eq!(got, want, "{format}");
+        }
+    }
+
+    #[test]
+    fn many_rows_match_the_dequantized_product() {
+        let dev = Default::default();
+        for format in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
+            let q = matrix(format, 40, 64);
+            let x = Tensor::<Flex, 2>::random(
+                [20, 64],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &dev,
+            );
+            let w = QuantWeight::<Flex>::new(q, &dev);
+            let want = x.clone().matmul(w.dequantize(DType::F32).transpose());
+            let got = w.forward(x.clone(), None);
+            let diff: f32 = (got - want.clone()).abs().max().into_scalar();
+            assert!(diff < 1e-4, "{format}: {diff}");
+            // Slabs of 16 rows: 16 + 16 + 8.
+            let QuantWeight::Host { q, device } = &w else { unreachable!() };
+            let got = many_rows(q, x, device, 16 * 64 * 4);
+            let diff: f32 = (got - want).abs().max().into_scalar();
+            assert!(diff < 1e-4, "{format} in slabs: {diff}");
+        }
+    }
+}
