@@ -52,6 +52,8 @@ pub fn run() -> anyhow::Result<()> {
             "llm_parity",
             "--test",
             "pipeline_parity",
+            "--test",
+            "quantized",
         ],
         &[("JANUS_SIMD", lowest)],
     )?;

@@ -3,6 +3,7 @@
 use burn::tensor::DType;
 use clap::{Args, ValueEnum};
 use janus_checkpoint::StoredDType;
+use janus_core::{Precision, QuantFormat};
 
 /// `--model`.
 #[derive(Args, Clone, Debug)]
@@ -54,6 +55,25 @@ impl DTypeArg {
     }
 }
 
+/// `--dtype` of the commands that run the model: a float dtype, or a block
+/// format for the LLM's linears, `lm_head` and the gen head (everything else
+/// then 16-bit: f16, bf16 on cuda).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RunDType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// int8 blocks of 32 with an f16 scale (8.5 bits per weight), quantized at load.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 4-bit blocks of 32 with an f16 scale (4.5 bits per weight), quantized at load.
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
 /// What the weights are used for: it decides the CPU's default dtype.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
@@ -71,26 +91,47 @@ pub struct BackendArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
     /// Weight dtype [default: f32 on cpu (for `generate` bf16 on CPUs with
-    /// AVX512-BF16, else f16), f16 on wgpu, bf16 on cuda].
+    /// AVX512-BF16, else f16), f16 on wgpu, bf16 on cuda]. `q8_0` and `q4_0`
+    /// quantize the LLM, `lm_head` and the gen head as they load (the rest is
+    /// 16-bit).
     #[arg(long, value_enum)]
-    pub dtype: Option<DTypeArg>,
+    pub dtype: Option<RunDType>,
 }
 
 impl BackendArgs {
-    /// The dtype to use for `task`: the flag, or the backend's default. The only
-    /// place the default-dtype policy lives.
-    pub fn dtype(&self, task: Task) -> anyhow::Result<DType> {
-        let d = self.dtype.unwrap_or(match (self.backend, task) {
-            (BackendKind::Cpu, Task::Default) => DTypeArg::F32,
-            (BackendKind::Cpu, Task::Generate) if janus_core::has_bf16_dot() => DTypeArg::Bf16,
-            (BackendKind::Cpu, Task::Generate) => DTypeArg::F16,
-            (BackendKind::Wgpu, _) => DTypeArg::F16,
-            (BackendKind::Cuda, _) => DTypeArg::Bf16,
-        });
+    /// The precision to use for `task`: the flag, or the backend's default. The
+    /// only place the default-dtype policy lives.
+    pub fn precision(&self, task: Task) -> anyhow::Result<Precision> {
+        let sixteen = match self.backend {
+            BackendKind::Cuda => DTypeArg::Bf16,
+            _ => DTypeArg::F16,
+        };
+        let (d, quant) = match self.dtype {
+            Some(RunDType::F32) => (DTypeArg::F32, None),
+            Some(RunDType::F16) => (DTypeArg::F16, None),
+            Some(RunDType::Bf16) => (DTypeArg::Bf16, None),
+            Some(RunDType::Q8_0) => (sixteen, Some(QuantFormat::Q8_0)),
+            Some(RunDType::Q4_0) => (sixteen, Some(QuantFormat::Q4_0)),
+            None => (
+                match (self.backend, task) {
+                    (BackendKind::Cpu, Task::Default) => DTypeArg::F32,
+                    (BackendKind::Cpu, Task::Generate) if janus_core::has_bf16_dot() => {
+                        DTypeArg::Bf16
+                    }
+                    (BackendKind::Cpu, Task::Generate) => DTypeArg::F16,
+                    (BackendKind::Wgpu, _) => DTypeArg::F16,
+                    (BackendKind::Cuda, _) => DTypeArg::Bf16,
+                },
+                None,
+            ),
+        };
         if (self.backend, d) == (BackendKind::Wgpu, DTypeArg::Bf16) {
             anyhow::bail!("bf16 is not supported on the wgpu backend: use --dtype f16 or f32");
         }
-        Ok(d.burn())
+        Ok(Precision {
+            dtype: d.burn(),
+            quant,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 use burn::prelude::Backend;
 use burn::tensor::DType;
+use janus_core::Precision;
 
 use crate::args::{BackendArgs, BackendKind, Task};
 
@@ -11,23 +12,30 @@ pub trait Job {
     /// Result of the job.
     type Output;
     /// Runs on backend `B`.
-    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Self::Output>;
+    fn run<B: Backend>(
+        self,
+        device: B::Device,
+        precision: Precision,
+    ) -> anyhow::Result<Self::Output>;
 }
 
-/// Runs `job` on the backend named by `args`, in the dtype for `task`.
+/// Runs `job` on the backend named by `args`, in the precision for `task`.
 pub fn dispatch<J: Job>(args: BackendArgs, task: Task, job: J) -> anyhow::Result<J::Output> {
-    let dtype = args.dtype(task)?;
-    if args.backend == BackendKind::Cpu && dtype == DType::BF16 && !janus_core::has_bf16_dot() {
+    let precision = args.precision(task)?;
+    if args.backend == BackendKind::Cpu
+        && precision.dtype == DType::BF16
+        && !janus_core::has_bf16_dot()
+    {
         eprintln!(
             "warning: this CPU has no AVX512-BF16, so bf16 converts on every operation and is slow; f16 is the fast 16-bit choice here"
         );
     }
     match args.backend {
-        BackendKind::Cpu => job.run::<burn::backend::Flex>(Default::default(), dtype),
+        BackendKind::Cpu => job.run::<burn::backend::Flex>(Default::default(), precision),
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => job.run::<burn::backend::Wgpu>(Default::default(), dtype),
+        BackendKind::Wgpu => job.run::<burn::backend::Wgpu>(Default::default(), precision),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => job.run::<burn::backend::Cuda>(Default::default(), dtype),
+        BackendKind::Cuda => job.run::<burn::backend::Cuda>(Default::default(), precision),
         #[allow(unreachable_patterns)]
         other => {
             let name = format!("{other:?}").to_lowercase();

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use burn::prelude::Backend;
-use burn::tensor::DType;
+use janus_core::Precision;
 use janus_pipeline::Janus;
 use janus_pipeline::chat::Template;
 
@@ -27,15 +27,15 @@ pub fn janus<B: Backend>(
     model: &str,
     template: Option<Template>,
     device: &B::Device,
-    dtype: DType,
+    precision: Precision,
 ) -> anyhow::Result<(Janus<B>, f64)> {
     watch_hub_cache(model);
     let t0 = Instant::now();
-    let janus = Janus::<B>::load_with(model, device, dtype, template, progress::on_load())?;
+    let janus = Janus::<B>::load_with(model, device, precision, template, progress::on_load())?;
     alloc::retain_freed_memory();
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
-        "loaded {} in {secs:.1} s ({dtype:?})",
+        "loaded {} in {secs:.1} s ({precision})",
         janus.dir().display()
     );
     Ok((janus, secs))

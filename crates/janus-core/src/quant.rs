@@ -167,7 +167,10 @@ impl QuantMatrix {
     pub fn quantize_rows(&mut self, row0: usize, values: &[f32]) {
         let (cols, bb) = (self.cols, self.format.block_bytes());
         let n = values.len() / cols;
-        assert!(values.len() == n * cols && row0 + n <= self.rows, "rows out of range");
+        assert!(
+            values.len() == n * cols && row0 + n <= self.rows,
+            "rows out of range"
+        );
         let nb = cols / BLOCK;
         let scales = &mut self.scales[row0 * nb..(row0 + n) * nb];
         let qs = &mut self.qs[row0 * nb * bb..(row0 + n) * nb * bb];
@@ -325,7 +328,10 @@ mod tests {
         let mut back = vec![0f32; 32];
         q.dequantize_rows(0..1, &mut back);
         let d = f16::from_f32(0.4).to_f32();
-        assert_eq!((back[0], back[16], back[1], back[2]), (-8.0 * d, 5.0 * d, d, 0.0));
+        assert_eq!(
+            (back[0], back[16], back[1], back[2]),
+            (-8.0 * d, 5.0 * d, d, 0.0)
+        );
     }
 
     #[test]
@@ -342,7 +348,11 @@ mod tests {
             q.dequantize_rows(0..rows, &mut back);
             for (b, (xs, ys)) in x.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
                 let d = q.scales()[b].to_f32().abs();
-                let step = if format == QuantFormat::Q4_0 { d } else { 0.5 * d };
+                let step = if format == QuantFormat::Q4_0 {
+                    d
+                } else {
+                    0.5 * d
+                };
                 for (x, y) in xs.iter().zip(ys) {
                     assert!((x - y).abs() <= step + 1e-3 * x.abs(), "{format} {x} {y}");
                 }
@@ -361,7 +371,10 @@ mod tests {
     fn bad_shapes_are_errors() {
         assert!(QuantMatrix::quantize(QuantFormat::Q8_0, 1, 48, &[0.0; 48]).is_err());
         assert!(QuantMatrix::quantize(QuantFormat::Q4_0, 2, 32, &[0.0; 32]).is_err());
-        assert!(QuantMatrix::from_parts(QuantFormat::Q4_0, 1, 32, vec![f16::ZERO], vec![0; 15]).is_err());
+        assert!(
+            QuantMatrix::from_parts(QuantFormat::Q4_0, 1, 32, vec![f16::ZERO], vec![0; 15])
+                .is_err()
+        );
         assert_eq!(QuantFormat::parse(" Q4_0"), Some(QuantFormat::Q4_0));
         assert_eq!(QuantFormat::parse("q5"), None);
     }

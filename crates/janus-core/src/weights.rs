@@ -211,7 +211,12 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// Takes the matrix `name` `[rows, cols]` quantized to `format`, streaming:
     /// the full-precision values are converted a few MB at a time, never all at
     /// once. Random weights give the same values [`Weights::tensor`] would.
-    pub fn quantized(&self, name: &str, [rows, cols]: [usize; 2], format: QuantFormat) -> Result<QuantMatrix> {
+    pub fn quantized(
+        &self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        format: QuantFormat,
+    ) -> Result<QuantMatrix> {
         let key = self.key(name);
         let mut q = QuantMatrix::empty(format, rows, cols)?;
         // Whole rows, and whole streams of the random generator, per chunk.

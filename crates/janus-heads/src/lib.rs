@@ -102,8 +102,13 @@ impl<B: Backend> GenHead<B> {
     pub fn load(w: &Weights<B>, c: &GenHeadConfig) -> Result<Self> {
         Ok(Self {
             mlp: GeluMlp::new(
-                Linear::load(&w.pp("output_mlp_projector"), c.hidden_size, c.mlp_dim)?,
-                Linear::load(&w.pp("vision_head"), c.mlp_dim, c.num_codes)?,
+                Linear::load_quantizable(
+                    &w.pp("output_mlp_projector"),
+                    c.hidden_size,
+                    c.mlp_dim,
+                    true,
+                )?,
+                Linear::load_quantizable(&w.pp("vision_head"), c.mlp_dim, c.num_codes, true)?,
             ),
         })
     }

@@ -31,10 +31,10 @@ impl<B: Backend> LlamaAttention<B> {
             c.num_key_value_heads * c.head_dim,
         );
         Ok(Self {
-            q_proj: Linear::load_no_bias(&w.pp("q_proj"), h, q)?,
-            k_proj: Linear::load_no_bias(&w.pp("k_proj"), h, kv)?,
-            v_proj: Linear::load_no_bias(&w.pp("v_proj"), h, kv)?,
-            o_proj: Linear::load_no_bias(&w.pp("o_proj"), q, h)?,
+            q_proj: Linear::load_quantizable(&w.pp("q_proj"), h, q, false)?,
+            k_proj: Linear::load_quantizable(&w.pp("k_proj"), h, kv, false)?,
+            v_proj: Linear::load_quantizable(&w.pp("v_proj"), h, kv, false)?,
+            o_proj: Linear::load_quantizable(&w.pp("o_proj"), q, h, false)?,
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,

@@ -19,9 +19,9 @@ pub struct LlamaMlp<B: Backend> {
 impl<B: Backend> LlamaMlp<B> {
     pub(crate) fn load(w: &Weights<B>, hidden: usize, inter: usize) -> Result<Self> {
         Ok(Self {
-            gate_proj: Linear::load_no_bias(&w.pp("gate_proj"), hidden, inter)?,
-            up_proj: Linear::load_no_bias(&w.pp("up_proj"), hidden, inter)?,
-            down_proj: Linear::load_no_bias(&w.pp("down_proj"), inter, hidden)?,
+            gate_proj: Linear::load_quantizable(&w.pp("gate_proj"), hidden, inter, false)?,
+            up_proj: Linear::load_quantizable(&w.pp("up_proj"), hidden, inter, false)?,
+            down_proj: Linear::load_quantizable(&w.pp("down_proj"), inter, hidden, false)?,
         })
     }
 

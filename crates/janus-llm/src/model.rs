@@ -39,7 +39,12 @@ impl<B: Backend> Llama<B> {
                 .map(|i| DecoderLayer::load(&layers.pp(i), c))
                 .collect::<Result<_>>()?,
             norm: RmsNorm::load(&m.pp("norm"), c.hidden_size, c.rms_norm_eps)?,
-            lm_head: Linear::load_no_bias(&w.pp("lm_head"), c.hidden_size, c.vocab_size)?,
+            lm_head: Linear::load_quantizable(
+                &w.pp("lm_head"),
+                c.hidden_size,
+                c.vocab_size,
+                false,
+            )?,
             rope: Rope::new(c.head_dim, c.rope_theta),
             config: c.clone(),
         })

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::tensor::DType;
+use janus_core::Precision;
 
 use crate::chat::{Message, Template};
 use crate::config::JanusConfig;
@@ -234,9 +234,9 @@ pub struct Janus<B: Backend> {
 impl<B: Backend> Janus<B> {
     /// Loads a model directory (original, transformers-port or converted layout)
     /// or, with the `hub` feature, a Hugging Face id, onto `device` with weights
-    /// in `dtype`.
-    pub fn load(model: &str, device: &B::Device, dtype: DType) -> Result<Self> {
-        Self::load_with(model, device, dtype, None, |_| {})
+    /// in `precision` (a [`burn::tensor::DType`], or one with a quantized format).
+    pub fn load(model: &str, device: &B::Device, precision: impl Into<Precision>) -> Result<Self> {
+        Self::load_with(model, device, precision, None, |_| {})
     }
 
     /// [`Janus::load`] with a chat template (else the checkpoint's own) and a
@@ -244,14 +244,14 @@ impl<B: Backend> Janus<B> {
     pub fn load_with(
         model: &str,
         device: &B::Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
         template: Option<Template>,
         progress: impl FnMut(LoadEvent<'_>),
     ) -> Result<Self> {
         let dir = resolve_model(model, progress)?;
         let config = JanusConfig::from_file(dir.join("config.json"))?;
         let processor = Processor::from_dir(&dir, model, &config.vision, template)?;
-        let model = JanusModel::load_dir(&dir, device, dtype)?;
+        let model = JanusModel::load_dir(&dir, device, precision)?;
         Ok(Self {
             model,
             processor,

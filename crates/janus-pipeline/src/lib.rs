@@ -66,6 +66,7 @@ pub use janus::{
     FinishReason, GeneratedImage, ImageRequest, Janus, LoadEvent, Request, TextDelta,
     Understanding, resolve_model,
 };
+pub use janus_core::{Precision, QuantFormat};
 pub use model::JanusModel;
 pub use preprocess::{
     ImageProcessor, MAX_IMAGE_PIXELS, RgbImage, decode_image, decode_image_within, encode_png,

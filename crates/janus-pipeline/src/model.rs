@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::prelude::*;
 use burn::tensor::DType;
 use janus_checkpoint::Checkpoint;
-use janus_core::Weights;
+use janus_core::{Precision, Weights};
 use janus_gen_tokenizer::VqModel;
 use janus_heads::{GenEmbed, GenHead, MlpProjector};
 use janus_llm::Llama;
@@ -35,20 +35,21 @@ pub struct JanusModel<B: Backend> {
     /// The config.
     pub config: JanusConfig,
     device: B::Device,
-    dtype: DType,
+    precision: Precision,
 }
 
 impl<B: Backend> JanusModel<B> {
     /// Loads every module from `ckpt` (keys in the original layout, see
-    /// [`crate::layout`]), converting weights to `dtype`. Fails on any missing
-    /// key, shape mismatch or unknown key.
+    /// [`crate::layout`]), converting weights to `precision` (a [`DType`], or
+    /// one with a quantized format for the LLM's linears, `lm_head` and the
+    /// gen head). Fails on any missing key, shape mismatch or unknown key.
     pub fn load(
         ckpt: &Checkpoint,
         config: &JanusConfig,
         device: &B::Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
     ) -> Result<Self> {
-        let w = Weights::<B>::new(ckpt, device, dtype);
+        let w = Weights::<B>::new(ckpt, device, precision);
         let model = Self::from_weights(&w, config)?;
         w.finish(&KNOWN_UNUSED)?;
         Ok(model)
@@ -59,10 +60,10 @@ impl<B: Backend> JanusModel<B> {
     pub fn random(
         config: &JanusConfig,
         device: &B::Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
         seed: u64,
     ) -> Result<Self> {
-        Self::from_weights(&Weights::<B>::random(device, dtype, seed), config)
+        Self::from_weights(&Weights::<B>::random(device, precision, seed), config)
     }
 
     /// Takes every module's tensors from `w` (the caller checks what is left).
@@ -77,7 +78,7 @@ impl<B: Backend> JanusModel<B> {
             llm: Llama::load(&w.pp(prefix::LLM), &config.language)?,
             config: config.clone(),
             device: w.device().clone(),
-            dtype: w.dtype(),
+            precision: w.precision(),
         })
     }
 
@@ -88,14 +89,23 @@ impl<B: Backend> JanusModel<B> {
 
     /// The runtime float dtype of the weights and activations.
     pub fn dtype(&self) -> DType {
-        self.dtype
+        self.precision.dtype
+    }
+
+    /// The precision the model was loaded in (dtype and quantized format).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Loads `config.json` and the weights of a model directory.
-    pub fn load_dir(dir: impl AsRef<Path>, device: &B::Device, dtype: DType) -> Result<Self> {
+    pub fn load_dir(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+        precision: impl Into<Precision>,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let config = JanusConfig::from_file(dir.join("config.json"))?;
         let (ckpt, _) = open_checkpoint(dir)?;
-        Self::load(&ckpt, &config, device, dtype)
+        Self::load(&ckpt, &config, device, precision)
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::prelude::Backend;
-use burn::tensor::DType;
+use janus_core::Precision;
 use janus_pipeline::chat::Template;
 use janus_pipeline::{GeneratedImage, ImageGenConfig, ImageRequest};
 
@@ -55,8 +55,12 @@ struct Generate {
 impl Job for Generate {
     type Output = Vec<GeneratedImage>;
 
-    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Self::Output> {
-        let (janus, _) = load::janus::<B>(&self.model, self.template, &device, dtype)?;
+    fn run<B: Backend>(
+        self,
+        device: B::Device,
+        precision: Precision,
+    ) -> anyhow::Result<Self::Output> {
+        let (janus, _) = load::janus::<B>(&self.model, self.template, &device, precision)?;
         let parallel = self.request.config.parallel;
         let bar = Progress::new(format!("generating {parallel} image(s)"));
         let images = janus.generate_images(&self.request, |d, n| bar.update(d, n))?;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 use burn::prelude::Backend;
-use burn::tensor::DType;
+use janus_core::Precision;
 use janus_pipeline::chat::Template;
 use janus_server::{Limits, Server, ServerConfig};
 
@@ -69,7 +69,7 @@ struct Serve {
 impl Job for Serve {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<()> {
+    fn run<B: Backend>(self, device: B::Device, precision: Precision) -> anyhow::Result<()> {
         let a = self.args;
         let config = ServerConfig {
             addr: SocketAddr::new(a.host, a.port),
@@ -104,7 +104,7 @@ impl Job for Serve {
         server
             .run(
                 move || {
-                    load::janus::<B>(&model, template, &device, dtype)
+                    load::janus::<B>(&model, template, &device, precision)
                         .map(|(janus, _)| janus)
                         .map_err(|e| format!("{e:#}"))
                 },

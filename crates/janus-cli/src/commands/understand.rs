@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::prelude::Backend;
-use burn::tensor::DType;
+use janus_core::Precision;
 use janus_pipeline::chat::{self, Message, Template};
 use janus_pipeline::{Request, RgbImage, SamplingConfig, open_image};
 
@@ -89,8 +89,8 @@ struct Output {
 impl Job for Understand {
     type Output = Output;
 
-    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Output> {
-        let (janus, load_s) = load::janus::<B>(&self.model, self.template, &device, dtype)?;
+    fn run<B: Backend>(self, device: B::Device, precision: Precision) -> anyhow::Result<Output> {
+        let (janus, load_s) = load::janus::<B>(&self.model, self.template, &device, precision)?;
         let request = Request {
             messages: self.messages,
             images: self.images,

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::TensorData;
+use janus_core::Precision;
 use janus_core::Weights;
 use janus_gen_tokenizer::VqModel;
 use janus_pipeline::JanusConfig;
@@ -64,8 +65,9 @@ enum VqOut {
 impl Job for VqJob {
     type Output = VqOut;
 
-    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<VqOut> {
+    fn run<B: Backend>(self, device: B::Device, precision: Precision) -> anyhow::Result<VqOut> {
         let (ckpt, _) = open_checkpoint(&self.dir)?;
+        let dtype = precision.dtype;
         let w = Weights::new(&ckpt, &device, dtype);
         let vq = VqModel::<B>::load(&w.pp(prefix::VQ), &self.config.vq)?;
         alloc::retain_freed_memory();

@@ -73,8 +73,10 @@ impl<B: Backend> QuantWeight<B> {
     pub(crate) fn bytes(&self) -> usize {
         match self {
             Self::Host { q, .. } => q.bytes(),
-            Self::Device(d) => d.shape[0] * d.shape[1] * d.format.block_bytes() / BLOCK
-                + d.shape[0] * d.shape[1] / BLOCK * 4,
+            Self::Device(d) => {
+                d.shape[0] * d.shape[1] * d.format.block_bytes() / BLOCK
+                    + d.shape[0] * d.shape[1] / BLOCK * 4
+            }
         }
     }
 
@@ -163,8 +165,11 @@ impl<B: Backend> DeviceQuant<B> {
         let words = self.packed.clone().reshape([n, nb, words_per_block]);
         // Bytes in memory order: [n, blocks, words, 4] -> [n, blocks, bytes].
         let bytes: Tensor<B, 3, Int> =
-            Tensor::stack::<4>((0..4).map(|b| self.byte(words.clone(), b)).collect(), 3)
-                .reshape([n, nb, 4 * words_per_block]);
+            Tensor::stack::<4>((0..4).map(|b| self.byte(words.clone(), b)).collect(), 3).reshape([
+                n,
+                nb,
+                4 * words_per_block,
+            ]);
         let values = match self.format {
             // Two's complement bytes to -128..=127.
             QuantFormat::Q8_0 => bytes
@@ -227,7 +232,9 @@ mod tests {
             let diff: f32 = (got - want.clone()).abs().max().into_scalar();
             assert!(diff < 1e-4, "{format}: {diff}");
             // Slabs of 16 rows: 16 + 16 + 8.
-            let QuantWeight::Host { q, device } = &w else { unreachable!() };
+            let QuantWeight::Host { q, device } = &w else {
+                unreachable!()
+            };
             let got = many_rows(q, x, device, 16 * 64 * 4);
             let diff: f32 = (got - want).abs().max().into_scalar();
             assert!(diff < 1e-4, "{format} in slabs: {diff}");

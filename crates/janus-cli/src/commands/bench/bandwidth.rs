@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use burn::tensor::DType;
+use janus_core::Precision;
 use janus_pipeline::JanusConfig;
 
 /// Bytes the probe reads per pass (far above any cache).
@@ -62,6 +63,15 @@ fn bytes_per_weight(dtype: DType) -> f64 {
     }
 }
 
+/// Bytes per weight of the layers a quantized format applies to (the LLM's
+/// linears, `lm_head`, the gen head).
+fn quantizable_bytes_per_weight(p: Precision) -> f64 {
+    match p.quant {
+        Some(q) => q.bits_per_weight() / 8.0,
+        None => bytes_per_weight(p.dtype),
+    }
+}
+
 /// Weights of the decoder layers (attention and MLP projections; norms are
 /// negligible).
 fn llm_layer_weights(c: &JanusConfig) -> f64 {
@@ -74,17 +84,18 @@ fn llm_layer_weights(c: &JanusConfig) -> f64 {
 
 /// Bytes of weights one greedy decode token reads: the decoder layers and
 /// `lm_head` (the embedding is one row).
-pub fn decode_bytes(c: &JanusConfig, dtype: DType) -> f64 {
+pub fn decode_bytes(c: &JanusConfig, p: Precision) -> f64 {
     let l = &c.language;
-    (llm_layer_weights(c) + (l.vocab_size * l.hidden_size) as f64) * bytes_per_weight(dtype)
+    (llm_layer_weights(c) + (l.vocab_size * l.hidden_size) as f64) * quantizable_bytes_per_weight(p)
 }
 
 /// Bytes of weights one image-generation step reads: the decoder layers, the
 /// gen head and the gen aligner.
-pub fn gen_step_bytes(c: &JanusConfig, dtype: DType) -> f64 {
+pub fn gen_step_bytes(c: &JanusConfig, p: Precision) -> f64 {
     let g = &c.gen_head;
     let a = &c.gen_aligner;
     let head = g.hidden_size * g.mlp_dim + g.mlp_dim * g.num_codes;
     let aligner = a.input_dim * a.output_dim + a.output_dim * a.output_dim;
-    (llm_layer_weights(c) + (head + aligner) as f64) * bytes_per_weight(dtype)
+    (llm_layer_weights(c) + head as f64) * quantizable_bytes_per_weight(p)
+        + aligner as f64 * bytes_per_weight(p.dtype)
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, TensorData};
+use janus_core::Precision;
 use janus_gen_tokenizer::VqModel;
 use janus_pipeline::JanusConfig;
 use janus_pipeline::{ImageGenSession, JanusModel};
@@ -66,7 +67,9 @@ pub struct Args {
     /// Image-generation steps timed per run (figures are per step).
     #[arg(long, default_value_t = 8)]
     gen_steps: usize,
-    /// Only these measurements (comma separated: encode,prefill,decode,gen1,gen4,vq).
+    /// Only these measurements (comma separated: encode,prefill,decode,gen1,gen4,vq;
+    /// error: a quantized dtype's logits error against f32, which builds an f32
+    /// copy of the model first).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the JSON results.
@@ -160,16 +163,36 @@ struct Bench {
 impl Job for Bench {
     type Output = serde_json::Value;
 
-    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<serde_json::Value> {
+    fn run<B: Backend>(
+        self,
+        device: B::Device,
+        precision: Precision,
+    ) -> anyhow::Result<serde_json::Value> {
         let a = &self.args;
         let c = &self.config;
+        let dtype = precision.dtype;
         let want = |m: &str| a.only.is_empty() || a.only.iter().any(|o| o == m);
         let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"));
-        let t0 = Instant::now();
-        let model = match &a.model {
-            Some(dir) => JanusModel::<B>::load_dir(dir, &device, dtype)?,
-            None => JanusModel::<B>::random(c, &device, dtype, 1234)?,
+        let load = |p: Precision| match &a.model {
+            Some(dir) => JanusModel::<B>::load_dir(dir, &device, p),
+            None => JanusModel::<B>::random(c, &device, p, 1234),
         };
+        // A quantized model's error: one decode step's logits against the same
+        // weights in f32 (built first and dropped, so the two are never held
+        // together).
+        let reference = match precision.quant {
+            Some(_) if want("error") => {
+                eprintln!("building the f32 reference for the quantization error");
+                let f32_model = load(DType::F32.into())?;
+                let logits = error_probe_logits(&f32_model, c);
+                drop(f32_model);
+                reset_peak();
+                Some(logits)
+            }
+            _ => None,
+        };
+        let t0 = Instant::now();
+        let model = load(precision)?;
         sync()?;
         let load_s = t0.elapsed().as_secs_f64();
         alloc::retain_freed_memory();
@@ -178,6 +201,33 @@ impl Job for Bench {
             "built model in {load_s:.1} s, RSS {:.2} GB",
             rss_load as f64 / 1e9
         );
+        let quant_error = reference.map(|want| {
+            let got = error_probe_logits(&model, c);
+            let (mut dd, mut ww, mut dw, mut gg) = (0f64, 0f64, 0f64, 0f64);
+            for (g, w) in got.iter().zip(&want) {
+                let (g, w) = (f64::from(*g), f64::from(*w));
+                dd += (g - w).powi(2);
+                ww += w * w;
+                gg += g * g;
+                dw += g * w;
+            }
+            let rel_rms = (dd / ww.max(f64::MIN_POSITIVE)).sqrt();
+            let cosine = dw / (gg * ww).sqrt().max(f64::MIN_POSITIVE);
+            let argmax = |v: &[f32]| {
+                v.iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (i, x)| if *x > b.1 { (i, *x) } else { b })
+                    .0
+            };
+            eprintln!(
+                "quantization error (one decode step's logits vs f32): relative RMS {rel_rms:.4}, cosine {cosine:.5}"
+            );
+            json!({
+                "relative_rms": rel_rms,
+                "cosine": cosine,
+                "same_argmax": argmax(&got) == argmax(&want),
+            })
+        });
         let mut stats = Vec::new();
         let s = c.vision.image_size;
         let vocab = c.language.vocab_size as i64;
@@ -286,6 +336,7 @@ impl Job for Bench {
             .map(|s| s.peak_rss)
             .fold(peak.max(peak_load), u64::max);
         Ok(json!({
+            "quant_error": quant_error,
             "load_s": load_s,
             "rss_after_load_bytes": rss_load,
             "rss_end_bytes": rss,
@@ -296,6 +347,26 @@ impl Job for Bench {
             })).collect::<Vec<_>>(),
         }))
     }
+}
+
+/// The logits of one greedy decode step after a 16-token prompt (the
+/// quantization-error probe).
+fn error_probe_logits<B: Backend>(model: &JanusModel<B>, c: &JanusConfig) -> Vec<f32> {
+    let vocab = c.language.vocab_size as i64;
+    let device = model.device();
+    let ids = |v: Vec<i64>| {
+        let n = v.len();
+        Tensor::<B, 2, Int>::from_data(TensorData::new(v, [1, n]), device)
+    };
+    let prompt: Vec<i64> = (0..16i64).map(|i| (i * 104_729 + 17) % vocab).collect();
+    let mut cache = model.llm.new_cache(1, 18);
+    model
+        .llm
+        .forward(model.llm.embed(ids(prompt)), None, &mut cache);
+    let h = model
+        .llm
+        .forward(model.llm.embed(ids(vec![(4099 % vocab)])), None, &mut cache);
+    janus_core::to_f32_vec(model.llm.logits(h))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -314,13 +385,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backend = args.backend;
-    let dtype = backend.dtype(Task::Default)?;
+    let precision = backend.precision(Task::Default)?;
     let variant = args.variant;
     let out = args.out.clone();
     let cpu = matches!(backend.backend, BackendKind::Cpu);
     let simd = janus_core::simd_level();
     eprintln!(
-        "bench: {variant:?}, {:?} {dtype:?}, {threads} threads{}",
+        "bench: {variant:?}, {:?} {precision}, {threads} threads{}",
         backend.backend,
         if cpu {
             format!(
@@ -344,12 +415,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bw
     });
     let (decode_bytes, step_bytes) = (
-        bandwidth::decode_bytes(&config, dtype),
-        bandwidth::gen_step_bytes(&config, dtype),
+        bandwidth::decode_bytes(&config, precision),
+        bandwidth::gen_step_bytes(&config, precision),
     );
     let result = dispatch(backend, Task::Default, Bench { args, config })?;
     if cpu {
         println!("SIMD level: {simd}");
+    }
+    if let Some(e) = result["quant_error"].as_object() {
+        println!(
+            "{} error, one decode step's logits vs f32: relative RMS {:.4}, cosine {:.5}, same argmax: {}",
+            precision.quant.map_or("", |q| q.name()),
+            e["relative_rms"].as_f64().unwrap_or(f64::NAN),
+            e["cosine"].as_f64().unwrap_or(f64::NAN),
+            e["same_argmax"].as_bool().unwrap_or(false)
+        );
     }
     if let Some(bw) = read_bw {
         println!("memory read bandwidth (probe): {:.1} GB/s", bw / 1e9);
@@ -407,7 +487,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = json!({
         "variant": format!("{variant:?}"),
         "backend": format!("{:?}", backend.backend),
-        "dtype": format!("{dtype:?}"),
+        "dtype": precision.to_string(),
+        "quant": precision.quant.map(|q| q.name()),
         "threads": threads,
         "simd": cpu.then(|| simd.name()),
         "read_bandwidth_bytes_per_s": read_bw,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use burn::prelude::Backend;
-use burn::tensor::DType;
+use janus_core::Precision;
 use janus_pipeline::{Janus, JanusConfig, JanusModel, Processor};
 use janus_server::{Server, ServerConfig};
 use serde_json::{Value, json};
@@ -25,7 +25,11 @@ struct ServeBench {
 impl Job for ServeBench {
     type Output = (std::net::SocketAddr, janus_server::Shutdown);
 
-    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> anyhow::Result<Self::Output> {
+    fn run<B: Backend>(
+        self,
+        device: B::Device,
+        precision: Precision,
+    ) -> anyhow::Result<Self::Output> {
         let server = Server::bind(ServerConfig {
             addr: "127.0.0.1:0".parse()?,
             model_id: "bench".into(),
@@ -39,8 +43,8 @@ impl Job for ServeBench {
             let load = move || -> Result<Janus<B>, String> {
                 let c = &self.config;
                 let model = match &self.model {
-                    Some(dir) => JanusModel::<B>::load_dir(dir, &device, dtype),
-                    None => JanusModel::<B>::random(c, &device, dtype, 1234),
+                    Some(dir) => JanusModel::<B>::load_dir(dir, &device, precision),
+                    None => JanusModel::<B>::random(c, &device, precision, 1234),
                 }
                 .map_err(|e| e.to_string())?;
                 let processor = Processor::from_dir(&self.tokenizer, "bench", &c.vision, None)
@@ -124,10 +128,10 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backend = args.backend;
-    let dtype = backend.dtype(Task::Default)?;
+    let precision = backend.precision(Task::Default)?;
     let steps = config.vq.grid_side().pow(2);
     eprintln!(
-        "bench --serve: {:?}, {:?} {dtype:?}, {threads} threads, {steps} steps per image",
+        "bench --serve: {:?}, {:?} {precision}, {threads} threads, {steps} steps per image",
         args.variant, backend.backend
     );
     let job = ServeBench {
@@ -188,7 +192,7 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
     let report = json!({
         "variant": format!("{:?}", args.variant),
         "backend": format!("{:?}", backend.backend),
-        "dtype": format!("{dtype:?}"),
+        "dtype": precision.to_string(),
         "threads": threads,
         "steps_per_image": steps,
         "chat_tokens": args.chat_tokens,

@@ -62,7 +62,13 @@ impl Kernel for Block<'_> {
             while i < m {
                 let mt = (m - i).min(max_mt);
                 let out = &mut yt[(j - rows.start) * m + i..];
-                let t = Tile { x: &x[i * q.cols()..], q, j, out, m };
+                let t = Tile {
+                    x: &x[i * q.cols()..],
+                    q,
+                    j,
+                    out,
+                    m,
+                };
                 match (q.format(), nt) {
                     (QuantFormat::Q8_0, 4) => t.run_mt::<S, Q8, 4>(s, mt),
                     (QuantFormat::Q8_0, 2) => t.run_mt::<S, Q8, 2>(s, mt),
@@ -184,7 +190,11 @@ impl Dequant for Q4 {
     #[inline(always)]
     unsafe fn load<S: Lanes>(s: S, p: *const u8, c: usize, d: f32) -> S::V {
         let half = BLOCK / 2;
-        let (high, at) = if c < half { (false, c) } else { (true, c - half) };
+        let (high, at) = if c < half {
+            (false, c)
+        } else {
+            (true, c - half)
+        };
         // SAFETY: `at + N <= 16` bytes of the block (N divides 16).
         let u = unsafe { s.load_u4(p.add(at), high) };
         s.fma(u, s.splat(d), s.splat(-8.0 * d))
