@@ -468,6 +468,12 @@ impl Checkpoint {
 
     /// Reads the float tensor `key` converted to `T` (row-major).
     pub fn read<T: FloatElem>(&self, key: &str) -> Result<Vec<T>> {
+        let (bytes, stored) = self.raw_float(key)?;
+        Ok(convert::<T>(&bytes, stored))
+    }
+
+    /// [`Checkpoint::raw`] of a float tensor; other dtypes are an error.
+    fn raw_float(&self, key: &str) -> Result<(std::borrow::Cow<'_, [u8]>, StoredDType)> {
         let (bytes, stored) = self.raw(key)?;
         if !stored.is_float() {
             return Err(Error::UnsupportedDType {
@@ -476,7 +482,7 @@ impl Checkpoint {
                 dtype: stored.to_string(),
             });
         }
-        Ok(convert::<T>(&bytes, stored))
+        Ok((bytes, stored))
     }
 
     /// Streams the float tensor `key` as f32 values, `chunk` elements at a time
@@ -491,18 +497,10 @@ impl Checkpoint {
     where
         E: From<Error>,
     {
-        let (bytes, stored) = self.raw(key)?;
-        if !stored.is_float() {
-            return Err(Error::UnsupportedDType {
-                path: self.file_of(key).to_path_buf(),
-                key: key.into(),
-                dtype: stored.to_string(),
-            }
-            .into());
-        }
-        let size = stored.size();
-        for (i, part) in bytes.chunks(chunk.max(1) * size).enumerate() {
-            f(i * chunk.max(1), &convert::<f32>(part, stored))?;
+        let (bytes, stored) = self.raw_float(key)?;
+        let chunk = chunk.max(1);
+        for (i, part) in bytes.chunks(chunk * stored.size()).enumerate() {
+            f(i * chunk, &convert::<f32>(part, stored))?;
         }
         Ok(())
     }

@@ -219,11 +219,12 @@ impl<'a, B: Backend> Weights<'a, B> {
     ) -> Result<QuantMatrix> {
         let key = self.key(name);
         let mut q = QuantMatrix::empty(format, rows, cols)?;
-        // Whole rows, and whole streams of the random generator, per chunk.
-        let unit = cols / gcd(cols, RANDOM_CHUNK) * RANDOM_CHUNK;
-        let chunk = unit * (STREAM_BYTES / 4 / unit).max(1);
+        // Whole rows per chunk (and for random weights whole streams of the
+        // generator, so the values are those of `Weights::tensor`).
+        let rows_chunk = |unit: usize| unit * (STREAM_BYTES / 4 / unit).max(1);
         match self.shared.source {
             Source::Random(seed) => {
+                let chunk = rows_chunk(cols / gcd(cols, RANDOM_CHUNK) * RANDOM_CHUNK);
                 let seed = seed ^ fnv1a(&key);
                 let mut buf = vec![0f32; chunk.min(rows * cols)];
                 for start in (0..rows * cols).step_by(chunk) {
@@ -234,7 +235,7 @@ impl<'a, B: Backend> Weights<'a, B> {
             }
             Source::Checkpoint(ckpt) => {
                 self.check(ckpt, &key, &[rows, cols])?;
-                ckpt.for_each_f32_chunk(&key, chunk, |start, values| {
+                ckpt.for_each_f32_chunk(&key, rows_chunk(cols), |start, values| {
                     q.quantize_rows(start / cols, values);
                     Ok::<_, Error>(())
                 })?;
@@ -348,6 +349,21 @@ fn fill_random_normal(seed: u64, offset: usize, out: &mut [f32], std: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_random_matrices_quantize_the_values_tensor_gives() {
+        use burn::backend::Flex;
+        let w = Weights::<Flex>::random(&Default::default(), DType::F32, 7);
+        // 130 x 32768 spans two streaming chunks; 100 x 96 one with a ragged
+        // generator stream.
+        for shape in [[130, 32768], [100, 96]] {
+            let dense = crate::to_f32_vec(w.tensor::<2>("m.weight", shape).unwrap());
+            let want =
+                QuantMatrix::quantize(QuantFormat::Q4_0, shape[0], shape[1], &dense).unwrap();
+            let got = w.quantized("m.weight", shape, QuantFormat::Q4_0).unwrap();
+            assert!(got == want, "{shape:?}");
+        }
+    }
 
     #[test]
     fn random_normal_is_seeded_and_normal() {

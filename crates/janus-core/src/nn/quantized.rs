@@ -121,13 +121,12 @@ fn many_rows<B: Backend>(
 ) -> Tensor<B, 2> {
     let (n, k) = (q.rows(), q.cols());
     let slab = (slab_bytes / 4 / k).clamp(16, n.max(16));
-    let mut buf = vec![0f32; slab.min(n) * k];
     let mut parts = Vec::with_capacity(n.div_ceil(slab));
     for r0 in (0..n).step_by(slab) {
         let r1 = (r0 + slab).min(n);
-        let w = &mut buf[..(r1 - r0) * k];
-        q.dequantize_rows(r0..r1, w);
-        let w = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [r1 - r0, k]), device);
+        let mut w = vec![0f32; (r1 - r0) * k];
+        q.dequantize_rows(r0..r1, &mut w);
+        let w = Tensor::<B, 2>::from_data(TensorData::new(w, [r1 - r0, k]), device);
         parts.push(x.clone().matmul(w.transpose()));
     }
     Tensor::cat(parts, 1)

@@ -136,13 +136,14 @@ impl Tile<'_> {
             }
             for b in 0..g {
                 let blk = kb + b;
+                let blocks: [&[u8]; NT] =
+                    std::array::from_fn(|r| &qs[(r * nb + blk) * bb..(r * nb + blk + 1) * bb]);
                 let mut c = 0;
                 while c < BLOCK {
                     let mut wv = [s.zero(); NT];
                     for r in 0..NT {
-                        let p = &qs[(r * nb + blk) * bb..(r * nb + blk + 1) * bb];
-                        // SAFETY: `p` is one whole block and `c + N <= 32`.
-                        wv[r] = unsafe { F::load(s, p.as_ptr(), c, d[r][b]) };
+                        // SAFETY: `blocks[r]` is one whole block and `c + N <= 32`.
+                        wv[r] = unsafe { F::load(s, blocks[r].as_ptr(), c, d[r][b]) };
                     }
                     for i in 0..MT {
                         // SAFETY: row `i` of `x` holds `k` values, `blk * 32 + c + N <= k`.
