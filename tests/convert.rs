@@ -65,7 +65,11 @@ fn logits_match_reference(dir: &Path) {
         .iter()
         .map(|c| *c as u32)
         .collect();
-    let dec = model.vq.decode(&[fixed], model.vq.grid()).unwrap();
+    let dec = model
+        .vq()
+        .unwrap()
+        .decode(&[fixed], model.vq().unwrap().grid())
+        .unwrap();
     g.assert_close("vq.decode.fixed.dec", &values(dec.clone()), &dec.dims());
 }
 
@@ -77,6 +81,7 @@ fn bin_and_safetensors_convert_to_the_same_tensors_and_pass_parity() {
         &input_with("in-bin", "pytorch_model.bin"),
         &from_bin,
         StoredDType::F32,
+        None,
         |_, _, _| {},
     )
     .unwrap();
@@ -84,6 +89,7 @@ fn bin_and_safetensors_convert_to_the_same_tensors_and_pass_parity() {
         &input_with("in-st", "model.safetensors"),
         &from_st,
         StoredDType::F32,
+        None,
         |_, _, _| {},
     )
     .unwrap();
@@ -103,8 +109,8 @@ fn bin_and_safetensors_convert_to_the_same_tensors_and_pass_parity() {
 fn conversion_is_deterministic_and_bf16_is_lossless_here() {
     let input = input_with("in-det", "pytorch_model.bin");
     let (o1, o2) = (tmp("det1"), tmp("det2"));
-    convert(&input, &o1, StoredDType::BF16, |_, _, _| {}).unwrap();
-    convert(&input, &o2, StoredDType::BF16, |_, _, _| {}).unwrap();
+    convert(&input, &o1, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+    convert(&input, &o2, StoredDType::BF16, None, |_, _, _| {}).unwrap();
     let (b1, b2) = (
         std::fs::read(o1.join("model.safetensors")).unwrap(),
         std::fs::read(o2.join("model.safetensors")).unwrap(),
@@ -264,13 +270,14 @@ fn transformers_port_layout_converts_to_the_same_tensors() {
     let (_, layout) = open_checkpoint(&input).unwrap();
     assert_eq!(layout, KeyLayout::Transformers);
     let out = tmp("out-hf");
-    let report = convert(&input, &out, StoredDType::F32, |_, _, _| {}).unwrap();
+    let report = convert(&input, &out, StoredDType::F32, None, |_, _, _| {}).unwrap();
     assert_eq!(report.layout, KeyLayout::Transformers);
     let reference = tmp("out-ref");
     convert(
         &input_with("in-ref", "model.safetensors"),
         &reference,
         StoredDType::F32,
+        None,
         |_, _, _| {},
     )
     .unwrap();
@@ -290,7 +297,7 @@ fn bad_inputs_fail_and_leave_no_valid_looking_output() {
     let bin = std::fs::read(input.join("pytorch_model.bin")).unwrap();
     std::fs::write(input.join("pytorch_model.bin"), &bin[..bin.len() - 4096]).unwrap();
     let out = tmp("out-trunc");
-    let err = convert(&input, &out, StoredDType::BF16, |_, _, _| {})
+    let err = convert(&input, &out, StoredDType::BF16, None, |_, _, _| {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("pytorch_model.bin"), "{err}");
@@ -327,7 +334,7 @@ fn bad_inputs_fail_and_leave_no_valid_looking_output() {
     )
     .unwrap();
     let out = tmp("out-extra");
-    let err = convert(&input, &out, StoredDType::BF16, |_, _, _| {})
+    let err = convert(&input, &out, StoredDType::BF16, None, |_, _, _| {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("mystery"), "{err}");
@@ -342,9 +349,15 @@ fn bad_inputs_fail_and_leave_no_valid_looking_output() {
         r#"{"weight_map": {"x": "pytorch_model-00002-of-00002.bin"}}"#,
     )
     .unwrap();
-    let err = convert(&input, &tmp("out-shard"), StoredDType::BF16, |_, _, _| {})
-        .unwrap_err()
-        .to_string();
+    let err = convert(
+        &input,
+        &tmp("out-shard"),
+        StoredDType::BF16,
+        None,
+        |_, _, _| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("pytorch_model-00002-of-00002.bin"), "{err}");
 }
 

@@ -299,7 +299,7 @@ fn a_stale_index_in_the_output_is_removed_and_parallel_conversions_never_mix() {
         r#"{"weight_map": {"x": "model-00001-of-00002.safetensors"}}"#,
     )
     .unwrap();
-    let report = convert(&src, &out, StoredDType::F32, |_, _, _| {}).unwrap();
+    let report = convert(&src, &out, StoredDType::F32, None, |_, _, _| {}).unwrap();
     assert_eq!(
         report.removed,
         vec![out.join("model.safetensors.index.json")]
@@ -326,7 +326,7 @@ fn a_stale_index_in_the_output_is_removed_and_parallel_conversions_never_mix() {
     // result is one whole file.
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| convert(&src, &out, StoredDType::F32, |_, _, _| {})))
+            .map(|_| s.spawn(|| convert(&src, &out, StoredDType::F32, None, |_, _, _| {})))
             .collect();
         for h in handles {
             h.join().unwrap().unwrap();
@@ -375,27 +375,36 @@ fn a_tiny_temperature_generates_the_argmax_images() {
 #[test]
 fn an_image_batch_that_cannot_fit_in_memory_is_refused_before_it_runs() {
     use burn::tensor::DType;
-    let janus = janus_pipeline::Janus::<burn::backend::Flex>::load(
+    let mut janus = janus_pipeline::Janus::<burn::backend::Flex>::load(
         testdata_dir().to_str().unwrap(),
         &Default::default(),
         DType::F32,
     )
     .unwrap();
-    let config = janus_pipeline::ImageGenConfig {
-        parallel: 100_000_000,
-        ..Default::default()
-    };
     let start = std::time::Instant::now();
-    let err = janus
-        .generate_images(
-            &janus_pipeline::ImageRequest::new("x").config(config),
-            |_, _| panic!("no step may run"),
-        )
-        .unwrap_err()
-        .to_string();
+    let generate = |janus: &janus_pipeline::Janus<_>, parallel| {
+        let config = janus_pipeline::ImageGenConfig {
+            parallel,
+            ..Default::default()
+        };
+        janus
+            .generate_images(
+                &janus_pipeline::ImageRequest::new("x").config(config),
+                |_, _| panic!("no step may run"),
+            )
+            .unwrap_err()
+            .to_string()
+    };
+    // More images than one request may ask for (more than fit would be
+    // generated in chunks): refused by the count limit.
+    let err = generate(&janus, 100_000_000);
     assert!(
-        err.contains("100000000 images") && err.contains("at most"),
+        err.contains("100000000 images") && err.contains("at most 1024"),
         "{err}"
     );
+    // Not even one image fits the memory limit.
+    janus.set_memory_limit(Some(1 << 20));
+    let err = generate(&janus, 2);
+    assert!(err.contains("at most 0 fit"), "{err}");
     assert!(start.elapsed().as_secs() < 5);
 }

@@ -61,12 +61,12 @@ fn vision_encoder_and_aligner_match_reference() {
     let m = model();
     for conv in ["und_one_image", "und_two_images"] {
         let x = pixels(&g, &conversation_images(&g, conv));
-        let features = m.vision.encode(x).unwrap();
+        let features = m.vision().unwrap().encode(x).unwrap();
         check(&g, &format!("und.{conv}.vit.features"), features.clone());
         check(
             &g,
             &format!("und.{conv}.aligner.out"),
-            m.aligner.forward(features),
+            m.aligner().unwrap().forward(features),
         );
     }
 }
@@ -77,11 +77,12 @@ fn vision_encoder_intermediates_match_reference() {
     let m = model();
     let p = "und.und_one_image.intermediate";
     let x = m
-        .vision
+        .vision()
+        .unwrap()
         .embed(pixels(&g, &conversation_images(&g, "und_one_image")))
         .unwrap();
     check(&g, &format!("{p}.vit.pos_embed_added"), x.clone());
-    let b0 = &m.vision.blocks[0];
+    let b0 = &m.vision().unwrap().blocks[0];
     check(
         &g,
         &format!("{p}.vit.block0.norm1"),
@@ -97,7 +98,7 @@ fn vision_encoder_intermediates_match_reference() {
     check(
         &g,
         &format!("{p}.vit.block1.out"),
-        m.vision.blocks[1].forward(out),
+        m.vision().unwrap().blocks[1].forward(out),
     );
 }
 
@@ -110,12 +111,12 @@ fn generation_heads_match_reference() {
     check(
         &g,
         &format!("{p}.step0.gen_head_fc1_gelu"),
-        janus_core::nn::gelu(m.gen_head.mlp.fc1.forward(h.clone())),
+        janus_core::nn::gelu(m.gen_head().unwrap().mlp.fc1.forward(h.clone())),
     );
     check(
         &g,
         &format!("{p}.step0.gen_head_logits"),
-        m.gen_head.forward(h),
+        m.gen_head().unwrap().forward(h),
     );
     // Step 1 input: gen_aligner(gen_embed(first sampled codes)), duplicated per cond/uncond pair.
     let tokens = g.ints("gen.sample.tokens");
@@ -126,13 +127,13 @@ fn generation_heads_match_reference() {
         .collect();
     let n = codes.len();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(codes, [n, 1]), &Default::default());
-    let e = m.gen_embed.forward(ids);
+    let e = m.gen_embed().unwrap().forward(ids);
     check(
         &g,
         &format!("{p}.step1.gen_embed"),
         e.clone().reshape([n, e.dims()[2]]),
     );
-    let x = m.gen_aligner.forward(e);
+    let x = m.gen_aligner().unwrap().forward(e);
     check(
         &g,
         &format!("{p}.step1.input_embeds"),
@@ -154,12 +155,14 @@ fn vq_encoder_matches_reference() {
     for (i, s) in stems.iter().enumerate() {
         let x = g.tensor::<3>(&format!("vq.input.{s}")).unsqueeze::<4>();
         let mut taps = Vec::new();
-        let (h, z) =
-            m.vq.encode_latents(x, |name, t| taps.push((name.to_string(), t.clone())))
-                .unwrap();
+        let (h, z) = m
+            .vq()
+            .unwrap()
+            .encode_latents(x, |name, t| taps.push((name.to_string(), t.clone())))
+            .unwrap();
         check(&g, &format!("vq.encode.{s}.h"), h);
         check(&g, &format!("vq.encode.{s}.z"), z.clone());
-        let (codes, quant) = m.vq.quantize(z);
+        let (codes, quant) = m.vq().unwrap().quantize(z);
         check(&g, &format!("vq.encode.{s}.quant"), quant);
         let want: Vec<u32> = g
             .ints(&format!("vq.encode.{s}.indices"))
@@ -180,7 +183,7 @@ fn vq_encoder_matches_reference() {
 fn vq_decoder_matches_reference() {
     let g = Golden::load();
     let m = model();
-    let grid = m.vq.grid();
+    let grid = m.vq().unwrap().grid();
     // Fixed codes, with intermediates.
     let fixed: Vec<u32> = g
         .ints("vq.decode.fixed.codes")
@@ -188,9 +191,11 @@ fn vq_decoder_matches_reference() {
         .map(|c| *c as u32)
         .collect();
     let mut taps = Vec::new();
-    let dec =
-        m.vq.decode_with(&[fixed], grid, |n, t| taps.push((n.to_string(), t.clone())))
-            .unwrap();
+    let dec = m
+        .vq()
+        .unwrap()
+        .decode_with(&[fixed], grid, |n, t| taps.push((n.to_string(), t.clone())))
+        .unwrap();
     let mut checked = 0;
     for (name, t) in taps {
         let golden = format!("vq.decode.fixed.intermediate.{name}");
@@ -214,7 +219,7 @@ fn vq_decoder_matches_reference() {
     g.assert_pixels("vq.decode.fixed.img_u8", &rgb.concat_pixels());
     // The reference's encoded codes of the three images.
     let encoded = g.id_rows("vq.encode_indices");
-    let dec = m.vq.decode(&encoded, grid).unwrap();
+    let dec = m.vq().unwrap().decode(&encoded, grid).unwrap();
     check(&g, "vq.decode.encoded.dec", dec.clone());
     g.assert_pixels(
         "vq.decode.encoded.img_u8",
@@ -225,17 +230,24 @@ fn vq_decoder_matches_reference() {
 #[test]
 fn vq_rejects_bad_codes() {
     let m = model();
-    let grid = m.vq.grid();
+    let grid = m.vq().unwrap().grid();
     let k = m.config.vq.codebook_size as u32;
-    let err =
-        m.vq.decode(&[vec![k; grid.0 * grid.1]], grid)
-            .unwrap_err()
-            .to_string();
+    let err = m
+        .vq()
+        .unwrap()
+        .decode(&[vec![k; grid.0 * grid.1]], grid)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&k.to_string()) && err.contains("outside"),
         "{err}"
     );
-    let err = m.vq.decode(&[vec![0; 3]], grid).unwrap_err().to_string();
+    let err = m
+        .vq()
+        .unwrap()
+        .decode(&[vec![0; 3]], grid)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("3 codes"), "{err}");
 }
 

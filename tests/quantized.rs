@@ -70,7 +70,7 @@ fn layers(m: &Llama<B>) -> Vec<(String, &Linear<B>)> {
             out.push((format!("layers.{i}.{name}"), lin));
         }
     }
-    out.push(("lm_head".into(), &m.lm_head));
+    out.push(("lm_head".into(), m.lm_head.as_ref().expect("lm_head")));
     out
 }
 
@@ -171,7 +171,7 @@ fn cfg_image_steps_keep_the_reference_argmax_codes() {
             Precision::quantized(DType::F32, format),
         )
         .unwrap();
-        assert_eq!(m.gen_head.mlp.fc1.quant_format(), Some(format));
+        assert_eq!(m.gen_head().unwrap().mlp.fc1.quant_format(), Some(format));
         let mut session = ImageGenSession::new(&m, &prompt, tok.ids.pad, parallel, w).unwrap();
         let (mut same, mut worst) = (0, 1f64);
         for s in 0..steps {

@@ -505,6 +505,20 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The row-major bytes of `key`, which must be stored as `dtype` (the
+    /// one-byte planes of quantized matrices).
+    pub fn read_bytes(&self, key: &str, dtype: StoredDType) -> Result<Vec<u8>> {
+        let (bytes, stored) = self.raw(key)?;
+        if stored != dtype {
+            return Err(Error::UnsupportedDType {
+                path: self.file_of(key).to_path_buf(),
+                key: key.into(),
+                dtype: format!("{stored} (expected {dtype})"),
+            });
+        }
+        Ok(bytes.into_owned())
+    }
+
     /// Reads an integer or bool tensor `key` as i64 values (row-major).
     pub fn read_ints(&self, key: &str) -> Result<Vec<i64>> {
         let (bytes, stored) = self.raw(key)?;

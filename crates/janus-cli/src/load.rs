@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use burn::prelude::Backend;
 use janus_core::Precision;
-use janus_pipeline::Janus;
 use janus_pipeline::chat::Template;
+use janus_pipeline::{Janus, Modules};
 
 use crate::{alloc, progress};
 
@@ -21,22 +21,31 @@ pub fn watch_hub_cache(model: &str) {
     let _ = model;
 }
 
-/// Loads `model` (a directory or hub id) and says so on stderr; returns the model
-/// and the seconds it took.
+/// Loads `modules` of `model` (a directory or hub id) and says so on stderr;
+/// returns the model and the seconds it took.
 pub fn janus<B: Backend>(
     model: &str,
     template: Option<Template>,
     device: &B::Device,
     precision: Precision,
+    modules: Modules,
 ) -> anyhow::Result<(Janus<B>, f64)> {
     watch_hub_cache(model);
     let t0 = Instant::now();
-    let janus = Janus::<B>::load_with(model, device, precision, template, progress::on_load())?;
+    let janus = Janus::<B>::load_modules(
+        model,
+        device,
+        precision,
+        template,
+        modules,
+        progress::on_load(),
+    )?;
     alloc::retain_freed_memory();
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
-        "loaded {} in {secs:.1} s ({precision})",
-        janus.dir().display()
+        "loaded {} in {secs:.1} s ({})",
+        janus.dir().display(),
+        janus.model().precision()
     );
     Ok((janus, secs))
 }

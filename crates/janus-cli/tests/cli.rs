@@ -738,3 +738,105 @@ fn serve_answers_as_understand_does_and_stops_cleanly_on_sigterm() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
 }
+
+#[test]
+fn convert_quant_then_generate_in_chunks_within_max_memory() {
+    use janus_pipeline::{ImageGenConfig, ImageRequest, Janus};
+    let dir = testdata_dir();
+    let q4 = tmp("q4");
+    let out = janus(&[
+        "convert",
+        "--input",
+        s(&dir),
+        "--output",
+        s(&q4),
+        "--dtype",
+        "f16",
+        "--quant",
+        "q4_0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "convert --quant failed: {stderr}");
+    assert!(stderr.contains("q4_0 for"), "{stderr}");
+
+    // The limit that holds one f16/q4_0 image at a time, not two.
+    let request = ImageRequest::new("a green hill").config(ImageGenConfig {
+        parallel: 2,
+        ..ImageGenConfig::default()
+    });
+    let plan = Janus::<burn::backend::Flex>::plan_generation(
+        s(&q4),
+        janus_pipeline::Precision::quantized(
+            burn::tensor::DType::F16,
+            janus_pipeline::QuantFormat::Q4_0,
+        ),
+        None,
+        &request,
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let one = plan.memory.need(1).to_string();
+    let generate = |limit: Option<&str>, name: &str| {
+        let out_dir = tmp(name);
+        let mut args = vec![
+            "generate",
+            "--model",
+            s(&q4),
+            "--prompt",
+            "a green hill",
+            "--parallel",
+            "2",
+            "--dtype",
+            "f16",
+            "--format",
+            "json",
+            "--out",
+        ];
+        let out_s = out_dir.to_str().unwrap().to_string();
+        args.push(&out_s);
+        if let Some(l) = limit {
+            args.extend(["--max-memory", l]);
+        }
+        let out = janus(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "generate {limit:?} failed: {stderr}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["codes"].clone(), stderr)
+    };
+    let (batch, stderr) = generate(None, "q4-batch");
+    assert!(stderr.contains("memory estimate:"), "{stderr}");
+    assert!(stderr.contains("q4_0"), "{stderr}");
+    let (chunked, stderr) = generate(Some(&one), "q4-chunked");
+    assert!(stderr.contains("in chunks of 1"), "{stderr}");
+    assert_eq!(batch, chunked);
+    assert_eq!(batch.as_array().unwrap().len(), 2);
+
+    // Not even one image: refused before loading, naming need and limit.
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            s(&q4),
+            "--prompt",
+            "x",
+            "--max-memory",
+            "1MB",
+            "--out",
+            s(&tmp("q4-refused")),
+        ],
+        "available (--max-memory)",
+    );
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            s(&q4),
+            "--prompt",
+            "x",
+            "--max-memory",
+            "lots",
+        ],
+        "not a size",
+    );
+}

@@ -23,6 +23,7 @@ use std::ops::Range;
 
 use burn::tensor::DType;
 use half::f16;
+use janus_checkpoint::StoredDType;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -40,6 +41,9 @@ pub enum QuantFormat {
 }
 
 impl QuantFormat {
+    /// Every format.
+    pub const ALL: [Self; 2] = [Self::Q8_0, Self::Q4_0];
+
     /// The name flags and checkpoint metadata use (`q8_0`, `q4_0`).
     pub fn name(self) -> &'static str {
         match self {
@@ -50,7 +54,7 @@ impl QuantFormat {
 
     /// Parses [`QuantFormat::name`].
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Q8_0, Self::Q4_0]
+        Self::ALL
             .into_iter()
             .find(|f| f.name().eq_ignore_ascii_case(s.trim()))
     }
@@ -61,6 +65,30 @@ impl QuantFormat {
             Self::Q8_0 => BLOCK,
             Self::Q4_0 => BLOCK / 2,
         }
+    }
+
+    /// How a quantized checkpoint stores the values plane: `I8` (q8_0, one
+    /// weight per byte) or `U8` (q4_0, two weights per byte).
+    pub fn stored_dtype(self) -> StoredDType {
+        match self {
+            Self::Q8_0 => StoredDType::I8,
+            Self::Q4_0 => StoredDType::U8,
+        }
+    }
+
+    /// Columns of the values plane of a matrix with `cols` weights per row.
+    pub fn qs_cols(self, cols: usize) -> usize {
+        cols / BLOCK * self.block_bytes()
+    }
+
+    /// The checkpoint keys of the two planes of the quantized matrix `key`:
+    /// `{key}.{format}.qs` (values, `[rows, qs_cols]`) and
+    /// `{key}.{format}.scales` (f16, `[rows, cols / 32]`).
+    pub fn plane_keys(self, key: &str) -> (String, String) {
+        (
+            format!("{key}.{}.qs", self.name()),
+            format!("{key}.{}.scales", self.name()),
+        )
     }
 
     /// Storage bits per weight, scales included.
@@ -94,6 +122,32 @@ impl Precision {
             quant: Some(quant),
         }
     }
+
+    /// Bits per weight of the matrices that take a block format.
+    pub fn bits_per_weight(&self) -> f64 {
+        match self.quant {
+            Some(q) => q.bits_per_weight(),
+            None => self.dtype.size() as f64 * 8.0,
+        }
+    }
+
+    /// The one-word name (`q4_0`, `f16`, ...): the block format if any, else
+    /// the float dtype, as `--dtype` takes it.
+    pub fn short_name(&self) -> String {
+        match self.quant {
+            Some(q) => q.name().to_string(),
+            None => dtype_name(self.dtype),
+        }
+    }
+}
+
+fn dtype_name(dtype: DType) -> String {
+    match dtype {
+        DType::F32 => "f32".to_string(),
+        DType::F16 => "f16".to_string(),
+        DType::BF16 => "bf16".to_string(),
+        other => format!("{other:?}").to_lowercase(),
+    }
 }
 
 impl From<DType> for Precision {
@@ -104,12 +158,7 @@ impl From<DType> for Precision {
 
 impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dtype = match self.dtype {
-            DType::F32 => "f32".to_string(),
-            DType::F16 => "f16".to_string(),
-            DType::BF16 => "bf16".to_string(),
-            other => format!("{other:?}").to_lowercase(),
-        };
+        let dtype = dtype_name(self.dtype);
         match self.quant {
             Some(q) => write!(f, "{q} (rest {dtype})"),
             None => f.write_str(&dtype),
@@ -190,9 +239,10 @@ impl QuantMatrix {
         scales: Vec<f16>,
         qs: Vec<u8>,
     ) -> Result<Self> {
-        let blocks = rows * cols / BLOCK;
+        let blocks = rows.saturating_mul(cols) / BLOCK;
         if cols == 0
             || !cols.is_multiple_of(BLOCK)
+            || blocks.checked_mul(format.block_bytes()).is_none()
             || scales.len() != blocks
             || qs.len() != blocks * format.block_bytes()
         {

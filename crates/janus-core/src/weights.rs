@@ -1,6 +1,6 @@
 //! Turning checkpoint tensors into backend tensors, with every key accounted for.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
@@ -60,7 +60,12 @@ struct Shared<'a, B: Backend> {
     device: B::Device,
     dtype: DType,
     quant: Option<QuantFormat>,
+    /// The stored block format of quantized matrices taken as they are.
+    stored_quant: Cell<Option<QuantFormat>>,
+    /// Bytes of the tensors and matrices handed out (as held).
+    bytes: Cell<u64>,
     used: RefCell<BTreeSet<String>>,
+    quantizable: RefCell<BTreeSet<String>>,
 }
 
 enum Source<'a> {
@@ -85,7 +90,10 @@ impl<'a, B: Backend> Weights<'a, B> {
                 device: device.clone(),
                 dtype: precision.dtype,
                 quant: precision.quant,
+                stored_quant: Cell::new(None),
+                bytes: Cell::new(0),
                 used: RefCell::new(BTreeSet::new()),
+                quantizable: RefCell::new(BTreeSet::new()),
             }),
             prefix: String::new(),
         }
@@ -130,12 +138,41 @@ impl<'a, B: Backend> Weights<'a, B> {
         self.shared.quant
     }
 
-    /// The precision (dtype and quantized format).
+    /// The precision (dtype and quantized format): the requested one, or, when
+    /// none was requested, the format of the quantized matrices the checkpoint
+    /// stores (which are taken as they are).
     pub fn precision(&self) -> Precision {
         Precision {
             dtype: self.shared.dtype,
-            quant: self.shared.quant,
+            quant: self.shared.quant.or(self.shared.stored_quant.get()),
         }
+    }
+
+    /// The block format `name` is stored in, when the checkpoint holds it
+    /// quantized ([`QuantFormat::plane_keys`]).
+    pub fn stored_quant(&self, name: &str) -> Option<QuantFormat> {
+        let ckpt = self.checkpoint()?;
+        let key = self.key(name);
+        QuantFormat::ALL
+            .into_iter()
+            .find(|f| ckpt.info(&f.plane_keys(&key).0).is_some())
+    }
+
+    /// The format a quantizable matrix `name` is to be held in: the requested
+    /// one, else the one the checkpoint stores it in.
+    pub fn quant_for(&self, name: &str) -> Option<QuantFormat> {
+        self.shared.quant.or_else(|| self.stored_quant(name))
+    }
+
+    /// Records `name` as a matrix that is quantized when a format is asked for
+    /// (what `janus convert --quant` quantizes).
+    pub fn mark_quantizable(&self, name: &str) {
+        self.shared.quantizable.borrow_mut().insert(self.key(name));
+    }
+
+    /// The full keys recorded by [`Weights::mark_quantizable`].
+    pub fn quantizable_keys(&self) -> BTreeSet<String> {
+        self.shared.quantizable.borrow().clone()
     }
 
     /// Whether the source has values (`false` for a shapes-only checkpoint).
@@ -164,6 +201,51 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// For a data-less checkpoint ([`Checkpoint::from_shapes`]) the key and shape are
     /// checked and a one-element placeholder is returned.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        let t = self.take_tensor(name, shape)?;
+        let numel: usize = shape.iter().product();
+        self.count(numel * self.shared.dtype.size());
+        Ok(t)
+    }
+
+    /// Bytes of every tensor and matrix taken so far, as held on the device:
+    /// what the model's weights occupy (also for a shapes-only checkpoint,
+    /// which then gives the estimate before loading).
+    pub fn bytes_taken(&self) -> u64 {
+        self.shared.bytes.get()
+    }
+
+    fn count(&self, bytes: usize) {
+        let b = &self.shared.bytes;
+        b.set(b.get().saturating_add(bytes as u64));
+    }
+
+    /// Checks `name` `[rows, cols]` as [`Weights::quantized`] would take it
+    /// in `format`, without reading values (for a shapes-only checkpoint), and
+    /// counts its quantized size.
+    pub fn check_quantized(
+        &self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        format: QuantFormat,
+    ) -> Result<()> {
+        let key = self.key(name);
+        if let Source::Checkpoint(ckpt) = self.shared.source {
+            match self.stored_quant(name) {
+                Some(stored) => {
+                    self.check_planes(ckpt, &key, [rows, cols], stored)?;
+                    if stored == format {
+                        self.shared.stored_quant.set(Some(stored));
+                    }
+                }
+                None => self.check(ckpt, &key, &[rows, cols])?,
+            }
+        }
+        let blocks = rows * (cols / crate::quant::BLOCK);
+        self.count(blocks * (format.block_bytes() + 2));
+        Ok(())
+    }
+
+    fn take_tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let key = self.key(name);
         let key = key.as_str();
         let (device, dtype) = (&self.shared.device, self.shared.dtype);
@@ -171,6 +253,20 @@ impl<'a, B: Backend> Weights<'a, B> {
             Source::Checkpoint(c) => c,
             Source::Random(seed) => return Ok(self.random_tensor(key, shape, seed)),
         };
+        if let (None, [rows, cols], Some(format)) =
+            (ckpt.info(key), &shape[..], self.stored_quant(name))
+        {
+            // A quantized checkpoint's matrix asked for in full precision.
+            if !ckpt.has_data() {
+                self.check_planes(ckpt, key, [*rows, *cols], format)?;
+                return Ok(Tensor::zeros([1; D], (device, dtype)));
+            }
+            let q = self.read_planes(ckpt, key, [*rows, *cols], format)?;
+            let mut values = vec![0f32; rows * cols];
+            q.dequantize_rows(0..*rows, &mut values);
+            let data = TensorData::new(values, shape.to_vec());
+            return Ok(Tensor::from_data(data, (device, dtype)));
+        }
         self.check(ckpt, key, &shape)?;
         if !ckpt.has_data() {
             return Ok(Tensor::zeros([1; D], (device, dtype)));
@@ -208,20 +304,97 @@ impl<'a, B: Backend> Weights<'a, B> {
         Ok(())
     }
 
+    /// Checks the two planes of the quantized matrix `key` `[rows, cols]`
+    /// (shapes and dtypes) and records them as taken.
+    fn check_planes(
+        &self,
+        ckpt: &Checkpoint,
+        key: &str,
+        [rows, cols]: [usize; 2],
+        format: QuantFormat,
+    ) -> Result<()> {
+        if !cols.is_multiple_of(crate::quant::BLOCK) {
+            return Err(Error::Invalid(format!(
+                "{}: `{key}` is stored as {format}, but its rows of {cols} weights are not \
+                 a multiple of {} (a damaged or foreign checkpoint)",
+                ckpt.file_of(key).display(),
+                crate::quant::BLOCK
+            )));
+        }
+        let (qs, scales) = format.plane_keys(key);
+        self.check(ckpt, &qs, &[rows, format.qs_cols(cols)])?;
+        self.check(ckpt, &scales, &[rows, cols / crate::quant::BLOCK])?;
+        let info = ckpt.info(&qs).expect("checked");
+        if info.dtype != format.stored_dtype() {
+            return Err(Error::Invalid(format!(
+                "{}: `{qs}` is {}, but {format} values are stored as {}",
+                ckpt.file_of(&qs).display(),
+                info.dtype,
+                format.stored_dtype()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads the quantized matrix `key` `[rows, cols]` from its two planes.
+    fn read_planes(
+        &self,
+        ckpt: &Checkpoint,
+        key: &str,
+        shape: [usize; 2],
+        format: QuantFormat,
+    ) -> Result<QuantMatrix> {
+        self.check_planes(ckpt, key, shape, format)?;
+        let (qs, scales) = format.plane_keys(key);
+        let qs = ckpt.read_bytes(&qs, format.stored_dtype())?;
+        let scales = ckpt.read::<f16>(&scales)?;
+        QuantMatrix::from_parts(format, shape[0], shape[1], scales, qs)
+    }
+
     /// Takes the matrix `name` `[rows, cols]` quantized to `format`, streaming:
     /// the full-precision values are converted a few MB at a time, never all at
     /// once. Random weights give the same values [`Weights::tensor`] would.
     pub fn quantized(
         &self,
         name: &str,
+        shape: [usize; 2],
+        format: QuantFormat,
+    ) -> Result<QuantMatrix> {
+        let q = self.take_quantized(name, shape, format)?;
+        self.count(q.bytes());
+        Ok(q)
+    }
+
+    fn take_quantized(
+        &self,
+        name: &str,
         [rows, cols]: [usize; 2],
         format: QuantFormat,
     ) -> Result<QuantMatrix> {
         let key = self.key(name);
-        let mut q = QuantMatrix::empty(format, rows, cols)?;
         // Whole rows per chunk (and for random weights whole streams of the
         // generator, so the values are those of `Weights::tensor`).
         let rows_chunk = |unit: usize| unit * (STREAM_BYTES / 4 / unit).max(1);
+        if let (Source::Checkpoint(ckpt), Some(stored)) =
+            (&self.shared.source, self.stored_quant(name))
+        {
+            let from = self.read_planes(ckpt, &key, [rows, cols], stored)?;
+            if stored == format {
+                self.shared.stored_quant.set(Some(stored));
+                return Ok(from);
+            }
+            // Another format: re-quantize the stored values a chunk at a time.
+            let mut q = QuantMatrix::empty(format, rows, cols)?;
+            let chunk = rows_chunk(cols) / cols;
+            let mut buf = vec![0f32; chunk.min(rows) * cols];
+            for row0 in (0..rows).step_by(chunk) {
+                let n = chunk.min(rows - row0);
+                from.dequantize_rows(row0..row0 + n, &mut buf[..n * cols]);
+                q.quantize_rows(row0, &buf[..n * cols]);
+            }
+            return Ok(q);
+        }
+        let mut q = QuantMatrix::empty(format, rows, cols)?;
         match self.shared.source {
             Source::Random(seed) => {
                 let chunk = rows_chunk(cols / gcd(cols, RANDOM_CHUNK) * RANDOM_CHUNK);

@@ -20,8 +20,9 @@ pub struct Llama<B: Backend> {
     pub layers: Vec<DecoderLayer<B>>,
     /// `model.norm`.
     pub norm: RmsNorm<B>,
-    /// `lm_head` (untied from the embedding).
-    pub lm_head: Linear<B>,
+    /// `lm_head` (untied from the embedding); `None` when loaded without it
+    /// ([`Llama::load_without_head`]).
+    pub lm_head: Option<Linear<B>>,
     rope: Rope,
     config: LlamaConfig,
 }
@@ -30,6 +31,17 @@ impl<B: Backend> Llama<B> {
     /// Loads `model.embed_tokens`, `model.layers.N.*`, `model.norm` and `lm_head`
     /// under `w` (`language_model` in a Janus checkpoint).
     pub fn load(w: &Weights<B>, config: &LlamaConfig) -> Result<Self> {
+        Self::load_parts(w, config, true)
+    }
+
+    /// [`Llama::load`] without `lm_head` (Janus image generation never uses
+    /// it; on Janus-Pro-7B it is 0.4 billion weights). The caller accounts for
+    /// the `lm_head.*` keys left unread.
+    pub fn load_without_head(w: &Weights<B>, config: &LlamaConfig) -> Result<Self> {
+        Self::load_parts(w, config, false)
+    }
+
+    fn load_parts(w: &Weights<B>, config: &LlamaConfig, head: bool) -> Result<Self> {
         let c = config;
         let m = w.pp("model");
         let layers = m.pp("layers");
@@ -39,12 +51,11 @@ impl<B: Backend> Llama<B> {
                 .map(|i| DecoderLayer::load(&layers.pp(i), c))
                 .collect::<Result<_>>()?,
             norm: RmsNorm::load(&m.pp("norm"), c.hidden_size, c.rms_norm_eps)?,
-            lm_head: Linear::load_quantizable(
-                &w.pp("lm_head"),
-                c.hidden_size,
-                c.vocab_size,
-                false,
-            )?,
+            lm_head: head
+                .then(|| {
+                    Linear::load_quantizable(&w.pp("lm_head"), c.hidden_size, c.vocab_size, false)
+                })
+                .transpose()?,
             rope: Rope::new(c.head_dim, c.rope_theta),
             config: c.clone(),
         })
@@ -131,7 +142,14 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Text logits `[B, T, vocab]` from final hidden states.
+    ///
+    /// # Panics
+    /// If the model was loaded without `lm_head` (a caller bug: such a model
+    /// is for image generation only).
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.lm_head.forward(hidden)
+        self.lm_head
+            .as_ref()
+            .expect("this Llama was loaded without lm_head (image generation only)")
+            .forward(hidden)
     }
 }

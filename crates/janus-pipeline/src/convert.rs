@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::backend::Flex;
 use burn::tensor::DType;
 use janus_checkpoint::{Checkpoint, StoredDType, TensorInfo, write_safetensors};
-use janus_core::Weights;
+use janus_core::{Precision, QuantFormat, QuantMatrix, Weights};
 
 use crate::config::JanusConfig;
 use crate::layout::{KNOWN_UNUSED, KeyLayout, open_checkpoint, to_original};
@@ -17,6 +17,11 @@ use crate::{PipelineError, Result};
 
 /// Version of the converted format, recorded in the safetensors metadata.
 pub const FORMAT_VERSION: &str = "1";
+
+/// Version of a converted checkpoint with quantized matrices (`--quant`): each
+/// quantized `key` is stored as the two planes [`QuantFormat::plane_keys`]
+/// names (docs/quantization.md).
+pub const QUANT_FORMAT_VERSION: &str = "2";
 
 /// Files copied next to the converted weights (when present).
 pub const SIDE_FILES: [&str; 6] = [
@@ -41,6 +46,8 @@ pub struct ConvertReport {
     pub skipped: Vec<String>,
     /// Bytes of weights written.
     pub bytes: usize,
+    /// Matrices written quantized (`--quant`).
+    pub quantized: usize,
     /// Stale index files of an earlier conversion that were removed from the
     /// output (they would have been read instead of the new weights).
     pub removed: Vec<std::path::PathBuf>,
@@ -64,6 +71,15 @@ pub fn detect_variant(config: &JanusConfig, name: &str) -> String {
 /// model `config` describes (shape level, no weights read); returns the
 /// known-unused keys.
 pub fn validate(ckpt: &Checkpoint, config: &JanusConfig) -> Result<Vec<String>> {
+    Ok(check_keys(ckpt, config)?.0)
+}
+
+/// [`validate`], also returning the keys of the matrices that take a block
+/// format (the ones `--quant` quantizes).
+fn check_keys(
+    ckpt: &Checkpoint,
+    config: &JanusConfig,
+) -> Result<(Vec<String>, std::collections::BTreeSet<String>)> {
     let shapes = Checkpoint::from_shapes(
         ckpt.path(),
         ckpt.keys()
@@ -73,16 +89,30 @@ pub fn validate(ckpt: &Checkpoint, config: &JanusConfig) -> Result<Vec<String>> 
     let (shapes, _) = to_original(shapes)?;
     let w = Weights::<Flex>::new(&shapes, &Default::default(), DType::F32);
     JanusModel::from_weights(&w, config)?;
-    Ok(w.finish(&KNOWN_UNUSED)?)
+    Ok((w.finish(&KNOWN_UNUSED)?, w.quantizable_keys()))
+}
+
+/// How one output tensor is made from an input key.
+#[derive(Clone, Copy)]
+enum Part {
+    /// The float tensor converted to the output dtype.
+    Dense,
+    /// The values plane of the key quantized to a format.
+    Values(QuantFormat),
+    /// The scales plane (always right after the values plane).
+    Scales,
 }
 
 /// Converts the checkpoint in `input` into `output/model.safetensors` with float
-/// weights in `dtype`, then copies [`SIDE_FILES`]. `progress(file, done, total)`
-/// is called per tensor, grouped by input shard.
+/// weights in `dtype` and, with `quant`, the matrices that take a block format
+/// (the LLM's linears, `lm_head`, the gen head) quantized to it, then copies
+/// [`SIDE_FILES`]. `progress(file, done, total)` is called per tensor, grouped
+/// by input shard.
 pub fn convert(
     input: &Path,
     output: &Path,
     dtype: StoredDType,
+    quant: Option<QuantFormat>,
     mut progress: impl FnMut(&Path, usize, usize),
 ) -> Result<ConvertReport> {
     if !matches!(
@@ -95,7 +125,13 @@ pub fn convert(
     }
     let config = JanusConfig::from_file(input.join("config.json"))?;
     let (ckpt, layout) = open_checkpoint(input)?;
-    let skipped = validate(&ckpt, &config)?;
+    if let Some(key) = ckpt.keys().find(|k| k.ends_with(".qs")) {
+        return Err(PipelineError::Invalid(format!(
+            "{} is already quantized (`{key}`): convert from the original checkpoint",
+            input.display()
+        )));
+    }
+    let (skipped, quantizable) = check_keys(&ckpt, &config)?;
     let variant = detect_variant(&config, &input.display().to_string());
 
     // Tensors in (shard, key) order: sequential reads, deterministic output.
@@ -104,19 +140,52 @@ pub fn convert(
         .filter(|k| !KNOWN_UNUSED.iter().any(|p| p.matches(k)))
         .collect();
     keys.sort_by_key(|k| (ckpt.file_index(k), *k));
-    let specs: Vec<(String, TensorInfo)> = keys
-        .iter()
-        .map(|k| {
-            let info = ckpt.info(k).expect("listed key");
-            (
-                k.to_string(),
-                TensorInfo {
+    let mut plan: Vec<(&str, Part)> = Vec::new();
+    let mut specs: Vec<(String, TensorInfo)> = Vec::new();
+    for &k in &keys {
+        let info = ckpt.info(k).expect("listed key");
+        match quant {
+            Some(format) if quantizable.contains(k) && info.shape.len() == 2 => {
+                let (rows, cols) = (info.shape[0], info.shape[1]);
+                let (qs, scales) = format.plane_keys(k);
+                let qs_info = TensorInfo {
+                    shape: vec![rows, format.qs_cols(cols)],
+                    dtype: format.stored_dtype(),
+                };
+                let scales_info = TensorInfo {
+                    shape: vec![rows, cols / janus_core::quant::BLOCK],
+                    dtype: StoredDType::F16,
+                };
+                specs.push((qs, qs_info));
+                specs.push((scales, scales_info));
+                plan.push((k, Part::Values(format)));
+                plan.push((k, Part::Scales));
+            }
+            _ => {
+                let info = TensorInfo {
                     shape: info.shape.clone(),
                     dtype,
-                },
-            )
-        })
-        .collect();
+                };
+                specs.push((k.to_string(), info));
+                plan.push((k, Part::Dense));
+            }
+        }
+    }
+    let quantized = plan
+        .iter()
+        .filter(|(_, p)| matches!(p, Part::Values(_)))
+        .count();
+    // Quantizes straight from the checkpoint, streaming (never the whole
+    // model in f32).
+    let source = Weights::<Flex>::new(
+        &ckpt,
+        &Default::default(),
+        Precision {
+            dtype: DType::F32,
+            quant,
+        },
+    );
+    let mut pending_scales: Option<Vec<u8>> = None;
     let mut per_file: BTreeMap<Option<usize>, usize> = BTreeMap::new();
     for k in &keys {
         *per_file.entry(ckpt.file_index(k)).or_default() += 1;
@@ -125,7 +194,7 @@ pub fn convert(
     let mut done: BTreeMap<Option<usize>, usize> = BTreeMap::new();
 
     std::fs::create_dir_all(output).map_err(|e| io_error(output, e))?;
-    let metadata: BTreeMap<String, String> = [
+    let mut metadata: BTreeMap<String, String> = [
         ("format", "janus-rs"),
         ("format_version", FORMAT_VERSION),
         ("dtype", dtype.safetensors_name()),
@@ -134,10 +203,40 @@ pub fn convert(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let bytes: usize = specs.iter().map(|(_, i)| i.numel() * dtype.size()).sum();
+    if let Some(format) = quant {
+        for (k, v) in [
+            ("format_version", QUANT_FORMAT_VERSION.to_string()),
+            ("quant", format.name().to_string()),
+            ("quant_block", janus_core::quant::BLOCK.to_string()),
+            (
+                "quant_layout",
+                format!(
+                    "{{key}}.{f}.qs: {} [rows, cols * {} / 32] row-major blocks; \
+                     {{key}}.{f}.scales: F16 [rows, cols / 32]",
+                    format.stored_dtype(),
+                    format.block_bytes(),
+                    f = format.name()
+                ),
+            ),
+        ] {
+            metadata.insert(k.to_string(), v);
+        }
+    }
+    let bytes: usize = specs.iter().map(|(_, i)| i.numel() * i.dtype.size()).sum();
     write_safetensors(&output.join("model.safetensors"), &metadata, &specs, |i| {
-        let key = keys[i];
-        let bytes = ckpt.read_le_bytes(key, dtype)?;
+        let (key, part) = plan[i];
+        let bytes = match part {
+            Part::Dense => ckpt.read_le_bytes(key, dtype)?,
+            Part::Values(format) => {
+                let info = ckpt.info(key).expect("listed key");
+                let q = source
+                    .quantized(key, [info.shape[0], info.shape[1]], format)
+                    .map_err(|e| janus_checkpoint::Error::Invalid(e.to_string()))?;
+                pending_scales = Some(scales_le_bytes(&q));
+                return Ok(q.qs().to_vec());
+            }
+            Part::Scales => pending_scales.take().expect("values plane written first"),
+        };
         let f = ckpt.file_index(key);
         let n = done.entry(f).or_default();
         *n += 1;
@@ -180,8 +279,14 @@ pub fn convert(
         tensors: specs.len(),
         skipped,
         bytes,
+        quantized,
         removed,
     })
+}
+
+/// The scales of `q` as little-endian f16 bytes.
+fn scales_le_bytes(q: &QuantMatrix) -> Vec<u8> {
+    q.scales().iter().flat_map(|d| d.to_le_bytes()).collect()
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

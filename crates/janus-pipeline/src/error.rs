@@ -15,6 +15,9 @@ pub enum PipelineError {
     /// A prompt or conversation does not fit the template (e.g. placeholder count).
     #[error("{0}")]
     Prompt(String),
+    /// The work does not fit the memory available.
+    #[error("{0}")]
+    Memory(String),
     /// An argument is out of range.
     #[error("{0}")]
     Invalid(String),

@@ -3,6 +3,7 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use janus_heads::{GenEmbed, GenHead, MlpProjector};
 use janus_llm::KvCache;
 
 use crate::model::JanusModel;
@@ -23,6 +24,10 @@ pub struct ImageGenConfig {
     pub seed: u64,
 }
 
+/// The most images one request may ask for (more than fit in memory at once
+/// are generated in chunks; this bounds the time one request takes).
+pub const MAX_PARALLEL: usize = 1024;
+
 impl Default for ImageGenConfig {
     fn default() -> Self {
         Self {
@@ -39,6 +44,12 @@ impl ImageGenConfig {
     pub fn validate(&self) -> Result<()> {
         if self.parallel == 0 {
             return Err(PipelineError::Invalid("parallel must be at least 1".into()));
+        }
+        if self.parallel > MAX_PARALLEL {
+            return Err(PipelineError::Invalid(format!(
+                "{} images requested: at most {MAX_PARALLEL} per request",
+                self.parallel
+            )));
         }
         if !(self.cfg_weight >= 0.0 && self.cfg_weight.is_finite()) {
             return Err(PipelineError::Invalid(format!(
@@ -83,6 +94,9 @@ pub struct ImagePrompt<'a> {
 /// several prompts of different lengths (left-padded, masked).
 pub struct ImageGenSession<'m, B: Backend> {
     model: &'m JanusModel<B>,
+    gen_head: &'m GenHead<B>,
+    gen_embed: &'m GenEmbed<B>,
+    gen_aligner: &'m MlpProjector<B>,
     cache: KvCache<B>,
     next: Tensor<B, 3>,
     /// Padding flags of the prompt rows, used by the first forward.
@@ -144,6 +158,9 @@ impl<'m, B: Backend> ImageGenSession<'m, B> {
         let steps = model.config.vq.grid_side().pow(2);
         Ok(Self {
             model,
+            gen_head: model.gen_head()?,
+            gen_embed: model.gen_embed()?,
+            gen_aligner: model.gen_aligner()?,
             cache: model.llm.new_cache(rows.len(), width + steps),
             next: model.llm.embed(id_tensor(&rows, &device)),
             padding,
@@ -165,7 +182,7 @@ impl<'m, B: Backend> ImageGenSession<'m, B> {
             .forward(self.next.clone(), padding.as_deref(), &mut self.cache);
         let [rows, t, h] = hidden.dims();
         let last = hidden.narrow(1, t - 1, 1).reshape([rows, h]);
-        let logits = to_f32(self.model.gen_head.forward(last));
+        let logits = to_f32(self.gen_head.forward(last));
         let k = logits.len() / rows;
         self.cfg
             .iter()
@@ -199,8 +216,8 @@ impl<'m, B: Backend> ImageGenSession<'m, B> {
         }
         let rows: Vec<Vec<u32>> = codes.iter().flat_map(|c| [vec![*c], vec![*c]]).collect();
         let device = self.next.device();
-        let e = self.model.gen_embed.forward(id_tensor(&rows, &device));
-        self.next = self.model.gen_aligner.forward(e);
+        let e = self.gen_embed.forward(id_tensor(&rows, &device));
+        self.next = self.gen_aligner.forward(e);
         Ok(())
     }
 
@@ -302,6 +319,7 @@ impl<B: Backend> JanusModel<B> {
 
     /// Decodes generated codes to images `[P, 3, S, S]`.
     pub fn decode_images(&self, codes: &[Vec<u32>]) -> Result<Tensor<B, 4>> {
-        Ok(self.vq.decode(codes, self.vq.grid())?)
+        let vq = self.vq()?;
+        Ok(vq.decode(codes, vq.grid())?)
     }
 }

@@ -151,9 +151,13 @@ pub fn resolve_model(spec: &str, mut progress: impl FnMut(LoadEvent<'_>)) -> Res
     std::fs::create_dir_all(parent).map_err(|e| janus_core::Error::io(parent, e))?;
     let tmp = janus_checkpoint::partial_path(&converted);
     let _ = std::fs::remove_dir_all(&tmp);
-    let result = convert(&snapshot, &tmp, StoredDType::BF16, |file, done, total| {
-        progress(LoadEvent::Converting { file, done, total })
-    });
+    let result = convert(
+        &snapshot,
+        &tmp,
+        StoredDType::BF16,
+        None,
+        |file, done, total| progress(LoadEvent::Converting { file, done, total }),
+    );
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);

@@ -9,7 +9,8 @@ use janus_core::Precision;
 use crate::chat::{Message, Template};
 use crate::config::JanusConfig;
 use crate::generate::ImageGenConfig;
-use crate::model::JanusModel;
+use crate::memory::{self, DECODE_CHUNK, GenerationMemory, GenerationPlan};
+use crate::model::{JanusModel, Modules};
 use crate::preprocess::RgbImage;
 use crate::processor::Processor;
 use crate::sampling::{Sampler, SamplingConfig};
@@ -229,6 +230,7 @@ pub struct Janus<B: Backend> {
     model: JanusModel<B>,
     processor: Processor,
     dir: PathBuf,
+    memory_limit: Option<u64>,
 }
 
 impl<B: Backend> Janus<B> {
@@ -248,15 +250,57 @@ impl<B: Backend> Janus<B> {
         template: Option<Template>,
         progress: impl FnMut(LoadEvent<'_>),
     ) -> Result<Self> {
+        Self::load_modules(model, device, precision, template, Modules::All, progress)
+    }
+
+    /// [`Janus::load_with`] of only `modules` (e.g. an understanding-only
+    /// deployment, or `janus generate`, which needs no SigLIP encoder).
+    pub fn load_modules(
+        model: &str,
+        device: &B::Device,
+        precision: impl Into<Precision>,
+        template: Option<Template>,
+        modules: Modules,
+        progress: impl FnMut(LoadEvent<'_>),
+    ) -> Result<Self> {
         let dir = resolve_model(model, progress)?;
         let config = JanusConfig::from_file(dir.join("config.json"))?;
         let processor = Processor::from_dir(&dir, model, &config.vision, template)?;
-        let model = JanusModel::load_dir(&dir, device, precision)?;
+        let model = JanusModel::load_dir_modules(&dir, device, precision, modules)?;
         Ok(Self {
             model,
             processor,
             dir,
+            memory_limit: None,
         })
+    }
+
+    /// The memory plan of `request` before loading: `model` (resolved as
+    /// [`Janus::load`] does) in `precision` against what the device has
+    /// (and at most `max_memory` bytes for the whole process). Reads only the
+    /// config, the tokenizer and the checkpoint's shapes.
+    pub fn plan_generation(
+        model: &str,
+        precision: impl Into<Precision>,
+        template: Option<Template>,
+        request: &ImageRequest,
+        max_memory: Option<u64>,
+        progress: impl FnMut(LoadEvent<'_>),
+    ) -> Result<GenerationPlan> {
+        request.config.validate()?;
+        let dir = resolve_model(model, progress)?;
+        let config = JanusConfig::from_file(dir.join("config.json"))?;
+        let processor = Processor::from_dir(&dir, model, &config.vision, template)?;
+        let prompt_len = processor.generation_prompt(&request.prompt)?.len();
+        let (ckpt, _) = crate::layout::open_checkpoint(&dir)?;
+        GenerationPlan::new(
+            &ckpt,
+            &config,
+            precision.into(),
+            prompt_len,
+            request.config.parallel,
+            memory::available_memory::<B>(max_memory, 0),
+        )
     }
 
     /// A model assembled from its parts, e.g. random weights at a real
@@ -266,6 +310,7 @@ impl<B: Backend> Janus<B> {
             model,
             processor,
             dir,
+            memory_limit: None,
         }
     }
 
@@ -321,25 +366,45 @@ impl<B: Backend> Janus<B> {
     }
 
     /// Generates `request.config.parallel` images; `progress(step, steps)` is
-    /// called after each LLM step.
+    /// called after each LLM step. When they do not all fit in memory at once
+    /// ([`Janus::images_that_fit`]), they are generated a chunk at a time: with
+    /// one RNG per image, the images are the same either way.
     pub fn generate_images(
         &self,
         request: &ImageRequest,
-        progress: impl FnMut(usize, usize),
+        mut progress: impl FnMut(usize, usize),
     ) -> Result<Vec<GeneratedImage>> {
-        request.config.validate()?;
+        let config = request.config;
+        config.validate()?;
         let ids = self.processor.generation_prompt(&request.prompt)?;
-        self.check_generation_memory(ids.len(), request.config.parallel)?;
+        let chunk = self.images_that_fit(ids.len(), config.parallel);
+        if chunk == 0 {
+            self.check_generation_memory(ids.len(), 1)?;
+        }
+        let chunk = chunk.max(1);
         let pad = self.processor.tokenizer().ids.pad;
-        let codes = self
-            .model
-            .generate_images(&ids, pad, &request.config, progress)?;
-        let images = self.decode_codes(&codes)?;
-        Ok(codes
-            .into_iter()
-            .zip(images)
-            .map(|(codes, image)| GeneratedImage { codes, image })
-            .collect())
+        let steps = self.model.config.vq.grid_side().pow(2);
+        let total = steps * config.parallel.div_ceil(chunk);
+        let mut out = Vec::with_capacity(config.parallel);
+        for (n, first) in (0..config.parallel).step_by(chunk).enumerate() {
+            let part = ImageGenConfig {
+                parallel: chunk.min(config.parallel - first),
+                // Image `first + i` keeps its sampler (`image_sampler(seed, first + i)`).
+                seed: config.seed.wrapping_add(first as u64),
+                ..config
+            };
+            let codes = self
+                .model
+                .generate_images(&ids, pad, &part, |d, _| progress(n * steps + d, total))?;
+            let images = self.decode_codes(&codes)?;
+            out.extend(
+                codes
+                    .into_iter()
+                    .zip(images)
+                    .map(|(codes, image)| GeneratedImage { codes, image }),
+            );
+        }
+        Ok(out)
     }
 
     /// Decodes finished code grids (raster order, `grid^2` each) to images, a
@@ -382,58 +447,75 @@ impl<B: Backend> Janus<B> {
     }
 
     /// Refuses, before anything runs, an image batch whose KV cache (two rows
-    /// per image, prompt + every code position) does not fit the memory the
-    /// CPU has available.
+    /// per image, prompt + every code position) and activations do not fit the
+    /// memory the CPU has available.
     pub fn check_generation_memory(&self, prompt_len: usize, parallel: usize) -> Result<()> {
         self.check_generation_memory_within(prompt_len, parallel, None)
     }
 
-    /// [`Janus::check_generation_memory`] against at most `limit` bytes (and
-    /// what the CPU has available, where known).
+    /// [`Janus::check_generation_memory`] against at most `limit` bytes beyond
+    /// the weights (and what the CPU has available, where known).
     pub fn check_generation_memory_within(
         &self,
         prompt_len: usize,
         parallel: usize,
         limit: Option<u64>,
     ) -> Result<()> {
-        let available = match (available_memory::<B>(), limit) {
-            (Some(a), Some(l)) => a.min(l),
-            (a, l) => match a.or(l) {
-                Some(v) => v,
-                None => return Ok(()),
-            },
+        let Some((budget, source)) = self.generation_budget(limit) else {
+            return Ok(());
         };
-        let per_image = self.generation_memory(prompt_len, 1);
-        let need = per_image.saturating_mul(parallel as u64);
-        if need > available {
-            let fit = available / per_image.max(1);
-            return Err(PipelineError::Invalid(format!(
-                "{parallel} images need about {:.1} GB (KV cache, logits, pixels), but {:.1} GB \
-                 of memory is available: at most {fit} fit at once",
-                need as f64 / 1e9,
-                available as f64 / 1e9
+        let plan = self.generation_memory(prompt_len);
+        let need = plan.need(parallel) - plan.weights;
+        if need > budget {
+            let fit = plan.images_within(budget.saturating_add(plan.weights), parallel);
+            return Err(PipelineError::Memory(format!(
+                "{parallel} image(s) need about {} beyond the weights (KV cache, activations, \
+                 pixels), but {} is available ({source}): at most {fit} fit at once",
+                memory::gb(need),
+                memory::gb(budget)
             )));
         }
         Ok(())
     }
 
-    /// Bytes an image batch of `parallel` images needs beyond the weights: the
-    /// KV cache of two rows per image over prompt + every code position, each
-    /// step's logits and the pixels.
-    pub fn generation_memory(&self, prompt_len: usize, parallel: usize) -> u64 {
-        let c = &self.model.config;
-        let l = &c.language;
-        let positions = (prompt_len + c.vq.grid_side().pow(2)) as u64;
-        let bytes_per = self.model.dtype().size() as u64;
-        let kv = 2
-            * positions
-            * l.num_hidden_layers as u64
-            * 2
-            * (l.num_key_value_heads * l.head_dim) as u64
-            * bytes_per;
-        let logits = 2 * 2 * c.gen_head.num_codes as u64 * 4;
-        let pixels = 3 * (c.vq.image_size as u64).pow(2);
-        (kv + logits + pixels).saturating_mul(parallel as u64)
+    /// What generating with a prompt of `prompt_len` tokens needs in memory.
+    pub fn generation_memory(&self, prompt_len: usize) -> GenerationMemory {
+        GenerationMemory::new(
+            &self.model.config,
+            self.model.dtype(),
+            self.model.weight_bytes(),
+            prompt_len,
+        )
+    }
+
+    /// Bytes generation may use beyond the weights: what is available (and
+    /// at most `limit`), and where the figure comes from.
+    fn generation_budget(&self, limit: Option<u64>) -> Option<(u64, memory::MemorySource)> {
+        let total = self
+            .memory_limit
+            .map(|l| l.saturating_sub(self.model.weight_bytes()));
+        let limit = match (total, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        memory::available_memory::<B>(limit, 0)
+    }
+
+    /// How many of `wanted` images fit in memory at once (at least 1 when one
+    /// fits; 0 when not even one does), for a prompt of `prompt_len` tokens.
+    pub fn images_that_fit(&self, prompt_len: usize, wanted: usize) -> usize {
+        let plan = self.generation_memory(prompt_len);
+        match self.generation_budget(None) {
+            Some((budget, _)) => plan.images_within(budget.saturating_add(plan.weights), wanted),
+            None => wanted,
+        }
+    }
+
+    /// Bounds the memory of the whole process (weights included) that
+    /// generation plans for, e.g. `--max-memory`; also bounded by what the
+    /// machine has available.
+    pub fn set_memory_limit(&mut self, bytes: Option<u64>) {
+        self.memory_limit = bytes;
     }
 
     /// The model's modules.
@@ -455,26 +537,6 @@ impl<B: Backend> Janus<B> {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-}
-
-/// Images decoded together by the VQ decoder.
-const DECODE_CHUNK: usize = 8;
-
-/// Memory the process may still use, where known: `MemAvailable` on Linux for
-/// the CPU backend; `None` elsewhere (no check).
-fn available_memory<B: Backend>() -> Option<u64> {
-    if !janus_core::is_flex::<B>() {
-        return None;
-    }
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = info
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }
 
 /// Resolves a `--model` value to a directory holding `config.json`: an existing

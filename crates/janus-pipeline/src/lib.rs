@@ -48,6 +48,7 @@ mod generate;
 pub mod hub;
 mod janus;
 pub mod layout;
+pub mod memory;
 mod model;
 mod preprocess;
 mod processor;
@@ -61,13 +62,15 @@ mod understand;
 pub use batcher::{BatchImage, ImageBatcher, ImageJob};
 pub use config::JanusConfig;
 pub use error::{PipelineError, Result};
-pub use generate::{CfgLogits, ImageGenConfig, ImageGenSession, ImagePrompt, image_sampler};
+pub use generate::{
+    CfgLogits, ImageGenConfig, ImageGenSession, ImagePrompt, MAX_PARALLEL, image_sampler,
+};
 pub use janus::{
     FinishReason, GeneratedImage, ImageRequest, Janus, LoadEvent, Request, TextDelta,
     Understanding, resolve_model,
 };
 pub use janus_core::{Precision, QuantFormat};
-pub use model::JanusModel;
+pub use model::{JanusModel, Modules};
 pub use preprocess::{
     ImageProcessor, MAX_IMAGE_PIXELS, RgbImage, decode_image, decode_image_within, encode_png,
     open_image,

@@ -37,7 +37,7 @@ impl<B: Backend> JanusModel<B> {
 
     /// Aligned image features `[N, tokens, hidden]`: `aligner(vision(pixels))`.
     pub fn image_embeds(&self, pixels: Tensor<B, 4>) -> Result<Tensor<B, 3>> {
-        Ok(self.aligner.forward(self.vision.encode(pixels)?))
+        Ok(self.aligner()?.forward(self.vision()?.encode(pixels)?))
     }
 
     /// Token embeddings of a batch with image features written, in order, at the

@@ -98,7 +98,9 @@ impl From<janus_pipeline::PipelineError> for ApiError {
     fn from(e: janus_pipeline::PipelineError) -> Self {
         use janus_pipeline::PipelineError as P;
         let status = match e {
-            P::Image(_) | P::Prompt(_) | P::Invalid(_) | P::Tokenizer(_) => StatusCode::BAD_REQUEST,
+            P::Image(_) | P::Prompt(_) | P::Invalid(_) | P::Tokenizer(_) | P::Memory(_) => {
+                StatusCode::BAD_REQUEST
+            }
             P::Core(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::status(status, e.to_string())

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use janus_core::QuantFormat;
 use janus_pipeline::layout::KeyLayout;
 
 use crate::args::DTypeArg;
@@ -22,6 +23,21 @@ pub struct Args {
     /// Weight dtype to store (bf16 is lossless for the official checkpoints).
     #[arg(long, value_enum, default_value_t = DTypeArg::Bf16)]
     dtype: DTypeArg,
+    /// Also store the LLM's linears, `lm_head` and the gen head block-quantized
+    /// (the rest stays in `--dtype`); loads quantized without `--dtype`.
+    #[arg(long, value_enum)]
+    quant: Option<QuantArg>,
+}
+
+/// `--quant` formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum QuantArg {
+    /// int8 blocks of 32 with an f16 scale (8.5 bits per weight).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 4-bit blocks of 32 with an f16 scale (4.5 bits per weight).
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -32,11 +48,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dtype = args.dtype.stored();
     let t0 = Instant::now();
     let mut bars = FileProgress::default();
-    let report =
-        janus_pipeline::convert::convert(&args.input, &args.output, dtype, |file, done, total| {
-            bars.update(file, done, total)
-        })
-        .with_context(|| format!("converting {} failed", args.input.display()))?;
+    let quant = args.quant.map(|q| match q {
+        QuantArg::Q8_0 => QuantFormat::Q8_0,
+        QuantArg::Q4_0 => QuantFormat::Q4_0,
+    });
+    let report = janus_pipeline::convert::convert(
+        &args.input,
+        &args.output,
+        dtype,
+        quant,
+        |file, done, total| bars.update(file, done, total),
+    )
+    .with_context(|| format!("converting {} failed", args.input.display()))?;
     let layout = match report.layout {
         KeyLayout::Original => "original",
         KeyLayout::Transformers => "transformers-port",
@@ -48,8 +71,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     eprintln!("variant: {} ({layout} key layout)", report.variant);
+    let stored = match quant {
+        Some(q) => format!("{q} for {} matrices, the rest {dtype}", report.quantized),
+        None => dtype.to_string(),
+    };
     eprintln!(
-        "wrote {} tensors ({:.2} GB, {dtype}) to {} in {:.1} s; skipped {} known-unused tensors",
+        "wrote {} tensors ({:.2} GB, {stored}) to {} in {:.1} s; skipped {} known-unused tensors",
         report.tensors,
         report.bytes as f64 / 1e9,
         args.output.join("model.safetensors").display(),

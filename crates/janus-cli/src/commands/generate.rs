@@ -6,7 +6,7 @@ use anyhow::Context;
 use burn::prelude::Backend;
 use janus_core::Precision;
 use janus_pipeline::chat::Template;
-use janus_pipeline::{GeneratedImage, ImageGenConfig, ImageRequest};
+use janus_pipeline::{GeneratedImage, ImageGenConfig, ImageRequest, Janus, Modules};
 
 use crate::args::{BackendArgs, Format, ModelArgs, Task};
 use crate::backend::{Job, dispatch};
@@ -39,6 +39,12 @@ pub struct Args {
     /// Output directory for img_0.png, img_1.png, ...
     #[arg(long, default_value = "generated")]
     out: PathBuf,
+    /// Memory the whole process may use (e.g. `6GB`, `7.5G`, `8GiB`) [default:
+    /// what the machine has available]. Images that do not fit at once are
+    /// generated in chunks; a run where not even one fits is refused before
+    /// loading.
+    #[arg(long, value_name = "SIZE", value_parser = janus_pipeline::memory::parse_size)]
+    max_memory: Option<u64>,
     /// Output format: file list, or JSON with the codes.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -50,6 +56,7 @@ struct Generate {
     model: String,
     template: Option<Template>,
     request: ImageRequest,
+    max_memory: Option<u64>,
 }
 
 impl Job for Generate {
@@ -60,7 +67,25 @@ impl Job for Generate {
         device: B::Device,
         precision: Precision,
     ) -> anyhow::Result<Self::Output> {
-        let (janus, _) = load::janus::<B>(&self.model, self.template, &device, precision)?;
+        load::watch_hub_cache(&self.model);
+        let plan = Janus::<B>::plan_generation(
+            &self.model,
+            precision,
+            self.template,
+            &self.request,
+            self.max_memory,
+            crate::progress::on_load(),
+        )?;
+        eprintln!("{}", plan.summary());
+        plan.check()?;
+        let (mut janus, _) = load::janus::<B>(
+            &self.model,
+            self.template,
+            &device,
+            precision,
+            Modules::Generation,
+        )?;
+        janus.set_memory_limit(self.max_memory);
         let parallel = self.request.config.parallel;
         let bar = Progress::new(format!("generating {parallel} image(s)"));
         let images = janus.generate_images(&self.request, |d, n| bar.update(d, n))?;
@@ -89,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: args.model.model,
         template: args.template,
         request: ImageRequest::new(args.prompt).config(config),
+        max_memory: args.max_memory,
     };
     let images = dispatch(args.backend, Task::Generate, job).context("image generation failed")?;
     let mut files = Vec::new();

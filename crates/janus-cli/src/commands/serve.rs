@@ -54,9 +54,9 @@ pub struct Args {
     #[arg(long, default_value_t = Limits::default().max_batch_images)]
     max_batch_images: usize,
     /// Bytes image generation may use beyond the weights (KV cache, logits,
-    /// pixels) [default: the memory available]. Requests that do not fit wait;
-    /// one that does not fit alone gets 503.
-    #[arg(long, value_name = "BYTES")]
+    /// pixels), e.g. `4GB` or `3GiB` [default: the memory available].
+    /// Requests that do not fit wait; one that does not fit alone gets 503.
+    #[arg(long, value_name = "SIZE", value_parser = janus_pipeline::memory::parse_size)]
     max_memory: Option<u64>,
     #[command(flatten)]
     backend: BackendArgs,
@@ -104,9 +104,15 @@ impl Job for Serve {
         server
             .run(
                 move || {
-                    load::janus::<B>(&model, template, &device, precision)
-                        .map(|(janus, _)| janus)
-                        .map_err(|e| format!("{e:#}"))
+                    load::janus::<B>(
+                        &model,
+                        template,
+                        &device,
+                        precision,
+                        janus_pipeline::Modules::All,
+                    )
+                    .map(|(janus, _)| janus)
+                    .map_err(|e| format!("{e:#}"))
                 },
                 move |_| {
                     let key = if keyed { " (API key required)" } else { "" };

@@ -90,7 +90,13 @@ impl Job for Understand {
     type Output = Output;
 
     fn run<B: Backend>(self, device: B::Device, precision: Precision) -> anyhow::Result<Output> {
-        let (janus, load_s) = load::janus::<B>(&self.model, self.template, &device, precision)?;
+        let (janus, load_s) = load::janus::<B>(
+            &self.model,
+            self.template,
+            &device,
+            precision,
+            janus_pipeline::Modules::Understanding,
+        )?;
         let request = Request {
             messages: self.messages,
             images: self.images,

@@ -35,15 +35,27 @@ impl<B: Backend> Linear<B> {
     /// Loads `weight` `[d_out, d_in]` (and `bias` `[d_out]` when `bias`),
     /// quantized to the format of `w`'s precision when it has one and `d_in` is
     /// a multiple of 32 (else as [`Linear::load`] does). The full-precision
-    /// weight is never held whole: it is quantized as it streams in.
+    /// weight is never held whole: it is quantized as it streams in. A matrix
+    /// the checkpoint stores quantized is taken as it is (or re-quantized to
+    /// the requested format).
     pub fn load_quantizable(w: &Weights<B>, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         let bias = if bias {
             Some(w.tensor("bias", [d_out])?)
         } else {
             None
         };
-        match w.quant() {
-            Some(format) if d_in.is_multiple_of(BLOCK) && w.has_data() => {
+        if d_in.is_multiple_of(BLOCK) {
+            w.mark_quantizable("weight");
+        }
+        match w.quant_for("weight") {
+            Some(format) if d_in.is_multiple_of(BLOCK) && !w.has_data() => {
+                w.check_quantized("weight", [d_out, d_in], format)?;
+                Ok(Self::new(
+                    Tensor::zeros([1, 1], (w.device(), w.dtype())),
+                    bias,
+                ))
+            }
+            Some(format) if d_in.is_multiple_of(BLOCK) => {
                 let q = w.quantized("weight", [d_out, d_in], format)?;
                 Ok(Self {
                     weight: Tensor::zeros([1, 1], (w.device(), w.dtype())),

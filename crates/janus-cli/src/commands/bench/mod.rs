@@ -325,7 +325,7 @@ impl Job for Bench {
             ];
             stats.push(measure("vq_decode", "s/image", 1.0, a.repeats, || {
                 let t = Instant::now();
-                let img = model.vq.decode(&codes, model.vq.grid())?;
+                let img = model.vq()?.decode(&codes, model.vq()?.grid())?;
                 let _ = VqModel::<B>::to_rgb8(img);
                 Ok(t.elapsed().as_secs_f64())
             })?);
