@@ -8,7 +8,10 @@
 //! (a 4-bit Lloyd-Max quantizer of a known Gaussian leaves 9.7 %), so its
 //! thresholds are set just under what it measures (0.980 greedy logits, 0.957
 //! CFG-guided logits, where the guidance weight of 5 magnifies the error) and
-//! the counts of reproduced tokens are asserted likewise and printed.
+//! the counts of reproduced tokens are asserted likewise and printed. The
+//! few-row kernel also quantizes activations to int8 per block of 32 (as
+//! llama.cpp does); every argmax that flips must be explained by the logit
+//! error (at least half the golden top-1/top-2 margin), and is printed with it.
 
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, TensorData};
@@ -99,6 +102,25 @@ fn every_quantized_layer_stays_close_to_f32() {
     }
 }
 
+/// A step whose argmax differs from the reference's: its golden top-1/top-2
+/// margin and the largest logit error, asserting the error explains the flip
+/// (an error below half the margin cannot reorder the top two).
+fn explained_flip(got: &[f32], reference: &[f32], at: &str) -> (f32, f32) {
+    let mut sorted = reference.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let margin = sorted[0] - sorted[1];
+    let error = got
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        2.0 * error >= margin,
+        "{at}: flipped with a golden margin of {margin} but a logit error of only {error}"
+    );
+    (margin, error)
+}
+
 #[test]
 fn greedy_decodes_keep_the_reference_logits_and_tokens() {
     let g = Golden::load();
@@ -107,6 +129,7 @@ fn greedy_decodes_keep_the_reference_logits_and_tokens() {
         for base in [DType::F32, DType::F16] {
             let m = llm(Precision::quantized(base, format));
             let (mut same, mut total, mut worst) = (0, 0, 1f64);
+            let mut flips = Vec::new();
             for conv in ["und_one_image", "und_two_images", "text_only"] {
                 let prefix = format!("und.{conv}.greedy");
                 let tokens = g.ints(&format!("{prefix}.tokens"));
@@ -121,9 +144,18 @@ fn greedy_decodes_keep_the_reference_logits_and_tokens() {
                 for (s, tok) in tokens.iter().enumerate() {
                     let last = hidden.dims()[1] - 1;
                     let logits = values(m.logits(hidden.narrow(1, last, 1)).cast(DType::F32));
-                    let c = cosine(&logits, &want[s * vocab..(s + 1) * vocab]);
+                    let reference = &want[s * vocab..(s + 1) * vocab];
+                    let c = cosine(&logits, reference);
                     worst = worst.min(c);
-                    same += usize::from(argmax(&logits) as i64 == *tok);
+                    let kept = argmax(&logits) as i64 == *tok;
+                    if !kept {
+                        flips.push(explained_flip(
+                            &logits,
+                            reference,
+                            &format!("{conv} step {s}"),
+                        ));
+                    }
+                    same += usize::from(kept);
                     total += 1;
                     // Teacher forcing: the reference's token goes back in.
                     let ids = TensorData::new(vec![*tok], [1, 1]);
@@ -135,16 +167,13 @@ fn greedy_decodes_keep_the_reference_logits_and_tokens() {
                 }
             }
             eprintln!(
-                "{format} (rest {base:?}): {same}/{total} golden greedy tokens, worst step-logits cosine {worst:.6}"
+                "{format} (rest {base:?}): {same}/{total} golden greedy tokens, worst step-logits cosine {worst:.6}; flips (golden top-1/top-2 margin, max logit error): {flips:?}"
             );
             assert!(worst >= min_cos, "{format} {base:?}: cosine {worst}");
-            // q8_0 keeps every token (the golden top-1/top-2 margins are at least
-            // 0.034); q4_0 keeps 53 of 72 (f32 rest).
-            let min_same = if format == QuantFormat::Q8_0 {
-                total
-            } else {
-                50
-            };
+            // q8_0 (weights and the int8 activations of the few-row kernel)
+            // keeps 70 of 72 tokens (it flips two whose golden margin, 0.034
+            // and 0.047, is within its logit error); q4_0 keeps 53 of 72.
+            let min_same = if format == QuantFormat::Q8_0 { 69 } else { 50 };
             assert!(same >= min_same, "{format} {base:?}: {same}/{total} tokens");
         }
     }
@@ -174,28 +203,35 @@ fn cfg_image_steps_keep_the_reference_argmax_codes() {
         assert_eq!(m.gen_head().unwrap().mlp.fc1.quant_format(), Some(format));
         let mut session = ImageGenSession::new(&m, &prompt, tok.ids.pad, parallel, w).unwrap();
         let (mut same, mut worst) = (0, 1f64);
+        let mut flips = Vec::new();
         for s in 0..steps {
             let logits = session.logits();
             let got: Vec<f32> = logits.iter().flat_map(|l| l.guided.clone()).collect();
             worst = worst.min(cosine(&got, &want[s * per_step..(s + 1) * per_step]));
             let next: Vec<u32> = (0..parallel).map(|p| codes[p * steps + s] as u32).collect();
-            for (l, c) in logits.iter().zip(&next) {
-                same += usize::from(argmax(&l.guided) as u32 == *c);
+            let vocab = per_step / parallel;
+            for (p, (l, c)) in logits.iter().zip(&next).enumerate() {
+                let kept = argmax(&l.guided) as u32 == *c;
+                if !kept {
+                    let at = s * per_step + p * vocab;
+                    flips.push(explained_flip(
+                        &l.guided,
+                        &want[at..at + vocab],
+                        &format!("image {p} step {s}"),
+                    ));
+                }
+                same += usize::from(kept);
             }
             session.feed(&next).unwrap();
         }
         eprintln!(
-            "{format}: {same}/{} golden CFG argmax codes, worst guided-logits cosine {worst:.6}",
+            "{format}: {same}/{} golden CFG argmax codes, worst guided-logits cosine {worst:.6}; flips (golden top-1/top-2 margin, max logit error): {flips:?}",
             parallel * steps
         );
         assert!(worst >= min_cos, "{format}: cosine {worst}");
-        // The golden argmax margins are at least 0.16: q8_0 keeps every code,
-        // q4_0 24 of 32.
-        let min_same = if format == QuantFormat::Q8_0 {
-            parallel * steps
-        } else {
-            22
-        };
+        // q8_0 keeps 30 of 32 codes (two flips within its logit error, where
+        // the guidance weight of 5 magnifies it), q4_0 about 24.
+        let min_same = if format == QuantFormat::Q8_0 { 29 } else { 22 };
         assert!(same >= min_same, "{format}: {same} codes");
     }
 }

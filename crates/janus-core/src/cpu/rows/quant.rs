@@ -1,7 +1,11 @@
-//! The block kernel for quantized weights ([`QuantMatrix`]): each block of 32
-//! weights is read once per call, dequantized in registers (int8 or 4-bit
-//! values widened to f32, times the block's scale) and multiplied with every
-//! f32 row of `x`. Written once over [`Lanes`], like [`super::widen`].
+//! The block kernel for quantized weights ([`QuantMatrix`]) and a few rows of
+//! activations, as llama.cpp does it: each row of `x` is quantized to q8_0
+//! blocks (32 int8 values and one f32 scale), each weight block is read once
+//! per call and its dot product with every row's block is exact integer
+//! arithmetic ([`Lanes::dot_b32`]), scaled by the two blocks' scales into f32
+//! accumulators. Integer products need far fewer instructions per weight than
+//! widening every weight to f32, so the kernel runs at the memory wall, not
+//! below it. Written once over [`Lanes`], like [`super::widen`].
 
 use rayon::prelude::*;
 
@@ -9,10 +13,12 @@ use super::super::simd::{self, Kernel, Lanes, Level};
 use super::BLOCK as ROWS_PER_TASK;
 use crate::quant::{BLOCK, QuantFormat, QuantMatrix};
 
-/// `y [m, n] = x [m, k] · dequant(q) [n, k]ᵀ` at `level`.
+/// `y [m, n] = x [m, k] · dequant(q) [n, k]ᵀ` at `level`, with `x` quantized
+/// per block of 32 to int8 ([`quantize_rows`]).
 pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32> {
     let (n, k) = (q.rows(), q.cols());
     debug_assert_eq!(x.len(), m * k);
+    let (xq, xd, xsum) = quantize_rows(x, k);
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(ROWS_PER_TASK * m)
         .enumerate()
@@ -22,7 +28,9 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
             simd::dispatch_at(
                 level,
                 Block {
-                    x,
+                    xq: &xq,
+                    xd: &xd,
+                    xsum: &xsum,
                     m,
                     q,
                     rows: row0..row0 + rows,
@@ -39,9 +47,42 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
     y
 }
 
+/// Rows of `x` (`k` values each, `k` a multiple of 32) as q8_0 blocks: int8
+/// values `round(x / d)` in `-127..=127`, per block the scale
+/// `d = max |x| / 127` (llama.cpp's q8_0 rounding) and `d · Σ values` (what a
+/// weight offset multiplies, [`Unpack::OFFSET`]).
+pub(crate) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
+    debug_assert_eq!(k % BLOCK, 0);
+    let mut qs = vec![0i8; x.len()];
+    let mut ds = vec![0f32; x.len() / BLOCK];
+    let mut sums = vec![0f32; x.len() / BLOCK];
+    for (((block, q), d), sum) in x
+        .chunks_exact(BLOCK)
+        .zip(qs.chunks_exact_mut(BLOCK))
+        .zip(&mut ds)
+        .zip(&mut sums)
+    {
+        let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+        *d = amax / 127.0;
+        let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
+        let mut total = 0i32;
+        for (q, v) in q.iter_mut().zip(block) {
+            // Half away from zero without a libm call; `as` saturates (and
+            // maps NaN to 0): always in range.
+            let t = v * inv;
+            *q = (t + 0.5f32.copysign(t)) as i8;
+            total += i32::from(*q);
+        }
+        *sum = *d * total as f32;
+    }
+    (qs, ds, sums)
+}
+
 /// Rows `rows` of the weight: `yt[(j - rows.start) * m + i] = x[i] · w[j]`.
 struct Block<'a> {
-    x: &'a [f32],
+    xq: &'a [i8],
+    xd: &'a [f32],
+    xsum: &'a [f32],
     m: usize,
     q: &'a QuantMatrix,
     rows: std::ops::Range<usize>,
@@ -52,8 +93,18 @@ impl Kernel for Block<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Lanes>(self, s: S) {
-        let Self { x, m, q, rows, yt } = self;
-        let max_mt = if S::REGS >= 32 { 8 } else { 4 };
+        let Self {
+            xq,
+            xd,
+            xsum,
+            m,
+            q,
+            rows,
+            yt,
+        } = self;
+        let (k, nb) = (q.cols(), q.cols() / BLOCK);
+        // Accumulators, weight blocks and constants in registers, no spills.
+        let max_mt = if S::REGS >= 32 { 8 } else { 2 };
         let mut j = rows.start;
         while j < rows.end {
             let nt = if m <= 2 { 4 } else { 2 };
@@ -61,12 +112,13 @@ impl Kernel for Block<'_> {
             let mut i = 0;
             while i < m {
                 let mt = (m - i).min(max_mt);
-                let out = &mut yt[(j - rows.start) * m + i..];
                 let t = Tile {
-                    x: &x[i * q.cols()..],
+                    xq: &xq[i * k..],
+                    xd: &xd[i * nb..],
+                    xsum: &xsum[i * nb..],
                     q,
                     j,
-                    out,
+                    out: &mut yt[(j - rows.start) * m + i..],
                     m,
                 };
                 match (q.format(), nt) {
@@ -84,9 +136,11 @@ impl Kernel for Block<'_> {
     }
 }
 
-/// One tile: `NT` weight rows from row `j`, `MT` rows of `x`.
+/// One tile: `NT` weight rows from row `j`, `MT` quantized rows of `x`.
 struct Tile<'a> {
-    x: &'a [f32],
+    xq: &'a [i8],
+    xd: &'a [f32],
+    xsum: &'a [f32],
     q: &'a QuantMatrix,
     j: usize,
     out: &'a mut [f32],
@@ -95,7 +149,7 @@ struct Tile<'a> {
 
 impl Tile<'_> {
     #[inline(always)]
-    fn run_mt<S: Lanes, F: Dequant, const NT: usize>(self, s: S, mt: usize) {
+    fn run_mt<S: Lanes, F: Unpack, const NT: usize>(self, s: S, mt: usize) {
         match mt {
             1 => self.run::<S, F, 1, NT>(s),
             2 => self.run::<S, F, 2, NT>(s),
@@ -108,15 +162,29 @@ impl Tile<'_> {
         }
     }
 
-    // `acc[j][i]` pairs weight row `j` with row `i` of `x`: indices read clearer.
+    // `acc[r][i]` pairs weight row `r` with row `i` of `x`: indices read clearer.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    fn run<S: Lanes, F: Dequant, const MT: usize, const NT: usize>(self, s: S) {
-        let Self { x, q, j, out, m } = self;
+    fn run<S: Lanes, F: Unpack, const MT: usize, const NT: usize>(self, s: S) {
+        let Self {
+            xq,
+            xd,
+            xsum,
+            q,
+            j,
+            out,
+            m,
+        } = self;
         let k = q.cols();
         let nb = k / BLOCK;
         let bb = q.format().block_bytes();
-        assert!(x.len() >= MT * k && q.rows() >= j + NT && out.len() > (NT - 1) * m + MT - 1);
+        assert!(
+            xq.len() >= MT * k
+                && xd.len() >= MT * nb
+                && xsum.len() >= MT * nb
+                && q.rows() >= j + NT
+                && out.len() > (NT - 1) * m + MT - 1
+        );
         let scales = &q.scales()[j * nb..(j + NT) * nb];
         let qs = &q.qs()[j * nb * bb..(j + NT) * nb * bb];
         let mut acc = [[s.zero(); MT]; NT];
@@ -136,75 +204,164 @@ impl Tile<'_> {
             }
             for b in 0..g {
                 let blk = kb + b;
-                let blocks: [&[u8]; NT] =
-                    std::array::from_fn(|r| &qs[(r * nb + blk) * bb..(r * nb + blk + 1) * bb]);
-                let mut c = 0;
-                while c < BLOCK {
-                    let mut wv = [s.zero(); NT];
+                // SAFETY: block `blk` of weight row `r` is inside `qs`.
+                let w: [S::B32; NT] = std::array::from_fn(|r| unsafe {
+                    F::load(s, qs.as_ptr().add((r * nb + blk) * bb))
+                });
+                for i in 0..MT {
+                    // SAFETY: row `i` of `xq` holds `k` values and of `xd`
+                    // `nb` scales (asserted above); `blk < nb`.
+                    let (xv, dx) = unsafe {
+                        (
+                            s.load_b32(xq.as_ptr().add(i * k + blk * BLOCK)),
+                            *xd.get_unchecked(i * nb + blk),
+                        )
+                    };
                     for r in 0..NT {
-                        // SAFETY: `blocks[r]` is one whole block and `c + N <= 32`.
-                        wv[r] = unsafe { F::load(s, blocks[r].as_ptr(), c, d[r][b]) };
+                        acc[r][i] = s.fma(F::dot(s, w[r], xv), s.splat(d[r][b] * dx), acc[r][i]);
                     }
-                    for i in 0..MT {
-                        // SAFETY: row `i` of `x` holds `k` values, `blk * 32 + c + N <= k`.
-                        let xv = unsafe { s.load(x.as_ptr().add(i * k + blk * BLOCK + c)) };
-                        for r in 0..NT {
-                            acc[r][i] = s.fma(wv[r], xv, acc[r][i]);
-                        }
-                    }
-                    c += S::N;
                 }
             }
             kb += g;
         }
         for r in 0..NT {
             for i in 0..MT {
-                out[r * m + i] = s.reduce_sum(acc[r][i]);
+                let mut y = s.reduce_sum(acc[r][i]);
+                if F::OFFSET != 0.0 {
+                    // Σ_b d_w · d_x · Σ (q - offset) x = the above minus
+                    // offset · Σ_b d_w · (d_x · Σ x).
+                    let sums = &xsum[i * nb..(i + 1) * nb];
+                    let row = &scales[r * nb..(r + 1) * nb];
+                    y -= F::OFFSET * super::super::simd::dot(s, sums, row);
+                }
+                out[r * m + i] = y;
             }
         }
     }
 }
 
-/// Dequantizes `N` weights of one block in registers.
-trait Dequant {
-    /// Weights `c..c + N` of the block at `p`, scaled by `d`.
-    ///
+/// A weight block's 32 values in registers and their dot product with a
+/// block of x.
+trait Unpack {
+    /// What every stored value is offset by (`w = d · (q - OFFSET)`).
+    const OFFSET: f32;
     /// # Safety
-    /// `p` must address a whole block and `c + N <= 32`.
-    unsafe fn load<S: Lanes>(s: S, p: *const u8, c: usize, d: f32) -> S::V;
+    /// `p` must address a whole block.
+    unsafe fn load<S: Lanes>(s: S, p: *const u8) -> S::B32;
+    /// `Σ q·x` of the stored values `q`.
+    fn dot<S: Lanes>(s: S, w: S::B32, x: S::B32) -> S::V;
 }
 
-/// q8_0: `d · q`.
+/// q8_0: the block's 32 int8 values.
 struct Q8;
-impl Dequant for Q8 {
+impl Unpack for Q8 {
+    const OFFSET: f32 = 0.0;
     #[inline(always)]
-    unsafe fn load<S: Lanes>(s: S, p: *const u8, c: usize, d: f32) -> S::V {
-        // SAFETY: `c + N <= 32` bytes of the block.
-        s.mul(unsafe { s.load_i8(p.add(c).cast()) }, s.splat(d))
+    unsafe fn load<S: Lanes>(s: S, p: *const u8) -> S::B32 {
+        // SAFETY: a q8_0 block is 32 bytes.
+        unsafe { s.load_b32(p.cast()) }
+    }
+    #[inline(always)]
+    fn dot<S: Lanes>(s: S, w: S::B32, x: S::B32) -> S::V {
+        s.dot_b32(w, x)
     }
 }
 
-/// q4_0: `d · (q - 8)`; weights `0..16` are the low halves of the block's 16
-/// bytes, `16..32` the high halves.
+/// q4_0: the block's 32 4-bit values `q`, the weights `d · (q - 8)` (the
+/// offset applied once per row, not per value).
 struct Q4;
-impl Dequant for Q4 {
+impl Unpack for Q4 {
+    const OFFSET: f32 = 8.0;
     #[inline(always)]
-    unsafe fn load<S: Lanes>(s: S, p: *const u8, c: usize, d: f32) -> S::V {
-        let half = BLOCK / 2;
-        let (high, at) = if c < half {
-            (false, c)
-        } else {
-            (true, c - half)
-        };
-        // SAFETY: `at + N <= 16` bytes of the block (N divides 16).
-        let u = unsafe { s.load_u4(p.add(at), high) };
-        s.fma(u, s.splat(d), s.splat(-8.0 * d))
+    unsafe fn load<S: Lanes>(s: S, p: *const u8) -> S::B32 {
+        // SAFETY: a q4_0 block is 16 bytes.
+        unsafe { s.load_u4_b32(p) }
+    }
+    #[inline(always)]
+    fn dot<S: Lanes>(s: S, w: S::B32, x: S::B32) -> S::V {
+        s.dot_ub32(w, x)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// x through q8_0 and back, written out plainly (llama.cpp's rounding).
+    fn reference_q8(x: &[f32]) -> Vec<f32> {
+        x.chunks(32)
+            .flat_map(|b| {
+                let amax = b.iter().map(|v| v.abs()).fold(0.0, f32::max);
+                let d = amax / 127.0;
+                b.iter().map(move |v| {
+                    if d > 0.0 {
+                        (v * (1.0 / d)).round() * d
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quantized_rows_are_llama_cpp_q8_0_blocks() {
+        let mut x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.1).collect();
+        x[40..].iter_mut().for_each(|v| *v = 0.0);
+        let (q, d, sums) = quantize_rows(&x, 64);
+        assert_eq!(d[0], 2.0 / 127.0);
+        assert_eq!(q[0], -127);
+        assert_eq!(q[20], 0);
+        assert_eq!(q[31], 70); // 1.1 · 63.5 = 69.85
+        // A block of zeros has scale 0 and values 0; the max maps to 127.
+        assert_eq!(d[1], x[39] / 127.0);
+        assert_eq!(q[39], 127);
+        assert!(q[40..].iter().all(|v| *v == 0));
+        for b in 0..2 {
+            let total: i32 = q[b * 32..(b + 1) * 32].iter().map(|v| i32::from(*v)).sum();
+            assert_eq!(sums[b], d[b] * total as f32);
+        }
+    }
+
+    #[test]
+    fn block_dot_products_are_exact_at_every_level() {
+        // Extremes included: -128 weights (hostile checkpoints), ±127 x.
+        let w: Vec<i8> = (0..32).map(|t| [-128, 127, -1, 0, 5][t % 5]).collect();
+        let x: Vec<i8> = (0..32).map(|t| [127, -127, 3, -64][t % 4]).collect();
+        let q4: Vec<u8> = (0..16)
+            .map(|t| ((t as u8 * 7) % 16) | (((15 - t) as u8) << 4))
+            .collect();
+        let w4: Vec<i32> = (0..32)
+            .map(|t| {
+                if t < 16 {
+                    (q4[t] & 15) as i32
+                } else {
+                    (q4[t - 16] >> 4) as i32
+                }
+            })
+            .collect();
+        let want: i32 = w.iter().zip(&x).map(|(a, b)| *a as i32 * *b as i32).sum();
+        let want4: i32 = w4.iter().zip(&x).map(|(a, b)| a * *b as i32).sum();
+        struct Dots<'a>(&'a [i8], &'a [i8], &'a [u8]);
+        impl Kernel for Dots<'_> {
+            type Output = (f32, f32);
+            #[inline(always)]
+            fn run<S: Lanes>(self, s: S) -> (f32, f32) {
+                // SAFETY: 32, 32 and 16 bytes.
+                unsafe {
+                    let x = s.load_b32(self.1.as_ptr());
+                    (
+                        s.reduce_sum(s.dot_b32(s.load_b32(self.0.as_ptr()), x)),
+                        s.reduce_sum(s.dot_ub32(s.load_u4_b32(self.2.as_ptr()), x)),
+                    )
+                }
+            }
+        }
+        for &level in Level::available() {
+            let got = simd::dispatch_at(level, Dots(&w, &x, &q4));
+            assert_eq!(got, (want as f32, want4 as f32), "{level}");
+        }
+    }
 
     #[test]
     fn matches_the_dequantized_product_at_every_level_and_row_count() {
@@ -221,20 +378,39 @@ mod tests {
                 q.dequantize_rows(0..n, &mut wd);
                 for m in [1, 2, 3, 4, 5, 8, 9, 16] {
                     let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-                    let want: Vec<f64> = (0..m * n)
-                        .map(|t| {
-                            let (i, j) = (t / n, t % n);
-                            (0..k)
-                                .map(|c| x[i * k + c] as f64 * wd[j * k + c] as f64)
-                                .sum()
-                        })
-                        .collect();
+                    // The product with x's q8_0 values (what the kernel
+                    // computes, up to f32 summation order) and with x itself.
+                    let xr = reference_q8(&x);
+                    let dot = |x: &[f32], i: usize, j: usize| -> f64 {
+                        (0..k)
+                            .map(|c| x[i * k + c] as f64 * wd[j * k + c] as f64)
+                            .sum()
+                    };
+                    let want: Vec<f64> = (0..m * n).map(|t| dot(&xr, t / n, t % n)).collect();
+                    let exact: Vec<f64> = (0..m * n).map(|t| dot(&x, t / n, t % n)).collect();
+                    // Rounding x moves each value by at most half its block's
+                    // step (max |x| / 127 / 2): the product moves by at most
+                    // Σ |w| times that.
+                    let bound = |t: usize| -> f64 {
+                        let (i, j) = (t / n, t % n);
+                        (0..k)
+                            .map(|c| {
+                                let b = &x[i * k + c / 32 * 32..][..32];
+                                let amax = b.iter().fold(0f32, |a, v| a.max(v.abs()));
+                                wd[j * k + c].abs() as f64 * amax as f64 / 254.0
+                            })
+                            .sum::<f64>()
+                    };
                     for &level in Level::available() {
                         let got = run(level, &x, m, &q);
-                        for (g, w) in got.iter().zip(&want) {
+                        for (t, ((g, w), e)) in got.iter().zip(&want).zip(&exact).enumerate() {
                             assert!(
                                 (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
                                 "{level} {format} m={m} k={k}: {g} vs {w}"
+                            );
+                            assert!(
+                                (*g as f64 - e).abs() <= bound(t) + 1e-4 * (1.0 + e.abs()),
+                                "{level} {format} m={m} k={k}: {g} vs unquantized {e}"
                             );
                         }
                     }

@@ -163,15 +163,24 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// # Safety
     /// `p..p + N` must be readable.
     unsafe fn load_bf16(self, p: *const bf16) -> Self::V;
-    /// `N` signed bytes widened to f32 (q8_0 weights).
+    /// 32 signed bytes in registers: one block of int8 values.
+    type B32: Copy;
+    /// 32 signed bytes.
     /// # Safety
-    /// `p..p + N` must be readable.
-    unsafe fn load_i8(self, p: *const i8) -> Self::V;
-    /// The low (`high == false`) or high 4-bit halves of `N` bytes, as f32
-    /// values `0..=15` (q4_0 weights).
+    /// `p..p + 32` must be readable.
+    unsafe fn load_b32(self, p: *const i8) -> Self::B32;
+    /// A q4_0 block's 16 bytes as its 32 unsigned 4-bit values `0..=15` (the
+    /// low halves are values `0..16`, the high halves `16..32`).
     /// # Safety
-    /// `p..p + N` must be readable.
-    unsafe fn load_u4(self, p: *const u8, high: bool) -> Self::V;
+    /// `p..p + 16` must be readable.
+    unsafe fn load_u4_b32(self, p: *const u8) -> Self::B32;
+    /// `Σ w[t]·x[t]` over the 32 values, exact (integer arithmetic), as lanes
+    /// of f32 partial sums whose total is the dot product. `w` lies in
+    /// `-128..=127`, `x` in `-127..=127`.
+    fn dot_b32(self, w: Self::B32, x: Self::B32) -> Self::V;
+    /// [`Lanes::dot_b32`] of unsigned `w` in `0..=127` (cheaper: no signs to
+    /// move).
+    fn dot_ub32(self, w: Self::B32, x: Self::B32) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;

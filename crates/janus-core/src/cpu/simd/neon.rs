@@ -50,18 +50,39 @@ impl Lanes for Neon {
     unsafe fn load_bf16(self, p: *const bf16) -> float32x4_t {
         unsafe { vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p.cast()))) }
     }
+    type B32 = int8x16x2_t;
     #[inline(always)]
-    unsafe fn load_i8(self, p: *const i8) -> float32x4_t {
-        let q = unsafe { p.cast::<[i8; 4]>().read_unaligned() };
-        let f = q.map(f32::from);
-        unsafe { vld1q_f32(f.as_ptr()) }
+    unsafe fn load_b32(self, p: *const i8) -> int8x16x2_t {
+        unsafe { int8x16x2_t(vld1q_s8(p), vld1q_s8(p.add(16))) }
     }
     #[inline(always)]
-    unsafe fn load_u4(self, p: *const u8, high: bool) -> float32x4_t {
-        let q = unsafe { p.cast::<[u8; 4]>().read_unaligned() };
-        let shift = if high { 4 } else { 0 };
-        let f = q.map(|b| f32::from((b >> shift) & 15));
-        unsafe { vld1q_f32(f.as_ptr()) }
+    unsafe fn load_u4_b32(self, p: *const u8) -> int8x16x2_t {
+        unsafe {
+            let b = vld1q_u8(p);
+            let lo = vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15)));
+            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(b));
+            int8x16x2_t(lo, hi)
+        }
+    }
+    #[inline(always)]
+    fn dot_b32(self, w: int8x16x2_t, x: int8x16x2_t) -> float32x4_t {
+        // i8·i8 products fit i16; pairs accumulate into four i32 lanes.
+        unsafe {
+            let p0 = vmull_s8(vget_low_s8(w.0), vget_low_s8(x.0));
+            let p1 = vmull_high_s8(w.0, x.0);
+            let p2 = vmull_s8(vget_low_s8(w.1), vget_low_s8(x.1));
+            let p3 = vmull_high_s8(w.1, x.1);
+            let s = vpaddlq_s16(p0);
+            let s = vpadalq_s16(s, p1);
+            let s = vpadalq_s16(s, p2);
+            let s = vpadalq_s16(s, p3);
+            vcvtq_f32_s32(s)
+        }
+    }
+    #[inline(always)]
+    fn dot_ub32(self, w: int8x16x2_t, x: int8x16x2_t) -> float32x4_t {
+        // Values 0..=127 read the same signed.
+        self.dot_b32(w, x)
     }
     #[inline(always)]
     fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {

@@ -56,18 +56,31 @@ impl Lanes for Scalar {
         let h = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
         h.map(|b| f32::from_bits(u32::from(b) << 16))
     }
+    type B32 = [i8; 32];
     #[inline(always)]
-    unsafe fn load_i8(self, p: *const i8) -> V {
-        // SAFETY: the caller guarantees 8 readable values.
-        let q = unsafe { p.cast::<[i8; 8]>().read_unaligned() };
-        q.map(f32::from)
+    unsafe fn load_b32(self, p: *const i8) -> [i8; 32] {
+        // SAFETY: the caller guarantees 32 readable bytes.
+        unsafe { p.cast::<[i8; 32]>().read_unaligned() }
     }
     #[inline(always)]
-    unsafe fn load_u4(self, p: *const u8, high: bool) -> V {
-        // SAFETY: the caller guarantees 8 readable values.
-        let q = unsafe { p.cast::<[u8; 8]>().read_unaligned() };
-        let shift = if high { 4 } else { 0 };
-        q.map(|b| f32::from((b >> shift) & 15))
+    unsafe fn load_u4_b32(self, p: *const u8) -> [i8; 32] {
+        // SAFETY: the caller guarantees 16 readable bytes.
+        let b = unsafe { p.cast::<[u8; 16]>().read_unaligned() };
+        std::array::from_fn(|t| (if t < 16 { b[t] & 15 } else { b[t - 16] >> 4 }) as i8)
+    }
+    #[inline(always)]
+    fn dot_b32(self, w: [i8; 32], x: [i8; 32]) -> V {
+        // Lane `l` sums values `4l..4l + 4`: exact in i32, then f32.
+        std::array::from_fn(|l| {
+            (4 * l..4 * l + 4)
+                .map(|t| i32::from(w[t]) * i32::from(x[t]))
+                .sum::<i32>() as f32
+        })
+    }
+    #[inline(always)]
+    fn dot_ub32(self, w: [i8; 32], x: [i8; 32]) -> V {
+        // Values 0..=127 read the same signed.
+        self.dot_b32(w, x)
     }
     #[inline(always)]
     fn add(self, a: V, b: V) -> V {

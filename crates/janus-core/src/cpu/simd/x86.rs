@@ -35,6 +35,33 @@ pub(crate) unsafe fn run_avx512<K: Kernel>(k: K) -> K::Output {
     k.run(Avx512(()))
 }
 
+/// A q4_0 block's 16 bytes as 32 unsigned bytes `0..=15`, low halves first.
+///
+/// # Safety
+/// AVX2; `p..p + 16` readable.
+#[inline(always)]
+unsafe fn u4_b32(p: *const u8) -> __m256i {
+    unsafe {
+        let b = _mm_loadu_si128(p.cast());
+        let m = _mm_set1_epi8(15);
+        let lo = _mm_and_si128(b, m);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
+        _mm256_set_m128i(hi, lo)
+    }
+}
+
+/// Eight int32 partial sums of `w · x` over 32 bytes: `w` unsigned, `x`
+/// signed (`maddubs`; each pair sum is at most 2 · 128 · 127 < 2¹⁵ for the
+/// ranges the callers pass), pairs widened to int32. Signed weights go in as
+/// `|w|` with `x` given `w`'s signs.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn dot_ub32_epi32(w: __m256i, x: __m256i) -> __m256i {
+    unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)) }
+}
+
 // SAFETY (all `unsafe` blocks below): an `Avx2`/`Avx512` value exists only
 // inside `run_avx2`/`run_avx512`, which the dispatcher calls only on CPUs with
 // those features; pointer reads and writes are the callers' contract.
@@ -68,17 +95,27 @@ impl Lanes for Avx2 {
             )))
         }
     }
+    type B32 = __m256i;
     #[inline(always)]
-    unsafe fn load_i8(self, p: *const i8) -> __m256 {
-        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))) }
+    unsafe fn load_b32(self, p: *const i8) -> __m256i {
+        unsafe { _mm256_loadu_si256(p.cast()) }
     }
     #[inline(always)]
-    unsafe fn load_u4(self, p: *const u8, high: bool) -> __m256 {
+    unsafe fn load_u4_b32(self, p: *const u8) -> __m256i {
+        unsafe { u4_b32(p) }
+    }
+    #[inline(always)]
+    fn dot_b32(self, w: __m256i, x: __m256i) -> __m256 {
         unsafe {
-            let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
-            let b = if high { _mm256_srli_epi32::<4>(b) } else { b };
-            _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15)))
+            _mm256_cvtepi32_ps(dot_ub32_epi32(
+                _mm256_sign_epi8(w, w),
+                _mm256_sign_epi8(x, w),
+            ))
         }
+    }
+    #[inline(always)]
+    fn dot_ub32(self, w: __m256i, x: __m256i) -> __m256 {
+        unsafe { _mm256_cvtepi32_ps(dot_ub32_epi32(w, x)) }
     }
     #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {
@@ -181,17 +218,26 @@ impl Lanes for Avx512 {
             )))
         }
     }
+    type B32 = __m256i;
     #[inline(always)]
-    unsafe fn load_i8(self, p: *const i8) -> __m512 {
-        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))) }
+    unsafe fn load_b32(self, p: *const i8) -> __m256i {
+        unsafe { _mm256_loadu_si256(p.cast()) }
     }
     #[inline(always)]
-    unsafe fn load_u4(self, p: *const u8, high: bool) -> __m512 {
+    unsafe fn load_u4_b32(self, p: *const u8) -> __m256i {
+        unsafe { u4_b32(p) }
+    }
+    #[inline(always)]
+    fn dot_b32(self, w: __m256i, x: __m256i) -> __m512 {
+        // The 256-bit products in the low half, zeros above.
         unsafe {
-            let b = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast()));
-            let b = if high { _mm512_srli_epi32::<4>(b) } else { b };
-            _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)))
+            let d = dot_ub32_epi32(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+            _mm512_zextps256_ps512(_mm256_cvtepi32_ps(d))
         }
+    }
+    #[inline(always)]
+    fn dot_ub32(self, w: __m256i, x: __m256i) -> __m512 {
+        unsafe { _mm512_zextps256_ps512(_mm256_cvtepi32_ps(dot_ub32_epi32(w, x))) }
     }
     #[inline(always)]
     fn add(self, a: __m512, b: __m512) -> __m512 {
