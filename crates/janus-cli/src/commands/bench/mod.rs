@@ -11,7 +11,7 @@ use burn::tensor::{DType, Distribution, TensorData};
 use janus_core::Precision;
 use janus_gen_tokenizer::VqModel;
 use janus_pipeline::JanusConfig;
-use janus_pipeline::{ImageGenSession, JanusModel};
+use janus_pipeline::{ImageGenSession, JanusModel, Modules};
 use serde_json::json;
 
 use crate::alloc;
@@ -173,9 +173,20 @@ impl Job for Bench {
         let dtype = precision.dtype;
         let want = |m: &str| a.only.is_empty() || a.only.iter().any(|o| o == m);
         let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"));
+        // Only the modules the measurements use, as the commands load them
+        // (`--only gen1,gen4` holds what `janus generate` holds).
+        let understanding = ["encode", "prefill", "decode", "error"]
+            .iter()
+            .any(|m| want(m));
+        let generation = ["gen1", "gen4", "vq"].iter().any(|m| want(m));
+        let modules = match (understanding, generation) {
+            (true, false) => Modules::Understanding,
+            (false, true) => Modules::Generation,
+            _ => Modules::All,
+        };
         let load = |p: Precision| match &a.model {
-            Some(dir) => JanusModel::<B>::load_dir(dir, &device, p),
-            None => JanusModel::<B>::random(c, &device, p, 1234),
+            Some(dir) => JanusModel::<B>::load_dir_modules(dir, &device, p, modules),
+            None => JanusModel::<B>::random_modules(c, &device, p, 1234, modules),
         };
         // A quantized model's error: one decode step's logits against the same
         // weights in f32 (built first and dropped, so the two are never held
@@ -198,7 +209,7 @@ impl Job for Bench {
         alloc::retain_freed_memory();
         let (rss_load, peak_load) = memory();
         eprintln!(
-            "built model in {load_s:.1} s, RSS {:.2} GB",
+            "built model ({modules:?} modules) in {load_s:.1} s, RSS {:.2} GB",
             rss_load as f64 / 1e9
         );
         let quant_error = reference.map(|want| {
