@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::DType;
-use janus_checkpoint::{Checkpoint, StoredDType};
+use janus_checkpoint::{Checkpoint, StoredDType, TensorInfo, write_safetensors};
 use janus_core::{Precision, QuantFormat};
 use janus_pipeline::convert::{SIDE_FILES, convert};
 use janus_pipeline::{ImageGenConfig, ImageRequest, Janus, JanusModel, Modules, Request};
@@ -390,4 +390,104 @@ fn a_generation_that_does_not_fit_is_refused_before_loading() {
     assert_eq!(none.would_fit, None);
     let err = none.check().unwrap_err().to_string();
     assert!(err.contains("no dtype fits"), "{err}");
+}
+
+#[test]
+fn damaged_quantized_checkpoints_are_refused_naming_the_key() {
+    let input = tiny_copy("dmg-in");
+    let good = tmp("dmg-q4");
+    convert(
+        &input,
+        &good,
+        StoredDType::F32,
+        Some(QuantFormat::Q4_0),
+        |_, _, _| {},
+    )
+    .unwrap();
+    let ckpt = Checkpoint::open(good.join("model.safetensors")).unwrap();
+    let key = "language_model.model.layers.1.mlp.up_proj.weight";
+    let (qs, scales) = QuantFormat::Q4_0.plane_keys(key);
+    // (what is done to the file, what the error must name)
+    type Damage = fn(&str, TensorInfo, Vec<u8>) -> Option<(TensorInfo, Vec<u8>)>;
+    let cases: [(&str, Damage, &[&str]); 4] = [
+        (
+            "scales of the wrong shape",
+            |k, mut info, mut bytes| {
+                if k.ends_with("up_proj.weight.q4_0.scales") && k.contains("layers.1.") {
+                    info.shape[1] += 1;
+                    bytes.extend(vec![0; info.shape[0] * 2]);
+                }
+                Some((info, bytes))
+            },
+            &["layers.1.mlp.up_proj.weight.q4_0.scales"],
+        ),
+        (
+            "values of the wrong dtype",
+            |k, mut info, bytes| {
+                if k.ends_with("up_proj.weight.q4_0.qs") && k.contains("layers.1.") {
+                    info.dtype = StoredDType::I8;
+                }
+                Some((info, bytes))
+            },
+            &["layers.1.mlp.up_proj.weight.q4_0.qs", "U8"],
+        ),
+        (
+            "a NaN scale",
+            |k, info, mut bytes| {
+                if k.ends_with("up_proj.weight.q4_0.scales") && k.contains("layers.1.") {
+                    bytes[6..8].copy_from_slice(&[0x00, 0x7e]); // f16 NaN
+                }
+                Some((info, bytes))
+            },
+            &[
+                "layers.1.mlp.up_proj.weight.q4_0.scales",
+                "non-finite",
+                "block 3",
+            ],
+        ),
+        (
+            "a missing scales plane",
+            |k, info, bytes| {
+                (!(k.ends_with("up_proj.weight.q4_0.scales") && k.contains("layers.1.")))
+                    .then_some((info, bytes))
+            },
+            &["layers.1.mlp.up_proj.weight.q4_0.scales"],
+        ),
+    ];
+    assert!(ckpt.info(&qs).is_some() && ckpt.info(&scales).is_some());
+    for (what, damage, needles) in cases {
+        let dir = tmp("dmg-case");
+        for f in SIDE_FILES {
+            std::fs::copy(good.join(f), dir.join(f)).unwrap();
+        }
+        let mut specs = Vec::new();
+        let mut data = Vec::new();
+        for k in ckpt.keys() {
+            let info = ckpt.info(k).unwrap().clone();
+            let bytes = ckpt.read_bytes(k, info.dtype).unwrap();
+            if let Some((info, bytes)) = damage(k, info, bytes) {
+                specs.push((k.to_string(), info));
+                data.push(bytes);
+            }
+        }
+        write_safetensors(
+            &dir.join("model.safetensors"),
+            &BTreeMap::new(),
+            &specs,
+            |i| Ok(data[i].clone()),
+        )
+        .unwrap();
+        for precision in [
+            Precision::from(DType::F32),
+            Precision::quantized(DType::F32, QuantFormat::Q8_0),
+        ] {
+            let err = JanusModel::<B>::load_dir(&dir, &Default::default(), precision)
+                .err()
+                .unwrap_or_else(|| panic!("{what}: loaded"))
+                .to_string();
+            for needle in needles {
+                assert!(err.contains(needle), "{what}: `{needle}` not in: {err}");
+            }
+        }
+    }
 }

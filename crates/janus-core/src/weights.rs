@@ -345,9 +345,16 @@ impl<'a, B: Backend> Weights<'a, B> {
         format: QuantFormat,
     ) -> Result<QuantMatrix> {
         self.check_planes(ckpt, key, shape, format)?;
-        let (qs, scales) = format.plane_keys(key);
-        let qs = ckpt.read_bytes(&qs, format.stored_dtype())?;
-        let scales = ckpt.read::<f16>(&scales)?;
+        let (qs_key, scales_key) = format.plane_keys(key);
+        let qs = ckpt.read_bytes(&qs_key, format.stored_dtype())?;
+        let scales = ckpt.read::<f16>(&scales_key)?;
+        if let Some(i) = scales.iter().position(|d| !d.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "{}: `{scales_key}` holds a non-finite scale ({}) at block {i} (a damaged checkpoint)",
+                ckpt.file_of(&scales_key).display(),
+                scales[i]
+            )));
+        }
         QuantMatrix::from_parts(format, shape[0], shape[1], scales, qs)
     }
 
