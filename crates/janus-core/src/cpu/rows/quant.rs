@@ -187,6 +187,8 @@ impl Tile<'_> {
         );
         let scales = &q.scales()[j * nb..(j + NT) * nb];
         let qs = &q.qs()[j * nb * bb..(j + NT) * nb * bb];
+        let next_scales = q.scales().as_ptr().wrapping_add((j + NT) * nb);
+        let next_qs = q.qs().as_ptr().wrapping_add((j + NT) * nb * bb);
         let mut acc = [[s.zero(); MT]; NT];
         let mut d = [[0f32; 16]; NT];
         let mut kb = 0;
@@ -202,12 +204,21 @@ impl Tile<'_> {
                     row.iter().zip(&mut d[r]).for_each(|(h, d)| *d = h.to_f32());
                 }
             }
+            for r in 0..NT {
+                // The next tile's scales, fetched while this one computes.
+                s.prefetch(next_scales.wrapping_add(r * nb + kb));
+            }
             for b in 0..g {
                 let blk = kb + b;
                 // SAFETY: block `blk` of weight row `r` is inside `qs`.
                 let w: [S::B32; NT] = std::array::from_fn(|r| unsafe {
                     F::load(s, qs.as_ptr().add((r * nb + blk) * bb))
                 });
+                for r in 0..NT {
+                    // The next tile's blocks (a hint: never faults, even past
+                    // the end).
+                    s.prefetch(next_qs.wrapping_add((r * nb + blk) * bb));
+                }
                 for i in 0..MT {
                     // SAFETY: row `i` of `xq` holds `k` values and of `xd`
                     // `nb` scales (asserted above); `blk < nb`.
