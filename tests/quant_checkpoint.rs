@@ -42,6 +42,15 @@ fn tiny_copy(name: &str) -> PathBuf {
     dir
 }
 
+/// `input` converted to `out` with f32 dense tensors and `format` matrices.
+fn quantize(
+    input: &Path,
+    out: &Path,
+    format: QuantFormat,
+) -> janus_pipeline::convert::ConvertReport {
+    convert(input, out, StoredDType::F32, Some(format), |_, _, _| {}).unwrap()
+}
+
 /// The `__metadata__` of a safetensors file.
 fn metadata(path: &Path) -> BTreeMap<String, String> {
     let bytes = std::fs::read(path).unwrap();
@@ -80,7 +89,7 @@ fn quantized_checkpoints_load_to_the_model_quantized_at_load() {
     let (f32_logits, _) = outputs(&f32_model);
     for format in QuantFormat::ALL {
         let out = tmp(&format!("out-{format}"));
-        let report = convert(&input, &out, StoredDType::F32, Some(format), |_, _, _| {}).unwrap();
+        let report = quantize(&input, &out, format);
         let file = out.join("model.safetensors");
 
         // The layout: format version 2, the format named, planes beside the
@@ -155,14 +164,7 @@ fn quantized_checkpoints_load_to_the_model_quantized_at_load() {
 fn a_quantized_checkpoint_keeps_its_format_or_requantizes_on_request() {
     let input = tiny_copy("req-in");
     let out = tmp("req-q8");
-    convert(
-        &input,
-        &out,
-        StoredDType::F32,
-        Some(QuantFormat::Q8_0),
-        |_, _, _| {},
-    )
-    .unwrap();
+    quantize(&input, &out, QuantFormat::Q8_0);
     let (reference, _) =
         outputs(&JanusModel::<B>::load_dir(&input, &Default::default(), DType::F32).unwrap());
     // q8_0 on disk, q4_0 asked for: every quantized matrix is q4_0.
@@ -236,19 +238,7 @@ fn each_direction_loads_only_its_modules() {
     let prompt = g.at("prompts.pro.image_generation.messages")[0]["content"]
         .as_str()
         .unwrap();
-    let want: Vec<Vec<u32>> = g
-        .at("image_generation.argmax_tokens")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect();
+    let want = g.id_rows("image_generation.argmax_tokens");
     let request = ImageRequest::new(prompt).config(ImageGenConfig {
         parallel: want.len(),
         cfg_weight: g.at("image_generation.cfg_weight").as_f64().unwrap() as f32,
@@ -283,6 +273,13 @@ fn each_direction_loads_only_its_modules() {
         u.token_ids().to_vec()
     };
     assert_eq!(answer(&understanding), answer(&all));
+    // A text-only question needs lm_head, which generation leaves out.
+    let err = generating
+        .understand(&Request::new("Hello?").max_new_tokens(2))
+        .err()
+        .expect("no lm_head")
+        .to_string();
+    assert!(err.contains("language_model.lm_head"), "{err}");
     let err = generating
         .understand(&question)
         .err()
@@ -396,14 +393,7 @@ fn a_generation_that_does_not_fit_is_refused_before_loading() {
 fn damaged_quantized_checkpoints_are_refused_naming_the_key() {
     let input = tiny_copy("dmg-in");
     let good = tmp("dmg-q4");
-    convert(
-        &input,
-        &good,
-        StoredDType::F32,
-        Some(QuantFormat::Q4_0),
-        |_, _, _| {},
-    )
-    .unwrap();
+    quantize(&input, &good, QuantFormat::Q4_0);
     let ckpt = Checkpoint::open(good.join("model.safetensors")).unwrap();
     let key = "language_model.model.layers.1.mlp.up_proj.weight";
     let (qs, scales) = QuantFormat::Q4_0.plane_keys(key);

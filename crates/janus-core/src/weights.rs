@@ -202,8 +202,8 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// checked and a one-element placeholder is returned.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let t = self.take_tensor(name, shape)?;
-        let numel: usize = shape.iter().product();
-        self.count(numel * self.shared.dtype.size());
+        let numel = shape.iter().fold(1usize, |n, d| n.saturating_mul(*d));
+        self.count(numel.saturating_mul(self.shared.dtype.size()));
         Ok(t)
     }
 
@@ -240,8 +240,8 @@ impl<'a, B: Backend> Weights<'a, B> {
                 None => self.check(ckpt, &key, &[rows, cols])?,
             }
         }
-        let blocks = rows * (cols / crate::quant::BLOCK);
-        self.count(blocks * (format.block_bytes() + 2));
+        let blocks = rows.saturating_mul(cols / crate::quant::BLOCK);
+        self.count(blocks.saturating_mul(format.block_bytes() + 2));
         Ok(())
     }
 

@@ -330,6 +330,8 @@ impl<B: Backend> Janus<B> {
     /// Runs the prompt of `request` (images included): the session, ready for
     /// its first token, with the request's sampler and budget.
     pub(crate) fn start_text(&self, request: &Request) -> Result<StartedText<'_, B>> {
+        // Text needs the LM head (a generation-only model has none).
+        self.model.lm_head()?;
         let sampler = Sampler::new(request.sampling)?;
         let system = request
             .system_prompt

@@ -5,6 +5,7 @@ use std::path::Path;
 use burn::prelude::*;
 use burn::tensor::DType;
 use janus_checkpoint::Checkpoint;
+use janus_core::nn::Linear;
 use janus_core::{KeyPattern, Precision, Weights};
 use janus_gen_tokenizer::VqModel;
 use janus_heads::{GenEmbed, GenHead, MlpProjector};
@@ -237,6 +238,11 @@ impl<B: Backend> JanusModel<B> {
     /// The code embedding (an error for an understanding-only model).
     pub fn gen_embed(&self) -> Result<&GenEmbed<B>> {
         loaded(&self.gen_embed, "gen_embed", self.modules)
+    }
+
+    /// The LLM's text head (an error for a generation-only model).
+    pub fn lm_head(&self) -> Result<&Linear<B>> {
+        loaded(&self.llm.lm_head, "language_model.lm_head", self.modules)
     }
 
     /// The modules loaded.

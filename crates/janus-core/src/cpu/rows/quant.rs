@@ -3,9 +3,10 @@
 //! blocks (32 int8 values and one f32 scale), each weight block is read once
 //! per call and its dot product with every row's block is exact integer
 //! arithmetic ([`Lanes::dot_b32`]), scaled by the two blocks' scales into f32
-//! accumulators. Integer products need far fewer instructions per weight than
-//! widening every weight to f32, so the kernel runs at the memory wall, not
-//! below it. Written once over [`Lanes`], like [`super::widen`].
+//! accumulators. Integer products take fewer instructions per weight than
+//! widening every weight to f32 (measured 1.1-1.9x faster for one or two
+//! rows; still short of the memory wall, docs/benchmarks.md). Written once
+//! over [`Lanes`], like [`super::widen`].
 
 use rayon::prelude::*;
 
@@ -48,7 +49,7 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
 }
 
 /// Rows of `x` (`k` values each, `k` a multiple of 32) as q8_0 blocks: int8
-/// values `round(x / d)` in `-127..=127`, per block the scale
+/// values `round(x · (1 / d))` in `-127..=127`, per block the scale
 /// `d = max |x| / 127` (llama.cpp's q8_0 rounding) and `d · Σ values` (what a
 /// weight offset multiplies, [`Unpack::OFFSET`]).
 pub(crate) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
