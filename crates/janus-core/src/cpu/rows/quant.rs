@@ -2,11 +2,14 @@
 //! activations, as llama.cpp does it: each row of `x` is quantized to q8_0
 //! blocks (32 int8 values and one f32 scale), each weight block is read once
 //! per call and its dot product with every row's block is exact integer
-//! arithmetic ([`Lanes::dot_b32`]), scaled by the two blocks' scales into f32
-//! accumulators. Integer products take fewer instructions per weight than
-//! widening every weight to f32 (measured 1.1-1.9x faster for one or two
-//! rows; still short of the memory wall, docs/benchmarks.md). Written once
-//! over [`Lanes`], like [`super::widen`].
+//! arithmetic. Blocks go two at a time ([`Lanes::dot2_b32`]): both blocks'
+//! integer sums land in one vector (block 0 in the low half of the lanes), so
+//! one int-to-float conversion and one multiply-add by the two blocks' scale
+//! products ([`Lanes::splat2`]) serve 64 weights — at AVX-512 the pair fills a
+//! 512-bit register. Integer products take fewer instructions per weight than
+//! widening every weight to f32; eight rows (a parallel-4 image step) are
+//! bound by these instructions, one or two rows by memory
+//! (docs/benchmarks.md). Written once over [`Lanes`], like [`super::widen`].
 
 use rayon::prelude::*;
 
@@ -20,6 +23,13 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
     let (n, k) = (q.rows(), q.cols());
     debug_assert_eq!(x.len(), m * k);
     let (xq, xd, xsum) = quantize_rows(x, k);
+    let xd2 = simd::dispatch_at(
+        level,
+        PairScales {
+            xd: &xd,
+            nb: k / BLOCK,
+        },
+    );
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(ROWS_PER_TASK * m)
         .enumerate()
@@ -29,9 +39,12 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
             simd::dispatch_at(
                 level,
                 Block {
-                    xq: &xq,
-                    xd: &xd,
-                    xsum: &xsum,
+                    x: Acts {
+                        xq: &xq,
+                        xd: &xd,
+                        xd2: &xd2,
+                        xsum: &xsum,
+                    },
                     m,
                     q,
                     rows: row0..row0 + rows,
@@ -46,6 +59,35 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
         }
     }
     y
+}
+
+/// The scales of each row's pairs of x blocks as [`Lanes::splat2`] vectors:
+/// `N` values per pair, rows one after another (`nb` blocks per row; an odd
+/// last block has none).
+struct PairScales<'a> {
+    xd: &'a [f32],
+    nb: usize,
+}
+
+impl Kernel for PairScales<'_> {
+    type Output = Vec<f32>;
+    #[inline(always)]
+    fn run<S: Lanes>(self, s: S) -> Vec<f32> {
+        let np = self.nb / 2;
+        let rows = self.xd.len() / self.nb;
+        let mut out = vec![0f32; rows * np * S::N];
+        for (row, out) in self
+            .xd
+            .chunks_exact(self.nb)
+            .zip(out.chunks_exact_mut(np * S::N))
+        {
+            for (d, o) in row.chunks_exact(2).zip(out.chunks_exact_mut(S::N)) {
+                // SAFETY: `o` holds N values.
+                unsafe { s.store(o.as_mut_ptr(), s.splat2(d[0], d[1])) };
+            }
+        }
+        out
+    }
 }
 
 /// Rows of `x` (`k` values each, `k` a multiple of 32) as q8_0 blocks: int8
@@ -79,11 +121,32 @@ pub(crate) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>
     (qs, ds, sums)
 }
 
-/// Rows `rows` of the weight: `yt[(j - rows.start) * m + i] = x[i] · w[j]`.
-struct Block<'a> {
+/// `x` as q8_0 blocks ([`quantize_rows`]) and its pair scales
+/// ([`PairScales`]), from row `i` on.
+#[derive(Clone, Copy)]
+struct Acts<'a> {
     xq: &'a [i8],
     xd: &'a [f32],
+    xd2: &'a [f32],
     xsum: &'a [f32],
+}
+
+impl<'a> Acts<'a> {
+    /// The rows from row `i` on (`k` values, `N` lanes per pair scale).
+    fn rows_from(self, i: usize, k: usize, n: usize) -> Acts<'a> {
+        let nb = k / BLOCK;
+        Acts {
+            xq: &self.xq[i * k..],
+            xd: &self.xd[i * nb..],
+            xd2: &self.xd2[i * (nb / 2) * n..],
+            xsum: &self.xsum[i * nb..],
+        }
+    }
+}
+
+/// Rows `rows` of the weight: `yt[(j - rows.start) * m + i] = x[i] · w[j]`.
+struct Block<'a> {
+    x: Acts<'a>,
     m: usize,
     q: &'a QuantMatrix,
     rows: std::ops::Range<usize>,
@@ -94,29 +157,27 @@ impl Kernel for Block<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Lanes>(self, s: S) {
-        let Self {
-            xq,
-            xd,
-            xsum,
-            m,
-            q,
-            rows,
-            yt,
-        } = self;
-        let (k, nb) = (q.cols(), q.cols() / BLOCK);
-        // Accumulators, weight blocks and constants in registers, no spills.
-        let max_mt = if S::REGS >= 32 { 8 } else { 2 };
+        let Self { x, m, q, rows, yt } = self;
+        let k = q.cols();
+        // Accumulators (`MT x NT`), a pair of weight blocks and its scales per
+        // weight row, and one pair of x blocks in registers: 8 x 2 tiles fit
+        // 32 registers; with 16 (AVX2) 2 x 2.
+        let max_mt = if S::REGS >= 32 { 8 } else { 4 };
         let mut j = rows.start;
         while j < rows.end {
-            let nt = if m <= 2 { 4 } else { 2 };
+            let nt = if S::REGS >= 32 {
+                if m <= 2 { 4 } else { 2 }
+            } else if m <= 2 {
+                2
+            } else {
+                1
+            };
             let nt = if j + nt <= rows.end { nt } else { 1 };
             let mut i = 0;
             while i < m {
                 let mt = (m - i).min(max_mt);
                 let t = Tile {
-                    xq: &xq[i * k..],
-                    xd: &xd[i * nb..],
-                    xsum: &xsum[i * nb..],
+                    x: x.rows_from(i, k, S::N),
                     q,
                     j,
                     out: &mut yt[(j - rows.start) * m + i..],
@@ -139,9 +200,7 @@ impl Kernel for Block<'_> {
 
 /// One tile: `NT` weight rows from row `j`, `MT` quantized rows of `x`.
 struct Tile<'a> {
-    xq: &'a [i8],
-    xd: &'a [f32],
-    xsum: &'a [f32],
+    x: Acts<'a>,
     q: &'a QuantMatrix,
     j: usize,
     out: &'a mut [f32],
@@ -163,25 +222,22 @@ impl Tile<'_> {
         }
     }
 
+    /// Two blocks at a time: one integer dot product per pair of blocks and
+    /// row of `x` ([`Lanes::dot2_b32`]), converted and scaled as one vector.
     // `acc[r][i]` pairs weight row `r` with row `i` of `x`: indices read clearer.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     fn run<S: Lanes, F: Unpack, const MT: usize, const NT: usize>(self, s: S) {
-        let Self {
-            xq,
-            xd,
-            xsum,
-            q,
-            j,
-            out,
-            m,
-        } = self;
+        let Self { x, q, j, out, m } = self;
+        let Acts { xq, xd, xd2, xsum } = x;
         let k = q.cols();
         let nb = k / BLOCK;
+        let np = nb / 2;
         let bb = q.format().block_bytes();
         assert!(
             xq.len() >= MT * k
                 && xd.len() >= MT * nb
+                && xd2.len() >= MT * np * S::N
                 && xsum.len() >= MT * nb
                 && q.rows() >= j + NT
                 && out.len() > (NT - 1) * m + MT - 1
@@ -191,50 +247,62 @@ impl Tile<'_> {
         let next_scales = q.scales().as_ptr().wrapping_add((j + NT) * nb);
         let next_qs = q.qs().as_ptr().wrapping_add((j + NT) * nb * bb);
         let mut acc = [[s.zero(); MT]; NT];
-        let mut d = [[0f32; 16]; NT];
-        let mut kb = 0;
-        while kb < nb {
-            // The scales of the next (up to) N blocks, widened in one load.
-            let g = (nb - kb).min(S::N);
+        for p in 0..np {
+            let blk = 2 * p;
+            // Loops, not `array::from_fn`: a closure has no target features,
+            // so the intrinsics would not inline into it.
+            // SAFETY (both blocks): blocks `blk`, `blk + 1` of weight row `r`
+            // are inside `qs`, their scales inside `scales`.
+            let mut w = [unsafe { F::load2(s, qs.as_ptr().add(blk * bb)) }; NT];
+            let mut ws = [s.zero(); NT];
             for r in 0..NT {
-                let row = &scales[r * nb + kb..r * nb + kb + g];
-                if g == S::N {
-                    // SAFETY: `row` holds N scales and `d[r]` 16 >= N values.
-                    unsafe { s.store(d[r].as_mut_ptr(), s.load_f16(row.as_ptr())) };
-                } else {
-                    row.iter().zip(&mut d[r]).for_each(|(h, d)| *d = h.to_f32());
-                }
-            }
-            for r in 0..NT {
-                // The next tile's scales, fetched while this one computes.
-                s.prefetch(next_scales.wrapping_add(r * nb + kb));
-            }
-            for b in 0..g {
-                let blk = kb + b;
-                // SAFETY: block `blk` of weight row `r` is inside `qs`.
-                let w: [S::B32; NT] = std::array::from_fn(|r| unsafe {
-                    F::load(s, qs.as_ptr().add((r * nb + blk) * bb))
-                });
-                for r in 0..NT {
-                    // The next tile's blocks (a hint: never faults, even past
-                    // the end).
-                    s.prefetch(next_qs.wrapping_add((r * nb + blk) * bb));
-                }
-                for i in 0..MT {
-                    // SAFETY: row `i` of `xq` holds `k` values and of `xd`
-                    // `nb` scales (asserted above); `blk < nb`.
-                    let (xv, dx) = unsafe {
-                        (
-                            s.load_b32(xq.as_ptr().add(i * k + blk * BLOCK)),
-                            *xd.get_unchecked(i * nb + blk),
-                        )
-                    };
-                    for r in 0..NT {
-                        acc[r][i] = s.fma(F::dot(s, w[r], xv), s.splat(d[r][b] * dx), acc[r][i]);
+                unsafe {
+                    if r > 0 {
+                        w[r] = F::load2(s, qs.as_ptr().add((r * nb + blk) * bb));
                     }
+                    ws[r] = s.load_f16x2(scales.as_ptr().add(r * nb + blk));
                 }
             }
-            kb += g;
+            for r in 0..NT {
+                // The next tile's blocks and scales, fetched while this one
+                // computes (a hint: never faults, even past the end).
+                s.prefetch(next_qs.wrapping_add((r * nb + blk) * bb));
+                if p % 16 == 0 {
+                    s.prefetch(next_scales.wrapping_add(r * nb + blk));
+                }
+            }
+            for i in 0..MT {
+                // SAFETY: row `i` of `xq` holds `k` values and of `xd2` `np`
+                // pair scales of N lanes (asserted above); `blk + 1 < nb`.
+                let (xv, xs) = unsafe {
+                    let xp = xq.as_ptr().add(i * k + blk * BLOCK);
+                    (
+                        [s.load_b32(xp), s.load_b32(xp.add(BLOCK))],
+                        s.load(xd2.as_ptr().add((i * np + p) * S::N)),
+                    )
+                };
+                for r in 0..NT {
+                    acc[r][i] = s.fma(F::dot2(s, w[r], xv), s.mul(ws[r], xs), acc[r][i]);
+                }
+            }
+        }
+        if nb % 2 == 1 {
+            // The last block of an odd count, alone.
+            let blk = nb - 1;
+            // SAFETY: as above, for block `blk`.
+            let mut w = [unsafe { F::load(s, qs.as_ptr().add(blk * bb)) }; NT];
+            for r in 1..NT {
+                // SAFETY: as above.
+                w[r] = unsafe { F::load(s, qs.as_ptr().add((r * nb + blk) * bb)) };
+            }
+            for i in 0..MT {
+                // SAFETY: as above.
+                let xv = unsafe { s.load_b32(xq.as_ptr().add(i * k + blk * BLOCK)) };
+                for r in 0..NT {
+                    let d = scales[r * nb + blk].to_f32() * xd[i * nb + blk];
+                    acc[r][i] = s.fma(F::dot(s, w[r], xv), s.splat(d), acc[r][i]);
+                }
+            }
         }
         for r in 0..NT {
             for i in 0..MT {
@@ -262,6 +330,12 @@ trait Unpack {
     unsafe fn load<S: Lanes>(s: S, p: *const u8) -> S::B32;
     /// `Σ q·x` of the stored values `q`.
     fn dot<S: Lanes>(s: S, w: S::B32, x: S::B32) -> S::V;
+    /// Two consecutive blocks.
+    /// # Safety
+    /// `p` must address two whole blocks.
+    unsafe fn load2<S: Lanes>(s: S, p: *const u8) -> [S::B32; 2];
+    /// [`Unpack::dot`] of two blocks, as [`Lanes::dot2_b32`] lays them out.
+    fn dot2<S: Lanes>(s: S, w: [S::B32; 2], x: [S::B32; 2]) -> S::V;
 }
 
 /// q8_0: the block's 32 int8 values.
@@ -276,6 +350,15 @@ impl Unpack for Q8 {
     #[inline(always)]
     fn dot<S: Lanes>(s: S, w: S::B32, x: S::B32) -> S::V {
         s.dot_b32(w, x)
+    }
+    #[inline(always)]
+    unsafe fn load2<S: Lanes>(s: S, p: *const u8) -> [S::B32; 2] {
+        // SAFETY: two q8_0 blocks are 64 bytes.
+        unsafe { [s.load_b32(p.cast()), s.load_b32(p.add(BLOCK).cast())] }
+    }
+    #[inline(always)]
+    fn dot2<S: Lanes>(s: S, w: [S::B32; 2], x: [S::B32; 2]) -> S::V {
+        s.dot2_b32(w, x)
     }
 }
 
@@ -293,10 +376,21 @@ impl Unpack for Q4 {
     fn dot<S: Lanes>(s: S, w: S::B32, x: S::B32) -> S::V {
         s.dot_ub32(w, x)
     }
+    #[inline(always)]
+    unsafe fn load2<S: Lanes>(s: S, p: *const u8) -> [S::B32; 2] {
+        // SAFETY: two q4_0 blocks are 32 bytes.
+        unsafe { s.load_u4_b64(p) }
+    }
+    #[inline(always)]
+    fn dot2<S: Lanes>(s: S, w: [S::B32; 2], x: [S::B32; 2]) -> S::V {
+        s.dot2_u4(w, x)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use half::f16;
+
     use super::*;
 
     /// x through q8_0 and back, written out plainly (llama.cpp's rounding).
@@ -372,6 +466,72 @@ mod tests {
         for &level in Level::available() {
             let got = simd::dispatch_at(level, Dots(&w, &x, &q4));
             assert_eq!(got, (want as f32, want4 as f32), "{level}");
+        }
+
+        // Pairs of blocks: the second block of each pair differs from the
+        // first, and each block's sum is weighted by its own scale (f16 and
+        // f32 paths), exactly (powers of two).
+        let w2: Vec<i8> = w.iter().chain(w.iter().rev()).copied().collect();
+        let x2: Vec<i8> = x.iter().copied().chain(x.iter().map(|v| v / 3)).collect();
+        let q42: Vec<u8> = q4
+            .iter()
+            .copied()
+            .chain(q4.iter().map(|b| b.rotate_left(4)))
+            .collect();
+        let dot =
+            |a: &[i32], b: &[i8]| -> i32 { a.iter().zip(b).map(|(a, b)| a * *b as i32).sum() };
+        let w2i: Vec<i32> = w2.iter().map(|v| *v as i32).collect();
+        let scales = [f16::from_f32(0.5), f16::from_f32(-4.0)];
+        let pair = |d: [i32; 2]| 0.5 * d[0] as f32 - 4.0 * d[1] as f32;
+        let want2 = pair([dot(&w2i[..32], &x2[..32]), dot(&w2i[32..], &x2[32..])]);
+        let unpacked: Vec<i32> = q42
+            .chunks(16)
+            .flat_map(|b| {
+                (0..32).map(move |t| {
+                    if t < 16 {
+                        (b[t] & 15) as i32
+                    } else {
+                        (b[t - 16] >> 4) as i32
+                    }
+                })
+            })
+            .collect();
+        let want42 = pair([
+            dot(&unpacked[..32], &x2[..32]),
+            dot(&unpacked[32..], &x2[32..]),
+        ]);
+        struct Pairs<'a>(&'a [i8], &'a [i8], &'a [u8], &'a [f16; 2]);
+        impl Kernel for Pairs<'_> {
+            type Output = [f32; 4];
+            #[inline(always)]
+            fn run<S: Lanes>(self, s: S) -> [f32; 4] {
+                // SAFETY: 64, 64 and 32 bytes, two f16 values.
+                unsafe {
+                    let x = [
+                        s.load_b32(self.1.as_ptr()),
+                        s.load_b32(self.1.as_ptr().add(32)),
+                    ];
+                    let w = [
+                        s.load_b32(self.0.as_ptr()),
+                        s.load_b32(self.0.as_ptr().add(32)),
+                    ];
+                    let w4 = s.load_u4_b64(self.2.as_ptr());
+                    let d16 = s.load_f16x2(self.3.as_ptr());
+                    let d32 = s.splat2(self.3[0].to_f32(), self.3[1].to_f32());
+                    [
+                        s.reduce_sum(s.mul(s.dot2_b32(w, x), d16)),
+                        s.reduce_sum(s.mul(s.dot2_u4(w4, x), d16)),
+                        s.reduce_sum(s.mul(s.dot2_b32(w, x), d32)),
+                        s.reduce_sum(s.mul(s.halves(s.splat(1.0), s.splat(2.0)), d32)),
+                    ]
+                }
+            }
+        }
+        for &level in Level::available() {
+            let got = simd::dispatch_at(level, Pairs(&w2, &x2, &q42, &scales));
+            let n = got[3] / (0.5 - 8.0);
+            assert_eq!(got[..3], [want2, want42, want2], "{level}");
+            assert!([4.0, 8.0, 16.0].contains(&n), "{level}: halves {}", got[3]);
         }
     }
 

@@ -181,6 +181,45 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// [`Lanes::dot_b32`] of unsigned `w` in `0..=127` (cheaper: no signs to
     /// move).
     fn dot_ub32(self, w: Self::B32, x: Self::B32) -> Self::V;
+    /// Two consecutive blocks' [`Lanes::dot_b32`] in one vector: the first
+    /// `N / 2` lanes sum to block 0's dot product, the last `N / 2` to block
+    /// 1's, to be scaled by [`Lanes::splat2`] of the blocks' scales.
+    #[inline(always)]
+    fn dot2_b32(self, w: [Self::B32; 2], x: [Self::B32; 2]) -> Self::V {
+        self.halves(self.dot_b32(w[0], x[0]), self.dot_b32(w[1], x[1]))
+    }
+    /// [`Lanes::dot2_b32`] of unsigned 4-bit `w` in `0..=15`.
+    #[inline(always)]
+    fn dot2_u4(self, w: [Self::B32; 2], x: [Self::B32; 2]) -> Self::V {
+        self.halves(self.dot_ub32(w[0], x[0]), self.dot_ub32(w[1], x[1]))
+    }
+    /// A vector whose first `N / 2` lanes sum to `Σ a` and whose last `N / 2`
+    /// lanes sum to `Σ b`.
+    fn halves(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a` in the first `N / 2` lanes, `b` in the last `N / 2`.
+    fn splat2(self, a: f32, b: f32) -> Self::V;
+    /// [`Lanes::splat2`] of the two f16 values at `p`.
+    /// # Safety
+    /// `p..p + 2` must be readable.
+    #[inline(always)]
+    unsafe fn load_f16x2(self, p: *const f16) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe {
+            self.splat2(
+                p.read_unaligned().to_f32(),
+                p.add(1).read_unaligned().to_f32(),
+            )
+        }
+    }
+    /// Two consecutive q4_0 blocks (32 bytes) as
+    /// `[load_u4_b32(p), load_u4_b32(p + 16)]`.
+    /// # Safety
+    /// `p..p + 32` must be readable.
+    #[inline(always)]
+    unsafe fn load_u4_b64(self, p: *const u8) -> [Self::B32; 2] {
+        // SAFETY: forwarded.
+        unsafe { [self.load_u4_b32(p), self.load_u4_b32(p.add(16))] }
+    }
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;

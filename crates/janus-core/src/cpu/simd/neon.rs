@@ -85,6 +85,15 @@ impl Lanes for Neon {
         self.dot_b32(w, x)
     }
     #[inline(always)]
+    fn halves(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // Pairwise sums: lanes 0-1 from `a`, 2-3 from `b`.
+        unsafe { vpaddq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn splat2(self, a: f32, b: f32) -> float32x4_t {
+        unsafe { vcombine_f32(vdup_n_f32(a), vdup_n_f32(b)) }
+    }
+    #[inline(always)]
     fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
         unsafe { vaddq_f32(a, b) }
     }

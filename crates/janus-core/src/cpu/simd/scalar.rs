@@ -83,6 +83,15 @@ impl Lanes for Scalar {
         self.dot_b32(w, x)
     }
     #[inline(always)]
+    fn halves(self, a: V, b: V) -> V {
+        let (a, b) = (self.reduce_sum(a), self.reduce_sum(b));
+        [a, 0.0, 0.0, 0.0, b, 0.0, 0.0, 0.0]
+    }
+    #[inline(always)]
+    fn splat2(self, a: f32, b: f32) -> V {
+        [a, a, a, a, b, b, b, b]
+    }
+    #[inline(always)]
     fn add(self, a: V, b: V) -> V {
         zip(a, b, |x, y| x + y)
     }

@@ -62,6 +62,65 @@ unsafe fn dot_ub32_epi32(w: __m256i, x: __m256i) -> __m256i {
     unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)) }
 }
 
+/// Two q4_0 blocks (32 bytes) as two vectors of 32 unsigned bytes `0..=15`,
+/// each block's low halves first (what [`u4_b32`] gives per block).
+///
+/// # Safety
+/// AVX2; `p..p + 32` readable.
+#[inline(always)]
+unsafe fn u4_b64(p: *const u8) -> [__m256i; 2] {
+    unsafe {
+        let b = _mm256_loadu_si256(p.cast());
+        let m = _mm256_set1_epi8(15);
+        // Low nibbles [block 0 | block 1], high nibbles likewise.
+        let lo = _mm256_and_si256(b, m);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(b), m);
+        [
+            _mm256_permute2x128_si256::<0x20>(lo, hi),
+            _mm256_permute2x128_si256::<0x31>(lo, hi),
+        ]
+    }
+}
+
+/// Eight f16 values: the one at `p` four times, then the one at `p + 1`
+/// four times.
+///
+/// # Safety
+/// AVX2; `p..p + 2` readable.
+#[inline(always)]
+unsafe fn f16x2_4(p: *const f16) -> __m128i {
+    unsafe {
+        let v = _mm_set1_epi32(p.cast::<i32>().read_unaligned());
+        _mm_shuffle_epi8(
+            v,
+            _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3),
+        )
+    }
+}
+
+/// `[a.lo + a.hi | b.lo + b.hi]` of two vectors of eight int32.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn halves_epi32(a: __m256i, b: __m256i) -> __m256i {
+    unsafe {
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(a, b),
+            _mm256_permute2x128_si256::<0x31>(a, b),
+        )
+    }
+}
+
+/// Two 256-bit vectors as one 512-bit vector, `lo` in the low half.
+///
+/// # Safety
+/// AVX-512F.
+#[inline(always)]
+unsafe fn concat_si512(lo: __m256i, hi: __m256i) -> __m512i {
+    unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi) }
+}
+
 // SAFETY (all `unsafe` blocks below): an `Avx2`/`Avx512` value exists only
 // inside `run_avx2`/`run_avx512`, which the dispatcher calls only on CPUs with
 // those features; pointer reads and writes are the callers' contract.
@@ -116,6 +175,50 @@ impl Lanes for Avx2 {
     #[inline(always)]
     fn dot_ub32(self, w: __m256i, x: __m256i) -> __m256 {
         unsafe { _mm256_cvtepi32_ps(dot_ub32_epi32(w, x)) }
+    }
+    #[inline(always)]
+    fn dot2_b32(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
+        unsafe {
+            let d = |w, x| dot_ub32_epi32(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+            _mm256_cvtepi32_ps(halves_epi32(d(w[0], x[0]), d(w[1], x[1])))
+        }
+    }
+    #[inline(always)]
+    fn dot2_u4(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
+        unsafe {
+            let (a, b) = (
+                _mm256_maddubs_epi16(w[0], x[0]),
+                _mm256_maddubs_epi16(w[1], x[1]),
+            );
+            // Pair sums of 4-bit values are at most 2 · 15 · 127: two of them
+            // still fit 16 bits.
+            let s = _mm256_add_epi16(
+                _mm256_permute2x128_si256::<0x20>(a, b),
+                _mm256_permute2x128_si256::<0x31>(a, b),
+            );
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(s, _mm256_set1_epi16(1)))
+        }
+    }
+    #[inline(always)]
+    fn halves(self, a: __m256, b: __m256) -> __m256 {
+        unsafe {
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        }
+    }
+    #[inline(always)]
+    fn splat2(self, a: f32, b: f32) -> __m256 {
+        unsafe { _mm256_set_m128(_mm_set1_ps(b), _mm_set1_ps(a)) }
+    }
+    #[inline(always)]
+    unsafe fn load_f16x2(self, p: *const f16) -> __m256 {
+        unsafe { _mm256_cvtph_ps(f16x2_4(p)) }
+    }
+    #[inline(always)]
+    unsafe fn load_u4_b64(self, p: *const u8) -> [__m256i; 2] {
+        unsafe { u4_b64(p) }
     }
     #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {
@@ -238,6 +341,67 @@ impl Lanes for Avx512 {
     #[inline(always)]
     fn dot_ub32(self, w: __m256i, x: __m256i) -> __m512 {
         unsafe { _mm512_zextps256_ps512(_mm256_cvtepi32_ps(dot_ub32_epi32(w, x))) }
+    }
+    #[inline(always)]
+    fn dot2_b32(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m512 {
+        // Both blocks in one 512-bit vector (block 0 low); `|w|` times `x`
+        // negated where `w` is negative (-128 reads as 128 unsigned).
+        unsafe {
+            let (w, x) = (concat_si512(w[0], w[1]), concat_si512(x[0], x[1]));
+            let x = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
+            let p = _mm512_maddubs_epi16(_mm512_abs_epi8(w), x);
+            _mm512_cvtepi32_ps(_mm512_madd_epi16(p, _mm512_set1_epi16(1)))
+        }
+    }
+    #[inline(always)]
+    fn dot2_u4(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m512 {
+        unsafe {
+            let (w, x) = (concat_si512(w[0], w[1]), concat_si512(x[0], x[1]));
+            let p = _mm512_maddubs_epi16(w, x);
+            _mm512_cvtepi32_ps(_mm512_madd_epi16(p, _mm512_set1_epi16(1)))
+        }
+    }
+    #[inline(always)]
+    fn halves(self, a: __m512, b: __m512) -> __m512 {
+        unsafe {
+            let half = |v: __m512| {
+                let v = _mm512_castps_pd(v);
+                _mm256_add_ps(
+                    _mm256_castpd_ps(_mm512_castpd512_pd256(v)),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(v)),
+                )
+            };
+            let (a, b) = (half(a), half(b));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(a)),
+                _mm256_castps_pd(b),
+            ))
+        }
+    }
+    #[inline(always)]
+    fn splat2(self, a: f32, b: f32) -> __m512 {
+        unsafe {
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(a))),
+                _mm256_castps_pd(_mm256_set1_ps(b)),
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_f16x2(self, p: *const f16) -> __m512 {
+        unsafe {
+            let v = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
+            #[rustfmt::skip]
+            let m = _mm256_setr_epi8(
+                0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+            );
+            _mm512_cvtph_ps(_mm256_shuffle_epi8(v, m))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_u4_b64(self, p: *const u8) -> [__m256i; 2] {
+        unsafe { u4_b64(p) }
     }
     #[inline(always)]
     fn add(self, a: __m512, b: __m512) -> __m512 {
