@@ -58,11 +58,6 @@ impl Rope {
         cos: &Tensor<B, 4>,
         sin: &Tensor<B, 4>,
     ) -> Tensor<B, 4> {
-        let d = x.dims()[3];
-        let half = d / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos.clone() + rotated * sin.clone()
+        janus_core::nn::rotary_embedding(x, cos, sin)
     }
 }

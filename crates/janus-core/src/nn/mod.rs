@@ -21,3 +21,21 @@ use burn::prelude::*;
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     crate::cpu::gelu(x).unwrap_or_else(burn::tensor::activation::gelu)
 }
+
+/// Rotary position embedding: `x · cos + rotate_half(x) · sin` for
+/// `x [b, heads, t, d]` and tables `[b, 1, t, d]`, where
+/// `rotate_half(x) = [-x[d/2..], x[..d/2]]` (the Llama convention).
+pub fn rotary_embedding<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    if let Some(y) = crate::cpu::rope(&x, cos, sin) {
+        return y;
+    }
+    let half = x.dims()[3] / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}

@@ -1,0 +1,203 @@
+//! Row-wise operations of a decoder layer that Burn runs as chains of
+//! element-wise ops (each a pass over the data, a temporary and, on strided
+//! views, a slow index walk): RMSNorm and the rotary embedding, in one pass
+//! over host values. Each intermediate is rounded to the tensor's dtype where
+//! the generic ops round it, so the results are the generic ops' values.
+
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// Rounding of an f32 value to `dtype` (and back), or `None` for dtypes the
+/// paths do not cover.
+fn rounding(dtype: DType) -> Option<fn(f32) -> f32> {
+    match dtype {
+        DType::F32 => Some(|v| v),
+        DType::F16 => Some(|v| f16::from_f32(v).to_f32()),
+        DType::BF16 => Some(|v| bf16::from_f32(v).to_f32()),
+        _ => None,
+    }
+}
+
+/// Elements below which the rows run on one thread.
+const PARALLEL_FROM: usize = 1 << 16;
+
+/// `RMSNorm(x) · weight` over the last dimension: statistics in f32,
+/// `x / sqrt(mean(x²) + eps)` rounded to `x`'s dtype, then times `weight`
+/// (what `RmsNorm::forward`'s generic ops compute). `None` off the CPU backend.
+pub(crate) fn rms_norm<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    weight: &Tensor<B, 1>,
+    eps: f64,
+) -> Option<Tensor<B, D>> {
+    let dims = x.dims();
+    let d = dims[D - 1];
+    if !super::is_flex::<B>() || d == 0 || weight.dims() != [d] || weight.dtype() != x.dtype() {
+        return None;
+    }
+    let dtype = x.dtype();
+    let round = rounding(dtype)?;
+    let mut v = crate::to_f32_vec(x.clone());
+    let w = crate::to_f32_vec(weight.clone());
+    let norm = |row: &mut [f32]| {
+        // Summed in f64: at most the f32 sum's own rounding away from it.
+        let ms = (row.iter().map(|v| f64::from(v * v)).sum::<f64>() / d as f64) as f32;
+        let r = 1.0 / (ms + eps as f32).sqrt();
+        for (v, w) in row.iter_mut().zip(&w) {
+            *v = round(*v * r) * w;
+        }
+    };
+    if v.len() >= PARALLEL_FROM {
+        v.par_chunks_mut(d).for_each(norm);
+    } else {
+        v.chunks_mut(d).for_each(norm);
+    }
+    Some(Tensor::from_data(
+        TensorData::new(v, dims),
+        (&x.device(), dtype),
+    ))
+}
+
+/// `x · cos + rotate_half(x) · sin` for `x [b, h, t, d]` and tables
+/// `[b, 1, t, d]`, where `rotate_half(x) = [-x[d/2..], x[..d/2]]`; both
+/// products and the sum rounded to `x`'s dtype. `None` off the CPU backend or
+/// for other shapes.
+pub(crate) fn rope<B: Backend>(
+    x: &Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Option<Tensor<B, 4>> {
+    let [b, h, t, d] = x.dims();
+    let dtype = x.dtype();
+    if !super::is_flex::<B>()
+        || d % 2 != 0
+        || b * h * t * d == 0
+        || cos.dims() != [b, 1, t, d]
+        || sin.dims() != [b, 1, t, d]
+        || cos.dtype() != dtype
+        || sin.dtype() != dtype
+    {
+        return None;
+    }
+    let round = rounding(dtype)?;
+    let xs = crate::to_f32_vec(x.clone());
+    let (cs, ss) = (
+        crate::to_f32_vec(cos.clone()),
+        crate::to_f32_vec(sin.clone()),
+    );
+    let half = d / 2;
+    let mut out = vec![0f32; xs.len()];
+    // One (batch, head) plane of `t x d` values per task.
+    let plane = |(p, (o, x)): (usize, (&mut [f32], &[f32]))| {
+        let table = (p / h) * t * d;
+        for ((o, x), (c, s)) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(
+            cs[table..table + t * d]
+                .chunks_exact(d)
+                .zip(ss[table..table + t * d].chunks_exact(d)),
+        ) {
+            for j in 0..d {
+                let rot = if j < half { -x[j + half] } else { x[j - half] };
+                o[j] = round(round(x[j] * c[j]) + round(rot * s[j]));
+            }
+        }
+    };
+    if xs.len() >= PARALLEL_FROM {
+        out.par_chunks_mut(t * d)
+            .zip(xs.par_chunks(t * d))
+            .enumerate()
+            .for_each(plane);
+    } else {
+        out.chunks_mut(t * d)
+            .zip(xs.chunks(t * d))
+            .enumerate()
+            .for_each(plane);
+    }
+    Some(Tensor::from_data(
+        TensorData::new(out, [b, h, t, d]),
+        (&x.device(), dtype),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    fn generic_rope(
+        x: Tensor<Flex, 4>,
+        cos: Tensor<Flex, 4>,
+        sin: Tensor<Flex, 4>,
+    ) -> Tensor<Flex, 4> {
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        x * cos + Tensor::cat(vec![x2.neg(), x1], 3) * sin
+    }
+
+    fn generic_rms(x: Tensor<Flex, 3>, w: Tensor<Flex, 1>, eps: f64) -> Tensor<Flex, 3> {
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32);
+        let ms = x.clone().square().mean_dim(2);
+        (x * (ms + eps).sqrt().recip()).cast(dtype) * w.unsqueeze()
+    }
+
+    /// Largest difference in units of the dtype's epsilon at the value's scale.
+    fn max_ulps(a: Vec<f32>, b: Vec<f32>, dtype: DType) -> f32 {
+        let eps = match dtype {
+            DType::F16 => 1.0 / 1024.0,
+            DType::BF16 => 1.0 / 128.0,
+            _ => f32::EPSILON,
+        };
+        a.iter()
+            .zip(&b)
+            .map(|(a, b)| (a - b).abs() / (eps * a.abs().max(b.abs()).max(1e-3)))
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn rope_and_rms_norm_give_the_generic_ops_values() {
+        let dev = Default::default();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            // A swapped (strided) view as the attention passes it; two batches
+            // with their own tables; sizes on both sides of PARALLEL_FROM.
+            for (b, h, t, d) in [(2, 3, 5, 8), (1, 16, 40, 128)] {
+                let x =
+                    Tensor::<Flex, 4>::random([b, t, h, d], Distribution::Normal(0.0, 1.0), &dev)
+                        .cast(dtype)
+                        .swap_dims(1, 2);
+                let cos =
+                    Tensor::<Flex, 4>::random([b, 1, t, d], Distribution::Uniform(-1.0, 1.0), &dev)
+                        .cast(dtype);
+                let sin =
+                    Tensor::<Flex, 4>::random([b, 1, t, d], Distribution::Uniform(-1.0, 1.0), &dev)
+                        .cast(dtype);
+                let got = rope(&x, &cos, &sin).expect("cpu path");
+                assert_eq!(got.dims(), [b, h, t, d]);
+                assert_eq!(got.dtype(), dtype);
+                let want = generic_rope(x, cos, sin);
+                let ulps = max_ulps(crate::to_f32_vec(got), crate::to_f32_vec(want), dtype);
+                assert!(ulps <= 1.0, "rope {dtype:?} {b}x{h}x{t}x{d}: {ulps} ulps");
+            }
+            for (rows, d) in [(3, 16), (600, 2048)] {
+                let x =
+                    Tensor::<Flex, 3>::random([1, rows, d], Distribution::Normal(0.5, 2.0), &dev)
+                        .cast(dtype);
+                let w = Tensor::<Flex, 1>::random([d], Distribution::Normal(1.0, 0.3), &dev)
+                    .cast(dtype);
+                let got = rms_norm(&x, &w, 1e-6).expect("cpu path");
+                assert_eq!(got.dtype(), dtype);
+                let want = generic_rms(x, w, 1e-6);
+                let ulps = max_ulps(crate::to_f32_vec(got), crate::to_f32_vec(want), dtype);
+                // The mean's summation differs (f64 here, f32 there): in f32
+                // by the f32 sum's error over 2048 terms; in 16 bits it can
+                // flip the intermediate rounding (one step, times the weight,
+                // then rounded again).
+                let tol = if dtype == DType::F32 { 64.0 } else { 3.0 };
+                assert!(ulps <= tol, "rms_norm {dtype:?} {rows}x{d}: {ulps} ulps");
+            }
+        }
+    }
+}
