@@ -23,13 +23,15 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
     let (n, k) = (q.rows(), q.cols());
     debug_assert_eq!(x.len(), m * k);
     let (xq, xd, xsum) = quantize_rows(x, k);
-    let xd2 = simd::dispatch_at(
+    let (xd2, split) = simd::dispatch_at(
         level,
-        PairScales {
+        Pairs {
+            xq: &xq,
             xd: &xd,
-            nb: k / BLOCK,
+            k,
         },
     );
+    let xq = if split.is_empty() { xq } else { split };
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(ROWS_PER_TASK * m)
         .enumerate()
@@ -61,32 +63,46 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
     y
 }
 
-/// The scales of each row's pairs of x blocks as [`Lanes::splat2`] vectors:
-/// `N` values per pair, rows one after another (`nb` blocks per row; an odd
-/// last block has none).
-struct PairScales<'a> {
+/// `x` laid out for the level's pair kernels: the scales of each row's pairs
+/// of blocks as [`Lanes::splat2`] vectors (`N` values per pair, rows one
+/// after another; an odd last block has none), and where the level splits
+/// pairs ([`Lanes::SPLIT_PAIRS`]) the values in that layout (else empty: the
+/// values as they are).
+struct Pairs<'a> {
+    xq: &'a [i8],
     xd: &'a [f32],
-    nb: usize,
+    k: usize,
 }
 
-impl Kernel for PairScales<'_> {
-    type Output = Vec<f32>;
+impl Kernel for Pairs<'_> {
+    type Output = (Vec<f32>, Vec<i8>);
     #[inline(always)]
-    fn run<S: Lanes>(self, s: S) -> Vec<f32> {
-        let np = self.nb / 2;
-        let rows = self.xd.len() / self.nb;
-        let mut out = vec![0f32; rows * np * S::N];
+    fn run<S: Lanes>(self, s: S) -> (Vec<f32>, Vec<i8>) {
+        let nb = self.k / BLOCK;
+        let np = nb / 2;
+        let rows = self.xd.len() / nb;
+        let mut scales = vec![0f32; rows * np * S::N];
         for (row, out) in self
             .xd
-            .chunks_exact(self.nb)
-            .zip(out.chunks_exact_mut(np * S::N))
+            .chunks_exact(nb)
+            .zip(scales.chunks_exact_mut(np * S::N))
         {
             for (d, o) in row.chunks_exact(2).zip(out.chunks_exact_mut(S::N)) {
                 // SAFETY: `o` holds N values.
                 unsafe { s.store(o.as_mut_ptr(), s.splat2(d[0], d[1])) };
             }
         }
-        out
+        let mut split = Vec::new();
+        if S::SPLIT_PAIRS {
+            split = self.xq.to_vec();
+            for row in split.chunks_exact_mut(self.k) {
+                for pair in row.chunks_exact_mut(2 * BLOCK) {
+                    let p = simd::split_pair(pair);
+                    pair.copy_from_slice(&p);
+                }
+            }
+        }
+        (scales, split)
     }
 }
 
@@ -121,8 +137,8 @@ pub(crate) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>
     (qs, ds, sums)
 }
 
-/// `x` as q8_0 blocks ([`quantize_rows`]) and its pair scales
-/// ([`PairScales`]), from row `i` on.
+/// `x` as q8_0 blocks ([`quantize_rows`], pairs in the level's layout) and
+/// its pair scales ([`Pairs`]), from row `i` on.
 #[derive(Clone, Copy)]
 struct Acts<'a> {
     xq: &'a [i8],
@@ -354,7 +370,7 @@ impl Unpack for Q8 {
     #[inline(always)]
     unsafe fn load2<S: Lanes>(s: S, p: *const u8) -> [S::B32; 2] {
         // SAFETY: two q8_0 blocks are 64 bytes.
-        unsafe { [s.load_b32(p.cast()), s.load_b32(p.add(BLOCK).cast())] }
+        unsafe { s.load_b64(p.cast()) }
     }
     #[inline(always)]
     fn dot2<S: Lanes>(s: S, w: [S::B32; 2], x: [S::B32; 2]) -> S::V {
@@ -500,21 +516,21 @@ mod tests {
             dot(&unpacked[..32], &x2[..32]),
             dot(&unpacked[32..], &x2[32..]),
         ]);
-        struct Pairs<'a>(&'a [i8], &'a [i8], &'a [u8], &'a [f16; 2]);
-        impl Kernel for Pairs<'_> {
+        struct PairDots<'a>(&'a [i8], &'a [i8], &'a [u8], &'a [f16; 2]);
+        impl Kernel for PairDots<'_> {
             type Output = [f32; 4];
             #[inline(always)]
             fn run<S: Lanes>(self, s: S) -> [f32; 4] {
                 // SAFETY: 64, 64 and 32 bytes, two f16 values.
                 unsafe {
-                    let x = [
-                        s.load_b32(self.1.as_ptr()),
-                        s.load_b32(self.1.as_ptr().add(32)),
-                    ];
-                    let w = [
-                        s.load_b32(self.0.as_ptr()),
-                        s.load_b32(self.0.as_ptr().add(32)),
-                    ];
+                    // x in the level's pair layout, as `run` lays it out.
+                    let xs = if S::SPLIT_PAIRS {
+                        simd::split_pair(self.1)
+                    } else {
+                        std::array::from_fn(|t| self.1[t])
+                    };
+                    let x = [s.load_b32(xs.as_ptr()), s.load_b32(xs.as_ptr().add(32))];
+                    let w = s.load_b64(self.0.as_ptr());
                     let w4 = s.load_u4_b64(self.2.as_ptr());
                     let d16 = s.load_f16x2(self.3.as_ptr());
                     let d32 = s.splat2(self.3[0].to_f32(), self.3[1].to_f32());
@@ -528,7 +544,7 @@ mod tests {
             }
         }
         for &level in Level::available() {
-            let got = simd::dispatch_at(level, Pairs(&w2, &x2, &q42, &scales));
+            let got = simd::dispatch_at(level, PairDots(&w2, &x2, &q42, &scales));
             let n = got[3] / (0.5 - 8.0);
             assert_eq!(got[..3], [want2, want42, want2], "{level}");
             assert!([4.0, 8.0, 16.0].contains(&n), "{level}: halves {}", got[3]);

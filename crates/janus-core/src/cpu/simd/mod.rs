@@ -181,9 +181,24 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// [`Lanes::dot_b32`] of unsigned `w` in `0..=127` (cheaper: no signs to
     /// move).
     fn dot_ub32(self, w: Self::B32, x: Self::B32) -> Self::V;
-    /// Two consecutive blocks' [`Lanes::dot_b32`] in one vector: the first
-    /// `N / 2` lanes sum to block 0's dot product, the last `N / 2` to block
-    /// 1's, to be scaled by [`Lanes::splat2`] of the blocks' scales.
+    /// Whether this level takes two blocks split into halves: the first `B32`
+    /// holds values `0..16` of block 0 then of block 1, the second values
+    /// `16..32` of both ([`split_pair`]); otherwise block 0, then block 1. The
+    /// `dot2_*` methods take both operands in this layout, and
+    /// [`Lanes::load_b64`] and [`Lanes::load_u4_b64`] return it.
+    const SPLIT_PAIRS: bool = false;
+    /// Two consecutive blocks of 32 int8 values in this level's pair layout.
+    /// # Safety
+    /// `p..p + 64` must be readable.
+    #[inline(always)]
+    unsafe fn load_b64(self, p: *const i8) -> [Self::B32; 2] {
+        // SAFETY: forwarded.
+        unsafe { [self.load_b32(p), self.load_b32(p.add(32))] }
+    }
+    /// Two consecutive blocks' [`Lanes::dot_b32`] in one vector (operands in
+    /// the level's pair layout, [`Lanes::SPLIT_PAIRS`]): the first `N / 2`
+    /// lanes sum to block 0's dot product, the last `N / 2` to block 1's, to be
+    /// scaled by [`Lanes::splat2`] of the blocks' scales.
     #[inline(always)]
     fn dot2_b32(self, w: [Self::B32; 2], x: [Self::B32; 2]) -> Self::V {
         self.halves(self.dot_b32(w[0], x[0]), self.dot_b32(w[1], x[1]))
@@ -211,8 +226,9 @@ pub(crate) trait Lanes: Copy + Send + Sync {
             )
         }
     }
-    /// Two consecutive q4_0 blocks (32 bytes) as
-    /// `[load_u4_b32(p), load_u4_b32(p + 16)]`.
+    /// Two consecutive q4_0 blocks (32 bytes) as their 64 unsigned 4-bit
+    /// values in this level's pair layout (unsplit:
+    /// `[load_u4_b32(p), load_u4_b32(p + 16)]`).
     /// # Safety
     /// `p..p + 32` must be readable.
     #[inline(always)]
@@ -240,6 +256,16 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// A hint to fetch the cache line at `p` (never faults).
     #[inline(always)]
     fn prefetch<T>(self, _p: *const T) {}
+}
+
+/// Two blocks of 32 values (`pair[..32]`, `pair[32..]`) in the split layout
+/// of [`Lanes::SPLIT_PAIRS`]: values `0..16` of each block, then values
+/// `16..32` of each.
+pub(crate) fn split_pair<T: Copy>(pair: &[T]) -> [T; 64] {
+    std::array::from_fn(|t| {
+        let (half, block, v) = (t / 32, t / 16 % 2, t % 16);
+        pair[block * 32 + half * 16 + v]
+    })
 }
 
 /// A kernel generic over the SIMD level (a closure cannot be generic).

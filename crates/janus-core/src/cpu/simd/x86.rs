@@ -62,6 +62,23 @@ unsafe fn dot_ub32_epi32(w: __m256i, x: __m256i) -> __m256i {
     unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)) }
 }
 
+/// Two q4_0 blocks (32 bytes) split into halves (`Lanes::SPLIT_PAIRS`):
+/// values `0..16` of both blocks (the low nibbles), then values `16..32`.
+///
+/// # Safety
+/// AVX2; `p..p + 32` readable.
+#[inline(always)]
+unsafe fn u4_b64_split(p: *const u8) -> [__m256i; 2] {
+    unsafe {
+        let b = _mm256_loadu_si256(p.cast());
+        let m = _mm256_set1_epi8(15);
+        [
+            _mm256_and_si256(b, m),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(b), m),
+        ]
+    }
+}
+
 /// Two q4_0 blocks (32 bytes) as two vectors of 32 unsigned bytes `0..=15`,
 /// each block's low halves first (what [`u4_b32`] gives per block).
 ///
@@ -70,11 +87,7 @@ unsafe fn dot_ub32_epi32(w: __m256i, x: __m256i) -> __m256i {
 #[inline(always)]
 unsafe fn u4_b64(p: *const u8) -> [__m256i; 2] {
     unsafe {
-        let b = _mm256_loadu_si256(p.cast());
-        let m = _mm256_set1_epi8(15);
-        // Low nibbles [block 0 | block 1], high nibbles likewise.
-        let lo = _mm256_and_si256(b, m);
-        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(b), m);
+        let [lo, hi] = u4_b64_split(p);
         [
             _mm256_permute2x128_si256::<0x20>(lo, hi),
             _mm256_permute2x128_si256::<0x31>(lo, hi),
@@ -94,20 +107,6 @@ unsafe fn f16x2_4(p: *const f16) -> __m128i {
         _mm_shuffle_epi8(
             v,
             _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3),
-        )
-    }
-}
-
-/// `[a.lo + a.hi | b.lo + b.hi]` of two vectors of eight int32.
-///
-/// # Safety
-/// AVX2.
-#[inline(always)]
-unsafe fn halves_epi32(a: __m256i, b: __m256i) -> __m256i {
-    unsafe {
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256::<0x20>(a, b),
-            _mm256_permute2x128_si256::<0x31>(a, b),
         )
     }
 }
@@ -176,25 +175,38 @@ impl Lanes for Avx2 {
     fn dot_ub32(self, w: __m256i, x: __m256i) -> __m256 {
         unsafe { _mm256_cvtepi32_ps(dot_ub32_epi32(w, x)) }
     }
+    // Split pairs: each 128-bit half of a register holds one block's values,
+    // so the int32 sums land as [block 0 x 4 | block 1 x 4] with no shuffle
+    // per row of x (the weights are laid out once per pair and weight row).
+    const SPLIT_PAIRS: bool = true;
+    #[inline(always)]
+    unsafe fn load_b64(self, p: *const i8) -> [__m256i; 2] {
+        unsafe {
+            let (a, b) = (
+                _mm256_loadu_si256(p.cast()),
+                _mm256_loadu_si256(p.add(32).cast()),
+            );
+            [
+                _mm256_permute2x128_si256::<0x20>(a, b),
+                _mm256_permute2x128_si256::<0x31>(a, b),
+            ]
+        }
+    }
     #[inline(always)]
     fn dot2_b32(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
         unsafe {
             let d = |w, x| dot_ub32_epi32(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-            _mm256_cvtepi32_ps(halves_epi32(d(w[0], x[0]), d(w[1], x[1])))
+            _mm256_cvtepi32_ps(_mm256_add_epi32(d(w[0], x[0]), d(w[1], x[1])))
         }
     }
     #[inline(always)]
     fn dot2_u4(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
         unsafe {
-            let (a, b) = (
-                _mm256_maddubs_epi16(w[0], x[0]),
-                _mm256_maddubs_epi16(w[1], x[1]),
-            );
             // Pair sums of 4-bit values are at most 2 · 15 · 127: two of them
             // still fit 16 bits.
             let s = _mm256_add_epi16(
-                _mm256_permute2x128_si256::<0x20>(a, b),
-                _mm256_permute2x128_si256::<0x31>(a, b),
+                _mm256_maddubs_epi16(w[0], x[0]),
+                _mm256_maddubs_epi16(w[1], x[1]),
             );
             _mm256_cvtepi32_ps(_mm256_madd_epi16(s, _mm256_set1_epi16(1)))
         }
@@ -218,7 +230,7 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     unsafe fn load_u4_b64(self, p: *const u8) -> [__m256i; 2] {
-        unsafe { u4_b64(p) }
+        unsafe { u4_b64_split(p) }
     }
     #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {
