@@ -1,7 +1,6 @@
 //! [`LlamaMlp`]: the SwiGLU feed-forward block.
 
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use janus_core::nn::Linear;
 use janus_core::{Result, Weights};
 
@@ -27,7 +26,8 @@ impl<B: Backend> LlamaMlp<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone());
+        self.down_proj
+            .forward(janus_core::nn::silu_mul(gate, self.up_proj.forward(x)))
     }
 }

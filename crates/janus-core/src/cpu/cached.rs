@@ -6,7 +6,7 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -132,9 +132,11 @@ fn attend_cached_at<B: Backend>(
         ),
         _ => return None,
     };
-    Some(Tensor::from_data(
-        TensorData::new(out, [b, h, tq, d]),
-        (&device, dtype),
+    Some(crate::host::from_f32_vec(
+        out,
+        [b, h, tq, d],
+        &device,
+        dtype,
     ))
 }
 

@@ -11,7 +11,7 @@
 //! `[Cout, Cin] x [Cin, pixels]` product with plain strides.
 
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use rayon::prelude::*;
 
 use super::winograd::{self, Dims};
@@ -128,9 +128,11 @@ pub fn conv2d<B: Backend>(
             }
         });
     }
-    Some(Tensor::from_data(
-        TensorData::new(out, [b, cout, h, w]),
-        (&x.device(), x.dtype()),
+    Some(crate::host::from_f32_vec(
+        out,
+        [b, cout, h, w],
+        &x.device(),
+        x.dtype(),
     ))
 }
 

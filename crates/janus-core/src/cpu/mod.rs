@@ -28,7 +28,7 @@ use half::{bf16, f16};
 pub(crate) use attention::attention;
 pub(crate) use cached::{attend_cached, write_rows};
 pub(crate) use conv::conv2d;
-pub(crate) use elementwise::{rms_norm, rope};
+pub(crate) use elementwise::{rms_norm, rope, silu_mul};
 pub(crate) use norm::group_norm;
 pub use rows::has_bf16_dot;
 pub(crate) use rows::{MAX_ROWS, linear_rows, quant_rows_at};

@@ -2,7 +2,6 @@
 //! of the dozen tensor ops and temporaries of the generic formulation.
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 use super::vmath::silu_in_place;
@@ -58,10 +57,7 @@ pub fn group_norm<B: Backend, const D: usize>(
                 }
             }
         });
-    Some(Tensor::from_data(
-        TensorData::new(out, dims),
-        (&x.device(), x.dtype()),
-    ))
+    Some(crate::host::from_f32_vec(out, dims, &x.device(), x.dtype()))
 }
 
 /// `Σ f(v)` in f64 over eight lanes (vectorises; keeps large groups accurate).

@@ -97,7 +97,7 @@ pub(crate) fn gelu_in_place_at(level: Level, x: &mut [f32]) {
         type Output = ();
         #[inline(always)]
         fn run<S: Lanes>(self, s: S) {
-            simd::map_in_place(s, self.0, gelu_lanes);
+            simd::map_in_place(s, self.0, Gelu);
         }
     }
     simd::dispatch_at(level, K(x))
@@ -114,13 +114,29 @@ pub(crate) fn silu_in_place_at(level: Level, x: &mut [f32]) {
         type Output = ();
         #[inline(always)]
         fn run<S: Lanes>(self, s: S) {
-            simd::map_in_place(s, self.0, |s, v| {
-                let e = simd::exp(s, s.sub(s.zero(), v));
-                s.div(v, s.add(s.splat(1.0), e))
-            });
+            simd::map_in_place(s, self.0, Silu);
         }
     }
     simd::dispatch_at(level, K(x))
+}
+
+/// `x · sigmoid(x)` per lane.
+struct Silu;
+impl simd::LaneFn for Silu {
+    #[inline(always)]
+    fn apply<S: Lanes>(&self, s: S, v: S::V) -> S::V {
+        let e = simd::exp(s, s.sub(s.zero(), v));
+        s.div(v, s.add(s.splat(1.0), e))
+    }
+}
+
+/// Exact GELU per lane ([`gelu_lanes`]).
+struct Gelu;
+impl simd::LaneFn for Gelu {
+    #[inline(always)]
+    fn apply<S: Lanes>(&self, s: S, v: S::V) -> S::V {
+        gelu_lanes(s, v)
+    }
 }
 
 const ERF_P: f32 = 0.327_591_1;

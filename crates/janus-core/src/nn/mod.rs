@@ -39,3 +39,11 @@ pub fn rotary_embedding<B: Backend>(
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
     x * cos.clone() + rotated * sin.clone()
 }
+
+/// `silu(gate) · up`, the gated (SwiGLU) MLP's activation.
+pub fn silu_mul<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    match crate::cpu::silu_mul(&gate, &up) {
+        Some(y) => y,
+        None => burn::tensor::activation::silu(gate) * up,
+    }
+}

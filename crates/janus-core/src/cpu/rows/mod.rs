@@ -9,7 +9,7 @@
 //! AVX512-BF16 ([`bf16_dot`]).
 
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -88,10 +88,7 @@ pub(crate) fn linear_rows_at<B: Backend>(
             row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
         }
     }
-    Some(Tensor::from_data(
-        TensorData::new(y, [m, n]),
-        (&x.device(), x.dtype()),
-    ))
+    Some(crate::host::from_f32_vec(y, [m, n], &x.device(), x.dtype()))
 }
 
 /// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at `level`, on the host
@@ -113,7 +110,7 @@ pub(crate) fn quant_rows_at<B: Backend>(
             row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
         }
     }
-    Tensor::from_data(TensorData::new(y, [m, n]), (&x.device(), x.dtype()))
+    crate::host::from_f32_vec(y, [m, n], &x.device(), x.dtype())
 }
 
 /// Runs `block(x, m, k, w_rows, yt_rows)` over blocks of weight rows on all
