@@ -207,6 +207,7 @@ impl<E: Load + Into<f32>> Kernel for Head<'_, E> {
             let visible = |j: usize| keep.is_none_or(|keep| keep[j] || j == qpos);
             let mut max = f32::NEG_INFINITY;
             for (j, sc) in scores.iter_mut().enumerate().take(qpos + 1) {
+                prefetch_row(s, k, (j + AHEAD) * d, d);
                 *sc = if visible(j) {
                     simd::dot(s, qi, &k[j * d..(j + 1) * d]) * scale
                 } else {
@@ -214,18 +215,51 @@ impl<E: Load + Into<f32>> Kernel for Head<'_, E> {
                 };
                 max = max.max(*sc);
             }
+            // exp(score - max) a vector at a time; hidden keys (-inf) then
+            // hold a value near zero that the loop below skips.
+            let probs = &mut scores[..qpos + 1];
+            let nv = probs.len() / S::N * S::N;
+            let m = s.splat(max);
+            let mut t = 0;
+            while t < nv {
+                // SAFETY: `t + N <= probs.len()`.
+                unsafe {
+                    let p = probs.as_mut_ptr().add(t);
+                    s.store(p, simd::exp(s, s.sub(s.load(p), m)));
+                }
+                t += S::N;
+            }
+            probs[nv..].iter_mut().for_each(|p| *p = (*p - max).exp());
             let oi = &mut o[i * d..(i + 1) * d];
             let mut sum = 0f32;
-            for (j, sc) in scores.iter().enumerate().take(qpos + 1) {
-                if *sc == f32::NEG_INFINITY {
+            for (j, &p) in probs.iter().enumerate() {
+                prefetch_row(s, v, (j + AHEAD) * d, d);
+                if !visible(j) {
                     continue;
                 }
-                let p = (sc - max).exp();
                 sum += p;
                 simd::axpy(s, p, &v[j * d..(j + 1) * d], oi);
             }
             simd::scale(s, 1.0 / sum, oi);
         }
+    }
+}
+
+/// Rows ahead of the one in use that the attention loops fetch: the cache is
+/// cold (the weights streamed through since the last step), and two streams
+/// per core do not keep enough reads in flight on their own.
+const AHEAD: usize = 8;
+
+/// A hint to fetch the `d` values of `rows` from `at` (every cache line; never
+/// faults, even past the end).
+#[inline(always)]
+fn prefetch_row<S: Lanes, E>(s: S, rows: &[E], at: usize, d: usize) {
+    let p = rows.as_ptr().wrapping_add(at).cast::<u8>();
+    let bytes = d * std::mem::size_of::<E>();
+    let mut off = 0;
+    while off < bytes {
+        s.prefetch(p.wrapping_add(off));
+        off += 64;
     }
 }
 

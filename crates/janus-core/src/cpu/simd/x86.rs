@@ -194,9 +194,12 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     fn dot2_b32(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
+        // No closure here: it would not carry the target features, and the
+        // intrinsics in it would stay out-of-line calls.
         unsafe {
-            let d = |w, x| dot_ub32_epi32(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-            _mm256_cvtepi32_ps(_mm256_add_epi32(d(w[0], x[0]), d(w[1], x[1])))
+            let a = dot_ub32_epi32(_mm256_sign_epi8(w[0], w[0]), _mm256_sign_epi8(x[0], w[0]));
+            let b = dot_ub32_epi32(_mm256_sign_epi8(w[1], w[1]), _mm256_sign_epi8(x[1], w[1]));
+            _mm256_cvtepi32_ps(_mm256_add_epi32(a, b))
         }
     }
     #[inline(always)]
