@@ -8,6 +8,7 @@
 
 use burn::prelude::*;
 use burn::tensor::DType;
+use rayon::prelude::*;
 
 use super::simd::{self, Kernel, Lanes, Level};
 use super::{from_flex, is_dense, to_flex};
@@ -16,6 +17,18 @@ use super::{from_flex, is_dense, to_flex};
 /// not shared; `Err` gives `x` back on other backends, dtypes and layouts.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
     let mut f = to_flex(x)?;
+    if matches!(f.dtype(), DType::F16 | DType::BF16) {
+        // 16 bits: through f32 values (one rounding, as PyTorch's kernel).
+        let x: Tensor<B, D> = from_flex(f);
+        let (dims, device, dtype) = (x.dims(), x.device(), x.dtype());
+        let mut v = crate::to_f32_vec(x);
+        let chunk = v
+            .len()
+            .div_ceil(rayon::current_num_threads().max(1))
+            .max(1 << 16);
+        v.par_chunks_mut(chunk).for_each(gelu_in_place);
+        return Ok(crate::host::from_f32_vec(v, dims, &device, dtype));
+    }
     if f.dtype() != DType::F32 || !is_dense(&f) || !f.is_unique() {
         return Err(from_flex(f));
     }

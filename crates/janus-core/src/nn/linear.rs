@@ -154,6 +154,12 @@ impl<B: Backend> Linear<B> {
         {
             return y.reshape(dims);
         }
+        if (self.in_out || rows > crate::cpu::MAX_ROWS)
+            && let Some(y) =
+                crate::cpu::linear_half(&x, &self.weight, self.in_out, self.bias.as_ref())
+        {
+            return y.reshape(dims);
+        }
         let y = if self.in_out {
             x.matmul(self.weight.clone())
         } else if rows > 1 && rows <= 16 && x.dtype() == DType::F16 && crate::cpu::is_flex::<B>() {
