@@ -216,28 +216,16 @@ impl<E: Load + Into<f32>> Kernel for Head<'_, E> {
                 max = max.max(*sc);
             }
             // exp(score - max) a vector at a time; hidden keys (-inf) then
-            // hold a value near zero that the loop below skips.
+            // hold a value near zero that the loop below skips (and that
+            // moves the sum by less than 1e-35).
             let probs = &mut scores[..qpos + 1];
-            let nv = probs.len() / S::N * S::N;
-            let m = s.splat(max);
-            let mut t = 0;
-            while t < nv {
-                // SAFETY: `t + N <= probs.len()`.
-                unsafe {
-                    let p = probs.as_mut_ptr().add(t);
-                    s.store(p, simd::exp(s, s.sub(s.load(p), m)));
-                }
-                t += S::N;
-            }
-            probs[nv..].iter_mut().for_each(|p| *p = (*p - max).exp());
+            let sum = super::vmath::exp_sub_sum_lanes(s, probs, max);
             let oi = &mut o[i * d..(i + 1) * d];
-            let mut sum = 0f32;
             for (j, &p) in probs.iter().enumerate() {
                 prefetch_row(s, v, (j + AHEAD) * d, d);
                 if !visible(j) {
                     continue;
                 }
-                sum += p;
                 simd::axpy(s, p, &v[j * d..(j + 1) * d], oi);
             }
             simd::scale(s, 1.0 / sum, oi);

@@ -33,7 +33,7 @@ pub(crate) use elementwise::{layer_norm, rms_norm, rope, silu_mul};
 pub(crate) use many::linear_half;
 pub(crate) use norm::group_norm;
 pub use rows::has_bf16_dot;
-pub(crate) use rows::{MAX_ROWS, linear_rows, quant_rows_at};
+pub(crate) use rows::{MAX_ROWS, linear_rows, quant_rows};
 pub(crate) use vmath::gelu;
 
 /// Whether `B` is the burn-flex CPU backend.

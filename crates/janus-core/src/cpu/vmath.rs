@@ -47,30 +47,36 @@ pub(crate) fn exp_sub_sum_at(level: Level, row: &mut [f32], max: f32) -> f32 {
         type Output = f32;
         #[inline(always)]
         fn run<S: Lanes>(self, s: S) -> f32 {
-            let (row, max) = (self.0, self.1);
-            let m = s.splat(max);
-            let mut acc = s.zero();
-            let nv = row.len() / S::N * S::N;
-            let mut i = 0;
-            while i < nv {
-                // SAFETY: `i + N <= len`.
-                unsafe {
-                    let p = row.as_mut_ptr().add(i);
-                    let e = simd::exp(s, s.sub(s.load(p), m));
-                    s.store(p, e);
-                    acc = s.add(acc, e);
-                }
-                i += S::N;
-            }
-            let mut sum = s.reduce_sum(acc);
-            for v in &mut row[nv..] {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            sum
+            exp_sub_sum_lanes(s, self.0, self.1)
         }
     }
     simd::dispatch_at(level, K(row, max))
+}
+
+/// [`exp_sub_sum`] inside a kernel at level `S` (`-inf` gives a value near
+/// zero, `exp(-87)`).
+#[inline(always)]
+pub(crate) fn exp_sub_sum_lanes<S: Lanes>(s: S, row: &mut [f32], max: f32) -> f32 {
+    let m = s.splat(max);
+    let mut acc = s.zero();
+    let nv = row.len() / S::N * S::N;
+    let mut i = 0;
+    while i < nv {
+        // SAFETY: `i + N <= len`.
+        unsafe {
+            let p = row.as_mut_ptr().add(i);
+            let e = simd::exp(s, s.sub(s.load(p), m));
+            s.store(p, e);
+            acc = s.add(acc, e);
+        }
+        i += S::N;
+    }
+    let mut sum = s.reduce_sum(acc);
+    for v in &mut row[nv..] {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    sum
 }
 
 /// The largest value of `row` (`-inf` when empty).

@@ -99,7 +99,7 @@ impl<B: Backend> QuantWeight<B> {
             Self::Host { q, device } => {
                 let rows = x.dims()[0];
                 if rows <= crate::cpu::MAX_ROWS {
-                    return crate::cpu::quant_rows_at(crate::cpu::simd::level(), &x, q, bias);
+                    return crate::cpu::quant_rows(&x, q, bias);
                 }
                 many_rows(q, x.cast(DType::F32), device, SLAB_BYTES).cast(dtype)
             }
