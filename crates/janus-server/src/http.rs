@@ -34,7 +34,10 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/images/generations", post(crate::images::generations))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
+        // Bodies up to twice the limit are read whole before the 413
+        // ([`body_bytes`]): a client still sending then reads the answer
+        // instead of a reset connection. Larger ones are cut off at once.
+        .layer(DefaultBodyLimit::max(limit.saturating_mul(2)))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
 }
@@ -132,20 +135,27 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
 
 /// The body, or 413 / 400 in OpenAI's shape.
 fn body_bytes(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
+    let too_large = || {
+        ApiError::status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over {} bytes (--max-body-bytes)",
+                limits.max_body_bytes
+            ),
+        )
+        .code("body_too_large")
+    };
+    let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is over {} bytes (--max-body-bytes)",
-                    limits.max_body_bytes
-                ),
-            )
-            .code("body_too_large")
+            too_large()
         } else {
             ApiError::status(e.status(), format!("cannot read the request body: {e}"))
         }
-    })
+    })?;
+    if bytes.len() > limits.max_body_bytes {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 async fn index() -> Html<&'static str> {

@@ -8,7 +8,6 @@
 //! reshape back to `[B, Tq, H·D]` cost nothing.
 
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
 use super::vmath::{exp_sub_sum, max_of};
@@ -117,21 +116,16 @@ pub fn attention<B: Backend>(
             }
         }
     });
-    let out = Tensor::<B, 4>::from_data(TensorData::new(out, [b, tq, h, d]), &q.device());
-    let out = if q.dtype() == DType::F32 {
-        out
-    } else {
-        out.cast(q.dtype())
-    };
+    let out = crate::host::from_f32_vec::<B, 4>(out, [b, tq, h, d], &q.device(), q.dtype());
     Some(out.swap_dims(1, 2))
 }
 
 #[cfg(test)]
 mod tests {
     use burn::backend::Flex;
-    use burn::tensor::Distribution;
     use burn::tensor::module::attention as burn_attention;
     use burn::tensor::ops::AttentionModuleOptions;
+    use burn::tensor::{DType, Distribution};
 
     use super::*;
 

@@ -101,7 +101,17 @@ impl<B: Backend> QuantWeight<B> {
                 if rows <= crate::cpu::MAX_ROWS {
                     return crate::cpu::quant_rows(&x, q, bias);
                 }
-                many_rows(q, x.cast(DType::F32), device, SLAB_BYTES).cast(dtype)
+                // Slice-at-a-time conversions to f32 and back.
+                let dims = x.dims();
+                let x = crate::host::from_f32_vec::<B, 2>(
+                    crate::to_f32_vec(x),
+                    dims,
+                    device,
+                    DType::F32,
+                );
+                let y = many_rows(q, x, device, SLAB_BYTES);
+                let dims = y.dims();
+                crate::host::from_f32_vec(crate::to_f32_vec(y), dims, device, dtype)
             }
             Self::Device(d) => x.matmul(d.dequantize(dtype).transpose()),
         };
