@@ -57,6 +57,15 @@ impl Rounding {
 /// Elements below which the rows run on one thread.
 const PARALLEL_FROM: usize = 1 << 16;
 
+/// Runs `f` on each row of `d` values, on all threads for large inputs.
+fn each_row(v: &mut [f32], d: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    if v.len() >= PARALLEL_FROM {
+        v.par_chunks_mut(d).for_each(f);
+    } else {
+        v.chunks_mut(d).for_each(f);
+    }
+}
+
 /// `RMSNorm(x) · weight` over the last dimension: statistics in f32,
 /// `x / sqrt(mean(x²) + eps)` rounded to `x`'s dtype, then times `weight`
 /// (what `RmsNorm::forward`'s generic ops compute). `None` off the CPU backend.
@@ -82,11 +91,7 @@ pub(crate) fn rms_norm<B: Backend, const D: usize>(
         round.apply(row);
         row.iter_mut().zip(&w).for_each(|(v, w)| *v *= w);
     };
-    if v.len() >= PARALLEL_FROM {
-        v.par_chunks_mut(d).for_each(norm);
-    } else {
-        v.chunks_mut(d).for_each(norm);
-    }
+    each_row(&mut v, d, norm);
     Some(crate::host::from_f32_vec(v, dims, &x.device(), dtype))
 }
 
@@ -129,11 +134,7 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(
         round.apply(row);
         row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
     };
-    if v.len() >= PARALLEL_FROM {
-        v.par_chunks_mut(d).for_each(norm);
-    } else {
-        v.chunks_mut(d).for_each(norm);
-    }
+    each_row(&mut v, d, norm);
     Some(crate::host::from_f32_vec(v, dims, &x.device(), dtype))
 }
 
