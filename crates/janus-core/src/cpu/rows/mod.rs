@@ -101,7 +101,7 @@ pub(crate) fn quant_rows<B: Backend>(
     q: &crate::quant::QuantMatrix,
     bias: Option<&Tensor<B, 1>>,
 ) -> Tensor<B, 2> {
-    quant_rows_at(simd::level().min(Level::Avx2), x, q, bias)
+    quant_rows_at(simd::level().min(Level::AvxVnni), x, q, bias)
 }
 
 /// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at `level`, on the host

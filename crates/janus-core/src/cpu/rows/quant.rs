@@ -5,8 +5,12 @@
 //! arithmetic. Blocks go two at a time ([`Lanes::dot2_b32`]): both blocks'
 //! integer sums land in one vector (block 0 in the low half of the lanes), so
 //! one int-to-float conversion and one multiply-add by the two blocks' scale
-//! products ([`Lanes::splat2`]) serve 64 weights — at AVX-512 the pair fills a
-//! 512-bit register. Integer products take fewer instructions per weight than
+//! products serve 64 weights — at AVX-512 the pair fills a 512-bit register.
+//! Scales go `N` blocks at a time: `N` f16 weight scales widen in one
+//! instruction, times `N` x scales, and each pair picks its two products with
+//! one permute ([`Lanes::pair_lanes`]). With AVX-VNNI ([`Level::AvxVnni`]) a
+//! block's integer dot product is one instruction
+//! (`vpdpbusd`). Integer products take fewer instructions per weight than
 //! widening every weight to f32; eight rows (a parallel-4 image step) are
 //! bound by these instructions, one or two rows by memory
 //! (docs/benchmarks.md). Written once over [`Lanes`], like [`super::widen`].
@@ -23,15 +27,11 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
     let (n, k) = (q.rows(), q.cols());
     debug_assert_eq!(x.len(), m * k);
     let (xq, xd, xsum) = quantize_rows(x, k);
-    let (xd2, split) = simd::dispatch_at(
-        level,
-        Pairs {
-            xq: &xq,
-            xd: &xd,
-            k,
-        },
-    );
-    let xq = if split.is_empty() { xq } else { split };
+    let xq = if simd::dispatch_at(level, SplitsPairs) {
+        split_rows(xq, k)
+    } else {
+        xq
+    };
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(ROWS_PER_TASK * m)
         .enumerate()
@@ -44,7 +44,6 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
                     x: Acts {
                         xq: &xq,
                         xd: &xd,
-                        xd2: &xd2,
                         xsum: &xsum,
                     },
                     m,
@@ -63,47 +62,28 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
     y
 }
 
-/// `x` laid out for the level's pair kernels: the scales of each row's pairs
-/// of blocks as [`Lanes::splat2`] vectors (`N` values per pair, rows one
-/// after another; an odd last block has none), and where the level splits
-/// pairs ([`Lanes::SPLIT_PAIRS`]) the values in that layout (else empty: the
-/// values as they are).
-struct Pairs<'a> {
-    xq: &'a [i8],
-    xd: &'a [f32],
-    k: usize,
+/// Whether the level takes pairs of blocks split into halves
+/// ([`Lanes::SPLIT_PAIRS`]).
+struct SplitsPairs;
+
+impl Kernel for SplitsPairs {
+    type Output = bool;
+    #[inline(always)]
+    fn run<S: Lanes>(self, _: S) -> bool {
+        S::SPLIT_PAIRS
+    }
 }
 
-impl Kernel for Pairs<'_> {
-    type Output = (Vec<f32>, Vec<i8>);
-    #[inline(always)]
-    fn run<S: Lanes>(self, s: S) -> (Vec<f32>, Vec<i8>) {
-        let nb = self.k / BLOCK;
-        let np = nb / 2;
-        let rows = self.xd.len() / nb;
-        let mut scales = vec![0f32; rows * np * S::N];
-        for (row, out) in self
-            .xd
-            .chunks_exact(nb)
-            .zip(scales.chunks_exact_mut(np * S::N))
-        {
-            for (d, o) in row.chunks_exact(2).zip(out.chunks_exact_mut(S::N)) {
-                // SAFETY: `o` holds N values.
-                unsafe { s.store(o.as_mut_ptr(), s.splat2(d[0], d[1])) };
-            }
+/// Rows of `k` int8 values with each pair of blocks in the split layout of
+/// [`simd::split_pair`] (an odd last block stays as it is).
+fn split_rows(mut xq: Vec<i8>, k: usize) -> Vec<i8> {
+    for row in xq.chunks_exact_mut(k) {
+        for pair in row.chunks_exact_mut(2 * BLOCK) {
+            let p = simd::split_pair(pair);
+            pair.copy_from_slice(&p);
         }
-        let mut split = Vec::new();
-        if S::SPLIT_PAIRS {
-            split = self.xq.to_vec();
-            for row in split.chunks_exact_mut(self.k) {
-                for pair in row.chunks_exact_mut(2 * BLOCK) {
-                    let p = simd::split_pair(pair);
-                    pair.copy_from_slice(&p);
-                }
-            }
-        }
-        (scales, split)
     }
+    xq
 }
 
 /// Rows of `x` (`k` values each, `k` a multiple of 32) as q8_0 blocks: int8
@@ -137,24 +117,23 @@ pub(crate) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>
     (qs, ds, sums)
 }
 
-/// `x` as q8_0 blocks ([`quantize_rows`], pairs in the level's layout) and
-/// its pair scales ([`Pairs`]), from row `i` on.
+/// `x` as q8_0 blocks ([`quantize_rows`], pairs in the level's layout), from
+/// row `i` on.
 #[derive(Clone, Copy)]
 struct Acts<'a> {
     xq: &'a [i8],
     xd: &'a [f32],
-    xd2: &'a [f32],
     xsum: &'a [f32],
 }
 
 impl<'a> Acts<'a> {
-    /// The rows from row `i` on (`k` values, `N` lanes per pair scale).
-    fn rows_from(self, i: usize, k: usize, n: usize) -> Acts<'a> {
+    /// The rows from row `i` on (`k` values each).
+    #[inline(always)]
+    fn rows_from(self, i: usize, k: usize) -> Acts<'a> {
         let nb = k / BLOCK;
         Acts {
             xq: &self.xq[i * k..],
             xd: &self.xd[i * nb..],
-            xd2: &self.xd2[i * (nb / 2) * n..],
             xsum: &self.xsum[i * nb..],
         }
     }
@@ -175,14 +154,14 @@ impl Kernel for Block<'_> {
     fn run<S: Lanes>(self, s: S) {
         let Self { x, m, q, rows, yt } = self;
         let k = q.cols();
-        // Accumulators (`MT x NT`), a pair of weight blocks and its scales per
-        // weight row, and one pair of x blocks in registers: 8 x 2 tiles fit
-        // 32 registers; with 16 (AVX2) 2 x 2.
+        // Accumulators and scale products (`MT x NT` each), a pair of weight
+        // blocks per weight row and one pair of x blocks in registers: 8 x 1
+        // and 2 x 4 tiles fit 32 registers; with 16 (AVX2) 4 x 1 and 2 x 2.
         let max_mt = if S::REGS >= 32 { 8 } else { 4 };
         let mut j = rows.start;
         while j < rows.end {
             let nt = if S::REGS >= 32 {
-                if m <= 2 { 4 } else { 2 }
+                if m <= 2 { 4 } else { 1 }
             } else if m <= 2 {
                 2
             } else {
@@ -193,7 +172,7 @@ impl Kernel for Block<'_> {
             while i < m {
                 let mt = (m - i).min(max_mt);
                 let t = Tile {
-                    x: x.rows_from(i, k, S::N),
+                    x: x.rows_from(i, k),
                     q,
                     j,
                     out: &mut yt[(j - rows.start) * m + i..],
@@ -213,6 +192,9 @@ impl Kernel for Block<'_> {
         }
     }
 }
+
+/// How far ahead of the reads the kernel prefetches weight bytes.
+const PREFETCH_BYTES: usize = 8192;
 
 /// One tile: `NT` weight rows from row `j`, `MT` quantized rows of `x`.
 struct Tile<'a> {
@@ -245,60 +227,89 @@ impl Tile<'_> {
     #[inline(always)]
     fn run<S: Lanes, F: Unpack, const MT: usize, const NT: usize>(self, s: S) {
         let Self { x, q, j, out, m } = self;
-        let Acts { xq, xd, xd2, xsum } = x;
+        let Acts { xq, xd, xsum } = x;
         let k = q.cols();
         let nb = k / BLOCK;
         let np = nb / 2;
-        let bb = q.format().block_bytes();
+        let bb = F::BYTES;
+        debug_assert_eq!(bb, q.format().block_bytes());
         assert!(
             xq.len() >= MT * k
                 && xd.len() >= MT * nb
-                && xd2.len() >= MT * np * S::N
                 && xsum.len() >= MT * nb
                 && q.rows() >= j + NT
                 && out.len() > (NT - 1) * m + MT - 1
         );
         let scales = &q.scales()[j * nb..(j + NT) * nb];
         let qs = &q.qs()[j * nb * bb..(j + NT) * nb * bb];
-        let next_scales = q.scales().as_ptr().wrapping_add((j + NT) * nb);
-        let next_qs = q.qs().as_ptr().wrapping_add((j + NT) * nb * bb);
+        // Prefetch this far ahead of each weight row's reads (the next
+        // tiles' blocks; a hint: never faults, even past the end).
+        let ahead = q.qs().as_ptr().wrapping_add(j * nb * bb + PREFETCH_BYTES);
         let mut acc = [[s.zero(); MT]; NT];
-        for p in 0..np {
-            let blk = 2 * p;
-            // Loops, not `array::from_fn`: a closure has no target features,
-            // so the intrinsics would not inline into it.
-            // SAFETY (both blocks): blocks `blk`, `blk + 1` of weight row `r`
-            // are inside `qs`, their scales inside `scales`.
-            let mut w = [unsafe { F::load2(s, qs.as_ptr().add(blk * bb)) }; NT];
-            let mut ws = [s.zero(); NT];
+        // Groups of N blocks (N / 2 pairs): N weight scales widen at once,
+        // times N x scales, and each pair takes its two scales from that
+        // product with one permute ([`Lanes::pair_lanes`]) per weight row and
+        // row of x, instead of widening and multiplying per pair.
+        let groups = nb / S::N;
+        for g in 0..groups {
+            let b0 = g * S::N;
+            let mut sc = [[s.zero(); MT]; NT];
             for r in 0..NT {
-                unsafe {
-                    if r > 0 {
-                        w[r] = F::load2(s, qs.as_ptr().add((r * nb + blk) * bb));
-                    }
-                    ws[r] = s.load_f16x2(scales.as_ptr().add(r * nb + blk));
+                // SAFETY: blocks `b0..b0 + N` of weight row `r` are inside
+                // `scales`, of row `i` of x inside `xd` (asserted above).
+                let ws = unsafe { s.load_f16(scales.as_ptr().add(r * nb + b0)) };
+                for i in 0..MT {
+                    sc[r][i] = s.mul(ws, unsafe { s.load(xd.as_ptr().add(i * nb + b0)) });
                 }
             }
-            for r in 0..NT {
-                // The next tile's blocks and scales, fetched while this one
-                // computes (a hint: never faults, even past the end).
-                s.prefetch(next_qs.wrapping_add((r * nb + blk) * bb));
-                if p % 16 == 0 {
-                    s.prefetch(next_scales.wrapping_add(r * nb + blk));
+            for pp in 0..S::N / 2 {
+                let blk = b0 + 2 * pp;
+                // Loops, not `array::from_fn`: a closure has no target
+                // features, so the intrinsics would not inline into it.
+                // SAFETY: blocks `blk`, `blk + 1` of weight row `r` are
+                // inside `qs`.
+                let mut w = [unsafe { F::load2(s, qs.as_ptr().add(blk * bb)) }; NT];
+                for r in 1..NT {
+                    w[r] = unsafe { F::load2(s, qs.as_ptr().add((r * nb + blk) * bb)) };
                 }
+                if (blk * bb) % 64 == 0 || 2 * bb >= 64 {
+                    for r in 0..NT {
+                        s.prefetch(ahead.wrapping_add((r * nb + blk) * bb));
+                    }
+                }
+                for i in 0..MT {
+                    // SAFETY: row `i` of `xq` holds `k` values; `blk + 1 < nb`.
+                    let xv = unsafe {
+                        let xp = xq.as_ptr().add(i * k + blk * BLOCK);
+                        [s.load_b32(xp), s.load_b32(xp.add(BLOCK))]
+                    };
+                    for r in 0..NT {
+                        let d = s.pair_lanes(sc[r][i], pp);
+                        acc[r][i] = s.fma(F::dot2(s, w[r], xv), d, acc[r][i]);
+                    }
+                }
+            }
+        }
+        // The pairs after the last whole group: scales one pair at a time.
+        for p in groups * S::N / 2..np {
+            let blk = 2 * p;
+            // SAFETY: as above.
+            let mut w = [unsafe { F::load2(s, qs.as_ptr().add(blk * bb)) }; NT];
+            for r in 1..NT {
+                w[r] = unsafe { F::load2(s, qs.as_ptr().add((r * nb + blk) * bb)) };
             }
             for i in 0..MT {
-                // SAFETY: row `i` of `xq` holds `k` values and of `xd2` `np`
-                // pair scales of N lanes (asserted above); `blk + 1 < nb`.
-                let (xv, xs) = unsafe {
+                // SAFETY: as above.
+                let xv = unsafe {
                     let xp = xq.as_ptr().add(i * k + blk * BLOCK);
-                    (
-                        [s.load_b32(xp), s.load_b32(xp.add(BLOCK))],
-                        s.load(xd2.as_ptr().add((i * np + p) * S::N)),
-                    )
+                    [s.load_b32(xp), s.load_b32(xp.add(BLOCK))]
                 };
+                let (x0, x1) = (xd[i * nb + blk], xd[i * nb + blk + 1]);
                 for r in 0..NT {
-                    acc[r][i] = s.fma(F::dot2(s, w[r], xv), s.mul(ws[r], xs), acc[r][i]);
+                    let w0 = scales[r * nb + blk].to_f32();
+                    let w1 = scales[r * nb + blk + 1].to_f32();
+                    let d = s.splat2(w0 * x0, w1 * x1);
+                    acc[r][i] = s.fma(F::dot2(s, w[r], xv), d, acc[r][i]);
                 }
             }
         }
@@ -339,6 +350,8 @@ impl Tile<'_> {
 /// A weight block's 32 values in registers and their dot product with a
 /// block of x.
 trait Unpack {
+    /// Bytes a block's values take ([`QuantFormat::block_bytes`]).
+    const BYTES: usize;
     /// What every stored value is offset by (`w = d · (q - OFFSET)`).
     const OFFSET: f32;
     /// # Safety
@@ -357,6 +370,7 @@ trait Unpack {
 /// q8_0: the block's 32 int8 values.
 struct Q8;
 impl Unpack for Q8 {
+    const BYTES: usize = BLOCK;
     const OFFSET: f32 = 0.0;
     #[inline(always)]
     unsafe fn load<S: Lanes>(s: S, p: *const u8) -> S::B32 {
@@ -382,6 +396,7 @@ impl Unpack for Q8 {
 /// offset applied once per row, not per value).
 struct Q4;
 impl Unpack for Q4 {
+    const BYTES: usize = BLOCK / 2;
     const OFFSET: f32 = 8.0;
     #[inline(always)]
     unsafe fn load<S: Lanes>(s: S, p: *const u8) -> S::B32 {
@@ -521,7 +536,7 @@ mod tests {
             type Output = [f32; 4];
             #[inline(always)]
             fn run<S: Lanes>(self, s: S) -> [f32; 4] {
-                // SAFETY: 64, 64 and 32 bytes, two f16 values.
+                // SAFETY: 64, 64 and 32 bytes, 64 f16 values.
                 unsafe {
                     // x in the level's pair layout, as `run` lays it out.
                     let xs = if S::SPLIT_PAIRS {
@@ -532,12 +547,19 @@ mod tests {
                     let x = [s.load_b32(xs.as_ptr()), s.load_b32(xs.as_ptr().add(32))];
                     let w = s.load_b64(self.0.as_ptr());
                     let w4 = s.load_u4_b64(self.2.as_ptr());
-                    let d16 = s.load_f16x2(self.3.as_ptr());
+                    // The scales as the last and the first pair of a group
+                    // of N widened f16 scales (the other lanes distractors).
+                    let mut group = [f16::from_f32(99.0); 64];
+                    group[S::N - 2..S::N].copy_from_slice(self.3);
+                    let last = s.pair_lanes(s.load_f16(group.as_ptr()), S::N / 2 - 1);
+                    let mut group = [f16::from_f32(-99.0); 64];
+                    group[..2].copy_from_slice(self.3);
+                    let first = s.pair_lanes(s.load_f16(group.as_ptr()), 0);
                     let d32 = s.splat2(self.3[0].to_f32(), self.3[1].to_f32());
                     [
-                        s.reduce_sum(s.mul(s.dot2_b32(w, x), d16)),
-                        s.reduce_sum(s.mul(s.dot2_u4(w4, x), d16)),
-                        s.reduce_sum(s.mul(s.dot2_b32(w, x), d32)),
+                        s.reduce_sum(s.mul(s.dot2_b32(w, x), last)),
+                        s.reduce_sum(s.mul(s.dot2_u4(w4, x), last)),
+                        s.reduce_sum(s.mul(s.dot2_b32(w, x), first)),
                         s.reduce_sum(s.mul(s.halves(s.splat(1.0), s.splat(2.0)), d32)),
                     ]
                 }
@@ -554,9 +576,10 @@ mod tests {
     #[test]
     fn matches_the_dequantized_product_at_every_level_and_row_count() {
         // k = 96: three blocks (a scale group shorter than N at every level);
-        // k = 544: 17 blocks (one full group of 16 plus a tail); n = 37 leaves
-        // partial tasks and single-row tiles.
-        for (n, k) in [(37, 96), (21, 544)] {
+        // k = 544: 17 blocks (whole groups of 8 or 16 and an odd block);
+        // k = 704: 22 (groups, then single pairs); n = 37 leaves partial
+        // tasks and single-row tiles.
+        for (n, k) in [(37, 96), (21, 544), (13, 704)] {
             let w: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 2_654_435_761) % 1009) as f32 / 500.0 - 1.0)
                 .collect();

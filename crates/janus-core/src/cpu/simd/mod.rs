@@ -6,11 +6,12 @@
 //! | level | lanes | needs |
 //! |---|---|---|
 //! | [`Level::Avx512`] | 16 | AVX-512F/BW/VL, FMA, F16C |
+//! | [`Level::AvxVnni`] | 8 | AVX2, FMA, F16C and AVX-VNNI (int8 dot products in one instruction) |
 //! | [`Level::Avx2`] | 8 | AVX2, FMA, F16C |
 //! | [`Level::Neon`] | 4 | aarch64 (NEON is baseline there) |
 //! | [`Level::Scalar`] | 8 | nothing: plain arrays the compiler vectorises for the build target |
 //!
-//! The level is detected once; `JANUS_SIMD=scalar|avx2|avx512|neon` lowers it
+//! The level is detected once; `JANUS_SIMD=scalar|avx2|avxvnni|avx512|neon` lowers it
 //! (a level the CPU lacks is never used: the request is capped at the best the
 //! CPU has). Tests run each kernel at every level of [`Level::available`].
 //!
@@ -40,6 +41,10 @@ pub enum Level {
     Neon,
     /// x86-64 AVX2 + FMA + F16C, 8 lanes.
     Avx2,
+    /// [`Level::Avx2`] plus AVX-VNNI (Intel Alder Lake and later, Sapphire
+    /// Rapids): the same kernels, with int8 dot products in one instruction.
+    /// Above `Avx2` but not implied by `Avx512` (an AVX-512 CPU may lack it).
+    AvxVnni,
     /// x86-64 AVX-512 (F, BW, VL) + FMA + F16C, 16 lanes.
     Avx512,
 }
@@ -51,31 +56,33 @@ impl Level {
             Self::Scalar => "scalar",
             Self::Neon => "neon",
             Self::Avx2 => "avx2",
+            Self::AvxVnni => "avxvnni",
             Self::Avx512 => "avx512",
         }
     }
 
     /// Parses a `JANUS_SIMD` value.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Scalar, Self::Neon, Self::Avx2, Self::Avx512]
-            .into_iter()
-            .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
+        [
+            Self::Scalar,
+            Self::Neon,
+            Self::Avx2,
+            Self::AvxVnni,
+            Self::Avx512,
+        ]
+        .into_iter()
+        .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
     }
 
     /// The best level this CPU has (detected once).
     pub fn detect() -> Self {
-        static BEST: OnceLock<Level> = OnceLock::new();
-        *BEST.get_or_init(detect_best)
+        *Self::available().last().unwrap_or(&Self::Scalar)
     }
 
     /// Every level this CPU can run, lowest first (always starts with `Scalar`).
     pub fn available() -> &'static [Self] {
-        match Self::detect() {
-            Self::Avx512 => &[Self::Scalar, Self::Avx2, Self::Avx512],
-            Self::Avx2 => &[Self::Scalar, Self::Avx2],
-            Self::Neon => &[Self::Scalar, Self::Neon],
-            Self::Scalar => &[Self::Scalar],
-        }
+        static LEVELS: OnceLock<Vec<Level>> = OnceLock::new();
+        LEVELS.get_or_init(detect_levels)
     }
 
     /// The best level the CPU has at or below `self`.
@@ -88,29 +95,30 @@ impl Level {
     }
 }
 
-fn detect_best() -> Level {
+fn detect_levels() -> Vec<Level> {
+    #[allow(unused_mut)]
+    let mut levels = vec![Level::Scalar];
     #[cfg(target_arch = "x86_64")]
     {
         let v3 = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
-        if v3
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-        {
-            return Level::Avx512;
-        }
         if v3 {
-            return Level::Avx2;
+            levels.push(Level::Avx2);
+            if is_x86_feature_detected!("avxvnni") {
+                levels.push(Level::AvxVnni);
+            }
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+            {
+                levels.push(Level::Avx512);
+            }
         }
     }
     #[cfg(target_arch = "aarch64")]
-    {
-        return Level::Neon;
-    }
-    #[allow(unreachable_code)]
-    Level::Scalar
+    levels.push(Level::Neon);
+    levels
 }
 
 impl std::fmt::Display for Level {
@@ -213,19 +221,9 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     fn halves(self, a: Self::V, b: Self::V) -> Self::V;
     /// `a` in the first `N / 2` lanes, `b` in the last `N / 2`.
     fn splat2(self, a: f32, b: f32) -> Self::V;
-    /// [`Lanes::splat2`] of the two f16 values at `p`.
-    /// # Safety
-    /// `p..p + 2` must be readable.
-    #[inline(always)]
-    unsafe fn load_f16x2(self, p: *const f16) -> Self::V {
-        // SAFETY: forwarded.
-        unsafe {
-            self.splat2(
-                p.read_unaligned().to_f32(),
-                p.add(1).read_unaligned().to_f32(),
-            )
-        }
-    }
+    /// [`Lanes::splat2`] of lanes `2p` and `2p + 1` of `v` (`p < N / 2`): the
+    /// scales of pair `p` of a group of `N` blocks whose scales `v` holds.
+    fn pair_lanes(self, v: Self::V, p: usize) -> Self::V;
     /// Two consecutive q4_0 blocks (32 bytes) as their 64 unsigned 4-bit
     /// values in this level's pair layout (unsplit:
     /// `[load_u4_b32(p), load_u4_b32(p + 16)]`).
@@ -281,6 +279,9 @@ pub(crate) fn dispatch_at<K: Kernel>(level: Level, k: K) -> K::Output {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has the level (capped above).
         Level::Avx512 => unsafe { x86::run_avx512(k) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::AvxVnni => unsafe { x86::run_avx_vnni(k) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Level::Avx2 => unsafe { x86::run_avx2(k) },

@@ -90,6 +90,17 @@ impl Lanes for Neon {
         unsafe { vpaddq_f32(a, b) }
     }
     #[inline(always)]
+    fn pair_lanes(self, v: float32x4_t, p: usize) -> float32x4_t {
+        // Lanes 0, 0, 1, 1 or 2, 2, 3, 3.
+        unsafe {
+            if p == 0 {
+                vzip1q_f32(v, v)
+            } else {
+                vzip2q_f32(v, v)
+            }
+        }
+    }
+    #[inline(always)]
     fn splat2(self, a: f32, b: f32) -> float32x4_t {
         unsafe { vcombine_f32(vdup_n_f32(a), vdup_n_f32(b)) }
     }

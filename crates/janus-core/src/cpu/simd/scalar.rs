@@ -88,6 +88,10 @@ impl Lanes for Scalar {
         [a, 0.0, 0.0, 0.0, b, 0.0, 0.0, 0.0]
     }
     #[inline(always)]
+    fn pair_lanes(self, v: V, p: usize) -> V {
+        self.splat2(v[2 * p], v[2 * p + 1])
+    }
+    #[inline(always)]
     fn splat2(self, a: f32, b: f32) -> V {
         [a, a, a, a, b, b, b, b]
     }

@@ -9,9 +9,10 @@ use half::{bf16, f16};
 
 use super::{Kernel, Lanes};
 
-/// AVX2 + FMA + F16C lanes; only made by [`run_avx2`].
+/// AVX2 + FMA + F16C lanes, with AVX-VNNI dot products where `VNNI`; only
+/// made by [`run_avx2`] and [`run_avx_vnni`].
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Avx2(());
+pub(crate) struct Avx2<const VNNI: bool>(());
 
 /// AVX-512 lanes; only made by [`run_avx512`].
 #[derive(Clone, Copy, Debug)]
@@ -23,7 +24,16 @@ pub(crate) struct Avx512(());
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
-    k.run(Avx2(()))
+    k.run(Avx2::<false>(()))
+}
+
+/// Runs `k` with AVX2 and AVX-VNNI.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(crate) unsafe fn run_avx_vnni<K: Kernel>(k: K) -> K::Output {
+    k.run(Avx2::<true>(()))
 }
 
 /// Runs `k` with AVX-512.
@@ -62,6 +72,23 @@ unsafe fn dot_ub32_epi32(w: __m256i, x: __m256i) -> __m256i {
     unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)) }
 }
 
+/// `acc` plus [`dot_ub32_epi32`] (`w` unsigned, `x` signed): one `vpdpbusd`
+/// with `VNNI` (exact for any bytes), else `maddubs` (whose pair sums must fit
+/// 16 bits, as there), `madd` and an add.
+///
+/// # Safety
+/// AVX2; AVX-VNNI if `VNNI`.
+#[inline(always)]
+unsafe fn dpbusd<const VNNI: bool>(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_avx_epi32(acc, w, x)
+        } else {
+            _mm256_add_epi32(acc, dot_ub32_epi32(w, x))
+        }
+    }
+}
+
 /// Two q4_0 blocks (32 bytes) split into halves (`Lanes::SPLIT_PAIRS`):
 /// values `0..16` of both blocks (the low nibbles), then values `16..32`.
 ///
@@ -95,22 +122,6 @@ unsafe fn u4_b64(p: *const u8) -> [__m256i; 2] {
     }
 }
 
-/// Eight f16 values: the one at `p` four times, then the one at `p + 1`
-/// four times.
-///
-/// # Safety
-/// AVX2; `p..p + 2` readable.
-#[inline(always)]
-unsafe fn f16x2_4(p: *const f16) -> __m128i {
-    unsafe {
-        let v = _mm_set1_epi32(p.cast::<i32>().read_unaligned());
-        _mm_shuffle_epi8(
-            v,
-            _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3),
-        )
-    }
-}
-
 /// Two 256-bit vectors as one 512-bit vector, `lo` in the low half.
 ///
 /// # Safety
@@ -121,10 +132,11 @@ unsafe fn concat_si512(lo: __m256i, hi: __m256i) -> __m512i {
 }
 
 // SAFETY (all `unsafe` blocks below): an `Avx2`/`Avx512` value exists only
-// inside `run_avx2`/`run_avx512`, which the dispatcher calls only on CPUs with
-// those features; pointer reads and writes are the callers' contract.
+// inside `run_avx2`/`run_avx_vnni`/`run_avx512`, which the dispatcher calls
+// only on CPUs with those features; pointer reads and writes are the callers'
+// contract.
 
-impl Lanes for Avx2 {
+impl<const VNNI: bool> Lanes for Avx2<VNNI> {
     const N: usize = 8;
     const REGS: usize = 16;
     type V = __m256;
@@ -165,7 +177,8 @@ impl Lanes for Avx2 {
     #[inline(always)]
     fn dot_b32(self, w: __m256i, x: __m256i) -> __m256 {
         unsafe {
-            _mm256_cvtepi32_ps(dot_ub32_epi32(
+            _mm256_cvtepi32_ps(dpbusd::<VNNI>(
+                _mm256_setzero_si256(),
                 _mm256_sign_epi8(w, w),
                 _mm256_sign_epi8(x, w),
             ))
@@ -173,7 +186,7 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     fn dot_ub32(self, w: __m256i, x: __m256i) -> __m256 {
-        unsafe { _mm256_cvtepi32_ps(dot_ub32_epi32(w, x)) }
+        unsafe { _mm256_cvtepi32_ps(dpbusd::<VNNI>(_mm256_setzero_si256(), w, x)) }
     }
     // Split pairs: each 128-bit half of a register holds one block's values,
     // so the int32 sums land as [block 0 x 4 | block 1 x 4] with no shuffle
@@ -197,14 +210,23 @@ impl Lanes for Avx2 {
         // No closure here: it would not carry the target features, and the
         // intrinsics in it would stay out-of-line calls.
         unsafe {
-            let a = dot_ub32_epi32(_mm256_sign_epi8(w[0], w[0]), _mm256_sign_epi8(x[0], w[0]));
-            let b = dot_ub32_epi32(_mm256_sign_epi8(w[1], w[1]), _mm256_sign_epi8(x[1], w[1]));
-            _mm256_cvtepi32_ps(_mm256_add_epi32(a, b))
+            let z = _mm256_setzero_si256();
+            let (w0, x0) = (_mm256_sign_epi8(w[0], w[0]), _mm256_sign_epi8(x[0], w[0]));
+            let (w1, x1) = (_mm256_sign_epi8(w[1], w[1]), _mm256_sign_epi8(x[1], w[1]));
+            _mm256_cvtepi32_ps(dpbusd::<VNNI>(dpbusd::<VNNI>(z, w0, x0), w1, x1))
         }
     }
     #[inline(always)]
     fn dot2_u4(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
         unsafe {
+            if VNNI {
+                let z = _mm256_setzero_si256();
+                return _mm256_cvtepi32_ps(dpbusd::<VNNI>(
+                    dpbusd::<VNNI>(z, w[0], x[0]),
+                    w[1],
+                    x[1],
+                ));
+            }
             // Pair sums of 4-bit values are at most 2 · 15 · 127: two of them
             // still fit 16 bits.
             let s = _mm256_add_epi16(
@@ -228,8 +250,14 @@ impl Lanes for Avx2 {
         unsafe { _mm256_set_m128(_mm_set1_ps(b), _mm_set1_ps(a)) }
     }
     #[inline(always)]
-    unsafe fn load_f16x2(self, p: *const f16) -> __m256 {
-        unsafe { _mm256_cvtph_ps(f16x2_4(p)) }
+    fn pair_lanes(self, v: __m256, p: usize) -> __m256 {
+        unsafe {
+            let i = _mm256_add_epi32(
+                _mm256_set1_epi32(2 * p as i32),
+                _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+            );
+            _mm256_permutevar8x32_ps(v, i)
+        }
     }
     #[inline(always)]
     unsafe fn load_u4_b64(self, p: *const u8) -> [__m256i; 2] {
@@ -378,15 +406,18 @@ impl Lanes for Avx512 {
     }
     #[inline(always)]
     fn halves(self, a: __m512, b: __m512) -> __m512 {
+        // No closure for the two halves: it would not carry the target
+        // features.
         unsafe {
-            let half = |v: __m512| {
-                let v = _mm512_castps_pd(v);
-                _mm256_add_ps(
-                    _mm256_castpd_ps(_mm512_castpd512_pd256(v)),
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(v)),
-                )
-            };
-            let (a, b) = (half(a), half(b));
+            let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+            let a = _mm256_add_ps(
+                _mm256_castpd_ps(_mm512_castpd512_pd256(a)),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(a)),
+            );
+            let b = _mm256_add_ps(
+                _mm256_castpd_ps(_mm512_castpd512_pd256(b)),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(b)),
+            );
             _mm512_castpd_ps(_mm512_insertf64x4::<1>(
                 _mm512_castpd256_pd512(_mm256_castps_pd(a)),
                 _mm256_castps_pd(b),
@@ -403,15 +434,13 @@ impl Lanes for Avx512 {
         }
     }
     #[inline(always)]
-    unsafe fn load_f16x2(self, p: *const f16) -> __m512 {
+    fn pair_lanes(self, v: __m512, p: usize) -> __m512 {
         unsafe {
-            let v = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
-            #[rustfmt::skip]
-            let m = _mm256_setr_epi8(
-                0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
-                2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+            let i = _mm512_add_epi32(
+                _mm512_set1_epi32(2 * p as i32),
+                _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
             );
-            _mm512_cvtph_ps(_mm256_shuffle_epi8(v, m))
+            _mm512_permutexvar_ps(i, v)
         }
     }
     #[inline(always)]
