@@ -13,14 +13,14 @@ pub fn to_f32_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         DType::F16 => {
             if let Ok(h) = data.as_slice::<f16>() {
                 let mut out = vec![0f32; h.len()];
-                h.convert_to_f32_slice(&mut out);
+                crate::cpu::widen(h, &mut out);
                 return out;
             }
         }
         DType::BF16 => {
             if let Ok(h) = data.as_slice::<bf16>() {
                 let mut out = vec![0f32; h.len()];
-                h.convert_to_f32_slice(&mut out);
+                crate::cpu::widen(h, &mut out);
                 return out;
             }
         }

@@ -293,14 +293,28 @@ impl QuantMatrix {
         self.qs.len() + 2 * self.scales.len()
     }
 
-    /// Writes rows `rows` as f32 into `out` (`rows.len() * cols` values).
+    /// Writes rows `rows` as f32 into `out` (`rows.len() * cols` values), in
+    /// parallel.
     pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        // About 64 KB of output per task.
+        let per_task = (16384 / self.cols).max(1);
+        out[..rows.len() * self.cols]
+            .par_chunks_mut(per_task * self.cols)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let r0 = rows.start + i * per_task;
+                self.dequantize_rows_here(r0..r0 + out.len() / self.cols, out);
+            });
+    }
+
+    /// [`QuantMatrix::dequantize_rows`] on the calling thread.
+    pub fn dequantize_rows_here(&self, rows: Range<usize>, out: &mut [f32]) {
         let (nb, bb) = (self.cols / BLOCK, self.format.block_bytes());
         let blocks = rows.start * nb..rows.end * nb;
         out[..blocks.len() * BLOCK]
-            .par_chunks_mut(BLOCK)
-            .zip(self.scales[blocks.clone()].par_iter())
-            .zip(self.qs[blocks.start * bb..blocks.end * bb].par_chunks(bb))
+            .chunks_exact_mut(BLOCK)
+            .zip(&self.scales[blocks.clone()])
+            .zip(self.qs[blocks.start * bb..blocks.end * bb].chunks_exact(bb))
             .for_each(|((out, d), q)| dequantize_block(self.format, d.to_f32(), q, out));
     }
 }

@@ -1,26 +1,175 @@
-//! Many rows (prefill, the SigLIP tower) times an f16 or bf16 weight on the
-//! CPU. burn-flex multiplies 16-bit matrices through gemm's f16 path or by
-//! converting both whole operands value by value on every call, 1.5-3x slower
-//! than f32. Here the activations widen once, the weight a slab of about
-//! 8 MB at a time (vectorised), and each slab is multiplied in f32 by Burn's
-//! gemm: the speed of f32, the memory of the 16-bit weights plus one slab.
-
-use std::ops::Range;
+//! Many rows (prefill, the SigLIP tower, a quantized model's prompt) times a
+//! weight on the CPU. The output's columns are cut into panels of up to
+//! [`COLS`] weight rows; each task widens (f16, bf16) or dequantizes (q8_0,
+//! q4_0) its panel into an f32 buffer of its own, or reads an f32 weight in
+//! place, and multiplies it with gemm's f32 kernel on its own thread, straight
+//! into its columns of the output. So a 16-bit or quantized weight costs the
+//! f32 product plus one pass over its own bytes, memory holds one panel per
+//! thread on top of the weights, and the activations are packed once per panel
+//! instead of once per call and thread hand-off (gemm's own threading, given
+//! one slab at a time, was 1.5x slower than this for 16-bit weights).
 
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
-use half::slice::HalfFloatSliceExt;
+use burn::tensor::DType;
 use half::{bf16, f16};
+use rayon::prelude::*;
 
-use super::{is_dense, is_flex, to_flex};
+use super::{F32Values, SendPtr, is_dense, is_flex, to_flex};
+use crate::quant::QuantMatrix;
 
-/// Bytes of f32 weight widened at a time.
-const SLAB_BYTES: usize = 8 << 20;
+/// Output features per task: at the LLM's widths a 2-6 MB f32 panel, about
+/// the fastest in a sweep of 64-256 (64 was 10 % slower).
+const COLS: usize = 256;
+/// The fewest rows of `x` a task takes when the output is split by rows too
+/// (narrow outputs on many threads).
+const MIN_ROWS: usize = 64;
 
-/// `x [m, k] · W + bias` for a 16-bit `weight` stored `[n, k]` (or `[k, n]`
-/// when `in_out`), in `x`'s dtype; `None` off the CPU backend, for other
-/// dtypes (or `x` of another dtype than the weight) or layouts.
-pub(crate) fn linear_half<B: Backend>(
+/// A weight's values, `[n, k]` (or `[k, n]` for the dense ones when the
+/// product says `in_out`).
+pub(crate) enum Weight<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Bf16(&'a [bf16]),
+    /// Always `[n, k]`.
+    Quant(&'a QuantMatrix),
+}
+
+/// `x [m, k] · W + bias` in f32, `[m, n]`, for `w` `[n, k]` (transposed in the
+/// product) or `[k, n]` when `in_out` (dense weights only). All sizes must be
+/// non-zero and the slices as long as their shapes.
+pub(crate) fn product(
+    x: &[f32],
+    [m, k, n]: [usize; 3],
+    w: &Weight<'_>,
+    in_out: bool,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    product_in_tasks(
+        x,
+        [m, k, n],
+        w,
+        in_out,
+        bias,
+        2 * rayon::current_num_threads(),
+    )
+}
+
+/// [`product`] cut into at least `want` tasks where the sizes allow: by output
+/// columns first, then by rows.
+fn product_in_tasks(
+    x: &[f32],
+    [m, k, n]: [usize; 3],
+    w: &Weight<'_>,
+    in_out: bool,
+    bias: Option<&[f32]>,
+    want: usize,
+) -> Vec<f32> {
+    assert!(m > 0 && k > 0 && n > 0 && x.len() >= m * k, "product sizes");
+    debug_assert!(!(in_out && matches!(w, Weight::Quant(_))));
+    let cols = n.div_ceil(want).next_multiple_of(16).clamp(64, COLS).min(n);
+    let panels = n.div_ceil(cols);
+    let parts = want.div_ceil(panels).clamp(1, (m / MIN_ROWS).max(1));
+    let rows = m.div_ceil(parts);
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    let out = SendPtr(y.as_mut_ptr());
+    (0..panels * parts)
+        .into_par_iter()
+        .for_each_init(Vec::new, |buf: &mut Vec<f32>, task| {
+            let (j0, r0) = ((task / parts) * cols, (task % parts) * rows);
+            if r0 >= m {
+                return;
+            }
+            let (c, r) = (cols.min(n - j0), rows.min(m - r0));
+            let (rhs, rhs_cs, rhs_rs) = panel(w, in_out, [k, n], j0..j0 + c, buf);
+            // SAFETY: `x` holds `m x k` values, the panel `c` columns of `k`
+            // values at the strides `panel` gave; the task writes rows
+            // `r0..r0 + r` of columns `j0..j0 + c` of `y` (`m x n`), which no
+            // other task writes.
+            unsafe {
+                let dst = out.get().add(r0 * n + j0);
+                gemm::gemm(
+                    r,
+                    c,
+                    k,
+                    dst,
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr().add(r0 * k),
+                    1,
+                    k as isize,
+                    rhs,
+                    rhs_cs,
+                    rhs_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                if let Some(b) = bias {
+                    for i in 0..r {
+                        let row = std::slice::from_raw_parts_mut(dst.add(i * n), c);
+                        row.iter_mut()
+                            .zip(&b[j0..j0 + c])
+                            .for_each(|(y, b)| *y += b);
+                    }
+                }
+            }
+        });
+    // SAFETY: the tasks wrote every one of the `m x n` values (`r0 < m` skips
+    // only tasks past the last row).
+    unsafe { y.set_len(m * n) };
+    y
+}
+
+/// Columns `js` of the product's right-hand side (`k x js.len()`) as f32: a
+/// pointer with its column and row strides, into `w` itself or into `buf`.
+fn panel(
+    w: &Weight<'_>,
+    in_out: bool,
+    [k, n]: [usize; 2],
+    js: std::ops::Range<usize>,
+    buf: &mut Vec<f32>,
+) -> (*const f32, isize, isize) {
+    let c = js.len();
+    match (w, in_out) {
+        (Weight::F32(v), false) => return (v[js.start * k..].as_ptr(), k as isize, 1),
+        (Weight::F32(v), true) => return (v[js.start..].as_ptr(), 1, n as isize),
+        _ => {}
+    }
+    buf.resize(k * c, 0.0);
+    match (w, in_out) {
+        (Weight::Quant(q), _) => q.dequantize_rows_here(js, buf),
+        (_, false) => widen(w, js.start * k..js.end * k, buf),
+        (_, true) => {
+            for (i, out) in buf.chunks_exact_mut(c).enumerate() {
+                widen(w, i * n + js.start..i * n + js.end, out);
+            }
+        }
+    }
+    if in_out {
+        (buf.as_ptr(), 1, c as isize)
+    } else {
+        (buf.as_ptr(), k as isize, 1)
+    }
+}
+
+/// Values `range` of a 16-bit weight as f32 into `out`.
+fn widen(w: &Weight<'_>, range: std::ops::Range<usize>, out: &mut [f32]) {
+    match w {
+        Weight::F16(v) => super::simd::widen(&v[range], out),
+        Weight::Bf16(v) => super::simd::widen(&v[range], out),
+        Weight::F32(v) => out.copy_from_slice(&v[range]),
+        Weight::Quant(_) => unreachable!("quantized panels dequantize whole rows"),
+    }
+}
+
+/// `x [m, k] · W + bias` for an f32, f16 or bf16 `weight` stored `[n, k]` (or
+/// `[k, n]` when `in_out`), in `x`'s dtype; `None` off the CPU backend, for
+/// other dtypes (or `x` of another dtype than the weight) or layouts.
+pub(crate) fn linear_many<B: Backend>(
     x: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,
     in_out: bool,
@@ -29,67 +178,38 @@ pub(crate) fn linear_half<B: Backend>(
     if !is_flex::<B>() || x.dtype() != weight.dtype() {
         return None;
     }
-    let w = to_flex(weight.clone()).ok()?;
-    if !is_dense(&w) || !matches!(w.dtype(), DType::F16 | DType::BF16) {
+    let flex = to_flex(weight.clone()).ok()?;
+    if !is_dense(&flex) {
         return None;
     }
+    let w = match flex.dtype() {
+        DType::F32 => Weight::F32(flex.storage::<f32>()),
+        DType::F16 => Weight::F16(flex.storage::<f16>()),
+        DType::BF16 => Weight::Bf16(flex.storage::<bf16>()),
+        _ => return None,
+    };
     let [m, k] = x.dims();
     let [a, b] = weight.dims();
     let (n, wk) = if in_out { (b, a) } else { (a, b) };
     if wk != k || m == 0 || n == 0 || k == 0 {
         return None;
     }
-    let device = x.device();
-    let f32_tensor = |v: Vec<f32>, dims: [usize; 2]| {
-        Tensor::<B, 2>::from_data(TensorData::new(v, dims), (&device, DType::F32))
-    };
-    let widen = |range: Range<usize>| -> Vec<f32> {
-        let mut out = vec![0f32; range.len()];
-        match w.dtype() {
-            DType::F16 => w.storage::<f16>()[range].convert_to_f32_slice(&mut out),
-            _ => w.storage::<bf16>()[range].convert_to_f32_slice(&mut out),
-        }
-        out
-    };
-    let xf = f32_tensor(crate::to_f32_vec(x.clone()), [m, k]);
-    let y = if in_out {
-        // `[k, n]`: slabs of whole rows are ranges of the inner dimension;
-        // their partial products add up.
-        let slab = (SLAB_BYTES / 4 / n).clamp(1, k);
-        let mut acc: Option<Tensor<B, 2>> = None;
-        for k0 in (0..k).step_by(slab) {
-            let k1 = (k0 + slab).min(k);
-            let part = xf
-                .clone()
-                .narrow(1, k0, k1 - k0)
-                .matmul(f32_tensor(widen(k0 * n..k1 * n), [k1 - k0, n]));
-            acc = Some(match acc {
-                Some(acc) => acc + part,
-                None => part,
-            });
-        }
-        acc?
-    } else {
-        // `[n, k]`: slabs of whole rows give whole columns of y.
-        let slab = (SLAB_BYTES / 4 / k).clamp(1, n);
-        let parts: Vec<_> = (0..n)
-            .step_by(slab)
-            .map(|r0| {
-                let r1 = (r0 + slab).min(n);
-                xf.clone()
-                    .matmul(f32_tensor(widen(r0 * k..r1 * k), [r1 - r0, k]).transpose())
-            })
-            .collect();
-        Tensor::cat(parts, 1)
-    };
-    let mut y = crate::to_f32_vec(y);
-    if let Some(b) = bias {
-        let b = crate::to_f32_vec(b.clone());
-        for row in y.chunks_mut(n) {
-            row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
-        }
-    }
-    Some(crate::host::from_f32_vec(y, [m, n], &device, x.dtype()))
+    Some(product_tensor(x, [m, k, n], &w, in_out, bias))
+}
+
+/// [`product`] on tensors: `x` read in place when it is a dense f32 tensor,
+/// the result in `x`'s dtype.
+pub(crate) fn product_tensor<B: Backend>(
+    x: &Tensor<B, 2>,
+    dims: [usize; 3],
+    w: &Weight<'_>,
+    in_out: bool,
+    bias: Option<&Tensor<B, 1>>,
+) -> Tensor<B, 2> {
+    let xs = F32Values::of(x).expect("a float tensor has f32 values");
+    let bias = bias.map(|b| crate::to_f32_vec(b.clone()));
+    let y = product(&xs, dims, w, in_out, bias.as_deref());
+    crate::host::from_f32_vec(y, [dims[0], dims[2]], &x.device(), x.dtype())
 }
 
 #[cfg(test)]
@@ -123,7 +243,7 @@ mod tests {
                 let wt =
                     Tensor::<Flex, 2>::from_data(w.clone().transpose().into_data(), (&dev, dtype));
                 for (weight, in_out) in [(w.clone(), false), (wt, true)] {
-                    let got = linear_half(&x, &weight, in_out, Some(&b)).expect("cpu path");
+                    let got = linear_many(&x, &weight, in_out, Some(&b)).expect("cpu path");
                     assert_eq!(got.dims(), [m, n]);
                     assert_eq!(got.dtype(), dtype);
                     // One rounding to the dtype of the result.
@@ -137,10 +257,120 @@ mod tests {
                 }
             }
         }
-        // Other dtypes and mismatches decline.
+        // Mismatched dtypes and shapes decline.
         let x = Tensor::<Flex, 2>::ones([20, 4], &dev);
-        assert!(linear_half(&x, &Tensor::ones([3, 4], &dev), false, None).is_none());
         let h = Tensor::<Flex, 2>::ones([3, 4], &dev).cast(DType::F16);
-        assert!(linear_half(&x, &h, false, None).is_none());
+        assert!(linear_many(&x, &h, false, None).is_none());
+        assert!(linear_many(&x, &Tensor::ones([3, 5], &dev), false, None).is_none());
+        assert!(linear_many(&x, &Tensor::ones([3, 4], &dev), true, None).is_none());
+    }
+
+    /// Values `i -> [-1.2, 1.3)` spread over a few hundred levels.
+    fn spread(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 2654435761 + seed) % 997) as f32 / 400.0 - 1.2)
+            .collect()
+    }
+
+    #[test]
+    fn every_tiling_and_weight_kind_gives_the_plain_product() {
+        // 130 rows: a row split into 65 + 65 when the output is narrow; 300
+        // columns: panels with a short last one.
+        for (m, k, n) in [(130, 96, 70), (130, 96, 300), (17, 64, 5)] {
+            let x = spread(m * k, 1);
+            let w = spread(n * k, 7);
+            let bias = spread(n, 3);
+            let q = QuantMatrix::quantize(crate::quant::QuantFormat::Q4_0, n, k, &w).unwrap();
+            let mut wq = vec![0f32; n * k];
+            q.dequantize_rows(0..n, &mut wq);
+            let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
+            let wb: Vec<bf16> = w.iter().map(|v| bf16::from_f32(*v)).collect();
+            let t: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+            let th: Vec<f16> = t.iter().map(|v| f16::from_f32(*v)).collect();
+            let plain = |w: &dyn Fn(usize, usize) -> f32| -> Vec<f32> {
+                (0..m * n)
+                    .map(|i| {
+                        let (r, j) = (i / n, i % n);
+                        bias[j] + (0..k).map(|c| x[r * k + c] * w(j, c)).sum::<f32>()
+                    })
+                    .collect()
+            };
+            let exact = plain(&|j, c| w[j * k + c]);
+            let half = plain(&|j, c| wh[j * k + c].to_f32());
+            let brain = plain(&|j, c| wb[j * k + c].to_f32());
+            let quant = plain(&|j, c| wq[j * k + c]);
+            let cases: [(&str, Weight<'_>, bool, &[f32]); 6] = [
+                ("f32", Weight::F32(&w), false, &exact),
+                ("f32 in_out", Weight::F32(&t), true, &exact),
+                ("f16", Weight::F16(&wh), false, &half),
+                ("f16 in_out", Weight::F16(&th), true, &half),
+                ("bf16", Weight::Bf16(&wb), false, &brain),
+                ("q4_0", Weight::Quant(&q), false, &quant),
+            ];
+            for want_tasks in [1, 4, 32] {
+                for (name, weight, in_out, want) in &cases {
+                    let got =
+                        product_in_tasks(&x, [m, k, n], weight, *in_out, Some(&bias), want_tasks);
+                    assert_eq!(got.len(), m * n);
+                    for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{name} {m}x{k}x{n} in {want_tasks} tasks, [{}, {}]: {g} vs {w}",
+                            i / n,
+                            i % n
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use burn::backend::Flex;
+    use burn::tensor::Distribution;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn best(mut f: impl FnMut()) -> f64 {
+        f();
+        (0..4)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::MAX, f64::min)
+    }
+
+    #[test]
+    #[ignore]
+    fn many_speed() {
+        let dev = Default::default();
+        let m = 600;
+        for (k, n) in [(2048, 2048), (2048, 5632), (5632, 2048)] {
+            let x = Tensor::<Flex, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &dev);
+            let w = Tensor::<Flex, 2>::random([n, k], Distribution::Normal(0.0, 0.05), &dev);
+            let (xh, wh) = (x.clone().cast(DType::F16), w.clone().cast(DType::F16));
+            let t32 = best(|| {
+                let _ = crate::to_f32_vec(x.clone().matmul(w.clone().transpose()));
+            });
+            let n32 = best(|| {
+                let _ = linear_many(&x, &w, false, None).unwrap();
+            });
+            let nh = best(|| {
+                let _ = linear_many(&xh, &wh, false, None).unwrap();
+            });
+            let wv = crate::to_f32_vec(w.clone());
+            let q = QuantMatrix::quantize(crate::quant::QuantFormat::Q4_0, n, k, &wv).unwrap();
+            let nq = best(|| {
+                let _ = product_tensor(&x, [m, k, n], &Weight::Quant(&q), false, None);
+            });
+            println!(
+                "k {k} n {n}: burn f32 {t32:.1} ms, many f32 {n32:.1}, f16 {nh:.1}, q4_0 {nq:.1}"
+            );
+        }
     }
 }

@@ -30,10 +30,11 @@ pub(crate) use attention::attention;
 pub(crate) use cached::{attend_cached, write_rows};
 pub(crate) use conv::conv2d;
 pub(crate) use elementwise::{layer_norm, rms_norm, rope, silu_mul};
-pub(crate) use many::linear_half;
+pub(crate) use many::{Weight, linear_many, product_tensor};
 pub(crate) use norm::group_norm;
 pub use rows::has_bf16_dot;
 pub(crate) use rows::{MAX_ROWS, linear_rows, quant_rows};
+pub(crate) use simd::widen;
 pub(crate) use vmath::gelu;
 
 /// Whether `B` is the burn-flex CPU backend.

@@ -156,7 +156,7 @@ impl<B: Backend> Linear<B> {
         }
         if (self.in_out || rows > crate::cpu::MAX_ROWS)
             && let Some(y) =
-                crate::cpu::linear_half(&x, &self.weight, self.in_out, self.bias.as_ref())
+                crate::cpu::linear_many(&x, &self.weight, self.in_out, self.bias.as_ref())
         {
             return y.reshape(dims);
         }

@@ -3,8 +3,8 @@
 //!
 //! - CPU (burn-flex): the blocks stay in host memory. A few rows (decode, image
 //!   steps) go through the block kernel, which dequantizes in registers; many
-//!   rows (prefill) dequantize a slab of weight rows at a time into an f32
-//!   buffer of a few MB and multiply it with Burn's matmul.
+//!   rows (prefill) go through the many-row product (`cpu/many.rs`), each
+//!   thread dequantizing a panel of a few hundred weight rows at a time.
 //! - Other backends (wgpu, CUDA): the values are packed four (q8_0) or eight
 //!   (q4_0) to a 32-bit int tensor on the device, with f32 scales, and each call
 //!   dequantizes on the device (integer shifts and masks) to the runtime dtype
@@ -37,9 +37,6 @@ pub(crate) struct DeviceQuant<B: Backend> {
     scales: Tensor<B, 3>,
     shape: [usize; 2],
 }
-
-/// Bytes of f32 weights the many-row CPU path dequantizes at a time.
-const SLAB_BYTES: usize = 8 << 20;
 
 impl<B: Backend> QuantWeight<B> {
     /// Places `q` for backend `B` on `device`.
@@ -94,52 +91,26 @@ impl<B: Backend> QuantWeight<B> {
 
     /// `x [rows, in] · Wᵀ + bias`, in `x`'s dtype.
     pub(crate) fn forward(&self, x: Tensor<B, 2>, bias: Option<&Tensor<B, 1>>) -> Tensor<B, 2> {
-        let dtype = x.dtype();
-        let y = match self {
-            Self::Host { q, device } => {
-                let rows = x.dims()[0];
+        match self {
+            Self::Host { q, .. } => {
+                let [rows, k] = x.dims();
                 if rows <= crate::cpu::MAX_ROWS {
-                    return crate::cpu::quant_rows(&x, q, bias);
+                    crate::cpu::quant_rows(&x, q, bias)
+                } else {
+                    let w = crate::cpu::Weight::Quant(q);
+                    crate::cpu::product_tensor(&x, [rows, k, q.rows()], &w, false, bias)
                 }
-                // Slice-at-a-time conversions to f32 and back.
-                let dims = x.dims();
-                let x = crate::host::from_f32_vec::<B, 2>(
-                    crate::to_f32_vec(x),
-                    dims,
-                    device,
-                    DType::F32,
-                );
-                let y = many_rows(q, x, device, SLAB_BYTES);
-                let dims = y.dims();
-                crate::host::from_f32_vec(crate::to_f32_vec(y), dims, device, dtype)
             }
-            Self::Device(d) => x.matmul(d.dequantize(dtype).transpose()),
-        };
-        match bias {
-            Some(b) => y + b.clone().unsqueeze::<2>(),
-            None => y,
+            Self::Device(d) => {
+                let w = d.dequantize(x.dtype());
+                let y = x.matmul(w.transpose());
+                match bias {
+                    Some(b) => y + b.clone().unsqueeze::<2>(),
+                    None => y,
+                }
+            }
         }
     }
-}
-
-/// `x [rows, in] · Wᵀ` in f32, a slab of weight rows at a time.
-fn many_rows<B: Backend>(
-    q: &QuantMatrix,
-    x: Tensor<B, 2>,
-    device: &B::Device,
-    slab_bytes: usize,
-) -> Tensor<B, 2> {
-    let (n, k) = (q.rows(), q.cols());
-    let slab = (slab_bytes / 4 / k).clamp(16, n.max(16));
-    let mut parts = Vec::with_capacity(n.div_ceil(slab));
-    for r0 in (0..n).step_by(slab) {
-        let r1 = (r0 + slab).min(n);
-        let mut w = vec![0f32; (r1 - r0) * k];
-        q.dequantize_rows(r0..r1, &mut w);
-        let w = Tensor::<B, 2>::from_data(TensorData::new(w, [r1 - r0, k]), device);
-        parts.push(x.clone().matmul(w.transpose()));
-    }
-    Tensor::cat(parts, 1)
 }
 
 impl<B: Backend> DeviceQuant<B> {
@@ -238,15 +209,8 @@ mod tests {
             let w = QuantWeight::<Flex>::new(q, &dev);
             let want = x.clone().matmul(w.dequantize(DType::F32).transpose());
             let got = w.forward(x.clone(), None);
-            let diff: f32 = (got - want.clone()).abs().max().into_scalar();
-            assert!(diff < 1e-4, "{format}: {diff}");
-            // Slabs of 16 rows: 16 + 16 + 8.
-            let QuantWeight::Host { q, device } = &w else {
-                unreachable!()
-            };
-            let got = many_rows(q, x, device, 16 * 64 * 4);
             let diff: f32 = (got - want).abs().max().into_scalar();
-            assert!(diff < 1e-4, "{format} in slabs: {diff}");
+            assert!(diff < 1e-4, "{format}: {diff}");
         }
     }
 }

@@ -446,9 +446,62 @@ pub(crate) fn map_in_place<S: Lanes>(s: S, x: &mut [f32], f: impl LaneFn) {
     }
 }
 
+/// `src` widened to f32 into `out` (as long as `src`) at the kernels' level:
+/// half's slice conversion calls a non-inlined function per 8 values.
+pub(crate) fn widen<T: Load + super::Elem>(src: &[T], out: &mut [f32]) {
+    widen_at(level(), src, out)
+}
+
+pub(crate) fn widen_at<T: Load + super::Elem>(level: Level, src: &[T], out: &mut [f32]) {
+    struct K<'a, T>(&'a [T], &'a mut [f32]);
+    impl<T: Load + super::Elem> Kernel for K<'_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Lanes>(self, s: S) {
+            let Self(src, out) = self;
+            let out = &mut out[..src.len()];
+            let nv = src.len() / S::N * S::N;
+            let mut i = 0;
+            while i < nv {
+                // SAFETY: `i + N <= len` of both.
+                unsafe { s.store(out.as_mut_ptr().add(i), T::load(s, src.as_ptr().add(i))) };
+                i += S::N;
+            }
+            for (o, v) in out[nv..].iter_mut().zip(&src[nv..]) {
+                *o = v.f32();
+            }
+        }
+    }
+    dispatch_at(level, K(src, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn widening_matches_half_at_every_level() {
+        let x: Vec<f32> = (0..203).map(|i| (i as f32 - 90.0) * 0.37).collect();
+        let h: Vec<f16> = x.iter().map(|v| f16::from_f32(*v)).collect();
+        let b: Vec<bf16> = x.iter().map(|v| bf16::from_f32(*v)).collect();
+        for &level in Level::available() {
+            for len in [0, 5, 16, 203] {
+                let mut out = vec![f32::NAN; len];
+                widen_at(level, &h[..len], &mut out);
+                assert!(
+                    out.iter().zip(&h).all(|(o, h)| *o == h.to_f32()),
+                    "{level} f16 {len}"
+                );
+                widen_at(level, &b[..len], &mut out);
+                assert!(
+                    out.iter().zip(&b).all(|(o, b)| *o == b.to_f32()),
+                    "{level} bf16 {len}"
+                );
+                widen_at(level, &x[..len], &mut out);
+                assert_eq!(out, x[..len], "{level} f32 {len}");
+            }
+        }
+    }
 
     #[test]
     fn levels_parse_and_cap() {
