@@ -1,7 +1,7 @@
 //! [`DecoderLayer`]: one pre-norm decoder layer.
 
 use burn::prelude::*;
-use janus_core::nn::{AttentionMask, RmsNorm};
+use janus_core::nn::{AttentionMask, RmsNorm, add};
 use janus_core::{Result, Weights};
 
 use crate::attention::LlamaAttention;
@@ -40,10 +40,17 @@ impl<B: Backend> DecoderLayer<B> {
         cache: &mut crate::KvCache<B>,
         layer: usize,
     ) -> Tensor<B, 3> {
-        let h = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), rope, mask, cache, layer);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let attn = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            rope,
+            mask,
+            cache,
+            layer,
+        );
+        let h = add(x, attn);
+        let mlp = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(h.clone()));
+        add(h, mlp)
     }
 }

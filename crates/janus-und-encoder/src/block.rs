@@ -1,7 +1,9 @@
 //! [`VitBlock`]: one pre-norm ViT block with fused `qkv`.
 
 use burn::prelude::*;
-use janus_core::nn::{AttentionMask, GeluMlp, LayerNorm, Linear, scaled_dot_product_attention};
+use janus_core::nn::{
+    AttentionMask, GeluMlp, LayerNorm, Linear, add, scaled_dot_product_attention,
+};
 use janus_core::{Result, Weights};
 
 use crate::LN_EPS;
@@ -64,7 +66,7 @@ impl<B: Backend> VitBlock<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = x.clone() + self.attention(self.norm1.forward(x));
-        h.clone() + self.mlp.forward(self.norm2.forward(h))
+        let h = add(x.clone(), self.attention(self.norm1.forward(x)));
+        add(h.clone(), self.mlp.forward(self.norm2.forward(h)))
     }
 }

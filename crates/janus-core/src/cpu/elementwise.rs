@@ -7,7 +7,6 @@
 
 use burn::prelude::*;
 use burn::tensor::DType;
-use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -39,15 +38,15 @@ impl Rounding {
             Self::F16 => {
                 let mut h = [f16::ZERO; CHUNK];
                 for c in v.chunks_mut(CHUNK) {
-                    h[..c.len()].convert_from_f32_slice(c);
-                    h[..c.len()].convert_to_f32_slice(c);
+                    super::narrow(c, &mut h);
+                    super::widen(&h[..c.len()], c);
                 }
             }
             Self::Bf16 => {
                 let mut h = [bf16::ZERO; CHUNK];
                 for c in v.chunks_mut(CHUNK) {
-                    h[..c.len()].convert_from_f32_slice(c);
-                    h[..c.len()].convert_to_f32_slice(c);
+                    super::narrow(c, &mut h);
+                    super::widen(&h[..c.len()], c);
                 }
             }
         }
@@ -240,12 +239,67 @@ pub(crate) fn silu_mul<B: Backend, const D: usize>(
     Some(crate::host::from_f32_vec(g, dims, &gate.device(), dtype))
 }
 
+/// `a + b` for f16 or bf16 tensors of one shape in one pass over host values
+/// (burn-flex adds 16-bit values one by one through a closure): the sum of
+/// the two values in f32, rounded once, as Burn's. `None` for f32 (Burn's add
+/// is vectorised), other backends, shapes or dtypes.
+pub(crate) fn add<B: Backend, const D: usize>(
+    a: &Tensor<B, D>,
+    b: &Tensor<B, D>,
+) -> Option<Tensor<B, D>> {
+    let (dims, dtype) = (a.dims(), a.dtype());
+    if !super::is_flex::<B>()
+        || b.dims() != dims
+        || b.dtype() != dtype
+        || !matches!(dtype, DType::F16 | DType::BF16)
+    {
+        return None;
+    }
+    let mut x = crate::to_f32_vec(a.clone());
+    let y = crate::to_f32_vec(b.clone());
+    let run = |(x, y): (&mut [f32], &[f32])| x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+    if x.len() >= PARALLEL_FROM {
+        let chunk = x.len().div_ceil(rayon::current_num_threads().max(1));
+        x.par_chunks_mut(chunk)
+            .zip(y.par_chunks(chunk))
+            .for_each(run);
+    } else {
+        run((&mut x, &y));
+    }
+    Some(crate::host::from_f32_vec(x, dims, &a.device(), dtype))
+}
+
 #[cfg(test)]
 mod tests {
     use burn::backend::Flex;
     use burn::tensor::Distribution;
 
     use super::*;
+
+    #[test]
+    fn half_adds_round_like_burn() {
+        let dev = Default::default();
+        // Large enough for the parallel path, plus a small one.
+        for n in [37, PARALLEL_FROM + 5] {
+            let a = Tensor::<Flex, 2>::random([n, 1], Distribution::Normal(0.0, 3.0), &dev);
+            let b = Tensor::<Flex, 2>::random([n, 1], Distribution::Normal(0.0, 1e-3), &dev);
+            for dtype in [DType::F16, DType::BF16] {
+                let (a, b) = (a.clone().cast(dtype), b.clone().cast(dtype));
+                let got = add(&a, &b).expect("16-bit on the CPU");
+                assert_eq!(got.dtype(), dtype);
+                assert_eq!(got.into_data(), (a + b).into_data(), "{dtype:?} {n}");
+            }
+        }
+        let f = Tensor::<Flex, 2>::ones([3, 2], &dev);
+        assert!(add(&f, &f).is_none());
+        assert!(
+            add(
+                &f.clone().cast(DType::F16),
+                &Tensor::<Flex, 2>::ones([2, 3], &dev).cast(DType::F16)
+            )
+            .is_none()
+        );
+    }
 
     fn generic_rope(
         x: Tensor<Flex, 4>,

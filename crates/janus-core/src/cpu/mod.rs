@@ -23,18 +23,19 @@ use std::any::Any;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{DType, TensorPrimitive};
 use half::{bf16, f16};
+use rayon::prelude::*;
 
 pub(crate) use attention::attention;
 pub(crate) use cached::{attend_cached, write_rows};
 pub(crate) use conv::conv2d;
-pub(crate) use elementwise::{layer_norm, rms_norm, rope, silu_mul};
+pub(crate) use elementwise::{add, layer_norm, rms_norm, rope, silu_mul};
 pub(crate) use many::{Weight, linear_many, product_tensor};
 pub(crate) use norm::group_norm;
 pub use rows::has_bf16_dot;
 pub(crate) use rows::{MAX_ROWS, linear_rows, quant_rows};
-pub(crate) use simd::widen;
+pub(crate) use simd::{narrow, widen};
 pub(crate) use vmath::gelu;
 
 /// Whether `B` is the burn-flex CPU backend.
@@ -65,6 +66,56 @@ pub(crate) fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, 
 /// Whether the buffer of `t` is exactly its elements in row-major order.
 pub(crate) fn is_dense(t: &FlexTensor) -> bool {
     t.is_contiguous() && t.layout().start_offset() == 0
+}
+
+/// The values of a CPU float tensor (f32, f16, bf16) as row-major f32, read
+/// through its strides a row of the last dimension at a time (widened
+/// vectorised, rows in parallel for large tensors): burn-flex copies a strided
+/// view (the attention's heads, `swap_dims` of a projection) value by value.
+/// `None` for other dtypes, negative strides or a last dimension that is not
+/// contiguous or shorter than 8 values.
+pub(crate) fn flex_f32(t: &FlexTensor) -> Option<Vec<f32>> {
+    let l = t.layout();
+    let (dims, strides) = (l.shape().as_slice(), l.strides());
+    let d = *dims.last()?;
+    let n = l.num_elements();
+    if d < 8 || strides[dims.len() - 1] != 1 || strides.iter().any(|s| *s < 0) {
+        return None;
+    }
+    let (off, lead) = (l.start_offset(), &dims[..dims.len() - 1]);
+    // Buffer offset of row `r` (an index over the leading dimensions).
+    let row_at = |mut r: usize| {
+        let mut at = off;
+        for (dim, stride) in lead.iter().zip(strides).rev() {
+            at += (r % dim) * *stride as usize;
+            r /= dim;
+        }
+        at
+    };
+    fn rows<T: simd::Load + Elem>(
+        src: &[T],
+        out: &mut [f32],
+        d: usize,
+        at: &(dyn Fn(usize) -> usize + Sync),
+    ) {
+        let each = |(r, o): (usize, &mut [f32])| simd::widen(&src[at(r)..at(r) + d], o);
+        if out.len() >= 1 << 16 {
+            out.par_chunks_mut(d).enumerate().for_each(each);
+        } else {
+            out.chunks_mut(d).enumerate().for_each(each);
+        }
+    }
+    let mut out = vec![0f32; n];
+    if n == 0 {
+        return Some(out);
+    }
+    match t.dtype() {
+        DType::F32 => rows(t.storage::<f32>(), &mut out, d, &row_at),
+        DType::F16 => rows(t.storage::<f16>(), &mut out, d, &row_at),
+        DType::BF16 => rows(t.storage::<bf16>(), &mut out, d, &row_at),
+        _ => return None,
+    }
+    Some(out)
 }
 
 /// Float element types the kernels read.

@@ -171,6 +171,34 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// # Safety
     /// `p..p + N` must be readable.
     unsafe fn load_bf16(self, p: *const bf16) -> Self::V;
+    /// `v` rounded to f16 (nearest, ties to even) into `p..p + N`.
+    /// # Safety
+    /// `p..p + N` must be writable.
+    #[inline(always)]
+    unsafe fn store_f16(self, p: *mut f16, v: Self::V) {
+        let mut a = [0f32; 16];
+        // SAFETY: `a` holds 16 >= N values; the caller guarantees `p`.
+        unsafe {
+            self.store(a.as_mut_ptr(), v);
+            for (i, a) in a[..Self::N].iter().enumerate() {
+                *p.add(i) = f16::from_f32(*a);
+            }
+        }
+    }
+    /// `v` rounded to bf16 (nearest, ties to even) into `p..p + N`.
+    /// # Safety
+    /// `p..p + N` must be writable.
+    #[inline(always)]
+    unsafe fn store_bf16(self, p: *mut bf16, v: Self::V) {
+        let mut a = [0f32; 16];
+        // SAFETY: as in `store_f16`.
+        unsafe {
+            self.store(a.as_mut_ptr(), v);
+            for (i, a) in a[..Self::N].iter().enumerate() {
+                *p.add(i) = bf16::from_f32(*a);
+            }
+        }
+    }
     /// 32 signed bytes in registers: one block of int8 values.
     type B32: Copy;
     /// 32 signed bytes.
@@ -316,6 +344,44 @@ impl Load for bf16 {
     unsafe fn load<S: Lanes>(s: S, p: *const Self) -> S::V {
         // SAFETY: forwarded.
         unsafe { s.load_bf16(p) }
+    }
+}
+
+/// Element types the kernels store f32 vectors as (rounded to nearest).
+pub(crate) trait Store: Copy {
+    /// # Safety
+    /// `p..p + S::N` must be writable.
+    unsafe fn store<S: Lanes>(s: S, p: *mut Self, v: S::V);
+    fn from_f32(v: f32) -> Self;
+}
+impl Store for f32 {
+    #[inline(always)]
+    unsafe fn store<S: Lanes>(s: S, p: *mut Self, v: S::V) {
+        // SAFETY: forwarded.
+        unsafe { s.store(p, v) }
+    }
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+impl Store for f16 {
+    #[inline(always)]
+    unsafe fn store<S: Lanes>(s: S, p: *mut Self, v: S::V) {
+        // SAFETY: forwarded.
+        unsafe { s.store_f16(p, v) }
+    }
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+impl Store for bf16 {
+    #[inline(always)]
+    unsafe fn store<S: Lanes>(s: S, p: *mut Self, v: S::V) {
+        // SAFETY: forwarded.
+        unsafe { s.store_bf16(p, v) }
+    }
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
     }
 }
 
@@ -475,6 +541,35 @@ pub(crate) fn widen_at<T: Load + super::Elem>(level: Level, src: &[T], out: &mut
     dispatch_at(level, K(src, out))
 }
 
+/// `src` rounded to `T` (nearest, ties to even) into `out` (as long as `src`)
+/// at the kernels' level.
+pub(crate) fn narrow<T: Store>(src: &[f32], out: &mut [T]) {
+    narrow_at(level(), src, out)
+}
+
+pub(crate) fn narrow_at<T: Store>(level: Level, src: &[f32], out: &mut [T]) {
+    struct K<'a, T>(&'a [f32], &'a mut [T]);
+    impl<T: Store> Kernel for K<'_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Lanes>(self, s: S) {
+            let Self(src, out) = self;
+            let out = &mut out[..src.len()];
+            let nv = src.len() / S::N * S::N;
+            let mut i = 0;
+            while i < nv {
+                // SAFETY: `i + N <= len` of both.
+                unsafe { T::store(s, out.as_mut_ptr().add(i), s.load(src.as_ptr().add(i))) };
+                i += S::N;
+            }
+            for (o, v) in out[nv..].iter_mut().zip(&src[nv..]) {
+                *o = T::from_f32(*v);
+            }
+        }
+    }
+    dispatch_at(level, K(src, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,6 +594,48 @@ mod tests {
                 );
                 widen_at(level, &x[..len], &mut out);
                 assert_eq!(out, x[..len], "{level} f32 {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn narrowing_rounds_like_half_at_every_level() {
+        // Ties, subnormals, overflow to infinity, signed zero, NaN.
+        let mut x: Vec<f32> = (0..203).map(|i| (i as f32 - 90.0) * 0.37).collect();
+        x.extend([
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            1.0 + 2f32.powi(-8),
+            1.0 + 3.0 * 2f32.powi(-8),
+            3e-6,
+            -6e-8,
+            1e-40,
+            70000.0,
+            -1e30,
+            -0.0,
+            f32::INFINITY,
+            f32::NAN,
+        ]);
+        for &level in Level::available() {
+            for len in [0, 5, 16, x.len()] {
+                let mut h = vec![f16::ONE; len];
+                narrow_at(level, &x[..len], &mut h);
+                for (h, v) in h.iter().zip(&x) {
+                    let want = f16::from_f32(*v);
+                    assert!(
+                        h.to_bits() == want.to_bits() || (h.is_nan() && want.is_nan()),
+                        "{level} f16 {v}: {h} vs {want}"
+                    );
+                }
+                let mut b = vec![bf16::ONE; len];
+                narrow_at(level, &x[..len], &mut b);
+                for (b, v) in b.iter().zip(&x) {
+                    let want = bf16::from_f32(*v);
+                    assert!(
+                        b.to_bits() == want.to_bits() || (b.is_nan() && want.is_nan()),
+                        "{level} bf16 {v}: {b} vs {want}"
+                    );
+                }
             }
         }
     }
