@@ -44,6 +44,8 @@ impl KeyPattern {
 pub struct Weights<'a, B: Backend> {
     shared: Rc<Shared<'a, B>>,
     prefix: String,
+    /// The dtype this view hands out, when not the runtime one ([`Weights::with_dtype`]).
+    dtype: Option<DType>,
 }
 
 impl<B: Backend> Clone for Weights<'_, B> {
@@ -51,6 +53,7 @@ impl<B: Backend> Clone for Weights<'_, B> {
         Self {
             shared: Rc::clone(&self.shared),
             prefix: self.prefix.clone(),
+            dtype: self.dtype,
         }
     }
 }
@@ -96,6 +99,7 @@ impl<'a, B: Backend> Weights<'a, B> {
                 quantizable: RefCell::new(BTreeSet::new()),
             }),
             prefix: String::new(),
+            dtype: None,
         }
     }
 
@@ -104,6 +108,17 @@ impl<'a, B: Backend> Weights<'a, B> {
         Self {
             shared: Rc::clone(&self.shared),
             prefix: self.key(&name.to_string()),
+            dtype: self.dtype,
+        }
+    }
+
+    /// The same view handing out its float tensors (and those of every view
+    /// below it) in `dtype` instead of the runtime dtype: a module kept in f32
+    /// while the rest is 16-bit. Keys taken are recorded as for any view.
+    pub fn with_dtype(&self, dtype: DType) -> Self {
+        Self {
+            dtype: Some(dtype),
+            ..self.clone()
         }
     }
 
@@ -128,9 +143,10 @@ impl<'a, B: Backend> Weights<'a, B> {
         Self::with_source(Source::Random(seed), device, precision.into())
     }
 
-    /// The runtime float dtype.
+    /// The float dtype this view hands out: the runtime dtype unless
+    /// [`Weights::with_dtype`] changed it.
     pub fn dtype(&self) -> DType {
-        self.shared.dtype
+        self.dtype.unwrap_or(self.shared.dtype)
     }
 
     /// The quantized format for layers that take one, if any.
@@ -203,7 +219,7 @@ impl<'a, B: Backend> Weights<'a, B> {
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let t = self.take_tensor(name, shape)?;
         let numel = shape.iter().fold(1usize, |n, d| n.saturating_mul(*d));
-        self.count(numel.saturating_mul(self.shared.dtype.size()));
+        self.count(numel.saturating_mul(self.dtype().size()));
         Ok(t)
     }
 
@@ -248,7 +264,7 @@ impl<'a, B: Backend> Weights<'a, B> {
     fn take_tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let key = self.key(name);
         let key = key.as_str();
-        let (device, dtype) = (&self.shared.device, self.shared.dtype);
+        let (device, dtype) = (&self.shared.device, self.dtype());
         let ckpt = match self.shared.source {
             Source::Checkpoint(c) => c,
             Source::Random(seed) => return Ok(self.random_tensor(key, shape, seed)),
@@ -430,7 +446,7 @@ impl<'a, B: Backend> Weights<'a, B> {
         shape: [usize; D],
         seed: u64,
     ) -> Tensor<B, D> {
-        let opts = (&self.shared.device, self.shared.dtype);
+        let opts = (&self.shared.device, self.dtype());
         let is_norm = key.contains("norm") && key.ends_with(".weight");
         if key.ends_with(".bias") {
             Tensor::zeros(shape, opts)
@@ -543,6 +559,26 @@ mod tests {
             let got = w.quantized("m.weight", shape, QuantFormat::Q4_0).unwrap();
             assert!(got == want, "{shape:?}");
         }
+    }
+
+    #[test]
+    fn a_view_with_its_own_dtype_hands_out_and_counts_that_dtype() {
+        use burn::backend::Flex;
+        let w = Weights::<Flex>::random(&Default::default(), DType::F16, 7);
+        let f32_view = w.pp("vq").with_dtype(DType::F32);
+        let below = f32_view.pp("decoder");
+        assert_eq!(below.dtype(), DType::F32);
+        assert_eq!(
+            below.tensor("conv.weight", [4, 8]).unwrap().dtype(),
+            DType::F32
+        );
+        assert_eq!(w.bytes_taken(), 4 * 32);
+        // The rest keeps the runtime dtype; both views share one record.
+        assert_eq!(
+            w.pp("llm").tensor("x.weight", [4, 8]).unwrap().dtype(),
+            DType::F16
+        );
+        assert_eq!(w.bytes_taken(), 4 * 32 + 2 * 32);
     }
 
     #[test]
