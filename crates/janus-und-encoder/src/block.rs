@@ -46,14 +46,15 @@ impl<B: Backend> VitBlock<B> {
     /// Bidirectional multi-head self-attention (after `norm1`), before the residual.
     pub fn attention(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
-        let hd = d / self.heads;
-        // [B, N, 3, H, hd] -> [3, B, H, N, hd]
+        let (h, hd) = (self.heads, d / self.heads);
+        // [B, N, 3·H, hd] -> [B, 3·H, N, hd]: q, k and v are views of H heads
+        // each (a reshape of a strided view would copy it value by value).
         let qkv = self
             .qkv
             .forward(x)
-            .reshape([b, n, 3, self.heads, hd])
-            .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, self.heads, n, hd]);
+            .reshape([b, n, 3 * h, hd])
+            .swap_dims(1, 2);
+        let part = |i: usize| qkv.clone().narrow(1, i * h, h);
         let out = scaled_dot_product_attention(
             part(0),
             part(1),

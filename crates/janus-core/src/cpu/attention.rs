@@ -132,7 +132,8 @@ mod tests {
     #[test]
     fn matches_burn_attention_on_strided_views_with_and_without_mask() {
         let dev = Default::default();
-        // [B, T, 3, H, D] permuted like the fused qkv of the vision tower.
+        // [B, T, 3·H, D] with heads swapped forward, split like the fused qkv
+        // of the vision tower: q, k and v are strided views.
         let (b, h, d) = (2, 3, 20);
         for (tq, tk, causal) in [
             (70, 70, false),
@@ -140,9 +141,9 @@ mod tests {
             (5, 133, true),
             (9, 9, false),
         ] {
-            let qkv = Tensor::<Flex, 5>::random([b, tk, 3, h, d], Distribution::Default, &dev)
-                .permute([2, 0, 3, 1, 4]);
-            let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, tk, d]);
+            let qkv = Tensor::<Flex, 4>::random([b, tk, 3 * h, d], Distribution::Default, &dev)
+                .swap_dims(1, 2);
+            let part = |i: usize| qkv.clone().narrow(1, i * h, h);
             let q = part(0).narrow(2, tk - tq, tq);
             let (k, v) = (part(1), part(2));
             let want = burn_attention(
