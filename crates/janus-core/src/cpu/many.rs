@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn matches_the_generic_product_in_both_layouts_and_dtypes() {
         let dev = Default::default();
-        // n = 3000 x k = 1400 f32 is 16.8 MB: three slabs either way.
+        // 3000 outputs: several panels of weight rows (or columns, `in_out`).
         for (m, k, n) in [(3, 5, 7), (40, 1400, 3000)] {
             let x = Tensor::<Flex, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &dev);
             let w = Tensor::<Flex, 2>::random([n, k], Distribution::Normal(0.0, 0.05), &dev);
