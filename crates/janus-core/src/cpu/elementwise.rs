@@ -223,19 +223,11 @@ pub(crate) fn silu_mul<B: Backend, const D: usize>(
     let round = Rounding::of(dtype)?;
     let mut g = crate::to_f32_vec(gate.clone());
     let u = crate::to_f32_vec(up.clone());
-    let run = |(g, u): (&mut [f32], &[f32])| {
+    zip_chunks(&mut g, &u, |g, u| {
         super::vmath::silu_in_place(g);
         round.apply(g);
         g.iter_mut().zip(u).for_each(|(g, u)| *g *= u);
-    };
-    if g.len() >= PARALLEL_FROM {
-        let chunk = g.len().div_ceil(rayon::current_num_threads().max(1));
-        g.par_chunks_mut(chunk)
-            .zip(u.par_chunks(chunk))
-            .for_each(run);
-    } else {
-        run((&mut g, &u));
-    }
+    });
     Some(crate::host::from_f32_vec(g, dims, &gate.device(), dtype))
 }
 
@@ -257,16 +249,23 @@ pub(crate) fn add<B: Backend, const D: usize>(
     }
     let mut x = crate::to_f32_vec(a.clone());
     let y = crate::to_f32_vec(b.clone());
-    let run = |(x, y): (&mut [f32], &[f32])| x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+    zip_chunks(&mut x, &y, |x, y| {
+        x.iter_mut().zip(y).for_each(|(x, y)| *x += y)
+    });
+    Some(crate::host::from_f32_vec(x, dims, &a.device(), dtype))
+}
+
+/// Runs `f` on matching chunks of `x` and `y` (as long as `x`), one chunk per
+/// thread for large inputs.
+fn zip_chunks(x: &mut [f32], y: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
     if x.len() >= PARALLEL_FROM {
         let chunk = x.len().div_ceil(rayon::current_num_threads().max(1));
         x.par_chunks_mut(chunk)
             .zip(y.par_chunks(chunk))
-            .for_each(run);
+            .for_each(|(x, y)| f(x, y));
     } else {
-        run((&mut x, &y));
+        f(x, y);
     }
-    Some(crate::host::from_f32_vec(x, dims, &a.device(), dtype))
 }
 
 #[cfg(test)]
