@@ -182,9 +182,10 @@ impl<B: Backend> JanusModel<B> {
         // convolutions and norms work in f32 anyway, and 16-bit tensors between
         // them only add conversions (f16 decoding was 1.25x slower than f32) for
         // 72M parameters (+143 MB).
-        let vq_weights = match janus_core::is_flex::<B>() {
-            true => w.pp(prefix::VQ).with_dtype(DType::F32),
-            false => w.pp(prefix::VQ),
+        let vq_weights = if janus_core::is_flex::<B>() {
+            w.pp(prefix::VQ).with_dtype(DType::F32)
+        } else {
+            w.pp(prefix::VQ)
         };
         let vq = generating
             .then(|| VqModel::load(&vq_weights, &config.vq))

@@ -65,7 +65,14 @@ fn product_in_tasks(
     want: usize,
 ) -> Vec<f32> {
     assert!(m > 0 && k > 0 && n > 0 && x.len() >= m * k, "product sizes");
-    debug_assert!(!(in_out && matches!(w, Weight::Quant(_))));
+    // A weight of another shape would read out of its panel or give garbage.
+    let fits = match w {
+        Weight::F32(v) => v.len() >= n * k,
+        Weight::F16(v) => v.len() >= n * k,
+        Weight::Bf16(v) => v.len() >= n * k,
+        Weight::Quant(q) => !in_out && q.rows() == n && q.cols() == k,
+    };
+    assert!(fits, "the weight does not hold [{n}, {k}] values");
     let cols = n.div_ceil(want).next_multiple_of(16).clamp(64, COLS).min(n);
     let panels = n.div_ceil(cols);
     let parts = want.div_ceil(panels).clamp(1, (m / MIN_ROWS).max(1));
@@ -270,6 +277,13 @@ mod tests {
         (0..len)
             .map(|i| ((i * 2654435761 + seed) % 997) as f32 / 400.0 - 1.2)
             .collect()
+    }
+
+    #[test]
+    #[should_panic(expected = "does not hold [4, 64]")]
+    fn a_weight_of_another_shape_is_refused() {
+        let q = QuantMatrix::quantize(crate::quant::QuantFormat::Q8_0, 4, 32, &[0.5; 128]).unwrap();
+        product(&[1.0; 3 * 64], [3, 64, 4], &Weight::Quant(&q), false, None);
     }
 
     #[test]

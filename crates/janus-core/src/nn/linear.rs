@@ -97,8 +97,9 @@ impl<B: Backend> Linear<B> {
     /// For layers that only ever see hundreds of rows (the vision tower): on the
     /// CPU backend, stores the weight once as a contiguous `[in, out]` copy, which
     /// the matrix product packs without a strided transpose (about 20-25 % faster
-    /// at SigLIP sizes); the few-row kernel, which wants `[out, in]`, is then not
-    /// used. A no-op on other backends.
+    /// at SigLIP sizes with Burn's matmul; not re-measured since the many-row
+    /// product reads either layout); the few-row kernel, which wants `[out, in]`,
+    /// is then not used. A no-op on other backends.
     pub fn for_many_rows(self) -> Self {
         if self.in_out || self.quant.is_some() || !crate::cpu::is_flex::<B>() {
             return self;
