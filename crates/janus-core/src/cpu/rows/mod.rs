@@ -26,7 +26,7 @@ pub fn has_bf16_dot() -> bool {
 fn bf16_dot_at(level: Level) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        level == Level::Avx512 && bf16_dot::available()
+        level >= Level::Avx512 && bf16_dot::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -91,17 +91,13 @@ pub(crate) fn linear_rows_at<B: Backend>(
     Some(crate::host::from_f32_vec(y, [m, n], &x.device(), x.dtype()))
 }
 
-/// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at the kernels' level,
-/// at most AVX2: the 256-bit kernel with split pairs
-/// ([`simd::Lanes::SPLIT_PAIRS`]) measured faster than the 512-bit one on an
-/// AVX-512 Xeon (Janus-Pro-1B q4_0 decode 0.044 against 0.054 s per token,
-/// parallel-4 steps 0.131 against 0.157 s; q8_0 equal or faster).
+/// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at the kernels' level.
 pub(crate) fn quant_rows<B: Backend>(
     x: &Tensor<B, 2>,
     q: &crate::quant::QuantMatrix,
     bias: Option<&Tensor<B, 1>>,
 ) -> Tensor<B, 2> {
-    quant_rows_at(simd::level().min(Level::AvxVnni), x, q, bias)
+    quant_rows_at(simd::level(), x, q, bias)
 }
 
 /// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at `level`, on the host

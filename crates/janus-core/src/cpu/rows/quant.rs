@@ -2,18 +2,20 @@
 //! activations, as llama.cpp does it: each row of `x` is quantized to q8_0
 //! blocks (32 int8 values and one f32 scale), each weight block is read once
 //! per call and its dot product with every row's block is exact integer
-//! arithmetic. Blocks go two at a time ([`Lanes::dot2_b32`]): both blocks'
-//! integer sums land in one vector (block 0 in the low half of the lanes), so
-//! one int-to-float conversion and one multiply-add by the two blocks' scale
-//! products serve 64 weights — at AVX-512 the pair fills a 512-bit register.
-//! Scales go `N` blocks at a time: `N` f16 weight scales widen in one
-//! instruction, times `N` x scales, and each pair picks its two products with
-//! one permute ([`Lanes::pair_lanes`]). With AVX-VNNI ([`Level::AvxVnni`]) a
-//! block's integer dot product is one instruction
-//! (`vpdpbusd`). Integer products take fewer instructions per weight than
-//! widening every weight to f32; eight rows (a parallel-4 image step) are
-//! bound by these instructions, one or two rows by memory
-//! (docs/benchmarks.md). Written once over [`Lanes`], like [`super::widen`].
+//! arithmetic. Blocks go `N / 4` at a time (a dot group, [`Lanes::Q`]): the
+//! group's halves are split so that each block's integer sums land in four
+//! lanes of one vector, so one int-to-float conversion and one multiply-add
+//! by the blocks' scale products serve `8·N` weights: 128 at AVX-512, 64 at
+//! AVX2. Scales go `N` blocks at a time: `N` f16 weight scales widen in one
+//! instruction, times `N` x scales, and each dot group picks its scales with
+//! one permute ([`Lanes::group_lanes`]). With VNNI ([`Level::AvxVnni`],
+//! [`Level::Avx512Vnni`]) a half group's integer dot product is one
+//! instruction (`vpdpbusd`, unsigned weights: q8_0 values go in offset by 128
+//! and q4_0 values as they are stored, the offsets taken off once per row).
+//! Integer products take fewer instructions per weight than widening every
+//! weight to f32; eight rows (a parallel-4 image step) are bound by these
+//! instructions, one or two rows by memory (docs/benchmarks.md). Written once
+//! over [`Lanes`], like [`super::widen`].
 
 use rayon::prelude::*;
 
@@ -27,11 +29,7 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
     let (n, k) = (q.rows(), q.cols());
     debug_assert_eq!(x.len(), m * k);
     let (xq, xd, xsum) = quantize_rows(x, k);
-    let xq = if simd::dispatch_at(level, SplitsPairs) {
-        split_rows(xq, k)
-    } else {
-        xq
-    };
+    let xq = split_rows(xq, k, simd::dispatch_at(level, GroupBlocks));
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(ROWS_PER_TASK * m)
         .enumerate()
@@ -62,25 +60,30 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
     y
 }
 
-/// Whether the level takes pairs of blocks split into halves
-/// ([`Lanes::SPLIT_PAIRS`]).
-struct SplitsPairs;
+/// Blocks per dot group at the level (`N / 4`).
+struct GroupBlocks;
 
-impl Kernel for SplitsPairs {
-    type Output = bool;
+impl Kernel for GroupBlocks {
+    type Output = usize;
     #[inline(always)]
-    fn run<S: Lanes>(self, _: S) -> bool {
-        S::SPLIT_PAIRS
+    fn run<S: Lanes>(self, _: S) -> usize {
+        S::N / 4
     }
 }
 
-/// Rows of `k` int8 values with each pair of blocks in the split layout of
-/// [`simd::split_pair`] (an odd last block stays as it is).
-fn split_rows(mut xq: Vec<i8>, k: usize) -> Vec<i8> {
+/// Rows of `k` int8 values with each whole dot group of `g` blocks in the
+/// split layout of [`simd::split_groups`] (the blocks after the last whole
+/// group stay as they are).
+fn split_rows(mut xq: Vec<i8>, k: usize, g: usize) -> Vec<i8> {
+    if g == 1 {
+        // One block split in halves is the block.
+        return xq;
+    }
+    let mut group = vec![0i8; g * BLOCK];
     for row in xq.chunks_exact_mut(k) {
-        for pair in row.chunks_exact_mut(2 * BLOCK) {
-            let p = simd::split_pair(pair);
-            pair.copy_from_slice(&p);
+        for blocks in row.chunks_exact_mut(g * BLOCK) {
+            simd::split_groups(blocks, &mut group);
+            blocks.copy_from_slice(&group);
         }
     }
     xq
@@ -154,9 +157,9 @@ impl Kernel for Block<'_> {
     fn run<S: Lanes>(self, s: S) {
         let Self { x, m, q, rows, yt } = self;
         let k = q.cols();
-        // Accumulators and scale products (`MT x NT` each), a pair of weight
-        // blocks per weight row and one pair of x blocks in registers: 8 x 1
-        // and 2 x 4 tiles fit 32 registers; with 16 (AVX2) 4 x 1 and 2 x 2.
+        // Accumulators and scale products (`MT x NT` each), a dot group of
+        // weights per weight row and one of x in registers: 8 x 1 and 2 x 4
+        // tiles fit 32 registers; with 16 (AVX2) 4 x 1 and 2 x 2.
         let max_mt = if S::REGS >= 32 { 8 } else { 4 };
         let mut j = rows.start;
         while j < rows.end {
@@ -220,8 +223,8 @@ impl Tile<'_> {
         }
     }
 
-    /// Two blocks at a time: one integer dot product per pair of blocks and
-    /// row of `x` ([`Lanes::dot2_b32`]), converted and scaled as one vector.
+    /// A dot group at a time: one integer dot product per group and row of
+    /// `x` ([`Lanes::dot_q4`]), converted and scaled as one vector.
     // `acc[r][i]` pairs weight row `r` with row `i` of `x`: indices read clearer.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
@@ -230,8 +233,10 @@ impl Tile<'_> {
         let Acts { xq, xd, xsum } = x;
         let k = q.cols();
         let nb = k / BLOCK;
-        let np = nb / 2;
         let bb = F::BYTES;
+        // Blocks per dot group, whole dot groups, whole scale groups.
+        let gb = S::N / 4;
+        let (dot_groups, scale_groups) = (nb / gb, nb / S::N);
         debug_assert_eq!(bb, q.format().block_bytes());
         assert!(
             xq.len() >= MT * k
@@ -243,15 +248,47 @@ impl Tile<'_> {
         let scales = &q.scales()[j * nb..(j + NT) * nb];
         let qs = &q.qs()[j * nb * bb..(j + NT) * nb * bb];
         // Prefetch this far ahead of each weight row's reads (the next
-        // tiles' blocks; a hint: never faults, even past the end).
+        // tiles' blocks; a hint: never faults, even past the end), one cache
+        // line at a time.
         let ahead = q.qs().as_ptr().wrapping_add(j * nb * bb + PREFETCH_BYTES);
+        let group_bytes = gb * bb;
         let mut acc = [[s.zero(); MT]; NT];
-        // Groups of N blocks (N / 2 pairs): N weight scales widen at once,
-        // times N x scales, and each pair takes its two scales from that
-        // product with one permute ([`Lanes::pair_lanes`]) per weight row and
-        // row of x, instead of widening and multiplying per pair.
-        let groups = nb / S::N;
-        for g in 0..groups {
+        // One dot group at block `blk` with the scale products `d(r, i)`.
+        // SAFETY (the loads): the group's blocks of weight row `r` are inside
+        // `qs`, its values of row `i` of x inside `xq` (asserted above).
+        macro_rules! dot_group {
+            ($blk:expr, |$r:ident, $i:ident| $d:expr) => {{
+                let blk = $blk;
+                // Loops, not `array::from_fn`: a closure has no target
+                // features, so the intrinsics would not inline into it.
+                let mut w = [unsafe { F::load(s, qs.as_ptr().add(blk * bb)) }; NT];
+                for r in 1..NT {
+                    w[r] = unsafe { F::load(s, qs.as_ptr().add((r * nb + blk) * bb)) };
+                }
+                for r in 0..NT {
+                    let at = (r * nb + blk) * bb;
+                    for line in (0..group_bytes).step_by(64) {
+                        if group_bytes >= 64 || (at + line) % 64 == 0 {
+                            s.prefetch(ahead.wrapping_add(at + line));
+                        }
+                    }
+                }
+                for $i in 0..MT {
+                    let xv = unsafe {
+                        let xp = xq.as_ptr().add($i * k + blk * BLOCK);
+                        [s.load_q(xp), s.load_q(xp.add(4 * S::N))]
+                    };
+                    for $r in 0..NT {
+                        acc[$r][$i] = s.fma(F::dot(s, w[$r], xv), $d, acc[$r][$i]);
+                    }
+                }
+            }};
+        }
+        // Groups of N blocks (4 dot groups): N weight scales widen at once,
+        // times N x scales, and each dot group takes its scales from that
+        // product with one permute ([`Lanes::group_lanes`]) per weight row
+        // and row of x.
+        for g in 0..scale_groups {
             let b0 = g * S::N;
             let mut sc = [[s.zero(); MT]; NT];
             for r in 0..NT {
@@ -262,84 +299,49 @@ impl Tile<'_> {
                     sc[r][i] = s.mul(ws, unsafe { s.load(xd.as_ptr().add(i * nb + b0)) });
                 }
             }
-            for pp in 0..S::N / 2 {
-                let blk = b0 + 2 * pp;
-                // Loops, not `array::from_fn`: a closure has no target
-                // features, so the intrinsics would not inline into it.
-                // SAFETY: blocks `blk`, `blk + 1` of weight row `r` are
-                // inside `qs`.
-                let mut w = [unsafe { F::load2(s, qs.as_ptr().add(blk * bb)) }; NT];
-                for r in 1..NT {
-                    w[r] = unsafe { F::load2(s, qs.as_ptr().add((r * nb + blk) * bb)) };
+            for dg in 0..4 {
+                dot_group!(b0 + dg * gb, |r, i| s.group_lanes(sc[r][i], dg));
+            }
+        }
+        // The dot groups after the last whole scale group: their scale
+        // products lane by lane.
+        for dg in scale_groups * 4..dot_groups {
+            let b0 = dg * gb;
+            dot_group!(b0, |r, i| {
+                let mut lanes = [0f32; 16];
+                for (l, v) in lanes[..S::N].iter_mut().enumerate() {
+                    let b = b0 + l / 4;
+                    *v = scales[r * nb + b].to_f32() * xd[i * nb + b];
                 }
-                if (blk * bb) % 64 == 0 || 2 * bb >= 64 {
-                    for r in 0..NT {
-                        s.prefetch(ahead.wrapping_add((r * nb + blk) * bb));
-                    }
-                }
+                // SAFETY: `lanes` holds 16 >= N values.
+                unsafe { s.load(lanes.as_ptr()) }
+            });
+        }
+        // The blocks after the last whole dot group (fewer than N / 4), in
+        // plain integer arithmetic on the values the vectors would hold.
+        let mut tail = [[0f32; MT]; NT];
+        for blk in dot_groups * gb..nb {
+            for r in 0..NT {
+                let w = &qs[(r * nb + blk) * bb..][..bb];
                 for i in 0..MT {
-                    // SAFETY: row `i` of `xq` holds `k` values; `blk + 1 < nb`.
-                    let xv = unsafe {
-                        let xp = xq.as_ptr().add(i * k + blk * BLOCK);
-                        [s.load_b32(xp), s.load_b32(xp.add(BLOCK))]
-                    };
-                    for r in 0..NT {
-                        let d = s.pair_lanes(sc[r][i], pp);
-                        acc[r][i] = s.fma(F::dot2(s, w[r], xv), d, acc[r][i]);
-                    }
+                    let xb = &xq[i * k + blk * BLOCK..][..BLOCK];
+                    let dot: i32 = (0..BLOCK)
+                        .map(|t| F::value::<S>(w, t) * i32::from(xb[t]))
+                        .sum();
+                    tail[r][i] += scales[r * nb + blk].to_f32() * xd[i * nb + blk] * dot as f32;
                 }
             }
         }
-        // The pairs after the last whole group: scales one pair at a time.
-        for p in groups * S::N / 2..np {
-            let blk = 2 * p;
-            // SAFETY: as above.
-            let mut w = [unsafe { F::load2(s, qs.as_ptr().add(blk * bb)) }; NT];
-            for r in 1..NT {
-                w[r] = unsafe { F::load2(s, qs.as_ptr().add((r * nb + blk) * bb)) };
-            }
-            for i in 0..MT {
-                // SAFETY: as above.
-                let xv = unsafe {
-                    let xp = xq.as_ptr().add(i * k + blk * BLOCK);
-                    [s.load_b32(xp), s.load_b32(xp.add(BLOCK))]
-                };
-                let (x0, x1) = (xd[i * nb + blk], xd[i * nb + blk + 1]);
-                for r in 0..NT {
-                    let w0 = scales[r * nb + blk].to_f32();
-                    let w1 = scales[r * nb + blk + 1].to_f32();
-                    let d = s.splat2(w0 * x0, w1 * x1);
-                    acc[r][i] = s.fma(F::dot2(s, w[r], xv), d, acc[r][i]);
-                }
-            }
-        }
-        if nb % 2 == 1 {
-            // The last block of an odd count, alone.
-            let blk = nb - 1;
-            // SAFETY: as above, for block `blk`.
-            let mut w = [unsafe { F::load(s, qs.as_ptr().add(blk * bb)) }; NT];
-            for r in 1..NT {
-                // SAFETY: as above.
-                w[r] = unsafe { F::load(s, qs.as_ptr().add((r * nb + blk) * bb)) };
-            }
-            for i in 0..MT {
-                // SAFETY: as above.
-                let xv = unsafe { s.load_b32(xq.as_ptr().add(i * k + blk * BLOCK)) };
-                for r in 0..NT {
-                    let d = scales[r * nb + blk].to_f32() * xd[i * nb + blk];
-                    acc[r][i] = s.fma(F::dot(s, w[r], xv), s.splat(d), acc[r][i]);
-                }
-            }
-        }
+        let offset = F::offset::<S>();
         for r in 0..NT {
             for i in 0..MT {
-                let mut y = s.reduce_sum(acc[r][i]);
-                if F::OFFSET != 0.0 {
-                    // Σ_b d_w · d_x · Σ (q - offset) x = the above minus
+                let mut y = s.reduce_sum(acc[r][i]) + tail[r][i];
+                if offset != 0.0 {
+                    // Σ_b d_w · d_x · Σ (v - offset) x = the above minus
                     // offset · Σ_b d_w · (d_x · Σ x).
                     let sums = &xsum[i * nb..(i + 1) * nb];
                     let row = &scales[r * nb..(r + 1) * nb];
-                    y -= F::OFFSET * super::super::simd::dot(s, sums, row);
+                    y -= offset * super::super::simd::dot(s, sums, row);
                 }
                 out[r * m + i] = y;
             }
@@ -347,81 +349,71 @@ impl Tile<'_> {
     }
 }
 
-/// A weight block's 32 values in registers and their dot product with a
-/// block of x.
+/// A dot group of weight blocks in registers and its dot product with x.
 trait Unpack {
     /// Bytes a block's values take ([`QuantFormat::block_bytes`]).
     const BYTES: usize;
-    /// What every stored value is offset by (`w = d · (q - OFFSET)`).
-    const OFFSET: f32;
+    /// What every value in registers is offset by (`w = d · (v - offset)`).
+    fn offset<S: Lanes>() -> f32;
+    /// The dot group's `N / 4` blocks.
     /// # Safety
-    /// `p` must address a whole block.
-    unsafe fn load<S: Lanes>(s: S, p: *const u8) -> S::B32;
-    /// `Σ q·x` of the stored values `q`.
-    fn dot<S: Lanes>(s: S, w: S::B32, x: S::B32) -> S::V;
-    /// Two consecutive blocks.
-    /// # Safety
-    /// `p` must address two whole blocks.
-    unsafe fn load2<S: Lanes>(s: S, p: *const u8) -> [S::B32; 2];
-    /// [`Unpack::dot`] of two blocks, as [`Lanes::dot2_b32`] lays them out.
-    fn dot2<S: Lanes>(s: S, w: [S::B32; 2], x: [S::B32; 2]) -> S::V;
+    /// `p` must address `N / 4` whole blocks.
+    unsafe fn load<S: Lanes>(s: S, p: *const u8) -> [S::Q; 2];
+    /// `Σ v·x` per block, four lanes each.
+    fn dot<S: Lanes>(s: S, w: [S::Q; 2], x: [S::Q; 2]) -> S::V;
+    /// Value `t` of the block `b` as the vectors hold it.
+    fn value<S: Lanes>(b: &[u8], t: usize) -> i32;
 }
 
-/// q8_0: the block's 32 int8 values.
+/// q8_0: the block's 32 int8 values (offset by [`Lanes::Q8_OFFSET`]).
 struct Q8;
 impl Unpack for Q8 {
     const BYTES: usize = BLOCK;
-    const OFFSET: f32 = 0.0;
     #[inline(always)]
-    unsafe fn load<S: Lanes>(s: S, p: *const u8) -> S::B32 {
-        // SAFETY: a q8_0 block is 32 bytes.
-        unsafe { s.load_b32(p.cast()) }
+    fn offset<S: Lanes>() -> f32 {
+        S::Q8_OFFSET
     }
     #[inline(always)]
-    fn dot<S: Lanes>(s: S, w: S::B32, x: S::B32) -> S::V {
-        s.dot_b32(w, x)
+    unsafe fn load<S: Lanes>(s: S, p: *const u8) -> [S::Q; 2] {
+        // SAFETY: N / 4 q8_0 blocks are 8·N bytes.
+        unsafe { s.load_q8(p.cast()) }
     }
     #[inline(always)]
-    unsafe fn load2<S: Lanes>(s: S, p: *const u8) -> [S::B32; 2] {
-        // SAFETY: two q8_0 blocks are 64 bytes.
-        unsafe { s.load_b64(p.cast()) }
+    fn dot<S: Lanes>(s: S, w: [S::Q; 2], x: [S::Q; 2]) -> S::V {
+        s.dot_q8(w, x)
     }
     #[inline(always)]
-    fn dot2<S: Lanes>(s: S, w: [S::B32; 2], x: [S::B32; 2]) -> S::V {
-        s.dot2_b32(w, x)
+    fn value<S: Lanes>(b: &[u8], t: usize) -> i32 {
+        i32::from(b[t] as i8) + S::Q8_OFFSET as i32
     }
 }
 
-/// q4_0: the block's 32 4-bit values `q`, the weights `d · (q - 8)` (the
+/// q4_0: the block's 32 4-bit values `v`, the weights `d · (v - 8)` (the
 /// offset applied once per row, not per value).
 struct Q4;
 impl Unpack for Q4 {
     const BYTES: usize = BLOCK / 2;
-    const OFFSET: f32 = 8.0;
     #[inline(always)]
-    unsafe fn load<S: Lanes>(s: S, p: *const u8) -> S::B32 {
-        // SAFETY: a q4_0 block is 16 bytes.
-        unsafe { s.load_u4_b32(p) }
+    fn offset<S: Lanes>() -> f32 {
+        8.0
     }
     #[inline(always)]
-    fn dot<S: Lanes>(s: S, w: S::B32, x: S::B32) -> S::V {
-        s.dot_ub32(w, x)
+    unsafe fn load<S: Lanes>(s: S, p: *const u8) -> [S::Q; 2] {
+        // SAFETY: N / 4 q4_0 blocks are 4·N bytes.
+        unsafe { s.load_q4(p) }
     }
     #[inline(always)]
-    unsafe fn load2<S: Lanes>(s: S, p: *const u8) -> [S::B32; 2] {
-        // SAFETY: two q4_0 blocks are 32 bytes.
-        unsafe { s.load_u4_b64(p) }
+    fn dot<S: Lanes>(s: S, w: [S::Q; 2], x: [S::Q; 2]) -> S::V {
+        s.dot_q4(w, x)
     }
     #[inline(always)]
-    fn dot2<S: Lanes>(s: S, w: [S::B32; 2], x: [S::B32; 2]) -> S::V {
-        s.dot2_u4(w, x)
+    fn value<S: Lanes>(b: &[u8], t: usize) -> i32 {
+        i32::from(if t < 16 { b[t] & 15 } else { b[t - 16] >> 4 })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use half::f16;
-
     use super::*;
 
     /// x through q8_0 and back, written out plainly (llama.cpp's rounding).
@@ -460,116 +452,82 @@ mod tests {
         }
     }
 
-    #[test]
-    fn block_dot_products_are_exact_at_every_level() {
-        // Extremes included: -128 weights (hostile checkpoints), ±127 x.
-        let w: Vec<i8> = (0..32).map(|t| [-128, 127, -1, 0, 5][t % 5]).collect();
-        let x: Vec<i8> = (0..32).map(|t| [127, -127, 3, -64][t % 4]).collect();
-        let q4: Vec<u8> = (0..16)
-            .map(|t| ((t as u8 * 7) % 16) | (((15 - t) as u8) << 4))
-            .collect();
-        let w4: Vec<i32> = (0..32)
-            .map(|t| {
-                if t < 16 {
-                    (q4[t] & 15) as i32
-                } else {
-                    (q4[t - 16] >> 4) as i32
+    /// Per block of a dot group: `Σ (v + offset)·x` (q8_0, the level's
+    /// offset), `Σ u·x` (q4_0), then `group_lanes` of lanes `100 + l` for
+    /// each of the four groups, then the offset and blocks per group.
+    struct GroupDots<'a>(&'a [i8], &'a [u8], &'a [i8]);
+    impl Kernel for GroupDots<'_> {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn run<S: Lanes>(self, s: S) -> Vec<f32> {
+            let gb = S::N / 4;
+            let mut xs = vec![0i8; gb * 32];
+            simd::split_groups(&self.2[..gb * 32], &mut xs);
+            let mut lanes = [0f32; 16];
+            let mut out = Vec::new();
+            // SAFETY: 128, 64 and 128 bytes hold a dot group at every level;
+            // `lanes` holds 16 >= N values.
+            unsafe {
+                let x = [s.load_q(xs.as_ptr()), s.load_q(xs.as_ptr().add(4 * S::N))];
+                for v in [
+                    s.dot_q8(s.load_q8(self.0.as_ptr()), x),
+                    s.dot_q4(s.load_q4(self.1.as_ptr()), x),
+                ] {
+                    s.store(lanes.as_mut_ptr(), v);
+                    out.extend((0..gb).map(|b| lanes[4 * b..4 * b + 4].iter().sum::<f32>()));
                 }
-            })
-            .collect();
-        let want: i32 = w.iter().zip(&x).map(|(a, b)| *a as i32 * *b as i32).sum();
-        let want4: i32 = w4.iter().zip(&x).map(|(a, b)| a * *b as i32).sum();
-        struct Dots<'a>(&'a [i8], &'a [i8], &'a [u8]);
-        impl Kernel for Dots<'_> {
-            type Output = (f32, f32);
-            #[inline(always)]
-            fn run<S: Lanes>(self, s: S) -> (f32, f32) {
-                // SAFETY: 32, 32 and 16 bytes.
-                unsafe {
-                    let x = s.load_b32(self.1.as_ptr());
-                    (
-                        s.reduce_sum(s.dot_b32(s.load_b32(self.0.as_ptr()), x)),
-                        s.reduce_sum(s.dot_ub32(s.load_u4_b32(self.2.as_ptr()), x)),
-                    )
+                let v: Vec<f32> = (0..S::N).map(|l| 100.0 + l as f32).collect();
+                for g in 0..4 {
+                    s.store(lanes.as_mut_ptr(), s.group_lanes(s.load(v.as_ptr()), g));
+                    out.extend_from_slice(&lanes[..S::N]);
                 }
             }
+            out.extend([S::Q8_OFFSET, gb as f32]);
+            out
         }
-        for &level in Level::available() {
-            let got = simd::dispatch_at(level, Dots(&w, &x, &q4));
-            assert_eq!(got, (want as f32, want4 as f32), "{level}");
-        }
+    }
 
-        // Pairs of blocks: the second block of each pair differs from the
-        // first, and each block's sum is weighted by its own scale (f16 and
-        // f32 paths), exactly (powers of two).
-        let w2: Vec<i8> = w.iter().chain(w.iter().rev()).copied().collect();
-        let x2: Vec<i8> = x.iter().copied().chain(x.iter().map(|v| v / 3)).collect();
-        let q42: Vec<u8> = q4
-            .iter()
-            .copied()
-            .chain(q4.iter().map(|b| b.rotate_left(4)))
+    #[test]
+    fn dot_groups_are_exact_at_every_level() {
+        // Four blocks (the largest dot group); extremes included: -128
+        // weights (hostile checkpoints), ±127 x.
+        let w: Vec<i8> = (0..128).map(|t| [-128, 127, -1, 0, 5, 99][t % 6]).collect();
+        let x: Vec<i8> = (0..128)
+            .map(|t| [127, -127, 3, -64, 11][t % 5] / (1 + t as i8 / 32))
             .collect();
-        let dot =
-            |a: &[i32], b: &[i8]| -> i32 { a.iter().zip(b).map(|(a, b)| a * *b as i32).sum() };
-        let w2i: Vec<i32> = w2.iter().map(|v| *v as i32).collect();
-        let scales = [f16::from_f32(0.5), f16::from_f32(-4.0)];
-        let pair = |d: [i32; 2]| 0.5 * d[0] as f32 - 4.0 * d[1] as f32;
-        let want2 = pair([dot(&w2i[..32], &x2[..32]), dot(&w2i[32..], &x2[32..])]);
-        let unpacked: Vec<i32> = q42
-            .chunks(16)
-            .flat_map(|b| {
-                (0..32).map(move |t| {
-                    if t < 16 {
-                        (b[t] & 15) as i32
-                    } else {
-                        (b[t - 16] >> 4) as i32
-                    }
-                })
-            })
+        let w4: Vec<u8> = (0..64)
+            .map(|t| ((t * 7) % 16) as u8 | ((((t * 5 + 3) % 16) as u8) << 4))
             .collect();
-        let want42 = pair([
-            dot(&unpacked[..32], &x2[..32]),
-            dot(&unpacked[32..], &x2[32..]),
-        ]);
-        struct PairDots<'a>(&'a [i8], &'a [i8], &'a [u8], &'a [f16; 2]);
-        impl Kernel for PairDots<'_> {
-            type Output = [f32; 4];
-            #[inline(always)]
-            fn run<S: Lanes>(self, s: S) -> [f32; 4] {
-                // SAFETY: 64, 64 and 32 bytes, 64 f16 values.
-                unsafe {
-                    // x in the level's pair layout, as `run` lays it out.
-                    let xs = if S::SPLIT_PAIRS {
-                        simd::split_pair(self.1)
-                    } else {
-                        std::array::from_fn(|t| self.1[t])
-                    };
-                    let x = [s.load_b32(xs.as_ptr()), s.load_b32(xs.as_ptr().add(32))];
-                    let w = s.load_b64(self.0.as_ptr());
-                    let w4 = s.load_u4_b64(self.2.as_ptr());
-                    // The scales as the last and the first pair of a group
-                    // of N widened f16 scales (the other lanes distractors).
-                    let mut group = [f16::from_f32(99.0); 64];
-                    group[S::N - 2..S::N].copy_from_slice(self.3);
-                    let last = s.pair_lanes(s.load_f16(group.as_ptr()), S::N / 2 - 1);
-                    let mut group = [f16::from_f32(-99.0); 64];
-                    group[..2].copy_from_slice(self.3);
-                    let first = s.pair_lanes(s.load_f16(group.as_ptr()), 0);
-                    let d32 = s.splat2(self.3[0].to_f32(), self.3[1].to_f32());
-                    [
-                        s.reduce_sum(s.mul(s.dot2_b32(w, x), last)),
-                        s.reduce_sum(s.mul(s.dot2_u4(w4, x), last)),
-                        s.reduce_sum(s.mul(s.dot2_b32(w, x), first)),
-                        s.reduce_sum(s.mul(s.halves(s.splat(1.0), s.splat(2.0)), d32)),
-                    ]
-                }
-            }
-        }
+        let nibble = |b: usize, t: usize| -> i32 {
+            let byte = w4[b * 16 + t % 16];
+            i32::from(if t < 16 { byte & 15 } else { byte >> 4 })
+        };
         for &level in Level::available() {
-            let got = simd::dispatch_at(level, PairDots(&w2, &x2, &q42, &scales));
-            let n = got[3] / (0.5 - 8.0);
-            assert_eq!(got[..3], [want2, want42, want2], "{level}");
-            assert!([4.0, 8.0, 16.0].contains(&n), "{level}: halves {}", got[3]);
+            let got = simd::dispatch_at(level, GroupDots(&w, &w4, &x));
+            let (offset, gb) = (got[got.len() - 2], got[got.len() - 1] as usize);
+            assert_eq!(gb, level.lanes() / 4, "{level}");
+            let mut want = Vec::new();
+            for b in 0..gb {
+                let xb = &x[b * 32..][..32];
+                want.push(
+                    (0..32)
+                        .map(|t| (i32::from(w[b * 32 + t]) + offset as i32) * i32::from(xb[t]))
+                        .sum::<i32>() as f32,
+                );
+            }
+            for b in 0..gb {
+                let xb = &x[b * 32..][..32];
+                want.push(
+                    (0..32)
+                        .map(|t| nibble(b, t) * i32::from(xb[t]))
+                        .sum::<i32>() as f32,
+                );
+            }
+            for g in 0..4 {
+                want.extend((0..4 * gb).map(|l| (100 + g * gb + l / 4) as f32));
+            }
+            assert_eq!(got[..got.len() - 2], want[..], "{level}");
+            assert!([0.0, 128.0].contains(&offset), "{level}");
         }
     }
 
@@ -579,7 +537,7 @@ mod tests {
         // k = 544: 17 blocks (whole groups of 8 or 16 and an odd block);
         // k = 704: 22 (groups, then single pairs); n = 37 leaves partial
         // tasks and single-row tiles.
-        for (n, k) in [(37, 96), (21, 544), (13, 704)] {
+        for (n, k) in [(37, 96), (21, 544), (13, 704), (9, 1600), (6, 2048)] {
             let w: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 2_654_435_761) % 1009) as f32 / 500.0 - 1.0)
                 .collect();

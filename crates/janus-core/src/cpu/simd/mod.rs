@@ -5,13 +5,14 @@
 //!
 //! | level | lanes | needs |
 //! |---|---|---|
+//! | [`Level::Avx512Vnni`] | 16 | [`Level::Avx512`] and AVX512-VNNI (int8 dot products in one instruction) |
 //! | [`Level::Avx512`] | 16 | AVX-512F/BW/VL, FMA, F16C |
 //! | [`Level::AvxVnni`] | 8 | AVX2, FMA, F16C and AVX-VNNI (int8 dot products in one instruction) |
 //! | [`Level::Avx2`] | 8 | AVX2, FMA, F16C |
 //! | [`Level::Neon`] | 4 | aarch64 (NEON is baseline there) |
 //! | [`Level::Scalar`] | 8 | nothing: plain arrays the compiler vectorises for the build target |
 //!
-//! The level is detected once; `JANUS_SIMD=scalar|avx2|avxvnni|avx512|neon` lowers it
+//! The level is detected once; `JANUS_SIMD=scalar|avx2|avxvnni|avx512|avx512vnni|neon` lowers it
 //! (a level the CPU lacks is never used: the request is capped at the best the
 //! CPU has). Tests run each kernel at every level of [`Level::available`].
 //!
@@ -47,6 +48,9 @@ pub enum Level {
     AvxVnni,
     /// x86-64 AVX-512 (F, BW, VL) + FMA + F16C, 16 lanes.
     Avx512,
+    /// [`Level::Avx512`] plus AVX512-VNNI (Ice Lake, Sapphire Rapids, Zen 4):
+    /// the same kernels, with 512-bit int8 dot products in one instruction.
+    Avx512Vnni,
 }
 
 impl Level {
@@ -58,6 +62,16 @@ impl Level {
             Self::Avx2 => "avx2",
             Self::AvxVnni => "avxvnni",
             Self::Avx512 => "avx512",
+            Self::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// f32 lanes per vector ([`Lanes::N`]).
+    pub fn lanes(self) -> usize {
+        match self {
+            Self::Avx512 | Self::Avx512Vnni => 16,
+            Self::Neon => 4,
+            Self::Scalar | Self::Avx2 | Self::AvxVnni => 8,
         }
     }
 
@@ -69,6 +83,7 @@ impl Level {
             Self::Avx2,
             Self::AvxVnni,
             Self::Avx512,
+            Self::Avx512Vnni,
         ]
         .into_iter()
         .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
@@ -113,6 +128,9 @@ fn detect_levels() -> Vec<Level> {
                 && is_x86_feature_detected!("avx512vl")
             {
                 levels.push(Level::Avx512);
+                if is_x86_feature_detected!("avx512vnni") {
+                    levels.push(Level::Avx512Vnni);
+                }
             }
         }
     }
@@ -199,69 +217,40 @@ pub(crate) trait Lanes: Copy + Send + Sync {
             }
         }
     }
-    /// 32 signed bytes in registers: one block of int8 values.
-    type B32: Copy;
-    /// 32 signed bytes.
+    /// `4·N` int8 values in registers: half of each block of a dot group of
+    /// `N / 4` blocks of 32 values. A dot group in registers is two of these
+    /// in the split layout of [`split_groups`]: the first holds values
+    /// `0..16` of each block, the second values `16..32`, so that every block
+    /// fills four int32 lanes of a dot product ([`Lanes::dot_q4`]).
+    type Q: Copy;
+    /// `4·N` bytes of x (already in the split layout).
     /// # Safety
-    /// `p..p + 32` must be readable.
-    unsafe fn load_b32(self, p: *const i8) -> Self::B32;
-    /// A q4_0 block's 16 bytes as its 32 unsigned 4-bit values `0..=15` (the
-    /// low halves are values `0..16`, the high halves `16..32`).
+    /// `p..p + 4·N` must be readable.
+    unsafe fn load_q(self, p: *const i8) -> Self::Q;
+    /// `N / 4` consecutive q4_0 blocks (`4·N` bytes: byte `t` of a block
+    /// holds value `t` in its low half and value `16 + t` in its high half)
+    /// as their unsigned 4-bit values `0..=15`, split layout.
     /// # Safety
-    /// `p..p + 16` must be readable.
-    unsafe fn load_u4_b32(self, p: *const u8) -> Self::B32;
-    /// `Σ w[t]·x[t]` over the 32 values, exact (integer arithmetic), as lanes
-    /// of f32 partial sums whose total is the dot product. `w` lies in
-    /// `-128..=127`, `x` in `-127..=127`.
-    fn dot_b32(self, w: Self::B32, x: Self::B32) -> Self::V;
-    /// [`Lanes::dot_b32`] of unsigned `w` in `0..=127` (cheaper: no signs to
-    /// move).
-    fn dot_ub32(self, w: Self::B32, x: Self::B32) -> Self::V;
-    /// Whether this level takes two blocks split into halves: the first `B32`
-    /// holds values `0..16` of block 0 then of block 1, the second values
-    /// `16..32` of both ([`split_pair`]); otherwise block 0, then block 1. The
-    /// `dot2_*` methods take both operands in this layout, and
-    /// [`Lanes::load_b64`] and [`Lanes::load_u4_b64`] return it.
-    const SPLIT_PAIRS: bool = false;
-    /// Two consecutive blocks of 32 int8 values in this level's pair layout.
+    /// `p..p + 4·N` must be readable.
+    unsafe fn load_q4(self, p: *const u8) -> [Self::Q; 2];
+    /// `N / 4` consecutive q8_0 blocks (`8·N` bytes) in the split layout,
+    /// each value plus [`Lanes::Q8_OFFSET`] (levels whose integer dot product
+    /// takes unsigned weights read `q + 128` as an unsigned byte).
     /// # Safety
-    /// `p..p + 64` must be readable.
-    #[inline(always)]
-    unsafe fn load_b64(self, p: *const i8) -> [Self::B32; 2] {
-        // SAFETY: forwarded.
-        unsafe { [self.load_b32(p), self.load_b32(p.add(32))] }
-    }
-    /// Two consecutive blocks' [`Lanes::dot_b32`] in one vector (operands in
-    /// the level's pair layout, [`Lanes::SPLIT_PAIRS`]): the first `N / 2`
-    /// lanes sum to block 0's dot product, the last `N / 2` to block 1's, to be
-    /// scaled by [`Lanes::splat2`] of the blocks' scales.
-    #[inline(always)]
-    fn dot2_b32(self, w: [Self::B32; 2], x: [Self::B32; 2]) -> Self::V {
-        self.halves(self.dot_b32(w[0], x[0]), self.dot_b32(w[1], x[1]))
-    }
-    /// [`Lanes::dot2_b32`] of unsigned 4-bit `w` in `0..=15`.
-    #[inline(always)]
-    fn dot2_u4(self, w: [Self::B32; 2], x: [Self::B32; 2]) -> Self::V {
-        self.halves(self.dot_ub32(w[0], x[0]), self.dot_ub32(w[1], x[1]))
-    }
-    /// A vector whose first `N / 2` lanes sum to `Σ a` and whose last `N / 2`
-    /// lanes sum to `Σ b`.
-    fn halves(self, a: Self::V, b: Self::V) -> Self::V;
-    /// `a` in the first `N / 2` lanes, `b` in the last `N / 2`.
-    fn splat2(self, a: f32, b: f32) -> Self::V;
-    /// [`Lanes::splat2`] of lanes `2p` and `2p + 1` of `v` (`p < N / 2`): the
-    /// scales of pair `p` of a group of `N` blocks whose scales `v` holds.
-    fn pair_lanes(self, v: Self::V, p: usize) -> Self::V;
-    /// Two consecutive q4_0 blocks (32 bytes) as their 64 unsigned 4-bit
-    /// values in this level's pair layout (unsplit:
-    /// `[load_u4_b32(p), load_u4_b32(p + 16)]`).
-    /// # Safety
-    /// `p..p + 32` must be readable.
-    #[inline(always)]
-    unsafe fn load_u4_b64(self, p: *const u8) -> [Self::B32; 2] {
-        // SAFETY: forwarded.
-        unsafe { [self.load_u4_b32(p), self.load_u4_b32(p.add(16))] }
-    }
+    /// `p..p + 8·N` must be readable.
+    unsafe fn load_q8(self, p: *const i8) -> [Self::Q; 2];
+    /// What [`Lanes::load_q8`] adds to every value (0 or 128).
+    const Q8_OFFSET: f32 = 0.0;
+    /// The dot product of a dot group of q4_0 weights ([`Lanes::load_q4`])
+    /// with x (int8 in `-127..=127`), exact (integer arithmetic): lanes
+    /// `4b..4b + 4` sum to block `b`'s dot product, as f32.
+    fn dot_q4(self, w: [Self::Q; 2], x: [Self::Q; 2]) -> Self::V;
+    /// [`Lanes::dot_q4`] of q8_0 weights from [`Lanes::load_q8`].
+    fn dot_q8(self, w: [Self::Q; 2], x: [Self::Q; 2]) -> Self::V;
+    /// Lane `l` of the result is lane `g · N / 4 + l / 4` of `v` (`g < 4`):
+    /// the scales of dot group `g` of the `N` blocks whose scales `v` holds,
+    /// each over its block's four lanes.
+    fn group_lanes(self, v: Self::V, g: usize) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
@@ -284,14 +273,15 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     fn prefetch<T>(self, _p: *const T) {}
 }
 
-/// Two blocks of 32 values (`pair[..32]`, `pair[32..]`) in the split layout
-/// of [`Lanes::SPLIT_PAIRS`]: values `0..16` of each block, then values
-/// `16..32` of each.
-pub(crate) fn split_pair<T: Copy>(pair: &[T]) -> [T; 64] {
-    std::array::from_fn(|t| {
-        let (half, block, v) = (t / 32, t / 16 % 2, t % 16);
-        pair[block * 32 + half * 16 + v]
-    })
+/// Blocks of 32 values (`blocks.len() / 32` of them) in the split layout of
+/// [`Lanes::Q`]: values `0..16` of each block, then values `16..32` of each.
+pub(crate) fn split_groups<T: Copy>(blocks: &[T], out: &mut [T]) {
+    let g = blocks.len() / 32;
+    debug_assert_eq!(out.len(), blocks.len());
+    for (b, block) in blocks.chunks_exact(32).enumerate() {
+        out[16 * b..16 * b + 16].copy_from_slice(&block[..16]);
+        out[16 * (g + b)..16 * (g + b) + 16].copy_from_slice(&block[16..]);
+    }
 }
 
 /// A kernel generic over the SIMD level (a closure cannot be generic).
@@ -306,6 +296,9 @@ pub(crate) fn dispatch_at<K: Kernel>(level: Level, k: K) -> K::Output {
     match level.capped() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has the level (capped above).
+        Level::Avx512Vnni => unsafe { x86::run_avx512_vnni(k) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         Level::Avx512 => unsafe { x86::run_avx512(k) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
@@ -642,7 +635,14 @@ mod tests {
 
     #[test]
     fn levels_parse_and_cap() {
-        for l in [Level::Scalar, Level::Neon, Level::Avx2, Level::Avx512] {
+        for l in [
+            Level::Scalar,
+            Level::Neon,
+            Level::Avx2,
+            Level::AvxVnni,
+            Level::Avx512,
+            Level::Avx512Vnni,
+        ] {
             assert_eq!(Level::parse(l.name()), Some(l));
         }
         assert_eq!(Level::parse("AVX2 "), Some(Level::Avx2));
@@ -652,7 +652,7 @@ mod tests {
         assert_eq!(*avail.last().unwrap(), Level::detect());
         assert!(avail.contains(&level()));
         // Asking for more than the CPU has gives what it has.
-        assert_eq!(Level::Avx512.capped(), Level::detect());
+        assert_eq!(Level::Avx512Vnni.capped(), Level::detect());
         #[cfg(target_arch = "x86_64")]
         assert_eq!(Level::Neon.capped(), Level::Scalar);
     }
@@ -704,11 +704,7 @@ mod tests {
         };
         for &level in Level::available() {
             let got = dispatch_at(level, Ops(&x, &h, &b));
-            let n = match level {
-                Level::Avx512 => 16,
-                Level::Neon => 4,
-                _ => 8,
-            };
+            let n = level.lanes();
             let max = x[..n].iter().copied().fold(f32::MIN, f32::max);
             let mut want = want.clone();
             want.push(max);

@@ -50,28 +50,35 @@ impl Lanes for Neon {
     unsafe fn load_bf16(self, p: *const bf16) -> float32x4_t {
         unsafe { vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p.cast()))) }
     }
-    type B32 = int8x16x2_t;
+    // A dot group is one block (N / 4): its values 0..16, then 16..32.
+    type Q = int8x16_t;
     #[inline(always)]
-    unsafe fn load_b32(self, p: *const i8) -> int8x16x2_t {
-        unsafe { int8x16x2_t(vld1q_s8(p), vld1q_s8(p.add(16))) }
+    unsafe fn load_q(self, p: *const i8) -> int8x16_t {
+        unsafe { vld1q_s8(p) }
     }
     #[inline(always)]
-    unsafe fn load_u4_b32(self, p: *const u8) -> int8x16x2_t {
+    unsafe fn load_q4(self, p: *const u8) -> [int8x16_t; 2] {
         unsafe {
             let b = vld1q_u8(p);
-            let lo = vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15)));
-            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(b));
-            int8x16x2_t(lo, hi)
+            [
+                vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15))),
+                vreinterpretq_s8_u8(vshrq_n_u8::<4>(b)),
+            ]
         }
     }
     #[inline(always)]
-    fn dot_b32(self, w: int8x16x2_t, x: int8x16x2_t) -> float32x4_t {
-        // i8·i8 products fit i16; pairs accumulate into four i32 lanes.
+    unsafe fn load_q8(self, p: *const i8) -> [int8x16_t; 2] {
+        unsafe { [vld1q_s8(p), vld1q_s8(p.add(16))] }
+    }
+    #[inline(always)]
+    fn dot_q4(self, w: [int8x16_t; 2], x: [int8x16_t; 2]) -> float32x4_t {
+        // i8·i8 products fit i16; pairs accumulate into four i32 lanes (one
+        // block: which lane holds which product does not matter).
         unsafe {
-            let p0 = vmull_s8(vget_low_s8(w.0), vget_low_s8(x.0));
-            let p1 = vmull_high_s8(w.0, x.0);
-            let p2 = vmull_s8(vget_low_s8(w.1), vget_low_s8(x.1));
-            let p3 = vmull_high_s8(w.1, x.1);
+            let p0 = vmull_s8(vget_low_s8(w[0]), vget_low_s8(x[0]));
+            let p1 = vmull_high_s8(w[0], x[0]);
+            let p2 = vmull_s8(vget_low_s8(w[1]), vget_low_s8(x[1]));
+            let p3 = vmull_high_s8(w[1], x[1]);
             let s = vpaddlq_s16(p0);
             let s = vpadalq_s16(s, p1);
             let s = vpadalq_s16(s, p2);
@@ -80,29 +87,20 @@ impl Lanes for Neon {
         }
     }
     #[inline(always)]
-    fn dot_ub32(self, w: int8x16x2_t, x: int8x16x2_t) -> float32x4_t {
-        // Values 0..=127 read the same signed.
-        self.dot_b32(w, x)
+    fn dot_q8(self, w: [int8x16_t; 2], x: [int8x16_t; 2]) -> float32x4_t {
+        // Signed values, read as they are.
+        self.dot_q4(w, x)
     }
     #[inline(always)]
-    fn halves(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        // Pairwise sums: lanes 0-1 from `a`, 2-3 from `b`.
-        unsafe { vpaddq_f32(a, b) }
-    }
-    #[inline(always)]
-    fn pair_lanes(self, v: float32x4_t, p: usize) -> float32x4_t {
-        // Lanes 0, 0, 1, 1 or 2, 2, 3, 3.
+    fn group_lanes(self, v: float32x4_t, g: usize) -> float32x4_t {
         unsafe {
-            if p == 0 {
-                vzip1q_f32(v, v)
-            } else {
-                vzip2q_f32(v, v)
+            match g {
+                0 => vdupq_laneq_f32::<0>(v),
+                1 => vdupq_laneq_f32::<1>(v),
+                2 => vdupq_laneq_f32::<2>(v),
+                _ => vdupq_laneq_f32::<3>(v),
             }
         }
-    }
-    #[inline(always)]
-    fn splat2(self, a: f32, b: f32) -> float32x4_t {
-        unsafe { vcombine_f32(vdup_n_f32(a), vdup_n_f32(b)) }
     }
     #[inline(always)]
     fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {

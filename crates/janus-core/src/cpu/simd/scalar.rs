@@ -56,44 +56,49 @@ impl Lanes for Scalar {
         let h = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
         h.map(|b| f32::from_bits(u32::from(b) << 16))
     }
-    type B32 = [i8; 32];
+    // A dot group is two blocks (N / 4), as at AVX2.
+    type Q = [i8; 32];
     #[inline(always)]
-    unsafe fn load_b32(self, p: *const i8) -> [i8; 32] {
+    unsafe fn load_q(self, p: *const i8) -> [i8; 32] {
         // SAFETY: the caller guarantees 32 readable bytes.
         unsafe { p.cast::<[i8; 32]>().read_unaligned() }
     }
     #[inline(always)]
-    unsafe fn load_u4_b32(self, p: *const u8) -> [i8; 32] {
-        // SAFETY: the caller guarantees 16 readable bytes.
-        let b = unsafe { p.cast::<[u8; 16]>().read_unaligned() };
-        std::array::from_fn(|t| (if t < 16 { b[t] & 15 } else { b[t - 16] >> 4 }) as i8)
+    unsafe fn load_q4(self, p: *const u8) -> [[i8; 32]; 2] {
+        // SAFETY: the caller guarantees 32 readable bytes.
+        let b = unsafe { p.cast::<[u8; 32]>().read_unaligned() };
+        [b.map(|v| (v & 15) as i8), b.map(|v| (v >> 4) as i8)]
     }
     #[inline(always)]
-    fn dot_b32(self, w: [i8; 32], x: [i8; 32]) -> V {
-        // Lane `l` sums values `4l..4l + 4`: exact in i32, then f32.
+    unsafe fn load_q8(self, p: *const i8) -> [[i8; 32]; 2] {
+        // SAFETY: the caller guarantees 64 readable bytes.
+        let b = unsafe { p.cast::<[i8; 64]>().read_unaligned() };
+        let mut out = [0i8; 64];
+        super::split_groups(&b, &mut out);
+        let (lo, hi) = out.split_at(32);
+        [lo.try_into().unwrap(), hi.try_into().unwrap()]
+    }
+    #[inline(always)]
+    fn dot_q4(self, w: [[i8; 32]; 2], x: [[i8; 32]; 2]) -> V {
+        // Lane `l` sums values `4l..4l + 4` of both halves: exact in i32,
+        // then f32.
         std::array::from_fn(|l| {
             (4 * l..4 * l + 4)
-                .map(|t| i32::from(w[t]) * i32::from(x[t]))
+                .map(|t| {
+                    i32::from(w[0][t]) * i32::from(x[0][t])
+                        + i32::from(w[1][t]) * i32::from(x[1][t])
+                })
                 .sum::<i32>() as f32
         })
     }
     #[inline(always)]
-    fn dot_ub32(self, w: [i8; 32], x: [i8; 32]) -> V {
-        // Values 0..=127 read the same signed.
-        self.dot_b32(w, x)
+    fn dot_q8(self, w: [[i8; 32]; 2], x: [[i8; 32]; 2]) -> V {
+        // Signed values, read as they are.
+        self.dot_q4(w, x)
     }
     #[inline(always)]
-    fn halves(self, a: V, b: V) -> V {
-        let (a, b) = (self.reduce_sum(a), self.reduce_sum(b));
-        [a, 0.0, 0.0, 0.0, b, 0.0, 0.0, 0.0]
-    }
-    #[inline(always)]
-    fn pair_lanes(self, v: V, p: usize) -> V {
-        self.splat2(v[2 * p], v[2 * p + 1])
-    }
-    #[inline(always)]
-    fn splat2(self, a: f32, b: f32) -> V {
-        [a, a, a, a, b, b, b, b]
+    fn group_lanes(self, v: V, g: usize) -> V {
+        std::array::from_fn(|l| v[2 * g + l / 4])
     }
     #[inline(always)]
     fn add(self, a: V, b: V) -> V {

@@ -14,9 +14,10 @@ use super::{Kernel, Lanes};
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2<const VNNI: bool>(());
 
-/// AVX-512 lanes; only made by [`run_avx512`].
+/// AVX-512 lanes, with AVX512-VNNI dot products where `VNNI`; only made by
+/// [`run_avx512`] and [`run_avx512_vnni`].
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Avx512(());
+pub(crate) struct Avx512<const VNNI: bool>(());
 
 /// Runs `k` with AVX2.
 ///
@@ -42,39 +43,22 @@ pub(crate) unsafe fn run_avx_vnni<K: Kernel>(k: K) -> K::Output {
 /// The CPU must have AVX-512F/BW/VL, AVX2, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(crate) unsafe fn run_avx512<K: Kernel>(k: K) -> K::Output {
-    k.run(Avx512(()))
+    k.run(Avx512::<false>(()))
 }
 
-/// A q4_0 block's 16 bytes as 32 unsigned bytes `0..=15`, low halves first.
+/// Runs `k` with AVX-512 and AVX512-VNNI.
 ///
 /// # Safety
-/// AVX2; `p..p + 16` readable.
-#[inline(always)]
-unsafe fn u4_b32(p: *const u8) -> __m256i {
-    unsafe {
-        let b = _mm_loadu_si128(p.cast());
-        let m = _mm_set1_epi8(15);
-        let lo = _mm_and_si128(b, m);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
-        _mm256_set_m128i(hi, lo)
-    }
+/// The CPU must have AVX-512F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn run_avx512_vnni<K: Kernel>(k: K) -> K::Output {
+    k.run(Avx512::<true>(()))
 }
 
-/// Eight int32 partial sums of `w · x` over 32 bytes: `w` unsigned, `x`
-/// signed (`maddubs`; each pair sum is at most 2 · 128 · 127 < 2¹⁵ for the
-/// ranges the callers pass), pairs widened to int32. Signed weights go in as
-/// `|w|` with `x` given `w`'s signs.
-///
-/// # Safety
-/// AVX2.
-#[inline(always)]
-unsafe fn dot_ub32_epi32(w: __m256i, x: __m256i) -> __m256i {
-    unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)) }
-}
-
-/// `acc` plus [`dot_ub32_epi32`] (`w` unsigned, `x` signed): one `vpdpbusd`
-/// with `VNNI` (exact for any bytes), else `maddubs` (whose pair sums must fit
-/// 16 bits, as there), `madd` and an add.
+/// `acc` plus the int32 sums of four byte products `w · x` per lane (`w`
+/// unsigned, `x` signed): one `vpdpbusd` with `VNNI` (exact for any bytes),
+/// else `maddubs` (whose pair sums must fit 16 bits: the callers' values do),
+/// `madd` and an add.
 ///
 /// # Safety
 /// AVX2; AVX-VNNI if `VNNI`.
@@ -84,51 +68,26 @@ unsafe fn dpbusd<const VNNI: bool>(acc: __m256i, w: __m256i, x: __m256i) -> __m2
         if VNNI {
             _mm256_dpbusd_avx_epi32(acc, w, x)
         } else {
-            _mm256_add_epi32(acc, dot_ub32_epi32(w, x))
+            let p = _mm256_maddubs_epi16(w, x);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
         }
     }
 }
 
-/// Two q4_0 blocks (32 bytes) split into halves (`Lanes::SPLIT_PAIRS`):
-/// values `0..16` of both blocks (the low nibbles), then values `16..32`.
+/// [`dpbusd`] at 512 bits (AVX512-VNNI where `VNNI`).
 ///
 /// # Safety
-/// AVX2; `p..p + 32` readable.
+/// AVX-512BW; AVX512-VNNI if `VNNI`.
 #[inline(always)]
-unsafe fn u4_b64_split(p: *const u8) -> [__m256i; 2] {
+unsafe fn dpbusd512<const VNNI: bool>(acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
     unsafe {
-        let b = _mm256_loadu_si256(p.cast());
-        let m = _mm256_set1_epi8(15);
-        [
-            _mm256_and_si256(b, m),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(b), m),
-        ]
+        if VNNI {
+            _mm512_dpbusd_epi32(acc, w, x)
+        } else {
+            let p = _mm512_maddubs_epi16(w, x);
+            _mm512_add_epi32(acc, _mm512_madd_epi16(p, _mm512_set1_epi16(1)))
+        }
     }
-}
-
-/// Two q4_0 blocks (32 bytes) as two vectors of 32 unsigned bytes `0..=15`,
-/// each block's low halves first (what [`u4_b32`] gives per block).
-///
-/// # Safety
-/// AVX2; `p..p + 32` readable.
-#[inline(always)]
-unsafe fn u4_b64(p: *const u8) -> [__m256i; 2] {
-    unsafe {
-        let [lo, hi] = u4_b64_split(p);
-        [
-            _mm256_permute2x128_si256::<0x20>(lo, hi),
-            _mm256_permute2x128_si256::<0x31>(lo, hi),
-        ]
-    }
-}
-
-/// Two 256-bit vectors as one 512-bit vector, `lo` in the low half.
-///
-/// # Safety
-/// AVX-512F.
-#[inline(always)]
-unsafe fn concat_si512(lo: __m256i, hi: __m256i) -> __m512i {
-    unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi) }
 }
 
 // SAFETY (all `unsafe` blocks below): an `Avx2`/`Avx512` value exists only
@@ -169,59 +128,48 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
             )))
         }
     }
-    type B32 = __m256i;
+    // A dot group is two blocks: each 128-bit half of a `Q` holds one
+    // block's half, so the int32 sums land as [block 0 x 4 | block 1 x 4]
+    // with no shuffle per row of x.
+    type Q = __m256i;
     #[inline(always)]
-    unsafe fn load_b32(self, p: *const i8) -> __m256i {
+    unsafe fn load_q(self, p: *const i8) -> __m256i {
         unsafe { _mm256_loadu_si256(p.cast()) }
     }
     #[inline(always)]
-    unsafe fn load_u4_b32(self, p: *const u8) -> __m256i {
-        unsafe { u4_b32(p) }
-    }
-    #[inline(always)]
-    fn dot_b32(self, w: __m256i, x: __m256i) -> __m256 {
+    unsafe fn load_q4(self, p: *const u8) -> [__m256i; 2] {
         unsafe {
-            _mm256_cvtepi32_ps(dpbusd::<VNNI>(
-                _mm256_setzero_si256(),
-                _mm256_sign_epi8(w, w),
-                _mm256_sign_epi8(x, w),
-            ))
+            let b = _mm256_loadu_si256(p.cast());
+            let m = _mm256_set1_epi8(15);
+            [
+                _mm256_and_si256(b, m),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(b), m),
+            ]
         }
     }
     #[inline(always)]
-    fn dot_ub32(self, w: __m256i, x: __m256i) -> __m256 {
-        unsafe { _mm256_cvtepi32_ps(dpbusd::<VNNI>(_mm256_setzero_si256(), w, x)) }
-    }
-    // Split pairs: each 128-bit half of a register holds one block's values,
-    // so the int32 sums land as [block 0 x 4 | block 1 x 4] with no shuffle
-    // per row of x (the weights are laid out once per pair and weight row).
-    const SPLIT_PAIRS: bool = true;
-    #[inline(always)]
-    unsafe fn load_b64(self, p: *const i8) -> [__m256i; 2] {
+    unsafe fn load_q8(self, p: *const i8) -> [__m256i; 2] {
         unsafe {
             let (a, b) = (
                 _mm256_loadu_si256(p.cast()),
                 _mm256_loadu_si256(p.add(32).cast()),
             );
-            [
+            let (lo, hi) = (
                 _mm256_permute2x128_si256::<0x20>(a, b),
                 _mm256_permute2x128_si256::<0x31>(a, b),
-            ]
+            );
+            if VNNI {
+                // q + 128 as unsigned bytes: `vpdpbusd` takes unsigned weights.
+                let m = _mm256_set1_epi8(i8::MIN);
+                [_mm256_xor_si256(lo, m), _mm256_xor_si256(hi, m)]
+            } else {
+                [lo, hi]
+            }
         }
     }
+    const Q8_OFFSET: f32 = if VNNI { 128.0 } else { 0.0 };
     #[inline(always)]
-    fn dot2_b32(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
-        // No closure here: it would not carry the target features, and the
-        // intrinsics in it would stay out-of-line calls.
-        unsafe {
-            let z = _mm256_setzero_si256();
-            let (w0, x0) = (_mm256_sign_epi8(w[0], w[0]), _mm256_sign_epi8(x[0], w[0]));
-            let (w1, x1) = (_mm256_sign_epi8(w[1], w[1]), _mm256_sign_epi8(x[1], w[1]));
-            _mm256_cvtepi32_ps(dpbusd::<VNNI>(dpbusd::<VNNI>(z, w0, x0), w1, x1))
-        }
-    }
-    #[inline(always)]
-    fn dot2_u4(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
+    fn dot_q4(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
         unsafe {
             if VNNI {
                 let z = _mm256_setzero_si256();
@@ -241,31 +189,30 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
         }
     }
     #[inline(always)]
-    fn halves(self, a: __m256, b: __m256) -> __m256 {
+    fn dot_q8(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
+        // No closure here: it would not carry the target features, and the
+        // intrinsics in it would stay out-of-line calls.
         unsafe {
-            _mm256_add_ps(
-                _mm256_permute2f128_ps::<0x20>(a, b),
-                _mm256_permute2f128_ps::<0x31>(a, b),
-            )
+            if VNNI {
+                return self.dot_q4(w, x);
+            }
+            // `|w|` times `x` given `w`'s signs (-128 reads as 128 unsigned):
+            // pair sums at most 2 · 128 · 127 fit 16 bits.
+            let z = _mm256_setzero_si256();
+            let (w0, x0) = (_mm256_sign_epi8(w[0], w[0]), _mm256_sign_epi8(x[0], w[0]));
+            let (w1, x1) = (_mm256_sign_epi8(w[1], w[1]), _mm256_sign_epi8(x[1], w[1]));
+            _mm256_cvtepi32_ps(dpbusd::<false>(dpbusd::<false>(z, w0, x0), w1, x1))
         }
     }
     #[inline(always)]
-    fn splat2(self, a: f32, b: f32) -> __m256 {
-        unsafe { _mm256_set_m128(_mm_set1_ps(b), _mm_set1_ps(a)) }
-    }
-    #[inline(always)]
-    fn pair_lanes(self, v: __m256, p: usize) -> __m256 {
+    fn group_lanes(self, v: __m256, g: usize) -> __m256 {
         unsafe {
             let i = _mm256_add_epi32(
-                _mm256_set1_epi32(2 * p as i32),
+                _mm256_set1_epi32(2 * g as i32),
                 _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
             );
             _mm256_permutevar8x32_ps(v, i)
         }
-    }
-    #[inline(always)]
-    unsafe fn load_u4_b64(self, p: *const u8) -> [__m256i; 2] {
-        unsafe { u4_b64_split(p) }
     }
     #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {
@@ -339,7 +286,7 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
     }
 }
 
-impl Lanes for Avx512 {
+impl<const VNNI: bool> Lanes for Avx512<VNNI> {
     const N: usize = 16;
     const REGS: usize = 32;
     type V = __m512;
@@ -372,88 +319,90 @@ impl Lanes for Avx512 {
             )))
         }
     }
-    type B32 = __m256i;
+    // A dot group is four blocks: each 128-bit quarter of a `Q` holds one
+    // block's half, so the int32 sums land as four lanes per block.
+    type Q = __m512i;
     #[inline(always)]
-    unsafe fn load_b32(self, p: *const i8) -> __m256i {
-        unsafe { _mm256_loadu_si256(p.cast()) }
+    unsafe fn load_q(self, p: *const i8) -> __m512i {
+        unsafe { _mm512_loadu_si512(p.cast()) }
     }
     #[inline(always)]
-    unsafe fn load_u4_b32(self, p: *const u8) -> __m256i {
-        unsafe { u4_b32(p) }
-    }
-    #[inline(always)]
-    fn dot_b32(self, w: __m256i, x: __m256i) -> __m512 {
-        // The 256-bit products in the low half, zeros above.
+    unsafe fn load_q4(self, p: *const u8) -> [__m512i; 2] {
         unsafe {
-            let d = dot_ub32_epi32(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-            _mm512_zextps256_ps512(_mm256_cvtepi32_ps(d))
+            let b = _mm512_loadu_si512(p.cast());
+            let m = _mm512_set1_epi8(15);
+            [
+                _mm512_and_si512(b, m),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(b), m),
+            ]
         }
     }
     #[inline(always)]
-    fn dot_ub32(self, w: __m256i, x: __m256i) -> __m512 {
-        unsafe { _mm512_zextps256_ps512(_mm256_cvtepi32_ps(dot_ub32_epi32(w, x))) }
-    }
-    #[inline(always)]
-    fn dot2_b32(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m512 {
-        // Both blocks in one 512-bit vector (block 0 low); `|w|` times `x`
-        // negated where `w` is negative (-128 reads as 128 unsigned).
+    unsafe fn load_q8(self, p: *const i8) -> [__m512i; 2] {
         unsafe {
-            let (w, x) = (concat_si512(w[0], w[1]), concat_si512(x[0], x[1]));
-            let x = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
-            let p = _mm512_maddubs_epi16(_mm512_abs_epi8(w), x);
-            _mm512_cvtepi32_ps(_mm512_madd_epi16(p, _mm512_set1_epi16(1)))
-        }
-    }
-    #[inline(always)]
-    fn dot2_u4(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m512 {
-        unsafe {
-            let (w, x) = (concat_si512(w[0], w[1]), concat_si512(x[0], x[1]));
-            let p = _mm512_maddubs_epi16(w, x);
-            _mm512_cvtepi32_ps(_mm512_madd_epi16(p, _mm512_set1_epi16(1)))
-        }
-    }
-    #[inline(always)]
-    fn halves(self, a: __m512, b: __m512) -> __m512 {
-        // No closure for the two halves: it would not carry the target
-        // features.
-        unsafe {
-            let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
-            let a = _mm256_add_ps(
-                _mm256_castpd_ps(_mm512_castpd512_pd256(a)),
-                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(a)),
+            // Quarters [0 lo, 0 hi, 1 lo, 1 hi] and [2 lo, 2 hi, 3 lo, 3 hi]
+            // to [0 lo, 1 lo, 2 lo, 3 lo] and [0 hi, 1 hi, 2 hi, 3 hi].
+            let (a, b) = (
+                _mm512_loadu_si512(p.cast()),
+                _mm512_loadu_si512(p.add(64).cast()),
             );
-            let b = _mm256_add_ps(
-                _mm256_castpd_ps(_mm512_castpd512_pd256(b)),
-                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(b)),
+            let (lo, hi) = (
+                _mm512_shuffle_i64x2::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_i64x2::<0b11_01_11_01>(a, b),
             );
-            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(a)),
-                _mm256_castps_pd(b),
-            ))
+            if VNNI {
+                // q + 128 as unsigned bytes: `vpdpbusd` takes unsigned weights.
+                let m = _mm512_set1_epi8(i8::MIN);
+                [_mm512_xor_si512(lo, m), _mm512_xor_si512(hi, m)]
+            } else {
+                [lo, hi]
+            }
         }
     }
+    const Q8_OFFSET: f32 = if VNNI { 128.0 } else { 0.0 };
     #[inline(always)]
-    fn splat2(self, a: f32, b: f32) -> __m512 {
+    fn dot_q4(self, w: [__m512i; 2], x: [__m512i; 2]) -> __m512 {
         unsafe {
-            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(a))),
-                _mm256_castps_pd(_mm256_set1_ps(b)),
-            ))
+            if VNNI {
+                let z = _mm512_setzero_si512();
+                return _mm512_cvtepi32_ps(dpbusd512::<VNNI>(
+                    dpbusd512::<VNNI>(z, w[0], x[0]),
+                    w[1],
+                    x[1],
+                ));
+            }
+            // As at AVX2: two pair sums of 4-bit values fit 16 bits.
+            let s = _mm512_add_epi16(
+                _mm512_maddubs_epi16(w[0], x[0]),
+                _mm512_maddubs_epi16(w[1], x[1]),
+            );
+            _mm512_cvtepi32_ps(_mm512_madd_epi16(s, _mm512_set1_epi16(1)))
         }
     }
     #[inline(always)]
-    fn pair_lanes(self, v: __m512, p: usize) -> __m512 {
+    fn dot_q8(self, w: [__m512i; 2], x: [__m512i; 2]) -> __m512 {
+        unsafe {
+            if VNNI {
+                return self.dot_q4(w, x);
+            }
+            // `|w|` times `x` negated where `w` is negative (no `vpsignb` at
+            // 512 bits).
+            let z = _mm512_setzero_si512();
+            let x0 = _mm512_mask_sub_epi8(x[0], _mm512_movepi8_mask(w[0]), z, x[0]);
+            let x1 = _mm512_mask_sub_epi8(x[1], _mm512_movepi8_mask(w[1]), z, x[1]);
+            let (w0, w1) = (_mm512_abs_epi8(w[0]), _mm512_abs_epi8(w[1]));
+            _mm512_cvtepi32_ps(dpbusd512::<false>(dpbusd512::<false>(z, w0, x0), w1, x1))
+        }
+    }
+    #[inline(always)]
+    fn group_lanes(self, v: __m512, g: usize) -> __m512 {
         unsafe {
             let i = _mm512_add_epi32(
-                _mm512_set1_epi32(2 * p as i32),
-                _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                _mm512_set1_epi32(4 * g as i32),
+                _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
             );
             _mm512_permutexvar_ps(i, v)
         }
-    }
-    #[inline(always)]
-    unsafe fn load_u4_b64(self, p: *const u8) -> [__m256i; 2] {
-        unsafe { u4_b64(p) }
     }
     #[inline(always)]
     fn add(self, a: __m512, b: __m512) -> __m512 {
