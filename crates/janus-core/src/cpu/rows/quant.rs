@@ -288,15 +288,32 @@ impl Tile<'_> {
         // times N x scales, and each dot group takes its scales from that
         // product with one permute ([`Lanes::group_lanes`]) per weight row
         // and row of x.
+        // The values' offset (`w = d · (v - offset)`) is taken off per
+        // scale group: `offset · d_w · (d_x · Σ x)` per block, lane by lane
+        // into the accumulators (their lanes are summed at the end).
+        let offset = F::offset::<S>();
+        let neg_offset = s.splat(-offset);
         for g in 0..scale_groups {
             let b0 = g * S::N;
             let mut sc = [[s.zero(); MT]; NT];
-            for r in 0..NT {
-                // SAFETY: blocks `b0..b0 + N` of weight row `r` are inside
-                // `scales`, of row `i` of x inside `xd` (asserted above).
-                let ws = unsafe { s.load_f16(scales.as_ptr().add(r * nb + b0)) };
-                for i in 0..MT {
-                    sc[r][i] = s.mul(ws, unsafe { s.load(xd.as_ptr().add(i * nb + b0)) });
+            // SAFETY: blocks `b0..b0 + N` of weight row `r` are inside
+            // `scales`, of row `i` of x inside `xd` and `xsum` (asserted
+            // above).
+            let mut ws = [unsafe { s.load_f16(scales.as_ptr().add(b0)) }; NT];
+            for r in 1..NT {
+                ws[r] = unsafe { s.load_f16(scales.as_ptr().add(r * nb + b0)) };
+            }
+            for i in 0..MT {
+                let xs = unsafe { s.load(xd.as_ptr().add(i * nb + b0)) };
+                for r in 0..NT {
+                    sc[r][i] = s.mul(ws[r], xs);
+                }
+                if offset != 0.0 {
+                    let sums = unsafe { s.load(xsum.as_ptr().add(i * nb + b0)) };
+                    let off = s.mul(sums, neg_offset);
+                    for r in 0..NT {
+                        acc[r][i] = s.fma(ws[r], off, acc[r][i]);
+                    }
                 }
             }
             for dg in 0..4 {
@@ -332,16 +349,14 @@ impl Tile<'_> {
                 }
             }
         }
-        let offset = F::offset::<S>();
         for r in 0..NT {
             for i in 0..MT {
                 let mut y = s.reduce_sum(acc[r][i]) + tail[r][i];
                 if offset != 0.0 {
-                    // Σ_b d_w · d_x · Σ (v - offset) x = the above minus
-                    // offset · Σ_b d_w · (d_x · Σ x).
-                    let sums = &xsum[i * nb..(i + 1) * nb];
-                    let row = &scales[r * nb..(r + 1) * nb];
-                    y -= offset * super::super::simd::dot(s, sums, row);
+                    // The offset of the blocks after the whole scale groups.
+                    for b in scale_groups * S::N..nb {
+                        y -= offset * scales[r * nb + b].to_f32() * xsum[i * nb + b];
+                    }
                 }
                 out[r * m + i] = y;
             }
