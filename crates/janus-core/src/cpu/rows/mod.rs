@@ -133,21 +133,56 @@ fn run<X: Sync, E: Elem>(
     n: usize,
     block: impl Fn(&[X], usize, usize, &[E], &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let mut yt = vec![0f32; n * m];
-    yt.par_chunks_mut(BLOCK * m)
-        .enumerate()
-        .for_each(|(b, yt)| {
-            let rows = yt.len() / m;
-            block(x, m, k, &w[b * BLOCK * k..(b * BLOCK + rows) * k], yt);
-        });
+    par_columns(n, m, |row0, yt| {
+        let rows = yt.len() / m;
+        block(x, m, k, &w[row0 * k..(row0 + rows) * k], yt);
+    })
+}
+
+/// `y [m, n]` computed a block of [`BLOCK`] output columns per parallel task:
+/// `block(j0, yt)` fills `yt[c * m + i] = y[i][j0 + c]` for its columns (the
+/// order the kernels produce), and the task writes them into `y` itself, so
+/// no thread transposes the whole output afterwards.
+pub(super) fn par_columns(
+    n: usize,
+    m: usize,
+    block: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    assert!(m <= MAX_ROWS);
     let mut y = vec![0f32; m * n];
-    for (j, col) in yt.chunks_exact(m).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            y[i * n + j] = *v;
+    let out = Columns(y.as_mut_ptr());
+    (0..n.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
+        let j0 = b * BLOCK;
+        let cols = BLOCK.min(n - j0);
+        let mut yt = [0f32; BLOCK * MAX_ROWS];
+        let yt = &mut yt[..cols * m];
+        block(j0, yt);
+        for (c, col) in yt.chunks_exact(m).enumerate() {
+            for (i, v) in col.iter().enumerate() {
+                // SAFETY: `i < m`, `j0 + c < n`: inside `y`; each task
+                // writes only its own columns `j0..j0 + cols`, so no two
+                // tasks write the same element, and `y` outlives the loop.
+                unsafe { *out.get().add(i * n + j0 + c) = *v };
+            }
         }
-    }
+    });
     y
 }
+
+/// The output of [`par_columns`], written by its tasks at disjoint columns.
+#[derive(Clone, Copy)]
+struct Columns(*mut f32);
+
+impl Columns {
+    /// The pointer (a method, so closures capture the `Sync` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: the tasks of `par_columns` write disjoint elements through it.
+unsafe impl Send for Columns {}
+unsafe impl Sync for Columns {}
 
 /// The tile loop shared by the block kernels:
 /// `$tile::<$pre.., MT, NT>($args.., x, k, w, out, m)`

@@ -17,10 +17,7 @@
 //! instructions, one or two rows by memory (docs/benchmarks.md). Written once
 //! over [`Lanes`], like [`super::widen`].
 
-use rayon::prelude::*;
-
 use super::super::simd::{self, Kernel, Lanes, Level};
-use super::BLOCK as ROWS_PER_TASK;
 use crate::quant::{BLOCK, QuantFormat, QuantMatrix};
 
 /// `y [m, n] = x [m, k] · dequant(q) [n, k]ᵀ` at `level`, with `x` quantized
@@ -30,34 +27,23 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32
     debug_assert_eq!(x.len(), m * k);
     let (xq, xd, xsum) = quantize_rows(x, k);
     let xq = split_rows(xq, k, simd::dispatch_at(level, GroupBlocks));
-    let mut yt = vec![0f32; n * m];
-    yt.par_chunks_mut(ROWS_PER_TASK * m)
-        .enumerate()
-        .for_each(|(b, yt)| {
-            let rows = yt.len() / m;
-            let row0 = b * ROWS_PER_TASK;
-            simd::dispatch_at(
-                level,
-                Block {
-                    x: Acts {
-                        xq: &xq,
-                        xd: &xd,
-                        xsum: &xsum,
-                    },
-                    m,
-                    q,
-                    rows: row0..row0 + rows,
-                    yt,
+    super::par_columns(n, m, |row0, yt| {
+        let rows = yt.len() / m;
+        simd::dispatch_at(
+            level,
+            Block {
+                x: Acts {
+                    xq: &xq,
+                    xd: &xd,
+                    xsum: &xsum,
                 },
-            )
-        });
-    let mut y = vec![0f32; m * n];
-    for (j, col) in yt.chunks_exact(m).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            y[i * n + j] = *v;
-        }
-    }
-    y
+                m,
+                q,
+                rows: row0..row0 + rows,
+                yt,
+            },
+        )
+    })
 }
 
 /// Blocks per dot group at the level (`N / 4`).
