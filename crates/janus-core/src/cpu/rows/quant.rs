@@ -11,7 +11,8 @@
 //! one permute ([`Lanes::group_lanes`]). With VNNI ([`Level::AvxVnni`],
 //! [`Level::Avx512Vnni`]) a half group's integer dot product is one
 //! instruction (`vpdpbusd`, unsigned weights: q8_0 values go in offset by 128
-//! and q4_0 values as they are stored, the offsets taken off once per row).
+//! and q4_0 values as they are stored, the offsets taken off in the
+//! accumulators once per `N` blocks).
 //! Integer products take fewer instructions per weight than widening every
 //! weight to f32; eight rows (a parallel-4 image step) are bound by these
 //! instructions, one or two rows by memory (docs/benchmarks.md). Written once
