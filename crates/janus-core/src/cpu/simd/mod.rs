@@ -66,7 +66,7 @@ impl Level {
         }
     }
 
-    /// f32 lanes per vector ([`Lanes::N`]).
+    /// f32 lanes per vector at this level.
     pub fn lanes(self) -> usize {
         match self {
             Self::Avx512 | Self::Avx512Vnni => 16,
