@@ -22,7 +22,7 @@ use janus_checkpoint::{Checkpoint, StoredDType, TensorInfo, write_safetensors};
 use janus_core::{Precision, QuantFormat};
 use janus_pipeline::convert::{SIDE_FILES, convert};
 use janus_pipeline::{ImageGenConfig, ImageRequest, Janus, JanusModel, Modules, Request};
-use janus_tests::{Golden, TestBackend as B, testdata_dir, values};
+use janus_tests::{Golden, TestBackend as B, cosine, testdata_dir, values};
 use serde_json::Value;
 
 fn tmp(name: &str) -> PathBuf {
@@ -71,12 +71,6 @@ fn outputs(m: &JanusModel<B>) -> (Vec<f32>, Vec<f32>) {
     let logits = values(m.llm.logits(hidden.clone()));
     let codes = values(m.gen_head().unwrap().forward(hidden));
     (logits, codes)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x * y)).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(x * x)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
 }
 
 #[test]

@@ -20,7 +20,7 @@ use janus_core::nn::Linear;
 use janus_core::{Precision, QuantFormat, Weights};
 use janus_llm::Llama;
 use janus_pipeline::{ImageGenSession, JanusConfig, JanusModel, TextTokenizer};
-use janus_tests::{Golden, TestBackend as B, argmax, testdata_dir, values};
+use janus_tests::{Golden, TestBackend as B, argmax, cosine, testdata_dir, values};
 
 /// Per-layer output cosine each format must keep.
 const FORMATS: [(QuantFormat, f64); 2] = [(QuantFormat::Q8_0, 0.999), (QuantFormat::Q4_0, 0.99)];
@@ -42,18 +42,6 @@ fn llm(precision: Precision) -> Llama<B> {
         &config.language,
     )
     .unwrap()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(*x), f64::from(*y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa * bb).sqrt()
 }
 
 fn layers(m: &Llama<B>) -> Vec<(String, &Linear<B>)> {

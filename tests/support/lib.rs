@@ -230,6 +230,35 @@ pub fn values<const D: usize>(t: Tensor<TestBackend, D>) -> Vec<f32> {
     janus_core::to_f32_vec(t)
 }
 
+/// Cosine similarity of two equally long vectors, summed in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "cosine of vectors of different lengths");
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa * bb).sqrt()
+}
+
+/// `rms(got - want) / rms(want)`, summed in f64.
+pub fn relative_rms(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "relative RMS of vectors of different lengths"
+    );
+    let (mut dd, mut ww) = (0f64, 0f64);
+    for (g, w) in got.iter().zip(want) {
+        let (g, w) = (f64::from(*g), f64::from(*w));
+        dd += (g - w) * (g - w);
+        ww += w * w;
+    }
+    (dd / ww).sqrt()
+}
+
 /// Index of the largest value (first on ties), as HF greedy search picks.
 pub use janus_pipeline::argmax;
 

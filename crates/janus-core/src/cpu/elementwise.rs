@@ -97,7 +97,8 @@ pub(crate) fn rms_norm<B: Backend, const D: usize>(
 /// `LayerNorm(x) · weight + bias` over the last dimension: statistics in f32
 /// (summed in f64), the normalised values rounded to `x`'s dtype, times
 /// `weight` rounded, plus `bias` (what `LayerNorm::forward`'s generic ops
-/// compute). `None` off the CPU backend.
+/// compute); `weight` and `bias` may be 16-bit under f32 `x`. `None` off the
+/// CPU backend.
 pub(crate) fn layer_norm<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
     weight: &Tensor<B, 1>,
@@ -111,8 +112,7 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(
         || d == 0
         || weight.dims() != [d]
         || bias.dims() != [d]
-        || weight.dtype() != dtype
-        || bias.dtype() != dtype
+        || (dtype != DType::F32 && (weight.dtype() != dtype || bias.dtype() != dtype))
     {
         return None;
     }
@@ -368,22 +368,31 @@ mod tests {
     #[test]
     fn layer_norm_gives_the_generic_ops_values() {
         let dev = Default::default();
-        for dtype in [DType::F32, DType::F16, DType::BF16] {
+        // (activations, weight and bias): 16-bit weights also under f32 activations.
+        let pairs = [
+            (DType::F32, DType::F32),
+            (DType::F16, DType::F16),
+            (DType::BF16, DType::BF16),
+            (DType::F32, DType::F16),
+            (DType::F32, DType::BF16),
+        ];
+        for (dtype, wdtype) in pairs {
             for (rows, d) in [(3, 16), (576, 1024)] {
                 let x =
                     Tensor::<Flex, 3>::random([1, rows, d], Distribution::Normal(0.5, 2.0), &dev)
                         .cast(dtype);
                 let w = Tensor::<Flex, 1>::random([d], Distribution::Normal(1.0, 0.3), &dev)
-                    .cast(dtype);
+                    .cast(wdtype);
                 let b = Tensor::<Flex, 1>::random([d], Distribution::Normal(0.0, 0.3), &dev)
-                    .cast(dtype);
+                    .cast(wdtype);
                 let got = layer_norm(&x, &w, &b, 1e-6).expect("cpu path");
                 assert_eq!(got.dtype(), dtype);
                 let want = {
                     let x = x.clone().cast(DType::F32);
                     let c = x.clone() - x.mean_dim(2);
                     let var = c.clone().square().mean_dim(2);
-                    (c / (var + 1e-6).sqrt()).cast(dtype) * w.unsqueeze() + b.unsqueeze()
+                    (c / (var + 1e-6).sqrt()).cast(dtype) * w.cast(dtype).unsqueeze()
+                        + b.cast(dtype).unsqueeze()
                 };
                 let (got, want) = (crate::to_f32_vec(got), crate::to_f32_vec(want));
                 if dtype == DType::F32 {
@@ -394,7 +403,7 @@ mod tests {
                         .zip(&want)
                         .map(|(a, b)| (a - b).abs())
                         .fold(0.0, f32::max);
-                    assert!(err <= 2e-5, "layer_norm f32 {rows}x{d}: {err}");
+                    assert!(err <= 2e-5, "layer_norm f32 ({wdtype:?}) {rows}x{d}: {err}");
                 } else {
                     // A flipped rounding of the normalised value (order one),
                     // times the weight, rounded twice more: steps at the scale

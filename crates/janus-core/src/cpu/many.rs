@@ -174,15 +174,16 @@ fn widen(w: &Weight<'_>, range: std::ops::Range<usize>, out: &mut [f32]) {
 }
 
 /// `x [m, k] · W + bias` for an f32, f16 or bf16 `weight` stored `[n, k]` (or
-/// `[k, n]` when `in_out`), in `x`'s dtype; `None` off the CPU backend, for
-/// other dtypes (or `x` of another dtype than the weight) or layouts.
+/// `[k, n]` when `in_out`), in `x`'s dtype; `x` is the weight's dtype or f32
+/// (16-bit weights under f32 activations). `None` off the CPU backend, for
+/// other dtypes or layouts.
 pub(crate) fn linear_many<B: Backend>(
     x: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,
     in_out: bool,
     bias: Option<&Tensor<B, 1>>,
 ) -> Option<Tensor<B, 2>> {
-    if !is_flex::<B>() || x.dtype() != weight.dtype() {
+    if !is_flex::<B>() || (x.dtype() != weight.dtype() && x.dtype() != DType::F32) {
         return None;
     }
     let flex = to_flex(weight.clone()).ok()?;
@@ -249,25 +250,32 @@ mod tests {
                 let want = crate::to_f32_vec(want);
                 let wt =
                     Tensor::<Flex, 2>::from_data(w.clone().transpose().into_data(), (&dev, dtype));
+                // f32 activations times the 16-bit weight: no rounding of the result.
+                let x32 = x.clone().cast(DType::F32);
                 for (weight, in_out) in [(w.clone(), false), (wt, true)] {
-                    let got = linear_many(&x, &weight, in_out, Some(&b)).expect("cpu path");
-                    assert_eq!(got.dims(), [m, n]);
-                    assert_eq!(got.dtype(), dtype);
-                    // One rounding to the dtype of the result.
-                    let eps = if dtype == DType::F16 { 1e-3 } else { 8e-3 };
-                    for (g, w) in crate::to_f32_vec(got).iter().zip(&want) {
-                        assert!(
-                            (g - w).abs() <= eps * w.abs() + 1e-4,
-                            "{dtype:?} {in_out} {m}x{k}x{n}: {g} vs {w}"
-                        );
+                    for (x, eps) in [
+                        (&x, if dtype == DType::F16 { 1e-3 } else { 8e-3 }),
+                        (&x32, 1e-5),
+                    ] {
+                        let got = linear_many(x, &weight, in_out, Some(&b)).expect("cpu path");
+                        assert_eq!(got.dims(), [m, n]);
+                        assert_eq!(got.dtype(), x.dtype());
+                        for (g, w) in crate::to_f32_vec(got).iter().zip(&want) {
+                            assert!(
+                                (g - w).abs() <= eps * w.abs() + 1e-4,
+                                "{dtype:?} x {:?} {in_out} {m}x{k}x{n}: {g} vs {w}",
+                                x.dtype()
+                            );
+                        }
                     }
                 }
             }
         }
-        // Mismatched dtypes and shapes decline.
+        // 16-bit activations with another weight dtype, and mismatched shapes, decline.
         let x = Tensor::<Flex, 2>::ones([20, 4], &dev);
         let h = Tensor::<Flex, 2>::ones([3, 4], &dev).cast(DType::F16);
-        assert!(linear_many(&x, &h, false, None).is_none());
+        assert!(linear_many(&h.clone().cast(DType::BF16), &h, false, None).is_none());
+        assert!(linear_many(&h, &x.clone().narrow(0, 0, 3), false, None).is_none());
         assert!(linear_many(&x, &Tensor::ones([3, 5], &dev), false, None).is_none());
         assert!(linear_many(&x, &Tensor::ones([3, 4], &dev), true, None).is_none());
     }
