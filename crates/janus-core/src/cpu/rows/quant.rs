@@ -26,7 +26,7 @@ use crate::quant::{BLOCK, QuantFormat, QuantMatrix};
 pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &QuantMatrix) -> Vec<f32> {
     let (n, k) = (q.rows(), q.cols());
     debug_assert_eq!(x.len(), m * k);
-    let (xq, xd, xsum) = quantize_rows(x, k);
+    let (xq, xd, xsum) = quantize_rows(level, x, k);
     let xq = split_rows(xq, k, simd::dispatch_at(level, GroupBlocks));
     super::par_columns(n, m, |row0, yt| {
         let rows = yt.len() / m;
@@ -79,32 +79,45 @@ fn split_rows(mut xq: Vec<i8>, k: usize, g: usize) -> Vec<i8> {
 /// Rows of `x` (`k` values each, `k` a multiple of 32) as q8_0 blocks: int8
 /// values `round(x · (1 / d))` in `-127..=127`, per block the scale
 /// `d = max |x| / 127` (llama.cpp's q8_0 rounding) and `d · Σ values` (what a
-/// weight offset multiplies, [`Unpack::OFFSET`]).
-pub(crate) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
+/// weight offset multiplies, [`Unpack::offset`]). Plain scalar code compiled at
+/// `level` (vectorised by the compiler; the same values at every level).
+pub(crate) fn quantize_rows(level: Level, x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
     debug_assert_eq!(k % BLOCK, 0);
-    let mut qs = vec![0i8; x.len()];
-    let mut ds = vec![0f32; x.len() / BLOCK];
-    let mut sums = vec![0f32; x.len() / BLOCK];
-    for (((block, q), d), sum) in x
-        .chunks_exact(BLOCK)
-        .zip(qs.chunks_exact_mut(BLOCK))
-        .zip(&mut ds)
-        .zip(&mut sums)
-    {
-        let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
-        *d = amax / 127.0;
-        let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
-        let mut total = 0i32;
-        for (q, v) in q.iter_mut().zip(block) {
-            // Half away from zero without a libm call; `as` saturates (and
-            // maps NaN to 0): always in range.
-            let t = v * inv;
-            *q = (t + 0.5f32.copysign(t)) as i8;
-            total += i32::from(*q);
+    simd::dispatch_at(level, QuantizeActs(x))
+}
+
+/// [`quantize_rows`] as a kernel.
+struct QuantizeActs<'a>(&'a [f32]);
+
+impl Kernel for QuantizeActs<'_> {
+    type Output = (Vec<i8>, Vec<f32>, Vec<f32>);
+    #[inline(always)]
+    fn run<S: Lanes>(self, _: S) -> Self::Output {
+        let x = self.0;
+        let mut qs = vec![0i8; x.len()];
+        let mut ds = vec![0f32; x.len() / BLOCK];
+        let mut sums = vec![0f32; x.len() / BLOCK];
+        for (((block, q), d), sum) in x
+            .chunks_exact(BLOCK)
+            .zip(qs.chunks_exact_mut(BLOCK))
+            .zip(&mut ds)
+            .zip(&mut sums)
+        {
+            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+            *d = amax / 127.0;
+            let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
+            let mut total = 0i32;
+            for (q, v) in q.iter_mut().zip(block) {
+                // Half away from zero without a libm call; `as` saturates (and
+                // maps NaN to 0): always in range.
+                let t = v * inv;
+                *q = (t + 0.5f32.copysign(t)) as i8;
+                total += i32::from(*q);
+            }
+            *sum = *d * total as f32;
         }
-        *sum = *d * total as f32;
+        (qs, ds, sums)
     }
-    (qs, ds, sums)
 }
 
 /// `x` as q8_0 blocks ([`quantize_rows`], pairs in the level's layout), from
@@ -439,7 +452,15 @@ mod tests {
     fn quantized_rows_are_llama_cpp_q8_0_blocks() {
         let mut x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.1).collect();
         x[40..].iter_mut().for_each(|v| *v = 0.0);
-        let (q, d, sums) = quantize_rows(&x, 64);
+        let (q, d, sums) = quantize_rows(Level::Scalar, &x, 64);
+        // The same values at every level the compiler vectorises for.
+        let wide: Vec<f32> = (0..16 * 2048)
+            .map(|i| ((i * 7919) % 2001) as f32 / 97.0 - 10.0)
+            .collect();
+        let plain = quantize_rows(Level::Scalar, &wide, 2048);
+        for &level in Level::available() {
+            assert_eq!(quantize_rows(level, &wide, 2048), plain, "{level}");
+        }
         assert_eq!(d[0], 2.0 / 127.0);
         assert_eq!(q[0], -127);
         assert_eq!(q[20], 0);
