@@ -350,7 +350,7 @@ fn quantize_block(format: QuantFormat, x: &[f32], q: &mut [u8]) -> f16 {
 }
 
 /// The 32 weights of one block.
-fn dequantize_block(format: QuantFormat, d: f32, q: &[u8], out: &mut [f32]) {
+pub(crate) fn dequantize_block(format: QuantFormat, d: f32, q: &[u8], out: &mut [f32]) {
     match format {
         QuantFormat::Q8_0 => {
             for (o, q) in out.iter_mut().zip(q) {

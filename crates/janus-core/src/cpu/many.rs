@@ -14,8 +14,8 @@ use burn::tensor::DType;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::Interleaved;
 use super::{F32Values, SendPtr, is_dense, is_flex, to_flex};
-use crate::quant::QuantMatrix;
 
 /// Output features per task: at the LLM's widths a 2-6 MB f32 panel, about
 /// the fastest in a sweep of 64-256 (64 was 10 % slower).
@@ -31,7 +31,7 @@ pub(crate) enum Weight<'a> {
     F16(&'a [f16]),
     Bf16(&'a [bf16]),
     /// Always `[n, k]`.
-    Quant(&'a QuantMatrix),
+    Quant(&'a Interleaved),
 }
 
 /// `x [m, k] · W + bias` in f32, `[m, n]`, for `w` `[n, k]` (transposed in the
@@ -226,6 +226,7 @@ mod tests {
     use burn::tensor::Distribution;
 
     use super::*;
+    use crate::quant::QuantMatrix;
 
     #[test]
     fn matches_the_generic_product_in_both_layouts_and_dtypes() {
@@ -291,6 +292,7 @@ mod tests {
     #[should_panic(expected = "does not hold [4, 64]")]
     fn a_weight_of_another_shape_is_refused() {
         let q = QuantMatrix::quantize(crate::quant::QuantFormat::Q8_0, 4, 32, &[0.5; 128]).unwrap();
+        let q = Interleaved::new(q);
         product(&[1.0; 3 * 64], [3, 64, 4], &Weight::Quant(&q), false, None);
     }
 
@@ -305,6 +307,7 @@ mod tests {
             let q = QuantMatrix::quantize(crate::quant::QuantFormat::Q4_0, n, k, &w).unwrap();
             let mut wq = vec![0f32; n * k];
             q.dequantize_rows(0..n, &mut wq);
+            let q = Interleaved::new(q);
             let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
             let wb: Vec<bf16> = w.iter().map(|v| bf16::from_f32(*v)).collect();
             let t: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();

@@ -1,8 +1,10 @@
 //! [`QuantWeight`]: a [`Linear`](super::Linear) weight in a block format
 //! ([`QuantMatrix`]), kept where its backend reads it fastest.
 //!
-//! - CPU (burn-flex): the blocks stay in host memory. A few rows (decode, image
-//!   steps) go through the block kernel, which dequantizes in registers; many
+//! - CPU (burn-flex): the blocks stay in host memory, their weight rows
+//!   interleaved 16 at a time for the CPU kernels (`cpu/interleaved.rs`). A few
+//!   rows (decode, image steps) go through the block kernel, which multiplies
+//!   in registers; many
 //!   rows (prefill) go through the many-row product (`cpu/many.rs`), each
 //!   thread dequantizing a panel of a few hundred weight rows at a time.
 //! - Other backends (wgpu, CUDA): the values are packed four (q8_0) or eight
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 use burn::tensor::{DType, Int, TensorData};
 
+use crate::cpu::Interleaved;
 use crate::quant::{BLOCK, QuantFormat, QuantMatrix};
 
 /// A quantized `[out, in]` weight.
@@ -22,7 +25,7 @@ use crate::quant::{BLOCK, QuantFormat, QuantMatrix};
 pub(crate) enum QuantWeight<B: Backend> {
     /// The blocks in host memory (CPU backend).
     Host {
-        q: Arc<QuantMatrix>,
+        q: Arc<Interleaved>,
         device: B::Device,
     },
     /// Packed on the device.
@@ -43,7 +46,7 @@ impl<B: Backend> QuantWeight<B> {
     pub(crate) fn new(q: QuantMatrix, device: &B::Device) -> Self {
         if crate::cpu::is_flex::<B>() {
             Self::Host {
-                q: Arc::new(q),
+                q: Arc::new(Interleaved::new(q)),
                 device: device.clone(),
             }
         } else {

@@ -94,18 +94,18 @@ pub(crate) fn linear_rows_at<B: Backend>(
 /// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at the kernels' level.
 pub(crate) fn quant_rows<B: Backend>(
     x: &Tensor<B, 2>,
-    q: &crate::quant::QuantMatrix,
+    q: &super::Interleaved,
     bias: Option<&Tensor<B, 1>>,
 ) -> Tensor<B, 2> {
     quant_rows_at(simd::level(), x, q, bias)
 }
 
 /// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at `level`, on the host
-/// (the [`QuantMatrix`] kernel); the result in `x`'s dtype on `x`'s device.
+/// (the [`super::Interleaved`] kernel); the result in `x`'s dtype on `x`'s device.
 pub(crate) fn quant_rows_at<B: Backend>(
     level: Level,
     x: &Tensor<B, 2>,
-    q: &crate::quant::QuantMatrix,
+    q: &super::Interleaved,
     bias: Option<&Tensor<B, 1>>,
 ) -> Tensor<B, 2> {
     let [m, k] = x.dims();

@@ -217,40 +217,34 @@ pub(crate) trait Lanes: Copy + Send + Sync {
             }
         }
     }
-    /// `4·N` int8 values in registers: half of each block of a dot group of
-    /// `N / 4` blocks of 32 values. A dot group in registers is two of these
-    /// in the split layout of [`split_groups`]: the first holds values
-    /// `0..16` of each block, the second values `16..32`, so that every block
-    /// fills four int32 lanes of a dot product ([`Lanes::dot_q4`]).
+    /// `4·N` bytes in registers: four bytes for each of the `N` lanes, the
+    /// weight values the block kernel multiplies in one integer dot product
+    /// (four consecutive weights of one weight row per lane).
     type Q: Copy;
-    /// `4·N` bytes of x (already in the split layout).
-    /// # Safety
-    /// `p..p + 4·N` must be readable.
-    unsafe fn load_q(self, p: *const i8) -> Self::Q;
-    /// `N / 4` consecutive q4_0 blocks (`4·N` bytes: byte `t` of a block
-    /// holds value `t` in its low half and value `16 + t` in its high half)
-    /// as their unsigned 4-bit values `0..=15`, split layout.
+    /// `4·N` bytes of packed 4-bit values as two vectors: every byte's low
+    /// half (`b & 15`) and its high half (`b >> 4`), each in the byte's place.
     /// # Safety
     /// `p..p + 4·N` must be readable.
     unsafe fn load_q4(self, p: *const u8) -> [Self::Q; 2];
-    /// `N / 4` consecutive q8_0 blocks (`8·N` bytes) in the split layout,
-    /// each value plus [`Lanes::Q8_OFFSET`] (levels whose integer dot product
-    /// takes unsigned weights read `q + 128` as an unsigned byte).
+    /// `4·N` int8 values, each plus [`Lanes::Q8_OFFSET`] (levels whose integer
+    /// dot product takes unsigned weights read `q + 128` as an unsigned byte).
     /// # Safety
-    /// `p..p + 8·N` must be readable.
-    unsafe fn load_q8(self, p: *const i8) -> [Self::Q; 2];
+    /// `p..p + 4·N` must be readable.
+    unsafe fn load_q8(self, p: *const i8) -> Self::Q;
     /// What [`Lanes::load_q8`] adds to every value (0 or 128).
     const Q8_OFFSET: f32 = 0.0;
-    /// The dot product of a dot group of q4_0 weights ([`Lanes::load_q4`])
-    /// with x (int8 in `-127..=127`), exact (integer arithmetic): lanes
-    /// `4b..4b + 4` sum to block `b`'s dot product, as f32.
-    fn dot_q4(self, w: [Self::Q; 2], x: [Self::Q; 2]) -> Self::V;
-    /// [`Lanes::dot_q4`] of q8_0 weights from [`Lanes::load_q8`].
-    fn dot_q8(self, w: [Self::Q; 2], x: [Self::Q; 2]) -> Self::V;
-    /// Lane `l` of the result is lane `g · N / 4 + l / 4` of `v` (`g < 4`):
-    /// the scales of dot group `g` of the `N` blocks whose scales `v` holds,
-    /// each over its block's four lanes.
-    fn group_lanes(self, v: Self::V, g: usize) -> Self::V;
+    /// One block of 32 x values (int8 in `-127..=127`) times eight vectors of
+    /// 4-bit weights `0..=15` ([`Lanes::load_q4`]): lane `l` of the result
+    /// is `Σ_s Σ_t w[s][4l + t] · x[4s + t]` (`s < 8`, `t < 4`), exact
+    /// (integer arithmetic), as f32. With the weight rows of a block in the
+    /// lanes, this is each row's block dot product.
+    /// # Safety
+    /// `x..x + 32` must be readable.
+    unsafe fn dot_rows_q4(self, w: &[Self::Q; 8], x: *const i8) -> Self::V;
+    /// [`Lanes::dot_rows_q4`] of q8_0 weights from [`Lanes::load_q8`].
+    /// # Safety
+    /// As [`Lanes::dot_rows_q4`].
+    unsafe fn dot_rows_q8(self, w: &[Self::Q; 8], x: *const i8) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
@@ -271,17 +265,6 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// A hint to fetch the cache line at `p` (never faults).
     #[inline(always)]
     fn prefetch<T>(self, _p: *const T) {}
-}
-
-/// Blocks of 32 values (`blocks.len() / 32` of them) in the split layout of
-/// [`Lanes::Q`]: values `0..16` of each block, then values `16..32` of each.
-pub(crate) fn split_groups<T: Copy>(blocks: &[T], out: &mut [T]) {
-    let g = blocks.len() / 32;
-    debug_assert_eq!(out.len(), blocks.len());
-    for (b, block) in blocks.chunks_exact(32).enumerate() {
-        out[16 * b..16 * b + 16].copy_from_slice(&block[..16]);
-        out[16 * (g + b)..16 * (g + b) + 16].copy_from_slice(&block[16..]);
-    }
 }
 
 /// A kernel generic over the SIMD level (a closure cannot be generic).

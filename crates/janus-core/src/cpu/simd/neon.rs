@@ -50,12 +50,8 @@ impl Lanes for Neon {
     unsafe fn load_bf16(self, p: *const bf16) -> float32x4_t {
         unsafe { vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p.cast()))) }
     }
-    // A dot group is one block (N / 4): its values 0..16, then 16..32.
+    // Four bytes per lane, as on x86.
     type Q = int8x16_t;
-    #[inline(always)]
-    unsafe fn load_q(self, p: *const i8) -> int8x16_t {
-        unsafe { vld1q_s8(p) }
-    }
     #[inline(always)]
     unsafe fn load_q4(self, p: *const u8) -> [int8x16_t; 2] {
         unsafe {
@@ -67,40 +63,30 @@ impl Lanes for Neon {
         }
     }
     #[inline(always)]
-    unsafe fn load_q8(self, p: *const i8) -> [int8x16_t; 2] {
-        unsafe { [vld1q_s8(p), vld1q_s8(p.add(16))] }
+    unsafe fn load_q8(self, p: *const i8) -> int8x16_t {
+        unsafe { vld1q_s8(p) }
     }
     #[inline(always)]
-    fn dot_q4(self, w: [int8x16_t; 2], x: [int8x16_t; 2]) -> float32x4_t {
-        // i8·i8 products fit i16; pairs accumulate into four i32 lanes (one
-        // block: which lane holds which product does not matter).
+    unsafe fn dot_rows_q4(self, w: &[int8x16_t; 8], x: *const i8) -> float32x4_t {
+        // i8·i8 products fit i16 (at most 128 · 127), pairs of them too;
+        // `vpaddq` sums each lane's four products to two pairs in order, and
+        // `vpadalq` adds each pair into its int32 lane.
         unsafe {
-            let p0 = vmull_s8(vget_low_s8(w[0]), vget_low_s8(x[0]));
-            let p1 = vmull_high_s8(w[0], x[0]);
-            let p2 = vmull_s8(vget_low_s8(w[1]), vget_low_s8(x[1]));
-            let p3 = vmull_high_s8(w[1], x[1]);
-            let s = vpaddlq_s16(p0);
-            let s = vpadalq_s16(s, p1);
-            let s = vpadalq_s16(s, p2);
-            let s = vpadalq_s16(s, p3);
-            vcvtq_f32_s32(s)
-        }
-    }
-    #[inline(always)]
-    fn dot_q8(self, w: [int8x16_t; 2], x: [int8x16_t; 2]) -> float32x4_t {
-        // Signed values, read as they are.
-        self.dot_q4(w, x)
-    }
-    #[inline(always)]
-    fn group_lanes(self, v: float32x4_t, g: usize) -> float32x4_t {
-        unsafe {
-            match g {
-                0 => vdupq_laneq_f32::<0>(v),
-                1 => vdupq_laneq_f32::<1>(v),
-                2 => vdupq_laneq_f32::<2>(v),
-                _ => vdupq_laneq_f32::<3>(v),
+            let mut acc = vdupq_n_s32(0);
+            for (s, w) in w.iter().enumerate() {
+                let xs =
+                    vreinterpretq_s8_s32(vdupq_n_s32(x.add(4 * s).cast::<i32>().read_unaligned()));
+                let lo = vmull_s8(vget_low_s8(*w), vget_low_s8(xs));
+                let hi = vmull_high_s8(*w, xs);
+                acc = vpadalq_s16(acc, vpaddq_s16(lo, hi));
             }
+            vcvtq_f32_s32(acc)
         }
+    }
+    #[inline(always)]
+    unsafe fn dot_rows_q8(self, w: &[int8x16_t; 8], x: *const i8) -> float32x4_t {
+        // Signed values, read as they are.
+        unsafe { self.dot_rows_q4(w, x) }
     }
     #[inline(always)]
     fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {

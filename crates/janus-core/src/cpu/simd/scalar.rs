@@ -56,13 +56,8 @@ impl Lanes for Scalar {
         let h = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
         h.map(|b| f32::from_bits(u32::from(b) << 16))
     }
-    // A dot group is two blocks (N / 4), as at AVX2.
+    // Four bytes per lane, as at AVX2.
     type Q = [i8; 32];
-    #[inline(always)]
-    unsafe fn load_q(self, p: *const i8) -> [i8; 32] {
-        // SAFETY: the caller guarantees 32 readable bytes.
-        unsafe { p.cast::<[i8; 32]>().read_unaligned() }
-    }
     #[inline(always)]
     unsafe fn load_q4(self, p: *const u8) -> [[i8; 32]; 2] {
         // SAFETY: the caller guarantees 32 readable bytes.
@@ -70,35 +65,30 @@ impl Lanes for Scalar {
         [b.map(|v| (v & 15) as i8), b.map(|v| (v >> 4) as i8)]
     }
     #[inline(always)]
-    unsafe fn load_q8(self, p: *const i8) -> [[i8; 32]; 2] {
-        // SAFETY: the caller guarantees 64 readable bytes.
-        let b = unsafe { p.cast::<[i8; 64]>().read_unaligned() };
-        let mut out = [0i8; 64];
-        super::split_groups(&b, &mut out);
-        let (lo, hi) = out.split_at(32);
-        [lo.try_into().unwrap(), hi.try_into().unwrap()]
+    unsafe fn load_q8(self, p: *const i8) -> [i8; 32] {
+        // SAFETY: the caller guarantees 32 readable bytes.
+        unsafe { p.cast::<[i8; 32]>().read_unaligned() }
     }
     #[inline(always)]
-    fn dot_q4(self, w: [[i8; 32]; 2], x: [[i8; 32]; 2]) -> V {
-        // Lane `l` sums values `4l..4l + 4` of both halves: exact in i32,
-        // then f32.
+    unsafe fn dot_rows_q4(self, w: &[[i8; 32]; 8], x: *const i8) -> V {
+        // SAFETY: the caller guarantees 32 readable bytes.
+        let x = unsafe { x.cast::<[i8; 32]>().read_unaligned() };
+        // Exact in i32, then f32.
         std::array::from_fn(|l| {
-            (4 * l..4 * l + 4)
-                .map(|t| {
-                    i32::from(w[0][t]) * i32::from(x[0][t])
-                        + i32::from(w[1][t]) * i32::from(x[1][t])
-                })
-                .sum::<i32>() as f32
+            let mut sum = 0i32;
+            for (s, w) in w.iter().enumerate() {
+                for t in 0..4 {
+                    sum += i32::from(w[4 * l + t]) * i32::from(x[4 * s + t]);
+                }
+            }
+            sum as f32
         })
     }
     #[inline(always)]
-    fn dot_q8(self, w: [[i8; 32]; 2], x: [[i8; 32]; 2]) -> V {
+    unsafe fn dot_rows_q8(self, w: &[[i8; 32]; 8], x: *const i8) -> V {
         // Signed values, read as they are.
-        self.dot_q4(w, x)
-    }
-    #[inline(always)]
-    fn group_lanes(self, v: V, g: usize) -> V {
-        std::array::from_fn(|l| v[2 * g + l / 4])
+        // SAFETY: forwarded.
+        unsafe { self.dot_rows_q4(w, x) }
     }
     #[inline(always)]
     fn add(self, a: V, b: V) -> V {

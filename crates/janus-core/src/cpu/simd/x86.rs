@@ -90,6 +90,24 @@ unsafe fn dpbusd512<const VNNI: bool>(acc: __m512i, w: __m512i, x: __m512i) -> _
     }
 }
 
+/// Bytes `4s..4s + 4` of `x` in every 32-bit lane.
+///
+/// # Safety
+/// AVX2; `x + 4s..x + 4s + 4` readable.
+#[inline(always)]
+unsafe fn splat4(x: *const i8, s: usize) -> __m256i {
+    unsafe { _mm256_set1_epi32(x.add(4 * s).cast::<i32>().read_unaligned()) }
+}
+
+/// [`splat4`] at 512 bits.
+///
+/// # Safety
+/// AVX-512F; `x + 4s..x + 4s + 4` readable.
+#[inline(always)]
+unsafe fn splat4_512(x: *const i8, s: usize) -> __m512i {
+    unsafe { _mm512_set1_epi32(x.add(4 * s).cast::<i32>().read_unaligned()) }
+}
+
 // SAFETY (all `unsafe` blocks below): an `Avx2`/`Avx512` value exists only
 // inside `run_avx2`/`run_avx_vnni`/`run_avx512`, which the dispatcher calls
 // only on CPUs with those features; pointer reads and writes are the callers'
@@ -128,14 +146,9 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
             )))
         }
     }
-    // A dot group is two blocks: each 128-bit half of a `Q` holds one
-    // block's half, so the int32 sums land as [block 0 x 4 | block 1 x 4]
-    // with no shuffle per row of x.
+    // Four bytes per lane: four weights of one weight row (the block
+    // kernel puts a weight row in each lane).
     type Q = __m256i;
-    #[inline(always)]
-    unsafe fn load_q(self, p: *const i8) -> __m256i {
-        unsafe { _mm256_loadu_si256(p.cast()) }
-    }
     #[inline(always)]
     unsafe fn load_q4(self, p: *const u8) -> [__m256i; 2] {
         unsafe {
@@ -148,70 +161,54 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
         }
     }
     #[inline(always)]
-    unsafe fn load_q8(self, p: *const i8) -> [__m256i; 2] {
+    unsafe fn load_q8(self, p: *const i8) -> __m256i {
         unsafe {
-            let (a, b) = (
-                _mm256_loadu_si256(p.cast()),
-                _mm256_loadu_si256(p.add(32).cast()),
-            );
-            let (lo, hi) = (
-                _mm256_permute2x128_si256::<0x20>(a, b),
-                _mm256_permute2x128_si256::<0x31>(a, b),
-            );
+            let v = _mm256_loadu_si256(p.cast());
             if VNNI {
                 // q + 128 as unsigned bytes: `vpdpbusd` takes unsigned weights.
-                let m = _mm256_set1_epi8(i8::MIN);
-                [_mm256_xor_si256(lo, m), _mm256_xor_si256(hi, m)]
+                _mm256_xor_si256(v, _mm256_set1_epi8(i8::MIN))
             } else {
-                [lo, hi]
+                v
             }
         }
     }
     const Q8_OFFSET: f32 = if VNNI { 128.0 } else { 0.0 };
     #[inline(always)]
-    fn dot_q4(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
+    unsafe fn dot_rows_q4(self, w: &[__m256i; 8], x: *const i8) -> __m256 {
         unsafe {
             if VNNI {
-                let z = _mm256_setzero_si256();
-                return _mm256_cvtepi32_ps(dpbusd::<VNNI>(
-                    dpbusd::<VNNI>(z, w[0], x[0]),
-                    w[1],
-                    x[1],
-                ));
+                // Two chains, so consecutive dot products do not wait on each
+                // other.
+                let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for s in 0..4 {
+                    a0 = dpbusd::<true>(a0, w[2 * s], splat4(x, 2 * s));
+                    a1 = dpbusd::<true>(a1, w[2 * s + 1], splat4(x, 2 * s + 1));
+                }
+                return _mm256_cvtepi32_ps(_mm256_add_epi32(a0, a1));
             }
-            // Pair sums of 4-bit values are at most 2 · 15 · 127: two of them
-            // still fit 16 bits.
-            let s = _mm256_add_epi16(
-                _mm256_maddubs_epi16(w[0], x[0]),
-                _mm256_maddubs_epi16(w[1], x[1]),
-            );
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(s, _mm256_set1_epi16(1)))
+            // Pair sums of 4-bit values are at most 2 · 15 · 127 = 3810: all
+            // eight sub-steps' sums still fit 16 bits.
+            let mut p = _mm256_maddubs_epi16(w[0], splat4(x, 0));
+            for (s, w) in w.iter().enumerate().skip(1) {
+                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(*w, splat4(x, s)));
+            }
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
         }
     }
     #[inline(always)]
-    fn dot_q8(self, w: [__m256i; 2], x: [__m256i; 2]) -> __m256 {
-        // No closure here: it would not carry the target features, and the
-        // intrinsics in it would stay out-of-line calls.
+    unsafe fn dot_rows_q8(self, w: &[__m256i; 8], x: *const i8) -> __m256 {
         unsafe {
             if VNNI {
-                return self.dot_q4(w, x);
+                return self.dot_rows_q4(w, x);
             }
             // `|w|` times `x` given `w`'s signs (-128 reads as 128 unsigned):
             // pair sums at most 2 · 128 · 127 fit 16 bits.
-            let z = _mm256_setzero_si256();
-            let (w0, x0) = (_mm256_sign_epi8(w[0], w[0]), _mm256_sign_epi8(x[0], w[0]));
-            let (w1, x1) = (_mm256_sign_epi8(w[1], w[1]), _mm256_sign_epi8(x[1], w[1]));
-            _mm256_cvtepi32_ps(dpbusd::<false>(dpbusd::<false>(z, w0, x0), w1, x1))
-        }
-    }
-    #[inline(always)]
-    fn group_lanes(self, v: __m256, g: usize) -> __m256 {
-        unsafe {
-            let i = _mm256_add_epi32(
-                _mm256_set1_epi32(2 * g as i32),
-                _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
-            );
-            _mm256_permutevar8x32_ps(v, i)
+            let mut acc = _mm256_setzero_si256();
+            for (s, w) in w.iter().enumerate() {
+                let (ws, xs) = (_mm256_sign_epi8(*w, *w), _mm256_sign_epi8(splat4(x, s), *w));
+                acc = dpbusd::<false>(acc, ws, xs);
+            }
+            _mm256_cvtepi32_ps(acc)
         }
     }
     #[inline(always)]
@@ -319,13 +316,8 @@ impl<const VNNI: bool> Lanes for Avx512<VNNI> {
             )))
         }
     }
-    // A dot group is four blocks: each 128-bit quarter of a `Q` holds one
-    // block's half, so the int32 sums land as four lanes per block.
+    // Four bytes per lane, as at AVX2.
     type Q = __m512i;
-    #[inline(always)]
-    unsafe fn load_q(self, p: *const i8) -> __m512i {
-        unsafe { _mm512_loadu_si512(p.cast()) }
-    }
     #[inline(always)]
     unsafe fn load_q4(self, p: *const u8) -> [__m512i; 2] {
         unsafe {
@@ -338,70 +330,53 @@ impl<const VNNI: bool> Lanes for Avx512<VNNI> {
         }
     }
     #[inline(always)]
-    unsafe fn load_q8(self, p: *const i8) -> [__m512i; 2] {
+    unsafe fn load_q8(self, p: *const i8) -> __m512i {
         unsafe {
-            // Quarters [0 lo, 0 hi, 1 lo, 1 hi] and [2 lo, 2 hi, 3 lo, 3 hi]
-            // to [0 lo, 1 lo, 2 lo, 3 lo] and [0 hi, 1 hi, 2 hi, 3 hi].
-            let (a, b) = (
-                _mm512_loadu_si512(p.cast()),
-                _mm512_loadu_si512(p.add(64).cast()),
-            );
-            let (lo, hi) = (
-                _mm512_shuffle_i64x2::<0b10_00_10_00>(a, b),
-                _mm512_shuffle_i64x2::<0b11_01_11_01>(a, b),
-            );
+            let v = _mm512_loadu_si512(p.cast());
             if VNNI {
                 // q + 128 as unsigned bytes: `vpdpbusd` takes unsigned weights.
-                let m = _mm512_set1_epi8(i8::MIN);
-                [_mm512_xor_si512(lo, m), _mm512_xor_si512(hi, m)]
+                _mm512_xor_si512(v, _mm512_set1_epi8(i8::MIN))
             } else {
-                [lo, hi]
+                v
             }
         }
     }
     const Q8_OFFSET: f32 = if VNNI { 128.0 } else { 0.0 };
     #[inline(always)]
-    fn dot_q4(self, w: [__m512i; 2], x: [__m512i; 2]) -> __m512 {
+    unsafe fn dot_rows_q4(self, w: &[__m512i; 8], x: *const i8) -> __m512 {
         unsafe {
             if VNNI {
-                let z = _mm512_setzero_si512();
-                return _mm512_cvtepi32_ps(dpbusd512::<VNNI>(
-                    dpbusd512::<VNNI>(z, w[0], x[0]),
-                    w[1],
-                    x[1],
-                ));
+                let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for s in 0..4 {
+                    a0 = dpbusd512::<true>(a0, w[2 * s], splat4_512(x, 2 * s));
+                    a1 = dpbusd512::<true>(a1, w[2 * s + 1], splat4_512(x, 2 * s + 1));
+                }
+                return _mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1));
             }
-            // As at AVX2: two pair sums of 4-bit values fit 16 bits.
-            let s = _mm512_add_epi16(
-                _mm512_maddubs_epi16(w[0], x[0]),
-                _mm512_maddubs_epi16(w[1], x[1]),
-            );
-            _mm512_cvtepi32_ps(_mm512_madd_epi16(s, _mm512_set1_epi16(1)))
+            // As at AVX2: the eight sub-steps' pair sums fit 16 bits.
+            let mut p = _mm512_maddubs_epi16(w[0], splat4_512(x, 0));
+            for (s, w) in w.iter().enumerate().skip(1) {
+                p = _mm512_add_epi16(p, _mm512_maddubs_epi16(*w, splat4_512(x, s)));
+            }
+            _mm512_cvtepi32_ps(_mm512_madd_epi16(p, _mm512_set1_epi16(1)))
         }
     }
     #[inline(always)]
-    fn dot_q8(self, w: [__m512i; 2], x: [__m512i; 2]) -> __m512 {
+    unsafe fn dot_rows_q8(self, w: &[__m512i; 8], x: *const i8) -> __m512 {
         unsafe {
             if VNNI {
-                return self.dot_q4(w, x);
+                return self.dot_rows_q4(w, x);
             }
             // `|w|` times `x` negated where `w` is negative (no `vpsignb` at
             // 512 bits).
             let z = _mm512_setzero_si512();
-            let x0 = _mm512_mask_sub_epi8(x[0], _mm512_movepi8_mask(w[0]), z, x[0]);
-            let x1 = _mm512_mask_sub_epi8(x[1], _mm512_movepi8_mask(w[1]), z, x[1]);
-            let (w0, w1) = (_mm512_abs_epi8(w[0]), _mm512_abs_epi8(w[1]));
-            _mm512_cvtepi32_ps(dpbusd512::<false>(dpbusd512::<false>(z, w0, x0), w1, x1))
-        }
-    }
-    #[inline(always)]
-    fn group_lanes(self, v: __m512, g: usize) -> __m512 {
-        unsafe {
-            let i = _mm512_add_epi32(
-                _mm512_set1_epi32(4 * g as i32),
-                _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-            );
-            _mm512_permutexvar_ps(i, v)
+            let mut acc = z;
+            for (s, w) in w.iter().enumerate() {
+                let xs = splat4_512(x, s);
+                let xs = _mm512_mask_sub_epi8(xs, _mm512_movepi8_mask(*w), z, xs);
+                acc = dpbusd512::<false>(acc, _mm512_abs_epi8(*w), xs);
+            }
+            _mm512_cvtepi32_ps(acc)
         }
     }
     #[inline(always)]
