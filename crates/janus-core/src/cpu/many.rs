@@ -292,7 +292,7 @@ mod tests {
     #[should_panic(expected = "does not hold [4, 64]")]
     fn a_weight_of_another_shape_is_refused() {
         let q = QuantMatrix::quantize(crate::quant::QuantFormat::Q8_0, 4, 32, &[0.5; 128]).unwrap();
-        let q = Interleaved::new(q);
+        let q = Interleaved::new(q, 16);
         product(&[1.0; 3 * 64], [3, 64, 4], &Weight::Quant(&q), false, None);
     }
 
@@ -307,7 +307,7 @@ mod tests {
             let q = QuantMatrix::quantize(crate::quant::QuantFormat::Q4_0, n, k, &w).unwrap();
             let mut wq = vec![0f32; n * k];
             q.dequantize_rows(0..n, &mut wq);
-            let q = Interleaved::new(q);
+            let q = Interleaved::new(q, 16);
             let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
             let wb: Vec<bf16> = w.iter().map(|v| bf16::from_f32(*v)).collect();
             let t: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();

@@ -2,7 +2,7 @@
 //! ([`QuantMatrix`]), kept where its backend reads it fastest.
 //!
 //! - CPU (burn-flex): the blocks stay in host memory, their weight rows
-//!   interleaved 16 at a time for the CPU kernels (`cpu/interleaved.rs`). A few
+//!   interleaved a vector's worth at a time for the CPU kernels (`cpu/interleaved.rs`). A few
 //!   rows (decode, image steps) go through the block kernel, which multiplies
 //!   in registers; many
 //!   rows (prefill) go through the many-row product (`cpu/many.rs`), each
@@ -46,7 +46,7 @@ impl<B: Backend> QuantWeight<B> {
     pub(crate) fn new(q: QuantMatrix, device: &B::Device) -> Self {
         if crate::cpu::is_flex::<B>() {
             Self::Host {
-                q: Arc::new(Interleaved::new(q)),
+                q: Arc::new(Interleaved::new(q, crate::cpu::simd::level().lanes())),
                 device: device.clone(),
             }
         } else {

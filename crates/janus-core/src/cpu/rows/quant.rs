@@ -17,15 +17,13 @@
 //! AVX-512, 4 at AVX2), so eight rows (a parallel-4 image step) cost little
 //! more than two. Written once over [`Lanes`], like [`super::widen`].
 
-use super::super::interleaved::{CHUNK, GROUP, Interleaved};
+use super::super::interleaved::Interleaved;
 use super::super::simd::{self, Kernel, Lanes, Level};
 use crate::quant::{BLOCK, QuantFormat};
 
-// A parallel task of `par_columns` is one group of weight rows.
-const _: () = assert!(super::BLOCK == GROUP);
-
 /// `y [m, n] = x [m, k] · dequant(q) [n, k]ᵀ` at `level`, with `x` quantized
-/// per block of 32 to int8 ([`quantize_rows`]).
+/// per block of 32 to int8 ([`quantize_rows`]). `q`'s groups must be the
+/// level's lanes ([`Level::lanes`] of the level the CPU runs, `level.capped()`).
 pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &Interleaved) -> Vec<f32> {
     let k = q.cols();
     debug_assert_eq!(x.len(), m * k);
@@ -36,16 +34,7 @@ pub(crate) fn run(level: Level, x: &[f32], m: usize, q: &Interleaved) -> Vec<f32
         xsum: &xsum,
     };
     super::par_columns(q.rows(), m, |row0, yt| {
-        simd::dispatch_at(
-            level,
-            Group {
-                x,
-                m,
-                q,
-                g: row0 / GROUP,
-                yt,
-            },
-        )
+        simd::dispatch_at(level, Groups { x, m, q, row0, yt })
     })
 }
 
@@ -101,31 +90,33 @@ struct Acts<'a> {
     xsum: &'a [f32],
 }
 
-/// One group of weight rows: `yt[r * m + i] = x[i] · w[16g + r]` for the
-/// group's rows that exist (`yt.len() / m` of them).
-struct Group<'a> {
+/// The weight rows `row0..row0 + yt.len() / m` (whole groups but maybe the
+/// last): `yt[r * m + i] = x[i] · w[row0 + r]`.
+struct Groups<'a> {
     x: Acts<'a>,
     m: usize,
     q: &'a Interleaved,
-    g: usize,
+    row0: usize,
     yt: &'a mut [f32],
 }
 
-impl Kernel for Group<'_> {
+impl Kernel for Groups<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Lanes>(self, s: S) {
-        let Self { x, m, q, g, yt } = self;
-        let rows = yt.len() / m;
+        let Self { x, m, q, row0, yt } = self;
+        // One group is one vector of weight rows.
+        assert!(
+            q.group() == S::N && row0 % S::N == 0,
+            "groups of {} rows",
+            q.group()
+        );
         // Registers: an accumulator per row of x, a block's eight weight
         // vectors, its scales and a few temporaries: 16 rows fit 32
         // registers, 4 fit 16.
         let max_mt = if S::REGS >= 32 { 16 } else { 4 };
-        // `N` lanes of the group at a time (all 16 at AVX-512).
-        for h in 0..GROUP / S::N {
-            if h * S::N >= rows {
-                break;
-            }
+        for (c, out) in yt.chunks_mut(S::N * m).enumerate() {
+            let g = row0 / S::N + c;
             let mut i = 0;
             while i < m {
                 // Tiles of 16, 8, 4, 2 and 1 rows: few instances per level.
@@ -134,10 +125,9 @@ impl Kernel for Group<'_> {
                     x,
                     q,
                     g,
-                    lane0: h * S::N,
                     i0: i,
                     m,
-                    yt: &mut *yt,
+                    out: &mut *out,
                 };
                 match (q.format(), mt) {
                     (QuantFormat::Q8_0, 16) => t.run::<S, Q8, 16>(s),
@@ -160,15 +150,15 @@ impl Kernel for Group<'_> {
 /// How far ahead of the reads the kernel prefetches weight bytes.
 const PREFETCH_BYTES: usize = 8192;
 
-/// Lanes `lane0..lane0 + N` of a group times rows `i0..i0 + MT` of x.
+/// Group `g` (`N` weight rows) times rows `i0..i0 + MT` of x, into `out`
+/// (`out[r * m + i]`, the group's rows that exist).
 struct Tile<'a> {
     x: Acts<'a>,
     q: &'a Interleaved,
     g: usize,
-    lane0: usize,
     i0: usize,
     m: usize,
-    yt: &'a mut [f32],
+    out: &'a mut [f32],
 }
 
 impl Tile<'_> {
@@ -178,10 +168,9 @@ impl Tile<'_> {
             x,
             q,
             g,
-            lane0,
             i0,
             m,
-            yt,
+            out,
         } = self;
         let Acts { xq, xd, xsum } = x;
         let (k, bb) = (q.cols(), F::BYTES);
@@ -192,27 +181,24 @@ impl Tile<'_> {
             xq.len() >= (i0 + MT) * k
                 && xd.len() >= (i0 + MT) * nb
                 && xsum.len() >= (i0 + MT) * nb
-                && lane0 + S::N <= GROUP
-                && scales.len() == nb * GROUP
-                && qs.len() == nb * GROUP * bb
+                && scales.len() == nb * S::N
+                && qs.len() == nb * S::N * bb
         );
         let offset = F::offset::<S>();
         let mut y = [s.zero(); MT];
         for b in 0..nb {
-            let at = b * GROUP * bb;
-            if lane0 == 0 {
-                // The blocks ahead, one cache line at a time (a hint: never
-                // faults, even past the end).
-                for line in (0..GROUP * bb).step_by(64) {
-                    s.prefetch(qs.as_ptr().wrapping_add(at + line + PREFETCH_BYTES));
-                }
+            let at = b * S::N * bb;
+            // The blocks ahead, one cache line at a time (a hint: never
+            // faults, even past the end).
+            for line in (0..S::N * bb).step_by(64) {
+                s.prefetch(qs.as_ptr().wrapping_add(at + line + PREFETCH_BYTES));
             }
-            // SAFETY: block `b`'s chunks, lanes `lane0..lane0 + N` of each,
-            // and its scales are inside the group's planes (asserted above).
+            // SAFETY: block `b`'s chunks and scales are inside the group's
+            // planes (asserted above).
             let (w, dw) = unsafe {
                 (
-                    F::load(s, qs.as_ptr().add(at + 4 * lane0)),
-                    s.load_f16(scales.as_ptr().add(b * GROUP + lane0)),
+                    F::load(s, qs.as_ptr().add(at)),
+                    s.load_f16(scales.as_ptr().add(b * S::N)),
                 )
             };
             for (i, y) in y.iter_mut().enumerate() {
@@ -230,13 +216,13 @@ impl Tile<'_> {
                 *y = s.fma(dw, t, *y);
             }
         }
-        let rows = (yt.len() / m - lane0).min(S::N);
+        let rows = out.len() / m;
         let mut lanes = [0f32; 16];
         for (i, y) in y.iter().enumerate() {
             // SAFETY: `lanes` holds 16 >= N values.
             unsafe { s.store(lanes.as_mut_ptr(), *y) };
-            for (l, v) in lanes[..rows].iter().enumerate() {
-                yt[(lane0 + l) * m + i0 + i] = *v;
+            for (r, v) in lanes[..rows].iter().enumerate() {
+                out[r * m + i0 + i] = *v;
             }
         }
     }
@@ -249,8 +235,7 @@ trait Unpack {
     const BYTES: usize;
     /// What every value in registers is offset by (`w = d · (v - offset)`).
     fn offset<S: Lanes>() -> f32;
-    /// The eight vectors of the block's lanes `p` points at (chunk `c` at
-    /// `p + 64c`).
+    /// The eight vectors of the block `p` points at (chunk `c` at `p + 4Nc`).
     /// # Safety
     /// The block's chunks must be readable from `p`, `4·N` bytes each.
     unsafe fn load<S: Lanes>(s: S, p: *const u8) -> [S::Q; 8];
@@ -273,16 +258,16 @@ impl Unpack for Q8 {
         // Loops and closures would not inline the intrinsics here.
         // SAFETY: forwarded: eight chunks from `p`.
         unsafe {
-            let p = p.cast::<i8>();
+            let (p, c) = (p.cast::<i8>(), 4 * S::N);
             [
                 s.load_q8(p),
-                s.load_q8(p.add(CHUNK)),
-                s.load_q8(p.add(2 * CHUNK)),
-                s.load_q8(p.add(3 * CHUNK)),
-                s.load_q8(p.add(4 * CHUNK)),
-                s.load_q8(p.add(5 * CHUNK)),
-                s.load_q8(p.add(6 * CHUNK)),
-                s.load_q8(p.add(7 * CHUNK)),
+                s.load_q8(p.add(c)),
+                s.load_q8(p.add(2 * c)),
+                s.load_q8(p.add(3 * c)),
+                s.load_q8(p.add(4 * c)),
+                s.load_q8(p.add(5 * c)),
+                s.load_q8(p.add(6 * c)),
+                s.load_q8(p.add(7 * c)),
             ]
         }
     }
@@ -306,10 +291,11 @@ impl Unpack for Q4 {
     unsafe fn load<S: Lanes>(s: S, p: *const u8) -> [S::Q; 8] {
         // SAFETY: forwarded: four chunks from `p`.
         unsafe {
+            let c = 4 * S::N;
             let [a0, b0] = s.load_q4(p);
-            let [a1, b1] = s.load_q4(p.add(CHUNK));
-            let [a2, b2] = s.load_q4(p.add(2 * CHUNK));
-            let [a3, b3] = s.load_q4(p.add(3 * CHUNK));
+            let [a1, b1] = s.load_q4(p.add(c));
+            let [a2, b2] = s.load_q4(p.add(2 * c));
+            let [a3, b3] = s.load_q4(p.add(3 * c));
             [a0, a1, a2, a3, b0, b1, b2, b3]
         }
     }
@@ -369,9 +355,9 @@ mod tests {
         }
     }
 
-    /// `dot_rows_q8` and `dot_rows_q4` of eight chunks of `N` lanes from
-    /// `w8` and `w4` (64 and 32 bytes per chunk, the first `4·N` used) with
-    /// `x`, then `N` and the q8_0 offset.
+    /// `dot_rows_q8` and `dot_rows_q4` of a block of `N` lanes from `w8`
+    /// and `w4` (eight and four chunks of `4·N` bytes) with `x`, then `N` and
+    /// the q8_0 offset.
     struct RowDots<'a>(&'a [i8], &'a [u8], &'a [i8]);
     impl Kernel for RowDots<'_> {
         type Output = Vec<f32>;
@@ -419,7 +405,7 @@ mod tests {
                 let mut sum = 0i32;
                 for s in 0..8 {
                     for t in 0..4 {
-                        let w = i32::from(w8[s * 64 + 4 * l + t]) + offset as i32;
+                        let w = i32::from(w8[s * 4 * n + 4 * l + t]) + offset as i32;
                         sum += w * i32::from(x[4 * s + t]);
                     }
                 }
@@ -431,7 +417,7 @@ mod tests {
                 let mut sum = 0i32;
                 for c in 0..4 {
                     for t in 0..4 {
-                        let byte = w4[c * 64 + 4 * l + t];
+                        let byte = w4[c * 4 * n + 4 * l + t];
                         sum += i32::from(byte & 15) * i32::from(x[4 * c + t]);
                         sum += i32::from(byte >> 4) * i32::from(x[16 + 4 * c + t]);
                     }
@@ -444,9 +430,9 @@ mod tests {
 
     #[test]
     fn matches_the_dequantized_product_at_every_level_and_row_count() {
-        // n = 37, 21, 13, 9, 6: groups of 16 weight rows padded, single
-        // lanes at AVX2 and NEON; m = 3, 5, 9: tiles of 2 + 1, 4 + 1, 8 + 1
-        // rows (and 4 + 4 + 1 at 16 registers).
+        // n = 37, 21, 13, 9, 6: the last group of weight rows padded at
+        // every level; m = 3, 5, 9: tiles of 2 + 1, 4 + 1, 8 + 1 rows (and
+        // 4 + 4 + 1 at 16 registers).
         for (n, k) in [(37, 96), (21, 544), (13, 704), (9, 1600), (6, 2048)] {
             let w: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 2_654_435_761) % 1009) as f32 / 500.0 - 1.0)
@@ -455,7 +441,6 @@ mod tests {
                 let q = QuantMatrix::quantize(format, n, k, &w).unwrap();
                 let mut wd = vec![0f32; n * k];
                 q.dequantize_rows(0..n, &mut wd);
-                let q = Interleaved::new(q);
                 for m in [1, 2, 3, 4, 5, 8, 9, 16] {
                     let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
                     // The product with x's q8_0 values (what the kernel
@@ -482,7 +467,7 @@ mod tests {
                             .sum::<f64>()
                     };
                     for &level in Level::available() {
-                        let got = run(level, &x, m, &q);
+                        let got = run(level, &x, m, &Interleaved::new(q.clone(), level.lanes()));
                         for (t, ((g, w), e)) in got.iter().zip(&want).zip(&exact).enumerate() {
                             assert!(
                                 (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
