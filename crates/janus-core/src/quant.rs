@@ -296,15 +296,9 @@ impl QuantMatrix {
     /// Writes rows `rows` as f32 into `out` (`rows.len() * cols` values), in
     /// parallel.
     pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
-        // About 64 KB of output per task.
-        let per_task = (16384 / self.cols).max(1);
-        out[..rows.len() * self.cols]
-            .par_chunks_mut(per_task * self.cols)
-            .enumerate()
-            .for_each(|(i, out)| {
-                let r0 = rows.start + i * per_task;
-                self.dequantize_rows_here(r0..r0 + out.len() / self.cols, out);
-            });
+        par_rows(rows, self.cols, out, |rows, out| {
+            self.dequantize_rows_here(rows, out)
+        });
     }
 
     /// [`QuantMatrix::dequantize_rows`] on the calling thread.
@@ -317,6 +311,24 @@ impl QuantMatrix {
             .zip(self.qs[blocks.start * bb..blocks.end * bb].chunks_exact(bb))
             .for_each(|((out, d), q)| dequantize_block(self.format, d.to_f32(), q, out));
     }
+}
+
+/// Runs `f(rows, out)` over parts of `rows` (rows of `cols` values in `out`)
+/// on all threads, about 64 KB of output per task.
+pub(crate) fn par_rows(
+    rows: Range<usize>,
+    cols: usize,
+    out: &mut [f32],
+    f: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    let per_task = (16384 / cols).max(1);
+    out[..rows.len() * cols]
+        .par_chunks_mut(per_task * cols)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let r0 = rows.start + i * per_task;
+            f(r0..r0 + out.len() / cols, out);
+        });
 }
 
 /// Quantizes one block of 32 weights into `q`; returns its scale. Follows

@@ -26,7 +26,7 @@ use std::ops::Range;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::quant::{BLOCK, QuantFormat, QuantMatrix, dequantize_block};
+use crate::quant::{BLOCK, QuantFormat, QuantMatrix, dequantize_block, par_rows};
 
 /// A quantized `[rows, cols]` matrix in the interleaved layout (see the
 /// module docs).
@@ -124,15 +124,9 @@ impl Interleaved {
     /// Writes rows `rows` as f32 into `out` (`rows.len() * cols` values), in
     /// parallel.
     pub(crate) fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
-        // About 64 KB of output per task.
-        let per_task = (16384 / self.cols).max(1);
-        out[..rows.len() * self.cols]
-            .par_chunks_mut(per_task * self.cols)
-            .enumerate()
-            .for_each(|(i, out)| {
-                let r0 = rows.start + i * per_task;
-                self.dequantize_rows_here(r0..r0 + out.len() / self.cols, out);
-            });
+        par_rows(rows, self.cols, out, |rows, out| {
+            self.dequantize_rows_here(rows, out)
+        });
     }
 
     /// [`Interleaved::dequantize_rows`] on the calling thread.
