@@ -55,9 +55,10 @@ impl<B: Backend> LlamaAttention<B> {
         layer: usize,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
-        let q = self.split_heads(self.q_proj.forward(x.clone()), self.heads);
-        let k = self.split_heads(self.k_proj.forward(x.clone()), self.kv_heads);
-        let v = self.split_heads(self.v_proj.forward(x), self.kv_heads);
+        let [q, k, v] = Linear::forward_many(x, [&self.q_proj, &self.k_proj, &self.v_proj]);
+        let q = self.split_heads(q, self.heads);
+        let k = self.split_heads(k, self.kv_heads);
+        let v = self.split_heads(v, self.kv_heads);
         let q = Rope::apply(q, rope.0, rope.1);
         let k = Rope::apply(k, rope.0, rope.1);
         let (k, v) = cache.append(layer, k, v);

@@ -26,8 +26,7 @@ impl<B: Backend> LlamaMlp<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = self.gate_proj.forward(x.clone());
-        self.down_proj
-            .forward(janus_core::nn::silu_mul(gate, self.up_proj.forward(x)))
+        let [gate, up] = Linear::forward_many(x, [&self.gate_proj, &self.up_proj]);
+        self.down_proj.forward(janus_core::nn::silu_mul(gate, up))
     }
 }

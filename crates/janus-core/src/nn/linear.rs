@@ -140,6 +140,33 @@ impl<B: Backend> Linear<B> {
     }
 
     /// `y = x W^T + b` over the last dimension of `x`.
+    /// `[l.forward(x) for l in linears]`: on the CPU, quantized layers with
+    /// few rows of `x` run in one pass (`x` quantized once, one parallel loop
+    /// over all their weights: q, k and v, or gate and up); any other mix runs
+    /// each layer's [`Linear::forward`].
+    pub fn forward_many<const D: usize, const N: usize>(
+        x: Tensor<B, D>,
+        linears: [&Self; N],
+    ) -> [Tensor<B, D>; N] {
+        let dims = x.dims();
+        let quant: Option<Vec<&QuantWeight<B>>> =
+            linears.iter().map(|l| l.quant.as_ref()).collect();
+        if let Some(quant) = quant {
+            let rows = dims[..D - 1].iter().product::<usize>();
+            let x2 = x.clone().reshape([rows, dims[D - 1]]);
+            let biases: Vec<_> = linears.iter().map(|l| l.bias.as_ref()).collect();
+            if let Some(ys) = QuantWeight::forward_many(&x2, &quant, &biases) {
+                let mut ys = ys.into_iter();
+                return linears.map(|l| {
+                    let mut out = dims;
+                    out[D - 1] = l.d_out();
+                    ys.next().expect("one output per layer").reshape(out)
+                });
+            }
+        }
+        linears.map(|l| l.forward(x.clone()))
+    }
+
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let mut dims = x.dims();
         let d_in = dims[D - 1];
@@ -191,6 +218,60 @@ mod tests {
     use burn::tensor::Distribution;
 
     use super::*;
+
+    #[test]
+    fn layers_run_together_give_what_each_gives_alone() {
+        let dev = Default::default();
+        let quantized = |n: usize, bias: bool, format| {
+            let w: Vec<f32> = (0..n * 64)
+                .map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0)
+                .collect();
+            let q = crate::QuantMatrix::quantize(format, n, 64, &w).unwrap();
+            let b = bias.then(|| Tensor::<Flex, 1>::random([n], Distribution::Default, &dev));
+            Linear {
+                weight: Tensor::zeros([1, 1], &dev),
+                bias: b,
+                in_out: false,
+                quant: Some(QuantWeight::new(q, &dev)),
+            }
+        };
+        // Widths that are not whole parallel tasks (20, 37), a bias on one,
+        // both formats; a dense layer in the mix takes the one-by-one path.
+        let a = quantized(20, false, QuantFormat::Q4_0);
+        let b = quantized(37, true, QuantFormat::Q8_0);
+        let c = quantized(16, false, QuantFormat::Q4_0);
+        let dense = Linear::new(
+            Tensor::<Flex, 2>::random([24, 64], Distribution::Default, &dev),
+            None,
+        );
+        for rows in [1, 3, 16, 20] {
+            let x = Tensor::<Flex, 3>::random([1, rows, 64], Distribution::Normal(0.0, 1.0), &dev);
+            let together = Linear::forward_many(x.clone(), [&a, &b, &c]);
+            let mixed = Linear::forward_many(x.clone(), [&b, &dense]);
+            for (layer, got) in [&a, &b, &c]
+                .iter()
+                .zip(together)
+                .chain([(&&b, mixed[0].clone())])
+            {
+                assert_eq!(got.dims(), [1, rows, layer.d_out()]);
+                assert_eq!(
+                    got.into_data().to_vec::<f32>().unwrap(),
+                    layer
+                        .forward(x.clone())
+                        .into_data()
+                        .to_vec::<f32>()
+                        .unwrap(),
+                    "{rows} rows"
+                );
+            }
+            let want = dense
+                .forward(x.clone())
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            assert_eq!(mixed[1].clone().into_data().to_vec::<f32>().unwrap(), want);
+        }
+    }
 
     #[test]
     fn f16_batches_and_the_in_out_copy_match_f32() {

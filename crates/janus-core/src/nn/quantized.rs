@@ -98,7 +98,7 @@ impl<B: Backend> QuantWeight<B> {
             Self::Host { q, .. } => {
                 let [rows, k] = x.dims();
                 if rows <= crate::cpu::MAX_ROWS {
-                    crate::cpu::quant_rows(&x, q, bias)
+                    crate::cpu::quant_rows(&x, &[q], &[bias]).remove(0)
                 } else {
                     let w = crate::cpu::Weight::Quant(q);
                     crate::cpu::product_tensor(&x, [rows, k, q.rows()], &w, false, bias)
@@ -113,6 +113,29 @@ impl<B: Backend> QuantWeight<B> {
                 }
             }
         }
+    }
+}
+
+impl<B: Backend> QuantWeight<B> {
+    /// `x [rows, in] · W_iᵀ + bias_i` for each weight, in one pass when all are
+    /// in host memory and `x` has few rows (`None` otherwise: call
+    /// [`QuantWeight::forward`] on each).
+    pub(crate) fn forward_many(
+        x: &Tensor<B, 2>,
+        weights: &[&Self],
+        biases: &[Option<&Tensor<B, 1>>],
+    ) -> Option<Vec<Tensor<B, 2>>> {
+        if x.dims()[0] > crate::cpu::MAX_ROWS {
+            return None;
+        }
+        let qs: Option<Vec<&Interleaved>> = weights
+            .iter()
+            .map(|w| match w {
+                Self::Host { q, .. } => Some(&**q),
+                Self::Device(_) => None,
+            })
+            .collect();
+        Some(crate::cpu::quant_rows(x, &qs?, biases))
     }
 }
 

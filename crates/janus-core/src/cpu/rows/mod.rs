@@ -91,35 +91,31 @@ pub(crate) fn linear_rows_at<B: Backend>(
     Some(crate::host::from_f32_vec(y, [m, n], &x.device(), x.dtype()))
 }
 
-/// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at the kernels' level.
+/// `x [m, k] · dequant(q_i)ᵀ + bias_i` for `m <= 16` rows and each weight
+/// `q_i` (all `k` wide), in one pass on the host ([`quant::run_many`]) at the
+/// kernels' level; the results in `x`'s dtype on `x`'s device.
 pub(crate) fn quant_rows<B: Backend>(
     x: &Tensor<B, 2>,
-    q: &super::Interleaved,
-    bias: Option<&Tensor<B, 1>>,
-) -> Tensor<B, 2> {
-    quant_rows_at(simd::level(), x, q, bias)
-}
-
-/// `x [m, k] · dequant(q)ᵀ + bias` for `m <= 16` rows at `level`, on the host
-/// (the [`super::Interleaved`] kernel); the result in `x`'s dtype on `x`'s device.
-pub(crate) fn quant_rows_at<B: Backend>(
-    level: Level,
-    x: &Tensor<B, 2>,
-    q: &super::Interleaved,
-    bias: Option<&Tensor<B, 1>>,
-) -> Tensor<B, 2> {
+    qs: &[&super::Interleaved],
+    biases: &[Option<&Tensor<B, 1>>],
+) -> Vec<Tensor<B, 2>> {
     let [m, k] = x.dims();
-    debug_assert!(m <= MAX_ROWS && k == q.cols());
+    debug_assert!(m <= MAX_ROWS && qs.iter().all(|q| q.cols() == k) && biases.len() == qs.len());
     let xs = crate::to_f32_vec(x.clone());
-    let mut y = quant::run(level, &xs, m, q);
-    let n = q.rows();
-    if let Some(b) = bias {
-        let b = crate::to_f32_vec(b.clone());
-        for row in y.chunks_mut(n) {
-            row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
-        }
-    }
-    crate::host::from_f32_vec(y, [m, n], &x.device(), x.dtype())
+    quant::run_many(simd::level(), &xs, m, qs)
+        .into_iter()
+        .zip(qs.iter().zip(biases))
+        .map(|(mut y, (q, bias))| {
+            let n = q.rows();
+            if let Some(b) = bias {
+                let b = crate::to_f32_vec((*b).clone());
+                for row in y.chunks_mut(n) {
+                    row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
+                }
+            }
+            crate::host::from_f32_vec(y, [m, n], &x.device(), x.dtype())
+        })
+        .collect()
 }
 
 /// Runs `block(x, m, k, w_rows, yt_rows)` over blocks of weight rows on all
