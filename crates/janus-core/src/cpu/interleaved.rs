@@ -1,7 +1,7 @@
 //! [`Interleaved`]: a [`QuantMatrix`] rearranged for the CPU block kernel, with
-//! the weight rows of each group (the SIMD level's lanes) side by side, so that the lanes
-//! of one vector hold one block of many weight rows (llama.cpp's "repacked"
-//! q4_0 layouts follow the same idea).
+//! the weight rows of each group side by side, so that the lanes of one vector
+//! hold one block of many weight rows (llama.cpp's "repacked" q4_0 layouts
+//! follow the same idea).
 //!
 //! Rows go in groups of `G`, the lanes of the SIMD level the kernel runs at
 //! (16 at AVX-512, 8 at AVX2 and the portable level, 4 on NEON), the last group

@@ -139,7 +139,6 @@ impl<B: Backend> Linear<B> {
         self.weight.dims()[if self.in_out { 1 } else { 0 }]
     }
 
-    /// `y = x W^T + b` over the last dimension of `x`.
     /// `[l.forward(x) for l in linears]`: on the CPU, quantized layers with
     /// few rows of `x` run in one pass (`x` quantized once, one parallel loop
     /// over all their weights: q, k and v, or gate and up); any other mix runs
@@ -167,6 +166,7 @@ impl<B: Backend> Linear<B> {
         linears.map(|l| l.forward(x.clone()))
     }
 
+    /// `y = x W^T + b` over the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let mut dims = x.dims();
         let d_in = dims[D - 1];

@@ -2,11 +2,11 @@
 //! ([`QuantMatrix`]), kept where its backend reads it fastest.
 //!
 //! - CPU (burn-flex): the blocks stay in host memory, their weight rows
-//!   interleaved a vector's worth at a time for the CPU kernels (`cpu/interleaved.rs`). A few
-//!   rows (decode, image steps) go through the block kernel, which multiplies
-//!   in registers; many
-//!   rows (prefill) go through the many-row product (`cpu/many.rs`), each
-//!   thread dequantizing a panel of a few hundred weight rows at a time.
+//!   interleaved a vector's worth at a time (`cpu/interleaved.rs`). A few rows
+//!   (decode, image steps) go through the block kernel, which multiplies in
+//!   registers; many rows (prefill) go through the many-row product
+//!   (`cpu/many.rs`), each thread dequantizing a panel of a few hundred weight
+//!   rows at a time.
 //! - Other backends (wgpu, CUDA): the values are packed four (q8_0) or eight
 //!   (q4_0) to a 32-bit int tensor on the device, with f32 scales, and each call
 //!   dequantizes on the device (integer shifts and masks) to the runtime dtype
@@ -114,9 +114,7 @@ impl<B: Backend> QuantWeight<B> {
             }
         }
     }
-}
 
-impl<B: Backend> QuantWeight<B> {
     /// `x [rows, in] · W_iᵀ + bias_i` for each weight, in one pass when all are
     /// in host memory and `x` has few rows (`None` otherwise: call
     /// [`QuantWeight::forward`] on each).

@@ -4,8 +4,9 @@
 //! per call and its dot product with every row's block is exact integer
 //! arithmetic.
 //!
-//! The weight rows of a group of 16 sit side by side ([`Interleaved`]), so a
-//! vector's lanes are weight rows: one block of `N` rows is eight vectors of
+//! The weight rows of a group sit side by side ([`Interleaved`], a group
+//! being one vector's `N` lanes), so a vector's lanes are weight rows: one
+//! block of `N` rows is eight vectors of
 //! four values per lane (q4_0: four loads, each split into its low and high
 //! halves; q8_0: eight loads), each multiplied by four values of x broadcast
 //! to every lane (`vpdpbusd` with VNNI, [`Level::AvxVnni`] and
