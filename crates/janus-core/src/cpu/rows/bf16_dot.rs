@@ -30,9 +30,10 @@ unsafe fn tile<const MT: usize, const NT: usize>(
         for (j, wv) in wv.iter_mut().enumerate() {
             // SAFETY: rows of `k` weights, `kk + 32 <= k`.
             *wv = unsafe { _mm512_loadu_si512(w.add(j * k + kk).cast()) };
-            // The next tile's rows, fetched from memory while this one computes
-            // (a hint: never faults, even past the end).
-            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((NT + j) * k + kk).cast());
+            // The next tile's rows, fetched from memory into L2 while this one
+            // computes (a hint: never faults, even past the end; as
+            // `Lanes::prefetch_l2`).
+            _mm_prefetch::<_MM_HINT_T1>(w.wrapping_add((NT + j) * k + kk).cast());
         }
         for (i, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `MT` rows of `k` values, `kk + 32 <= k`.

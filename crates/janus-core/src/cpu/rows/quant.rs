@@ -237,7 +237,7 @@ impl Tile<'_> {
             // The blocks ahead, one cache line at a time (a hint: never
             // faults, even past the end).
             for line in (0..S::N * bb).step_by(64) {
-                s.prefetch(qs.as_ptr().wrapping_add(at + line + PREFETCH_BYTES));
+                s.prefetch_l2(qs.as_ptr().wrapping_add(at + line + PREFETCH_BYTES));
             }
             // SAFETY: block `b`'s chunks and scales are inside the group's
             // planes (asserted above).

@@ -67,7 +67,7 @@ unsafe fn tile<S: Lanes, E: Elem + Load, const MT: usize, const NT: usize>(
             *wv = unsafe { E::load(s, w.add(j * k + kk)) };
             // The next tile's rows, fetched while this one computes (a hint:
             // never faults, even past the end).
-            s.prefetch(w.wrapping_add((NT + j) * k + kk));
+            s.prefetch_l2(w.wrapping_add((NT + j) * k + kk));
         }
         for i in 0..MT {
             // SAFETY: `MT` rows of `k` values, `kk + N <= k`.

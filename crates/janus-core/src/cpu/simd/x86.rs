@@ -281,6 +281,10 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
     fn prefetch<T>(self, p: *const T) {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
     }
+    #[inline(always)]
+    fn prefetch_l2<T>(self, p: *const T) {
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
+    }
 }
 
 impl<const VNNI: bool> Lanes for Avx512<VNNI> {
@@ -440,5 +444,9 @@ impl<const VNNI: bool> Lanes for Avx512<VNNI> {
     #[inline(always)]
     fn prefetch<T>(self, p: *const T) {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
+    fn prefetch_l2<T>(self, p: *const T) {
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
     }
 }
