@@ -268,9 +268,10 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     fn prefetch<T>(self, _p: *const T) {}
     /// A hint to fetch the cache line at `p` into the second-level cache, for
     /// weights streamed once and fetched far ahead (never faults). On an
-    /// AVX-512 Xeon the few-row kernels read one or two rows' weights 0-11 %
-    /// faster with it than with [`Lanes::prefetch`] (the same at eight rows);
-    /// the attention loops, which fetch a few rows ahead, were 7 % slower.
+    /// AVX-512 Xeon the few-row kernels read one or two rows' weights up to
+    /// 10 % faster with it than with [`Lanes::prefetch`] (q4_0, one row: 4-7
+    /// %; the same at eight rows); the attention loops, which fetch a few rows
+    /// ahead, were 6-9 % slower.
     #[inline(always)]
     fn prefetch_l2<T>(self, _p: *const T) {}
 }
