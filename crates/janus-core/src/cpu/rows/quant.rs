@@ -487,6 +487,11 @@ mod tests {
                 let q = QuantMatrix::quantize(format, n, k, &w).unwrap();
                 let mut wd = vec![0f32; n * k];
                 q.dequantize_rows(0..n, &mut wd);
+                // Each level's layout (groups of its lanes), made once.
+                let layouts: Vec<(Level, Interleaved)> = Level::available()
+                    .iter()
+                    .map(|&level| (level, Interleaved::new(q.clone(), level.lanes())))
+                    .collect();
                 for m in [1, 2, 3, 4, 5, 8, 9, 16] {
                     let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
                     // The product with x's q8_0 values (what the kernel
@@ -512,8 +517,8 @@ mod tests {
                             })
                             .sum::<f64>()
                     };
-                    for &level in Level::available() {
-                        let got = run(level, &x, m, &Interleaved::new(q.clone(), level.lanes()));
+                    for (level, layout) in &layouts {
+                        let got = run(*level, &x, m, layout);
                         for (t, ((g, w), e)) in got.iter().zip(&want).zip(&exact).enumerate() {
                             assert!(
                                 (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
