@@ -85,10 +85,12 @@ pub(crate) fn run_many(level: Level, x: &[f32], m: usize, qs: &[&Interleaved]) -
 }
 
 /// Rows of `x` (`k` values each, `k` a multiple of 32) as q8_0 blocks: int8
-/// values `round(x · (1 / d))` in `-127..=127`, per block the scale
-/// `d = max |x| / 127` (llama.cpp's q8_0 rounding) and `d · Σ values` (what a
-/// weight offset multiplies, [`Unpack::offset`]). Plain scalar code compiled at
-/// `level` (vectorised by the compiler; the same values at every level).
+/// values `x · (1 / d)` rounded to the nearest (ties to even, as llama.cpp's
+/// SIMD quantizers do), in `-127..=127`, per block the scale `d = max |x| /
+/// 127` and `d · Σ values` (what a weight offset multiplies,
+/// [`Unpack::offset`]). Vectorised at `level`, with the same values at every
+/// level (max, products and rounding are exact per lane, the integer sums are
+/// exact in f32).
 pub(crate) fn quantize_rows(level: Level, x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
     debug_assert_eq!(k % BLOCK, 0);
     simd::dispatch_at(level, QuantizeActs(x))
@@ -100,29 +102,36 @@ struct QuantizeActs<'a>(&'a [f32]);
 impl Kernel for QuantizeActs<'_> {
     type Output = (Vec<i8>, Vec<f32>, Vec<f32>);
     #[inline(always)]
-    fn run<S: Lanes>(self, _: S) -> Self::Output {
+    fn run<S: Lanes>(self, s: S) -> Self::Output {
         let x = self.0;
         let mut qs = vec![0i8; x.len()];
         let mut ds = vec![0f32; x.len() / BLOCK];
         let mut sums = vec![0f32; x.len() / BLOCK];
+        assert_eq!(BLOCK % S::N, 0);
         for (((block, q), d), sum) in x
             .chunks_exact(BLOCK)
             .zip(qs.chunks_exact_mut(BLOCK))
             .zip(&mut ds)
             .zip(&mut sums)
         {
-            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
-            *d = amax / 127.0;
-            let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
-            let mut total = 0i32;
-            for (q, v) in q.iter_mut().zip(block) {
-                // Half away from zero without a libm call; `as` saturates (and
-                // maps NaN to 0): always in range.
-                let t = v * inv;
-                *q = (t + 0.5f32.copysign(t)) as i8;
-                total += i32::from(*q);
+            // SAFETY (the loads and stores): `c + N <= 32`, inside the block
+            // of x and of q.
+            let mut amax = s.zero();
+            for c in (0..BLOCK).step_by(S::N) {
+                // `|x|` first: where a lane is NaN, x86's max keeps the
+                // other operand, so NaN does not spread into the scale.
+                amax = s.max(s.abs(unsafe { s.load(block.as_ptr().add(c)) }), amax);
             }
-            *sum = *d * total as f32;
+            *d = s.reduce_max(amax) / 127.0;
+            let inv = s.splat(if *d > 0.0 { 1.0 / *d } else { 0.0 });
+            let mut total = s.zero();
+            for c in (0..BLOCK).step_by(S::N) {
+                let v = s.round(s.mul(unsafe { s.load(block.as_ptr().add(c)) }, inv));
+                total = s.add(total, v);
+                unsafe { s.store_i8(q.as_mut_ptr().add(c), v) };
+            }
+            // Integers of at most 32 · 127 in magnitude: exact in f32.
+            *sum = *d * s.reduce_sum(total);
         }
         (qs, ds, sums)
     }
@@ -357,7 +366,8 @@ mod tests {
     use super::*;
     use crate::quant::QuantMatrix;
 
-    /// x through q8_0 and back, written out plainly (llama.cpp's rounding).
+    /// x through q8_0 and back, written out plainly (llama.cpp's scale, ties
+    /// rounded to even).
     fn reference_q8(x: &[f32]) -> Vec<f32> {
         x.chunks(32)
             .flat_map(|b| {
@@ -365,7 +375,7 @@ mod tests {
                 let d = amax / 127.0;
                 b.iter().map(move |v| {
                     if d > 0.0 {
-                        (v * (1.0 / d)).round() * d
+                        (v * (1.0 / d)).round_ties_even() * d
                     } else {
                         0.0
                     }
@@ -398,6 +408,15 @@ mod tests {
         for b in 0..2 {
             let total: i32 = q[b * 32..(b + 1) * 32].iter().map(|v| i32::from(*v)).sum();
             assert_eq!(sums[b], d[b] * total as f32);
+        }
+        // Scale 1: halves round to even at every level.
+        let mut ties = vec![0f32; 32];
+        ties[..8].copy_from_slice(&[127.0, 2.5, 3.5, -2.5, -0.5, 0.5, 1.5, -126.5]);
+        for &level in Level::available() {
+            let (q, d, sums) = quantize_rows(level, &ties, 32);
+            assert_eq!(d, [1.0], "{level}");
+            assert_eq!(q[..8], [127, 2, 4, -2, 0, 0, 2, -126], "{level}");
+            assert_eq!(sums, [7.0], "{level}");
         }
     }
 

@@ -217,6 +217,22 @@ pub(crate) trait Lanes: Copy + Send + Sync {
             }
         }
     }
+    /// `v`'s lanes, integers in `-127..=127` (rounded by the caller), as `N`
+    /// int8 values into `p..p + N` (saturated; non-finite lanes give some
+    /// int8 value).
+    /// # Safety
+    /// `p..p + N` must be writable.
+    #[inline(always)]
+    unsafe fn store_i8(self, p: *mut i8, v: Self::V) {
+        let mut a = [0f32; 16];
+        // SAFETY: as in `store_f16`.
+        unsafe {
+            self.store(a.as_mut_ptr(), v);
+            for (i, a) in a[..Self::N].iter().enumerate() {
+                *p.add(i) = *a as i8;
+            }
+        }
+    }
     /// `4·N` bytes in registers: four bytes for each of the `N` lanes, the
     /// weight values the block kernel multiplies in one integer dot product
     /// (four consecutive weights of one weight row per lane).

@@ -139,6 +139,14 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
         unsafe { _mm_storeu_si128(p.cast(), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)) }
     }
     #[inline(always)]
+    unsafe fn store_i8(self, p: *mut i8, v: __m256) {
+        unsafe {
+            let i = _mm256_cvtps_epi32(v);
+            let w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
+            _mm_storel_epi64(p.cast(), _mm_packs_epi16(w, w));
+        }
+    }
+    #[inline(always)]
     unsafe fn load_bf16(self, p: *const bf16) -> __m256 {
         unsafe {
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
@@ -311,6 +319,10 @@ impl<const VNNI: bool> Lanes for Avx512<VNNI> {
     #[inline(always)]
     unsafe fn store_f16(self, p: *mut f16, v: __m512) {
         unsafe { _mm256_storeu_si256(p.cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)) }
+    }
+    #[inline(always)]
+    unsafe fn store_i8(self, p: *mut i8, v: __m512) {
+        unsafe { _mm_storeu_si128(p.cast(), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v))) }
     }
     #[inline(always)]
     unsafe fn load_bf16(self, p: *const bf16) -> __m512 {
