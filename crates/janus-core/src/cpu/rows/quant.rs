@@ -76,10 +76,11 @@ pub(crate) fn run_many(level: Level, x: &[f32], m: usize, qs: &[&Interleaved]) -
     qs.iter()
         .zip(&starts)
         .map(|(q, s)| {
-            y.chunks_exact(total)
-                .flat_map(|row| &row[*s..*s + q.rows()])
-                .copied()
-                .collect()
+            let mut out = Vec::with_capacity(m * q.rows());
+            for row in y.chunks_exact(total) {
+                out.extend_from_slice(&row[*s..*s + q.rows()]);
+            }
+            out
         })
         .collect()
 }
