@@ -194,28 +194,16 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// `p..p + N` must be writable.
     #[inline(always)]
     unsafe fn store_f16(self, p: *mut f16, v: Self::V) {
-        let mut a = [0f32; 16];
-        // SAFETY: `a` holds 16 >= N values; the caller guarantees `p`.
-        unsafe {
-            self.store(a.as_mut_ptr(), v);
-            for (i, a) in a[..Self::N].iter().enumerate() {
-                *p.add(i) = f16::from_f32(*a);
-            }
-        }
+        // SAFETY: forwarded.
+        unsafe { store_each(self, p, v, f16::from_f32) }
     }
     /// `v` rounded to bf16 (nearest, ties to even) into `p..p + N`.
     /// # Safety
     /// `p..p + N` must be writable.
     #[inline(always)]
     unsafe fn store_bf16(self, p: *mut bf16, v: Self::V) {
-        let mut a = [0f32; 16];
-        // SAFETY: as in `store_f16`.
-        unsafe {
-            self.store(a.as_mut_ptr(), v);
-            for (i, a) in a[..Self::N].iter().enumerate() {
-                *p.add(i) = bf16::from_f32(*a);
-            }
-        }
+        // SAFETY: forwarded.
+        unsafe { store_each(self, p, v, bf16::from_f32) }
     }
     /// `v`'s lanes, integers in `-127..=127` (rounded by the caller), as `N`
     /// int8 values into `p..p + N` (saturated; non-finite lanes give some
@@ -224,14 +212,8 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// `p..p + N` must be writable.
     #[inline(always)]
     unsafe fn store_i8(self, p: *mut i8, v: Self::V) {
-        let mut a = [0f32; 16];
-        // SAFETY: as in `store_f16`.
-        unsafe {
-            self.store(a.as_mut_ptr(), v);
-            for (i, a) in a[..Self::N].iter().enumerate() {
-                *p.add(i) = *a as i8;
-            }
-        }
+        // SAFETY: forwarded.
+        unsafe { store_each(self, p, v, |a| a as i8) }
     }
     /// `4·N` bytes in registers: four bytes for each of the `N` lanes, the
     /// weight values the block kernel multiplies in one integer dot product
@@ -290,6 +272,23 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// ahead, were 6-9 % slower.
     #[inline(always)]
     fn prefetch_l2<T>(self, _p: *const T) {}
+}
+
+/// `v`'s lanes converted one at a time into `p..p + N` (the portable
+/// versions of the narrowing stores).
+///
+/// # Safety
+/// `p..p + N` must be writable.
+#[inline(always)]
+unsafe fn store_each<S: Lanes, T>(s: S, p: *mut T, v: S::V, convert: impl Fn(f32) -> T) {
+    let mut a = [0f32; 16];
+    // SAFETY: `a` holds 16 >= N values; the caller guarantees `p`.
+    unsafe {
+        s.store(a.as_mut_ptr(), v);
+        for (i, a) in a[..S::N].iter().enumerate() {
+            *p.add(i) = convert(*a);
+        }
+    }
 }
 
 /// A kernel generic over the SIMD level (a closure cannot be generic).
