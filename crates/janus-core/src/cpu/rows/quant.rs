@@ -87,7 +87,7 @@ pub(crate) fn run_many(level: Level, x: &[f32], m: usize, qs: &[&Interleaved]) -
 
 /// Rows of `x` (`k` values each, `k` a multiple of 32) as q8_0 blocks: int8
 /// values `x · (1 / d)` rounded to the nearest (ties to even, as llama.cpp's
-/// SIMD quantizers do), in `-127..=127`, per block the scale `d = max |x| /
+/// SIMD quantizers do), in `-127..=127` (also where x is not finite), per block the scale `d = max |x| /
 /// 127` and `d · Σ values` (what a weight offset multiplies,
 /// [`Unpack::offset`]). Vectorised at `level`, with the same values at every
 /// level (max, products and rounding are exact per lane, the integer sums are
@@ -125,9 +125,13 @@ impl Kernel for QuantizeActs<'_> {
             }
             *d = s.reduce_max(amax) / 127.0;
             let inv = s.splat(if *d > 0.0 { 1.0 / *d } else { 0.0 });
+            let (lo, hi) = (s.splat(-127.0), s.splat(127.0));
             let mut total = s.zero();
             for c in (0..BLOCK).step_by(S::N) {
                 let v = s.round(s.mul(unsafe { s.load(block.as_ptr().add(c)) }, inv));
+                // A no-op for finite x; keeps non-finite lanes in range (the
+                // kernels' 16-bit sums rely on it).
+                let v = s.min(s.max(v, lo), hi);
                 total = s.add(total, v);
                 unsafe { s.store_i8(q.as_mut_ptr().add(c), v) };
             }
@@ -409,6 +413,16 @@ mod tests {
         for b in 0..2 {
             let total: i32 = q[b * 32..(b + 1) * 32].iter().map(|v| i32::from(*v)).sum();
             assert_eq!(sums[b], d[b] * total as f32);
+        }
+        // Non-finite values give values in range (NaN may be ignored by the
+        // scale or not, depending on the level).
+        let mut odd = wide[..64].to_vec();
+        odd[3] = f32::NAN;
+        odd[40] = f32::INFINITY;
+        odd[41] = f32::NEG_INFINITY;
+        for &level in Level::available() {
+            let (q, _, _) = quantize_rows(level, &odd, 64);
+            assert!(q.iter().all(|v| (-127..=127).contains(v)), "{level}");
         }
         // Scale 1: halves round to even at every level.
         let mut ties = vec![0f32; 32];
