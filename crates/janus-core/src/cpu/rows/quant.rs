@@ -87,11 +87,11 @@ pub(crate) fn run_many(level: Level, x: &[f32], m: usize, qs: &[&Interleaved]) -
 
 /// Rows of `x` (`k` values each, `k` a multiple of 32) as q8_0 blocks: int8
 /// values `x · (1 / d)` rounded to the nearest (ties to even, as llama.cpp's
-/// SIMD quantizers do), in `-127..=127` (also where x is not finite), per block the scale `d = max |x| /
-/// 127` and `d · Σ values` (what a weight offset multiplies,
-/// [`Unpack::offset`]). Vectorised at `level`, with the same values at every
-/// level (max, products and rounding are exact per lane, the integer sums are
-/// exact in f32).
+/// SIMD quantizers do) in `-127..=127` (also where x is not finite), per
+/// block the scale `d = max |x| / 127` and `d · Σ values` (what a weight
+/// offset multiplies, [`Unpack::offset`]). Vectorised at `level`; for finite
+/// x the same values at every level (max, products and rounding are exact
+/// per lane, the integer sums exact in f32).
 pub(crate) fn quantize_rows(level: Level, x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
     debug_assert_eq!(k % BLOCK, 0);
     simd::dispatch_at(level, QuantizeActs(x))
