@@ -31,7 +31,7 @@ mod weights;
 
 pub use config::ConfigError;
 pub use cpu::simd::{Level as SimdLevel, level as simd_level};
-pub use cpu::{has_bf16_dot, is_flex};
+pub use cpu::{has_bf16_dot, is_flex, probe_read_bandwidth};
 pub use error::{Error, Result};
 pub use host::to_f32_vec;
 pub use image::RgbImage;

@@ -1,58 +1,10 @@
-//! How close a measurement is to the memory wall: a read-bandwidth probe of
-//! this machine, and the bytes of weights each decode token or generation step
-//! reads.
-
-use std::time::Instant;
+//! How close a measurement is to the memory wall: the bytes of weights each
+//! decode token or generation step reads (the machine's read bandwidth is
+//! [`janus_core::probe_read_bandwidth`]).
 
 use burn::tensor::DType;
 use janus_core::Precision;
 use janus_pipeline::JanusConfig;
-
-/// Bytes the probe reads per pass (far above any cache).
-const PROBE_BYTES: usize = 1 << 30;
-
-/// The machine's memory read bandwidth in bytes per second: the best of three
-/// passes of all threads summing disjoint parts of a 1 GiB buffer.
-pub fn probe_read_bandwidth(threads: usize) -> f64 {
-    let words = PROBE_BYTES / 8;
-    let buf: Vec<u64> = (0..words as u64).collect();
-    let threads = threads.max(1);
-    let part = words.div_ceil(threads);
-    let mut best = f64::INFINITY;
-    let mut sink = 0u64;
-    for _ in 0..3 {
-        let t = Instant::now();
-        sink ^= std::thread::scope(|s| {
-            let handles: Vec<_> = buf
-                .chunks(part)
-                .map(|chunk| s.spawn(move || sum(chunk)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(0))
-                .fold(0, u64::wrapping_add)
-        });
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    std::hint::black_box(sink);
-    PROBE_BYTES as f64 / best
-}
-
-/// Wrapping sum over eight independent lanes (vectorises at any SIMD level).
-fn sum(x: &[u64]) -> u64 {
-    let mut lanes = [0u64; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(0u64, |a, v| a.wrapping_add(*v));
-    for c in chunks {
-        for (l, v) in lanes.iter_mut().zip(c) {
-            *l = l.wrapping_add(*v);
-        }
-    }
-    lanes.iter().fold(tail, |a, v| a.wrapping_add(*v))
-}
 
 /// Bytes per weight of `dtype` as the model stores it.
 fn bytes_per_weight(dtype: DType) -> f64 {

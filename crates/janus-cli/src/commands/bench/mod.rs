@@ -416,7 +416,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The wall every decode and generation figure is set against (CPU only:
     // the weights are in host memory there).
     let read_bw = cpu.then(|| {
-        let bw = bandwidth::probe_read_bandwidth(threads);
+        let bw = janus_core::probe_read_bandwidth(threads);
         // The probe's buffer is freed: keep it out of the peak memory figures.
         reset_peak();
         eprintln!(
