@@ -38,7 +38,9 @@ pub(crate) use many::{Weight, linear_many, product_tensor};
 pub(crate) use norm::group_norm;
 pub use probe::probe_read_bandwidth;
 pub use rows::has_bf16_dot;
-pub(crate) use rows::{MAX_ROWS, linear_rows, quant_rows};
+#[cfg(test)]
+pub(crate) use rows::reference_q8;
+pub(crate) use rows::{MAX_ROWS, linear_rows, quant_rows, quant_takes};
 pub(crate) use simd::{narrow, widen};
 pub(crate) use vmath::gelu;
 

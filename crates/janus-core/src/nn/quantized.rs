@@ -97,7 +97,7 @@ impl<B: Backend> QuantWeight<B> {
         match self {
             Self::Host { q, .. } => {
                 let [rows, k] = x.dims();
-                if rows <= crate::cpu::MAX_ROWS {
+                if crate::cpu::quant_takes(rows, std::iter::once(q.format())) {
                     crate::cpu::quant_rows(&x, &[q], &[bias]).remove(0)
                 } else {
                     let w = crate::cpu::Weight::Quant(q);
@@ -116,24 +116,23 @@ impl<B: Backend> QuantWeight<B> {
     }
 
     /// `x [rows, in] · W_iᵀ + bias_i` for each weight, in one pass when all are
-    /// in host memory and `x` has few rows (`None` otherwise: call
+    /// in host memory and the int8 kernel takes `x`'s rows
+    /// ([`crate::cpu::quant_takes`]; `None` otherwise: call
     /// [`QuantWeight::forward`] on each).
     pub(crate) fn forward_many(
         x: &Tensor<B, 2>,
         weights: &[&Self],
         biases: &[Option<&Tensor<B, 1>>],
     ) -> Option<Vec<Tensor<B, 2>>> {
-        if x.dims()[0] > crate::cpu::MAX_ROWS {
-            return None;
-        }
-        let qs: Option<Vec<&Interleaved>> = weights
+        let qs: Vec<&Interleaved> = weights
             .iter()
             .map(|w| match w {
                 Self::Host { q, .. } => Some(&**q),
                 Self::Device(_) => None,
             })
-            .collect();
-        Some(crate::cpu::quant_rows(x, &qs?, biases))
+            .collect::<Option<_>>()?;
+        crate::cpu::quant_takes(x.dims()[0], qs.iter().map(|q| q.format()))
+            .then(|| crate::cpu::quant_rows(x, &qs, biases))
     }
 }
 
@@ -231,7 +230,15 @@ mod tests {
                 &dev,
             );
             let w = QuantWeight::<Flex>::new(q, &dev);
-            let want = x.clone().matmul(w.dequantize(DType::F32).transpose());
+            // Where the int8 kernel takes a prompt's rows, it multiplies x's
+            // q8_0 values; elsewhere the f32 product multiplies x itself.
+            let xs = if crate::cpu::quant_takes(20, std::iter::once(format)) {
+                let xr = crate::cpu::reference_q8(&crate::to_f32_vec(x.clone()));
+                Tensor::from_data(TensorData::new(xr, [20, 64]), &dev)
+            } else {
+                x.clone()
+            };
+            let want = xs.matmul(w.dequantize(DType::F32).transpose());
             let got = w.forward(x.clone(), None);
             let diff: f32 = (got - want).abs().max().into_scalar();
             assert!(diff < 1e-4, "{format}: {diff}");

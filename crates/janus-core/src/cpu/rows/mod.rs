@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::simd::{self, Level};
 use super::{Elem, host_f32, is_dense, to_flex};
+use crate::quant::QuantFormat;
 
 /// Whether this CPU multiplies bf16 rows by bf16 weights natively (AVX512-BF16)
 /// at the current SIMD level, which makes bf16 the fastest dtype for decode and
@@ -91,16 +92,24 @@ pub(crate) fn linear_rows_at<B: Backend>(
     Some(crate::host::from_f32_vec(y, [m, n], &x.device(), x.dtype()))
 }
 
-/// `x [m, k] · dequant(q_i)ᵀ + bias_i` for `m <= 16` rows and each weight
-/// `q_i` (all `k` wide), in one pass on the host ([`quant::run_many`]) at the
-/// kernels' level; the results in `x`'s dtype on `x`'s device.
+/// Whether [`quant_rows`] is the way to multiply `m` rows by weights in these
+/// formats at the kernels' level: always for up to [`MAX_ROWS`] rows (decode
+/// and image steps), for a prompt's rows where the level's int8 dot products
+/// beat the f32 product ([`quant::takes_many_rows`]).
+pub(crate) fn quant_takes(m: usize, mut formats: impl Iterator<Item = QuantFormat>) -> bool {
+    m <= MAX_ROWS || formats.all(|f| quant::takes_many_rows(simd::level(), f))
+}
+
+/// `x [m, k] · dequant(q_i)ᵀ + bias_i` for each weight `q_i` (all `k` wide),
+/// in one pass on the host ([`quant::run_many`]) at the kernels' level; the
+/// results in `x`'s dtype on `x`'s device. Any `m`; see [`quant_takes`].
 pub(crate) fn quant_rows<B: Backend>(
     x: &Tensor<B, 2>,
     qs: &[&super::Interleaved],
     biases: &[Option<&Tensor<B, 1>>],
 ) -> Vec<Tensor<B, 2>> {
     let [m, k] = x.dims();
-    debug_assert!(m <= MAX_ROWS && qs.iter().all(|q| q.cols() == k) && biases.len() == qs.len());
+    debug_assert!(qs.iter().all(|q| q.cols() == k) && biases.len() == qs.len());
     let xs = crate::to_f32_vec(x.clone());
     quant::run_many(simd::level(), &xs, m, qs)
         .into_iter()
@@ -135,7 +144,7 @@ fn run<X: Sync, E: Elem>(
     })
 }
 
-/// `y [m, n]` computed a block of [`BLOCK`] output columns per parallel task:
+/// `y [m, n]` (any `m`) computed a block of [`BLOCK`] output columns per parallel task:
 /// `block(j0, yt)` fills `yt[c * m + i] = y[i][j0 + c]` for its columns (the
 /// order the kernels produce), and the task writes them into `y` itself, so
 /// no thread transposes the whole output afterwards.
@@ -144,13 +153,12 @@ pub(super) fn par_columns(
     m: usize,
     block: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    assert!(m <= MAX_ROWS);
-    let mut y = vec![0f32; m * n];
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let out = Columns(y.as_mut_ptr());
     // One buffer per rayon split, not a zeroed array per task (the kernels
     // write every value of their part; zeroing 1 KB per 16 columns was ~1 %
     // of a q4_0 decode profile).
-    let buffer = || [0f32; BLOCK * MAX_ROWS];
+    let buffer = || vec![0f32; BLOCK * m];
     (0..n.div_ceil(BLOCK))
         .into_par_iter()
         .for_each_init(buffer, |yt, b| {
@@ -158,15 +166,22 @@ pub(super) fn par_columns(
             let cols = BLOCK.min(n - j0);
             let yt = &mut yt[..cols * m];
             block(j0, yt);
-            for (c, col) in yt.chunks_exact(m).enumerate() {
-                for (i, v) in col.iter().enumerate() {
-                    // SAFETY: `i < m`, `j0 + c < n`: inside `y`; each task
-                    // writes only its own columns `j0..j0 + cols`, so no two
-                    // tasks write the same element, and `y` outlives the loop.
-                    unsafe { *out.get().add(i * n + j0 + c) = *v };
+            // Row by row, so each row's values go to one run of `y` (column
+            // by column, a 600-row prompt's writes each touched another
+            // page: a fifth of a q4_0 prefill).
+            for i in 0..m {
+                for c in 0..cols {
+                    // SAFETY: `i < m`, `j0 + c < n`: inside `y`'s capacity;
+                    // each task writes only its own columns `j0..j0 + cols`,
+                    // so no two tasks write the same element, and `y`
+                    // outlives the loop.
+                    unsafe { out.get().add(i * n + j0 + c).write(yt[c * m + i]) };
                 }
             }
         });
+    // SAFETY: the tasks cover columns `0..n` (`BLOCK` each) of every row:
+    // all `m * n` values are written.
+    unsafe { y.set_len(m * n) };
     y
 }
 
@@ -248,6 +263,9 @@ use tiles;
 mod bf16_dot;
 mod quant;
 mod widen;
+
+#[cfg(test)]
+pub(crate) use quant::reference_q8;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,8 @@
 //! AVX-512, 4 at AVX2), so eight rows (a parallel-4 image step) cost little
 //! more than two. Written once over [`Lanes`], like [`super::widen`].
 
+use rayon::prelude::*;
+
 use super::super::interleaved::Interleaved;
 use super::super::simd::{self, Kernel, Lanes, Level};
 use crate::quant::{BLOCK, QuantFormat};
@@ -85,6 +87,32 @@ pub(crate) fn run_many(level: Level, x: &[f32], m: usize, qs: &[&Interleaved]) -
         .collect()
 }
 
+/// Whether a prompt's rows (more than [`super::MAX_ROWS`]) times a `format`
+/// weight run through this kernel at `level` as well, rather than through a
+/// dequantization per panel into gemm's f32 product (`cpu::many`): where the
+/// level's int8 dot products beat f32 multiply-adds. Measured in one process
+/// (600 rows of 2048 times 5632 rows, 2 threads, Sapphire Rapids VM; gemm at
+/// AVX-512, and at AVX2 in a build without gemm's AVX-512 kernels), this
+/// kernel / dequantize + gemm:
+///
+/// | level | q4_0 | q8_0 |
+/// |---|---|---|
+/// | avx512vnni | 23 / 43 ms | 28 / 49 ms |
+/// | avx512 | 38 / 46 ms | 56 / 47 ms |
+/// | avxvnni | 38 / 47 ms (45-49 / 85-89 against AVX2 gemm) | 37 / 47 ms (41-70 / 88-114) |
+/// | avx2 | 55-59 / 89 ms (AVX2 gemm) | 72-82 / 74-89 ms (AVX2 gemm) |
+///
+/// q8_0 without VNNI takes three more instructions per dot product (its
+/// sums overflow 16 bits), so it stays with gemm there. NEON and the portable
+/// level (unmeasured; the portable one 25x slower than gemm here) keep gemm.
+pub(crate) fn takes_many_rows(level: Level, format: QuantFormat) -> bool {
+    match level {
+        Level::Avx512Vnni | Level::AvxVnni => true,
+        Level::Avx512 | Level::Avx2 => format == QuantFormat::Q4_0,
+        Level::Neon | Level::Scalar => false,
+    }
+}
+
 /// Rows of `x` (`k` values each, `k` a multiple of 32) as q8_0 blocks: int8
 /// values `x · (1 / d)` rounded to the nearest (ties to even, as llama.cpp's
 /// SIMD quantizers do) in `-127..=127` (also where x is not finite), per
@@ -94,26 +122,42 @@ pub(crate) fn run_many(level: Level, x: &[f32], m: usize, qs: &[&Interleaved]) -
 /// per lane, the integer sums exact in f32).
 pub(crate) fn quantize_rows(level: Level, x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
     debug_assert_eq!(k % BLOCK, 0);
-    simd::dispatch_at(level, QuantizeActs(x))
+    let mut qs = vec![0i8; x.len()];
+    let mut ds = vec![0f32; x.len() / BLOCK];
+    let mut sums = vec![0f32; x.len() / BLOCK];
+    if x.len() <= PAR_VALUES {
+        simd::dispatch_at(level, QuantizeActs(x, &mut qs, &mut ds, &mut sums));
+    } else {
+        // A prompt's rows on all threads (serially ~0.7 µs per 2048 values).
+        x.par_chunks(PAR_VALUES)
+            .zip(qs.par_chunks_mut(PAR_VALUES))
+            .zip(ds.par_chunks_mut(PAR_VALUES / BLOCK))
+            .zip(sums.par_chunks_mut(PAR_VALUES / BLOCK))
+            .for_each(|(((x, q), d), s)| simd::dispatch_at(level, QuantizeActs(x, q, d, s)));
+    }
+    (qs, ds, sums)
 }
 
-/// [`quantize_rows`] as a kernel.
-struct QuantizeActs<'a>(&'a [f32]);
+/// Values [`quantize_rows`] quantizes on the calling thread (the few rows of
+/// a decode or image step, whose hand-off to other threads would cost more)
+/// and per parallel task beyond that.
+const PAR_VALUES: usize = 64 * 2048;
+
+/// [`quantize_rows`] as a kernel: `x`'s blocks into int8 values, scales and
+/// scaled sums.
+struct QuantizeActs<'a>(&'a [f32], &'a mut [i8], &'a mut [f32], &'a mut [f32]);
 
 impl Kernel for QuantizeActs<'_> {
-    type Output = (Vec<i8>, Vec<f32>, Vec<f32>);
+    type Output = ();
     #[inline(always)]
-    fn run<S: Lanes>(self, s: S) -> Self::Output {
-        let x = self.0;
-        let mut qs = vec![0i8; x.len()];
-        let mut ds = vec![0f32; x.len() / BLOCK];
-        let mut sums = vec![0f32; x.len() / BLOCK];
+    fn run<S: Lanes>(self, s: S) {
+        let QuantizeActs(x, qs, ds, sums) = self;
         assert_eq!(BLOCK % S::N, 0);
         for (((block, q), d), sum) in x
             .chunks_exact(BLOCK)
             .zip(qs.chunks_exact_mut(BLOCK))
-            .zip(&mut ds)
-            .zip(&mut sums)
+            .zip(ds)
+            .zip(sums)
         {
             // SAFETY (the loads and stores): `c + N <= 32`, inside the block
             // of x and of q.
@@ -138,7 +182,6 @@ impl Kernel for QuantizeActs<'_> {
             // Integers of at most 32 · 127 in magnitude: exact in f32.
             *sum = *d * s.reduce_sum(total);
         }
-        (qs, ds, sums)
     }
 }
 
@@ -367,27 +410,28 @@ impl Unpack for Q4 {
 }
 
 #[cfg(test)]
+/// Rows of x through q8_0 blocks and back, written out plainly (llama.cpp's
+/// scale, ties rounded to even): what the kernel multiplies.
+pub(crate) fn reference_q8(x: &[f32]) -> Vec<f32> {
+    x.chunks(32)
+        .flat_map(|b| {
+            let amax = b.iter().map(|v| v.abs()).fold(0.0, f32::max);
+            let d = amax / 127.0;
+            b.iter().map(move |v| {
+                if d > 0.0 {
+                    (v * (1.0 / d)).round_ties_even() * d
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::QuantMatrix;
-
-    /// x through q8_0 and back, written out plainly (llama.cpp's scale, ties
-    /// rounded to even).
-    fn reference_q8(x: &[f32]) -> Vec<f32> {
-        x.chunks(32)
-            .flat_map(|b| {
-                let amax = b.iter().map(|v| v.abs()).fold(0.0, f32::max);
-                let d = amax / 127.0;
-                b.iter().map(move |v| {
-                    if d > 0.0 {
-                        (v * (1.0 / d)).round_ties_even() * d
-                    } else {
-                        0.0
-                    }
-                })
-            })
-            .collect()
-    }
 
     #[test]
     fn quantized_rows_are_llama_cpp_q8_0_blocks() {
@@ -402,6 +446,20 @@ mod tests {
         for &level in Level::available() {
             assert_eq!(quantize_rows(level, &wide, 2048), plain, "{level}");
         }
+        // A prompt's rows, quantized in parallel tasks: the same values as
+        // row by row on this thread.
+        let long: Vec<f32> = (0..2 * PAR_VALUES + 3 * 2048)
+            .map(|i| ((i * 7919) % 2003) as f32 / 89.0 - 11.0)
+            .collect();
+        let level = simd::level();
+        let mut by_row = (Vec::new(), Vec::new(), Vec::new());
+        for row in long.chunks(2048) {
+            let (q, d, s) = quantize_rows(level, row, 2048);
+            by_row.0.extend(q);
+            by_row.1.extend(d);
+            by_row.2.extend(s);
+        }
+        assert_eq!(quantize_rows(level, &long, 2048), by_row);
         assert_eq!(d[0], 2.0 / 127.0);
         assert_eq!(q[0], -127);
         assert_eq!(q[20], 0);
@@ -512,7 +570,8 @@ mod tests {
     fn matches_the_dequantized_product_at_every_level_and_row_count() {
         // n = 37, 21, 13, 9, 6: the last group of weight rows padded at
         // every level; m = 3, 5, 9: tiles of 2 + 1, 4 + 1, 8 + 1 rows (and
-        // 4 + 4 + 1 at 16 registers).
+        // 4 + 4 + 1 at 16 registers); m = 37: a prompt's rows, 16 + 16 + 4 +
+        // 1 (nine tiles of 4 and one at 16 registers).
         for (n, k) in [(37, 96), (21, 544), (13, 704), (9, 1600), (6, 2048)] {
             let w: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 2_654_435_761) % 1009) as f32 / 500.0 - 1.0)
@@ -526,7 +585,7 @@ mod tests {
                     .iter()
                     .map(|&level| (level, Interleaved::new(q.clone(), level.lanes())))
                     .collect();
-                for m in [1, 2, 3, 4, 5, 8, 9, 16] {
+                for m in [1, 2, 3, 4, 5, 8, 9, 16, 37] {
                     let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
                     // The product with x's q8_0 values (what the kernel
                     // computes, up to f32 summation order) and with x itself.
