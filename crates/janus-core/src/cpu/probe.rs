@@ -25,7 +25,7 @@ const PROBE_BYTES: usize = 1 << 30;
 const PASSES: usize = 8;
 
 /// The machine's memory read bandwidth in bytes per second: the best of
-/// [`PASSES`] passes (after one untimed) of `threads` threads (at least one)
+/// eight passes (after one untimed) of `threads` threads (at least one)
 /// reading disjoint parts of a 1 GiB buffer, at the SIMD level the kernels use
 /// ([`simd::level`]). Takes about half a second.
 pub fn probe_read_bandwidth(threads: usize) -> f64 {

@@ -16,7 +16,10 @@
 //! weights' offset off: `d_w · (d_x · Σ v·x - offset · d_x · Σ x)`. The
 //! unpacked weights serve every row of x in registers (up to 16 rows at
 //! AVX-512, 4 at AVX2), so eight rows (a parallel-4 image step) cost little
-//! more than two. Written once over [`Lanes`], like [`super::widen`].
+//! more than two. Written once over [`Lanes`], like [`super::widen`]. A
+//! prompt's rows take the same path where the level's int8 dot products beat
+//! the f32 product ([`takes_many_rows`]): each task's group of weight rows
+//! stays in L1 while it walks every row of x.
 
 use rayon::prelude::*;
 
@@ -409,9 +412,9 @@ impl Unpack for Q4 {
     }
 }
 
-#[cfg(test)]
 /// Rows of x through q8_0 blocks and back, written out plainly (llama.cpp's
 /// scale, ties rounded to even): what the kernel multiplies.
+#[cfg(test)]
 pub(crate) fn reference_q8(x: &[f32]) -> Vec<f32> {
     x.chunks(32)
         .flat_map(|b| {
@@ -571,7 +574,7 @@ mod tests {
         // n = 37, 21, 13, 9, 6: the last group of weight rows padded at
         // every level; m = 3, 5, 9: tiles of 2 + 1, 4 + 1, 8 + 1 rows (and
         // 4 + 4 + 1 at 16 registers); m = 37: a prompt's rows, 16 + 16 + 4 +
-        // 1 (nine tiles of 4 and one at 16 registers).
+        // 1 (nine tiles of 4 and one of 1 at 16 registers).
         for (n, k) in [(37, 96), (21, 544), (13, 704), (9, 1600), (6, 2048)] {
             let w: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 2_654_435_761) % 1009) as f32 / 500.0 - 1.0)
