@@ -1,8 +1,8 @@
 //! The machine's memory read bandwidth, read the way the few-row kernels read
 //! weights: several rows' streams at once per thread, vector loads at the
 //! kernels' SIMD level, and an L2 prefetch a few KiB ahead of each stream
-//! ([`Lanes::prefetch_l2`]). A plain one-stream sum reads 20-25 % less on a
-//! Sapphire Rapids VM (20 against 26-30 GB/s at two threads), so the kernels'
+//! ([`Lanes::prefetch_l2`]). A plain one-stream sum reads a quarter to a
+//! third less on a Sapphire Rapids VM (20 against 26-30 GB/s at two threads), so the kernels'
 //! own weight reads came out above "the wall" (up to 144 %).
 
 use std::time::Instant;
@@ -19,9 +19,10 @@ const AHEAD: usize = 1024;
 
 /// Bytes the probe reads per pass (far above any cache).
 const PROBE_BYTES: usize = 1 << 30;
-/// Timed passes after an untimed one. On a shared VM single passes vary by
-/// ±15 % and the first ones after the buffer is written run slowest; the best
-/// of eight was within 1 % across four runs where the best of three moved 25 %.
+/// Timed passes after an untimed one. On a shared VM single passes varied from
+/// 23 to 30 GB/s, the first ones after the buffer is written slowest; the best
+/// of twelve was 29.8-30.1 GB/s in four runs, where the first three passes'
+/// best ranged 28.1-29.9.
 const PASSES: usize = 8;
 
 /// The machine's memory read bandwidth in bytes per second: the best of
