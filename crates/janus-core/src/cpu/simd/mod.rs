@@ -243,6 +243,42 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// # Safety
     /// As [`Lanes::dot_rows_q4`].
     unsafe fn dot_rows_q8(self, w: &[Self::Q; 8], x: *const i8) -> Self::V;
+    /// One block of `N` 4-bit weight rows at `p` (four chunks of `4·N`
+    /// packed bytes, chunk `c` at `p + 4·N·c`, as [`Lanes::load_q4`] reads
+    /// them: low halves are steps `0..4`, high halves `4..8`) times `MT` blocks
+    /// of x (block `i` at `x + i · stride`): result `i` is
+    /// [`Lanes::dot_rows_q4`] of the block with x's block `i`. The default
+    /// unpacks the block once into eight registers and takes the rows in
+    /// turn; a level with 16 registers overrides it to walk the block one
+    /// chunk at a time for all rows (eight weight vectors, `MT` accumulators
+    /// and the caller's `MT` sums do not fit 16 registers).
+    /// # Safety
+    /// The block's chunks and `x + i · stride..+ 32` (`i < MT`) must be
+    /// readable.
+    #[inline(always)]
+    unsafe fn dot_tile_q4<const MT: usize>(
+        self,
+        p: *const u8,
+        x: *const i8,
+        stride: usize,
+    ) -> [Self::V; MT] {
+        // SAFETY: forwarded.
+        unsafe { tile_q4_by_rows(self, p, x, stride) }
+    }
+    /// [`Lanes::dot_tile_q4`] of a block of q8_0 weights (eight chunks of
+    /// `4·N` int8 values at `p`, read by [`Lanes::load_q8`]).
+    /// # Safety
+    /// As [`Lanes::dot_tile_q4`], with eight chunks.
+    #[inline(always)]
+    unsafe fn dot_tile_q8<const MT: usize>(
+        self,
+        p: *const i8,
+        x: *const i8,
+        stride: usize,
+    ) -> [Self::V; MT] {
+        // SAFETY: forwarded.
+        unsafe { tile_q8_by_rows(self, p, x, stride) }
+    }
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
@@ -272,6 +308,68 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// ahead, were 6-9 % slower.
     #[inline(always)]
     fn prefetch_l2<T>(self, _p: *const T) {}
+}
+
+/// [`Lanes::dot_tile_q4`] with the block unpacked once into eight registers
+/// and the rows of x taken in turn (the default).
+///
+/// # Safety
+/// As [`Lanes::dot_tile_q4`].
+#[inline(always)]
+pub(crate) unsafe fn tile_q4_by_rows<S: Lanes, const MT: usize>(
+    s: S,
+    p: *const u8,
+    x: *const i8,
+    stride: usize,
+) -> [S::V; MT] {
+    let c = 4 * S::N;
+    // SAFETY: forwarded: four chunks from `p`, `MT` blocks of x.
+    unsafe {
+        let [a0, b0] = s.load_q4(p);
+        let [a1, b1] = s.load_q4(p.add(c));
+        let [a2, b2] = s.load_q4(p.add(2 * c));
+        let [a3, b3] = s.load_q4(p.add(3 * c));
+        let w = [a0, a1, a2, a3, b0, b1, b2, b3];
+        let mut out = [s.zero(); MT];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = s.dot_rows_q4(&w, x.add(i * stride));
+        }
+        out
+    }
+}
+
+/// [`Lanes::dot_tile_q8`] with the block loaded once into eight registers
+/// and the rows of x taken in turn (the default).
+///
+/// # Safety
+/// As [`Lanes::dot_tile_q8`].
+#[inline(always)]
+pub(crate) unsafe fn tile_q8_by_rows<S: Lanes, const MT: usize>(
+    s: S,
+    p: *const i8,
+    x: *const i8,
+    stride: usize,
+) -> [S::V; MT] {
+    let c = 4 * S::N;
+    // Loops and closures would not inline the intrinsics here.
+    // SAFETY: forwarded: eight chunks from `p`, `MT` blocks of x.
+    unsafe {
+        let w = [
+            s.load_q8(p),
+            s.load_q8(p.add(c)),
+            s.load_q8(p.add(2 * c)),
+            s.load_q8(p.add(3 * c)),
+            s.load_q8(p.add(4 * c)),
+            s.load_q8(p.add(5 * c)),
+            s.load_q8(p.add(6 * c)),
+            s.load_q8(p.add(7 * c)),
+        ];
+        let mut out = [s.zero(); MT];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = s.dot_rows_q8(&w, x.add(i * stride));
+        }
+        out
+    }
 }
 
 /// `v`'s lanes converted one at a time into `p..p + N` (the portable
