@@ -249,9 +249,9 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// of x (block `i` at `x + i · stride`): result `i` is
     /// [`Lanes::dot_rows_q4`] of the block with x's block `i`. The default
     /// unpacks the block once into eight registers and takes the rows in
-    /// turn; a level with 16 registers overrides it to walk the block one
-    /// chunk at a time for all rows (eight weight vectors, `MT` accumulators
-    /// and the caller's `MT` sums do not fit 16 registers).
+    /// turn; AVX2 without VNNI overrides it to walk the block one chunk at a
+    /// time for all rows (eight weight vectors, `MT` accumulators and the
+    /// caller's `MT` sums do not fit its 16 registers).
     /// # Safety
     /// The block's chunks and `x + i · stride..+ 32` (`i < MT`) must be
     /// readable.
