@@ -339,8 +339,8 @@ impl Tile<'_> {
     }
 }
 
-/// One block of `N` weight rows in registers and its dot product with a
-/// block of x.
+/// One block of `N` weight rows and its dot products with a tile of blocks
+/// of x ([`Lanes::dot_tile_q4`], [`Lanes::dot_tile_q8`]).
 trait Unpack {
     /// Bytes a block's values take ([`QuantFormat::block_bytes`]).
     const BYTES: usize;

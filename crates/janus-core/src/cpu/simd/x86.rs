@@ -223,9 +223,10 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
     // accumulators, one chunk and a broadcast fit 16 registers where eight
     // unpacked chunks, the rows' sums and the caller's sums spilled. On a
     // Zen 3 EPYC (5632 x 2048 weights, best of 30, one process) q8_0 four
-    // rows 0.79 -> 0.63 ms, sixteen 2.94 -> 2.70 ms; q4_0 the same (0.99 /
-    // 0.98 ms at eight rows). With VNNI the products chain on one
-    // accumulator per row, so the rows keep their two chains each.
+    // rows 0.79 -> 0.63 ms, sixteen 2.94 -> 2.70 ms; q4_0 unchanged (0.99 /
+    // 0.98 ms at eight rows). With VNNI the rows are taken in turn: walked
+    // a chunk at a time, `vpdpbusd` would chain on one accumulator per row,
+    // where by rows each keeps two chains (unmeasured: no AVX-VNNI CPU here).
     #[inline(always)]
     unsafe fn dot_tile_q4<const MT: usize>(
         self,
@@ -244,9 +245,9 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
                 let [lo, hi] = self.load_q4(p.add(32 * h));
                 for (i, a) in acc.iter_mut().enumerate() {
                     let xi = x.add(i * stride);
-                    let p = _mm256_maddubs_epi16(lo, splat4(xi, h));
-                    let q = _mm256_maddubs_epi16(hi, splat4(xi, 4 + h));
-                    *a = _mm256_add_epi16(*a, _mm256_add_epi16(p, q));
+                    let low = _mm256_maddubs_epi16(lo, splat4(xi, h));
+                    let high = _mm256_maddubs_epi16(hi, splat4(xi, 4 + h));
+                    *a = _mm256_add_epi16(*a, _mm256_add_epi16(low, high));
                 }
             }
             let mut out = [_mm256_setzero_ps(); MT];
