@@ -20,10 +20,9 @@
 //! parallel-4 image step) cost little more than two; plain AVX2's `maddubs`
 //! products make eight rows compute-bound (on a Zen 3 EPYC, 5632 x 2048
 //! weights: two rows 0.30 ms, eight 0.98 ms). Written once over [`Lanes`],
-//! like [`super::widen`]. A
-//! prompt's rows take the same path where the level's int8 dot products beat
-//! the f32 product ([`takes_many_rows`]): each task's group of weight rows
-//! stays in L1 while it walks every row of x.
+//! like [`super::widen`]. A prompt's rows take the same path where the
+//! level's int8 dot products beat the f32 product ([`takes_many_rows`]): each
+//! task's group of weight rows stays in L1 while it walks every row of x.
 
 use rayon::prelude::*;
 

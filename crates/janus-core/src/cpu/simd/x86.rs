@@ -270,7 +270,7 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
             }
             let mut acc = [_mm256_setzero_si256(); MT];
             for h in 0..8 {
-                let w = _mm256_loadu_si256(p.add(32 * h).cast());
+                let w = self.load_q8(p.add(32 * h));
                 // `|w|` times `x` given `w`'s signs, as in `dot_rows_q8`.
                 let ws = _mm256_sign_epi8(w, w);
                 for (i, a) in acc.iter_mut().enumerate() {
