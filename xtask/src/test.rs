@@ -41,11 +41,14 @@ pub fn run() -> anyhow::Result<()> {
     } else {
         "avx2"
     };
+    // `--workspace`, not `-p janus-tests`: the same feature set as the run
+    // above, so cargo reuses its build (alone, janus-tests resolves other
+    // features of shared dependencies and every janus crate compiled again:
+    // ~10 minutes of a cold 2-core CI run).
     cargo(
         &[
             "test",
-            "-p",
-            "janus-tests",
+            "--workspace",
             "--test",
             "module_parity",
             "--test",
@@ -69,7 +72,14 @@ pub fn run() -> anyhow::Result<()> {
         std::fs::create_dir_all(&runtime)?;
         let runtime = runtime.to_string_lossy().to_string();
         cargo(
-            &["test", "-p", "janus-tests", "--features", "wgpu"],
+            &[
+                "test",
+                "--workspace",
+                "--features",
+                "janus-tests/wgpu",
+                "--test",
+                "gpu_parity",
+            ],
             &[("XDG_RUNTIME_DIR", runtime.as_str())],
         )?;
     } else {
