@@ -2,7 +2,8 @@
 //! one test binary: each test binary instantiates the whole model for the wgpu
 //! backend, minutes of compile time apiece on CI's two cores, so the wgpu pass
 //! builds this one target instead of four. Empty without the feature (the CPU
-//! run builds the suites as their own targets).
+//! run builds the suites as their own targets). `cargo xtask test` runs it as
+//! `cargo test --workspace --features janus-tests/wgpu --test gpu_parity`.
 #![cfg(feature = "wgpu")]
 
 #[path = "llm_parity.rs"]
