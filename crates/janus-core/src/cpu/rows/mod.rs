@@ -185,13 +185,14 @@ pub(super) fn par_columns(
     y
 }
 
-/// The output of [`par_columns`], written by its tasks at disjoint columns.
+/// The output of [`par_columns`] (and of [`quant::run_many`]), written by its
+/// tasks at disjoint columns.
 #[derive(Clone, Copy)]
-struct Columns(*mut f32);
+pub(super) struct Columns(pub(super) *mut f32);
 
 impl Columns {
     /// The pointer (a method, so closures capture the `Sync` wrapper).
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
