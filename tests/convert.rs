@@ -359,6 +359,31 @@ fn bad_inputs_fail_and_leave_no_valid_looking_output() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("pytorch_model-00002-of-00002.bin"), "{err}");
+    // The input itself as the output (also through another spelling of the
+    // path) where its weights are `model.safetensors`: refused before
+    // anything is written, the input left as it was.
+    let input = input_with("in-self", "model.safetensors");
+    let before = std::fs::read(input.join("model.safetensors")).unwrap();
+    for out in [
+        input.clone(),
+        input.join(".").join("..").join(input.file_name().unwrap()),
+    ] {
+        let err = convert(&input, &out, StoredDType::BF16, None, |_, _, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is the checkpoint being converted"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read(input.join("model.safetensors")).unwrap(),
+        before
+    );
+    // An output that is a file.
+    let file = tmp("out-file").join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let err = convert(&input, &file, StoredDType::BF16, None, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exists and is not a directory"), "{err}");
 }
 
 #[test]

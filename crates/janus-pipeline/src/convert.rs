@@ -123,8 +123,25 @@ pub fn convert(
             "output dtype must be f32, f16 or bf16, got {dtype}"
         )));
     }
+    if output.exists() && !output.is_dir() {
+        return Err(PipelineError::Invalid(format!(
+            "the output {} exists and is not a directory",
+            output.display()
+        )));
+    }
     let config = JanusConfig::from_file(input.join("config.json"))?;
     let (ckpt, layout) = open_checkpoint(input)?;
+    // Converting in place is fine beside `.bin` weights, but the output must
+    // not replace the weight file being read.
+    let target = output.join("model.safetensors");
+    if let Some(source) = ckpt.files().into_iter().find(|f| same_path(f, &target)) {
+        return Err(PipelineError::Invalid(format!(
+            "the output {} is the checkpoint being converted ({}): convert into \
+             another directory",
+            target.display(),
+            source.display()
+        )));
+    }
     if let Some(key) = ckpt.keys().find(|k| k.ends_with(".qs")) {
         return Err(PipelineError::Invalid(format!(
             "{} is already quantized (`{key}`): convert from the original checkpoint",
@@ -261,7 +278,7 @@ pub fn convert(
     }
     // Indexes of an earlier conversion would be read before the new file.
     let mut removed = Vec::new();
-    if !same_dir(input, output) {
+    if !same_path(input, output) {
         for stale in [
             "model.safetensors.index.json",
             "pytorch_model.bin.index.json",
@@ -289,7 +306,9 @@ fn scales_le_bytes(q: &QuantMatrix) -> Vec<u8> {
     q.scales().iter().flat_map(|d| d.to_le_bytes()).collect()
 }
 
-fn same_dir(a: &Path, b: &Path) -> bool {
+/// Whether `a` and `b` name the same file or directory (resolving links and
+/// `..`; as spelled where either does not exist).
+fn same_path(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
