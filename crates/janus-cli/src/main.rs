@@ -58,7 +58,25 @@ fn main() {
         if output::is_broken_pipe(&e) {
             return;
         }
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", describe(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, `: `-separated like `{:#}`, without repeating a
+/// cause whose text the message before it already ends with (the library
+/// errors name their I/O cause in their own message).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

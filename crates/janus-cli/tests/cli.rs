@@ -355,10 +355,46 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["generate", "--model", d, "--prompt", "x", "--cfg", "-1"],
         "cfg",
     );
+    // A guidance weight whose guided logits overflow f32: refused, not a
+    // picture of NaN codes.
+    fails_with(
+        &["generate", "--model", d, "--prompt", "x", "--cfg", "3e38"],
+        "cfg weight must be in 0..=100",
+    );
     fails_with(
         &["generate", "--model", d, "--prompt", "x", "--parallel", "0"],
         "parallel",
     );
+    // A prompt that, with the image's tokens, runs past the checkpoint's
+    // context: refused before generating (one word per context position is
+    // at least that many tokens).
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let context = config["language_config"]["max_position_embeddings"]
+        .as_u64()
+        .unwrap() as usize;
+    let long = "abc ".repeat(context);
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            d,
+            "--prompt",
+            &long,
+            "--out",
+            s(&work),
+        ],
+        "over the model's context",
+    );
+    // An I/O cause is named once, not once per level of the error chain.
+    let absent = work.join("absent.json");
+    let out = janus(&["understand", "--model", d, "--conversation", s(&absent)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("absent.json"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
     let file = work.join("a-file");
     std::fs::write(&file, b"").unwrap();
     fails_with(

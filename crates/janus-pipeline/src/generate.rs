@@ -28,6 +28,11 @@ pub struct ImageGenConfig {
 /// are generated in chunks; this bounds the time one request takes).
 pub const MAX_PARALLEL: usize = 1024;
 
+/// The largest classifier-free guidance weight accepted (the reference uses
+/// 5; far larger weights only amplify noise, and near `f32::MAX` the guided
+/// logits overflow to NaN).
+pub const MAX_CFG_WEIGHT: f32 = 100.0;
+
 impl Default for ImageGenConfig {
     fn default() -> Self {
         Self {
@@ -51,19 +56,13 @@ impl ImageGenConfig {
                 self.parallel
             )));
         }
-        if !(self.cfg_weight >= 0.0 && self.cfg_weight.is_finite()) {
+        if !(0.0..=MAX_CFG_WEIGHT).contains(&self.cfg_weight) {
             return Err(PipelineError::Invalid(format!(
-                "cfg weight must be >= 0, got {}",
+                "cfg weight must be in 0..={MAX_CFG_WEIGHT}, got {}",
                 self.cfg_weight
             )));
         }
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(PipelineError::Invalid(format!(
-                "temperature must be >= 0, got {}",
-                self.temperature
-            )));
-        }
-        Ok(())
+        crate::sampling::check_temperature(self.temperature)
     }
 }
 

@@ -292,6 +292,7 @@ impl<B: Backend> Janus<B> {
         let config = JanusConfig::from_file(dir.join("config.json"))?;
         let processor = Processor::from_dir(&dir, model, &config.vision, template)?;
         let prompt_len = processor.generation_prompt(&request.prompt)?.len();
+        check_image_context(&config, prompt_len)?;
         let (ckpt, _) = crate::layout::open_checkpoint(&dir)?;
         GenerationPlan::new(
             &ckpt,
@@ -379,6 +380,7 @@ impl<B: Backend> Janus<B> {
         let config = request.config;
         config.validate()?;
         let ids = self.processor.generation_prompt(&request.prompt)?;
+        check_image_context(&self.model.config, ids.len())?;
         let chunk = self.images_that_fit(ids.len(), config.parallel);
         if chunk == 0 {
             self.check_generation_memory(ids.len(), 1)?;
@@ -565,4 +567,18 @@ pub fn resolve_model(model: &str, progress: impl FnMut(LoadEvent<'_>)) -> Result
         )));
     }
     Ok(dir)
+}
+
+/// Refuses an image prompt of `prompt_len` tokens whose image tokens (one per
+/// code of the grid) would run past the model's context.
+fn check_image_context(config: &JanusConfig, prompt_len: usize) -> Result<()> {
+    let steps = config.vq.grid_side().pow(2);
+    let context = config.language.max_position_embeddings;
+    if prompt_len + steps > context {
+        return Err(PipelineError::Prompt(format!(
+            "the prompt has {prompt_len} tokens; with the {steps} image tokens that is \
+             over the model's context (language_config.max_position_embeddings) of {context}"
+        )));
+    }
+    Ok(())
 }

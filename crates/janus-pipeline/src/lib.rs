@@ -63,7 +63,8 @@ pub use batcher::{BatchImage, ImageBatcher, ImageJob};
 pub use config::JanusConfig;
 pub use error::{PipelineError, Result};
 pub use generate::{
-    CfgLogits, ImageGenConfig, ImageGenSession, ImagePrompt, MAX_PARALLEL, image_sampler,
+    CfgLogits, ImageGenConfig, ImageGenSession, ImagePrompt, MAX_CFG_WEIGHT, MAX_PARALLEL,
+    image_sampler,
 };
 pub use janus::{
     FinishReason, GeneratedImage, ImageRequest, Janus, LoadEvent, Request, TextDelta,

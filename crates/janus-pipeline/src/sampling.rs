@@ -30,15 +30,21 @@ impl Default for SamplingConfig {
     }
 }
 
+/// Refuses a sampling temperature that is negative or not finite (0 is
+/// greedy).
+pub(crate) fn check_temperature(temperature: f32) -> Result<()> {
+    if !(temperature >= 0.0 && temperature.is_finite()) {
+        return Err(PipelineError::Invalid(format!(
+            "temperature must be finite and >= 0, got {temperature}"
+        )));
+    }
+    Ok(())
+}
+
 impl SamplingConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(PipelineError::Invalid(format!(
-                "temperature must be >= 0, got {}",
-                self.temperature
-            )));
-        }
+        check_temperature(self.temperature)?;
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(PipelineError::Invalid(format!(
                 "top-p must be in (0, 1], got {}",

@@ -98,7 +98,12 @@ async fn start(
     }
     let config = ImageGenConfig {
         parallel: n as usize,
-        cfg_weight: in_range("cfg_weight", req.cfg_weight.unwrap_or(5.0), 0.0, 100.0)? as f32,
+        cfg_weight: in_range(
+            "cfg_weight",
+            req.cfg_weight.unwrap_or(5.0),
+            0.0,
+            janus_pipeline::MAX_CFG_WEIGHT.into(),
+        )? as f32,
         temperature: in_range("temperature", req.temperature.unwrap_or(1.0), 0.0, 2.0)? as f32,
         seed: req.seed.map_or_else(random_seed, |s| s as u64),
     };

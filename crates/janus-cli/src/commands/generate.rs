@@ -27,7 +27,7 @@ pub struct Args {
     /// Images generated together (one batch).
     #[arg(long, default_value_t = 1)]
     parallel: usize,
-    /// Classifier-free guidance weight.
+    /// Classifier-free guidance weight (0 to 100).
     #[arg(long = "cfg", default_value_t = 5.0, allow_negative_numbers = true)]
     cfg_weight: f32,
     /// Sampling temperature over image codes; 0 picks the most likely code.
