@@ -386,6 +386,10 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         ],
         "over the model's context",
     );
+    // A server limit of 0 would refuse every request: refused at startup.
+    for flag in ["--max-queue", "--max-n", "--max-body-bytes"] {
+        fails_with(&["serve", "--model", d, flag, "0"], "must be at least 1");
+    }
     // An I/O cause is named once, not once per level of the error chain.
     let absent = work.join("absent.json");
     let out = janus(&["understand", "--model", d, "--conversation", s(&absent)]);

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, env = "JANUS_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Requests queued or running at once; more get 429.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     max_queue: usize,
     /// Chat template: `janus` or `pro` [default: from the checkpoint].
     #[arg(long, value_name = "janus|pro")]
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     cors_origin: Option<String>,
     /// Largest request body, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    #[arg(long, default_value_t = Limits::default().max_body_bytes, value_parser = at_least_one)]
     max_body_bytes: usize,
     /// Images per chat request.
     #[arg(long, default_value_t = Limits::default().max_images)]
@@ -45,13 +45,13 @@ pub struct Args {
     #[arg(long, default_value_t = Limits::default().max_image_pixels)]
     max_image_pixels: u64,
     /// Largest `max_tokens` of a chat request (and its default).
-    #[arg(long, default_value_t = Limits::default().max_tokens)]
+    #[arg(long, default_value_t = Limits::default().max_tokens, value_parser = at_least_one)]
     max_tokens: usize,
     /// Largest `n` of an image request.
-    #[arg(long, default_value_t = Limits::default().max_n)]
+    #[arg(long, default_value_t = Limits::default().max_n, value_parser = at_least_one)]
     max_n: usize,
     /// Images generated together in one batch, over all requests.
-    #[arg(long, default_value_t = Limits::default().max_batch_images)]
+    #[arg(long, default_value_t = Limits::default().max_batch_images, value_parser = at_least_one)]
     max_batch_images: usize,
     /// Bytes image generation may use beyond the weights (KV cache, logits,
     /// pixels), e.g. `4GB` or `3GiB` [default: the memory available].
@@ -75,15 +75,15 @@ impl Job for Serve {
             addr: SocketAddr::new(a.host, a.port),
             model_id: a.model.model.clone(),
             api_key: a.api_key.filter(|k| !k.is_empty()),
-            max_queue: a.max_queue.max(1),
+            max_queue: a.max_queue,
             cors_origin: a.cors_origin,
             limits: Limits {
                 max_body_bytes: a.max_body_bytes,
                 max_images: a.max_images,
                 max_image_pixels: a.max_image_pixels,
-                max_tokens: a.max_tokens.max(1),
-                max_n: a.max_n.max(1),
-                max_batch_images: a.max_batch_images.max(1),
+                max_tokens: a.max_tokens,
+                max_n: a.max_n,
+                max_batch_images: a.max_batch_images,
                 max_memory: a.max_memory,
             },
         };
@@ -128,4 +128,13 @@ impl Job for Serve {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let backend = args.backend;
     dispatch(backend, Task::Default, Serve { args })
+}
+
+/// A count flag that must be at least 1 (0 would refuse every request).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
