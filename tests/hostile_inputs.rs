@@ -80,6 +80,27 @@ fn safetensors_with_a_short_header_length_overlaps_or_duplicates_is_refused() {
         "overflowing shape",
     );
     assert!(err.contains("overflows"), "{err}");
+
+    // A header length past the file, or past the 100 MB limit; an entry that
+    // is not an object.
+    for (len, needle) in [(4096u64, "runs past the end"), (1 << 40, "limit")] {
+        let mut long = safetensors(good, &data);
+        long[..8].copy_from_slice(&len.to_le_bytes());
+        let err = malformed(
+            open_bytes("st-long", "model.safetensors", &long),
+            "long header",
+        );
+        assert!(err.contains(needle), "{len}: {err}");
+    }
+    let err = malformed(
+        open_bytes(
+            "st-number",
+            "model.safetensors",
+            &safetensors(r#"{"a":5}"#, &data),
+        ),
+        "entry not an object",
+    );
+    assert!(err.contains("`a` is a number, not an object"), "{err}");
 }
 
 /// `{"w": _rebuild_tensor_v2(storage(numel), 0, (2,), (1,))}` as `torch.save` pickles it.

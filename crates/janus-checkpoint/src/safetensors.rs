@@ -13,13 +13,21 @@ pub(super) fn looks_like(bytes: &[u8]) -> bool {
         return false;
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-    n > 0 && n < (100 << 20) && bytes[8] == b'{'
+    n > 0 && bytes[8] == b'{'
 }
+
+/// The largest header read (the official library's limit, 100 MB).
+const MAX_HEADER: usize = 100 << 20;
 
 /// Lists every tensor of the file with its location, validating offsets and sizes.
 pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo, Location)>> {
     let bad = |reason: String| Error::malformed(path, reason);
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    if n >= MAX_HEADER {
+        return Err(bad(format!(
+            "header of {n} bytes is over the {MAX_HEADER}-byte limit"
+        )));
+    }
     let header_end = 8usize
         .checked_add(n)
         .filter(|e| *e <= bytes.len())
@@ -36,6 +44,18 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
     for (key, v) in header {
         if key == "__metadata__" {
             continue;
+        }
+        if !v.is_object() {
+            let found = match v {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            return Err(bad(format!(
+                "tensor `{key}` is {found}, not an object of dtype, shape and data_offsets"
+            )));
         }
         let dtype_name = v.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
         let dtype = StoredDType::from_safetensors_name(dtype_name)

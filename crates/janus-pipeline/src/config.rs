@@ -86,7 +86,11 @@ impl JanusConfig {
             return Self::from_json(&from_transformers(root), path);
         }
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let field = e.path().to_string();
+            // A field missing from the top level has the path `.`.
+            let field = match e.path().to_string() {
+                p if p == "." => "<root>".to_string(),
+                p => p,
+            };
             config_error(path, ConfigError::new(field, e.into_inner().to_string()))
         })?;
         Self::from_raw(raw).map_err(|e| config_error(path, e))
@@ -438,5 +442,15 @@ mod tests {
                 .to_string();
             assert!(err.contains(field), "{pointer} = {value}: {err}");
         }
+        // A section missing from the top level.
+        let mut v = base.clone();
+        v.as_object_mut().unwrap().remove("language_config");
+        let err = JanusConfig::from_json(&v, "config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `<root>`: missing field `language_config`"),
+            "{err}"
+        );
     }
 }
