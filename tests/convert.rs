@@ -377,6 +377,34 @@ fn bad_inputs_fail_and_leave_no_valid_looking_output() {
         std::fs::read(input.join("model.safetensors")).unwrap(),
         before
     );
+    // Beside `.bin` weights, in place is allowed (the new file is read first).
+    let bin = input_with("in-place-bin", "pytorch_model.bin");
+    convert(&bin, &bin, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+    assert!(bin.join("model.safetensors").is_file());
+    // Beside a safetensors index (read before model.safetensors): refused.
+    let sharded = input_with("in-place-index", "model.safetensors");
+    std::fs::rename(
+        sharded.join("model.safetensors"),
+        sharded.join("model-00001-of-00001.safetensors"),
+    )
+    .unwrap();
+    let st = Checkpoint::open(sharded.join("model-00001-of-00001.safetensors")).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = st
+        .keys()
+        .map(|k| (k.to_string(), "model-00001-of-00001.safetensors".into()))
+        .collect();
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        serde_json::json!({ "weight_map": map }).to_string(),
+    )
+    .unwrap();
+    let err = convert(&sharded, &sharded, StoredDType::BF16, None, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("in front of the new model.safetensors"),
+        "{err}"
+    );
     // An output that is a file.
     let file = tmp("out-file").join("a-file");
     std::fs::write(&file, b"").unwrap();

@@ -16,18 +16,19 @@ pub(super) fn looks_like(bytes: &[u8]) -> bool {
     n > 0 && bytes[8] == b'{'
 }
 
-/// The largest header read (the official library's limit, 100 MB).
-const MAX_HEADER: usize = 100 << 20;
+/// The largest header read, in bytes (the official library's limit).
+const MAX_HEADER: u64 = 100_000_000;
 
 /// Lists every tensor of the file with its location, validating offsets and sizes.
 pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo, Location)>> {
     let bad = |reason: String| Error::malformed(path, reason);
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    if n >= MAX_HEADER {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    if n > MAX_HEADER {
         return Err(bad(format!(
             "header of {n} bytes is over the {MAX_HEADER}-byte limit"
         )));
     }
+    let n = n as usize;
     let header_end = 8usize
         .checked_add(n)
         .filter(|e| *e <= bytes.len())

@@ -386,9 +386,14 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         ],
         "over the model's context",
     );
-    // A server limit of 0 would refuse every request: refused at startup.
+    // A server limit of 0 would refuse every request: refused at startup
+    // (a model that does not exist, so a regression fails rather than
+    // serving).
     for flag in ["--max-queue", "--max-n", "--max-body-bytes"] {
-        fails_with(&["serve", "--model", d, flag, "0"], "must be at least 1");
+        fails_with(
+            &["serve", "--model", "/no/such/model", flag, "0"],
+            "must be at least 1",
+        );
     }
     // An I/O cause is named once, not once per level of the error chain.
     let absent = work.join("absent.json");

@@ -132,14 +132,31 @@ pub fn convert(
     let config = JanusConfig::from_file(input.join("config.json"))?;
     let (ckpt, layout) = open_checkpoint(input)?;
     // Converting in place is fine beside `.bin` weights, but the output must
-    // not replace the weight file being read.
-    let target = output.join("model.safetensors");
-    if let Some(source) = ckpt.files().into_iter().find(|f| same_path(f, &target)) {
+    // not replace the weight file being read (the output's entry, its
+    // directory resolved: a link there to the input is replaced, not written
+    // through), nor land beside a safetensors index that is read before it.
+    let target = output
+        .canonicalize()
+        .map(|dir| dir.join("model.safetensors"));
+    if let Ok(target) = &target
+        && let Some(source) = ckpt
+            .files()
+            .into_iter()
+            .find(|f| f.canonicalize().is_ok_and(|f| &f == target))
+    {
         return Err(PipelineError::Invalid(format!(
             "the output {} is the checkpoint being converted ({}): convert into \
              another directory",
             target.display(),
             source.display()
+        )));
+    }
+    let index = input.join("model.safetensors.index.json");
+    if same_path(input, output) && index.is_file() {
+        return Err(PipelineError::Invalid(format!(
+            "converting in place would leave {} in front of the new model.safetensors: \
+             convert into another directory",
+            index.display()
         )));
     }
     if let Some(key) = ckpt.keys().find(|k| k.ends_with(".qs")) {

@@ -628,6 +628,39 @@ mod tests {
     }
 
     #[test]
+    fn several_weights_of_mixed_formats_give_what_each_gives_alone() {
+        // Rows that are not multiples of the task size (each weight's span
+        // padded), q8_0 between two q4_0 weights (each gets its own offset
+        // term), one and nine rows of x.
+        let k = 96;
+        let weights: Vec<(QuantFormat, usize)> = vec![
+            (QuantFormat::Q4_0, 37),
+            (QuantFormat::Q8_0, 21),
+            (QuantFormat::Q4_0, 6),
+        ];
+        for &level in Level::available() {
+            let qs: Vec<Interleaved> = weights
+                .iter()
+                .map(|&(format, n)| {
+                    let w: Vec<f32> = (0..n * k)
+                        .map(|i| ((i * 7919 + n) % 1013) as f32 / 506.0 - 1.0)
+                        .collect();
+                    let q = QuantMatrix::quantize(format, n, k, &w).unwrap();
+                    Interleaved::new(q, level.lanes())
+                })
+                .collect();
+            let refs: Vec<&Interleaved> = qs.iter().collect();
+            for m in [1, 9] {
+                let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.29).cos()).collect();
+                let together = run_many(level, &x, m, &refs);
+                for (q, got) in qs.iter().zip(&together) {
+                    assert_eq!(got, &run(level, &x, m, q), "{level} m={m}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn matches_the_dequantized_product_at_every_level_and_row_count() {
         // n = 37, 21, 13, 9, 6: the last group of weight rows padded at
         // every level; m = 3, 5, 9: tiles of 2 + 1, 4 + 1, 8 + 1 rows (and
