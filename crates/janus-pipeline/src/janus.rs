@@ -572,8 +572,17 @@ pub fn resolve_model(model: &str, progress: impl FnMut(LoadEvent<'_>)) -> Result
 /// Refuses an image prompt of `prompt_len` tokens whose image tokens (one per
 /// code of the grid) would run past the model's context.
 fn check_image_context(config: &JanusConfig, prompt_len: usize) -> Result<()> {
-    let steps = config.vq.grid_side().pow(2);
-    let context = config.language.max_position_embeddings;
+    image_context_fits(
+        prompt_len,
+        config.vq.grid_side().pow(2),
+        config.language.max_position_embeddings,
+    )
+}
+
+/// Refuses an image prompt of `prompt_len` tokens when it and the image's
+/// `steps` tokens do not fit a `context` of positions (the server checks its
+/// requests with it).
+pub fn image_context_fits(prompt_len: usize, steps: usize, context: usize) -> Result<()> {
     if prompt_len + steps > context {
         return Err(PipelineError::Prompt(format!(
             "the prompt has {prompt_len} tokens; with the {steps} image tokens that is \

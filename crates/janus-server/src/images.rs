@@ -108,18 +108,10 @@ async fn start(
         seed: req.seed.map_or_else(random_seed, |s| s as u64),
     };
     let prompt_ids = model.processor.generation_prompt(&req.prompt)?;
-    if prompt_ids.len() + model.image_steps > model.context {
-        return Err(ApiError::invalid(
-            Some("prompt".into()),
-            format!(
-                "the prompt has {} tokens; with the {} image tokens that is over the model's context of {}",
-                prompt_ids.len(),
-                model.image_steps,
-                model.context
-            ),
-        )
-        .code("context_length_exceeded"));
-    }
+    janus_pipeline::image_context_fits(prompt_ids.len(), model.image_steps, model.context)
+        .map_err(|e| {
+            ApiError::invalid(Some("prompt".into()), e.to_string()).code("context_length_exceeded")
+        })?;
     let slot = app.admit()?;
     let (tx, rx) = unbounded_channel();
     let prompt_tokens = prompt_ids.len();

@@ -519,6 +519,28 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             assert_eq!(e["param"], p, "{what}: {v}");
         }
     }
+    // An image prompt that, with the image's tokens, runs past the
+    // checkpoint's context (one word per position is at least that many
+    // tokens).
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(testdata_dir().join("config.json")).unwrap())
+            .unwrap();
+    let context = config["language_config"]["max_position_embeddings"]
+        .as_u64()
+        .unwrap() as usize;
+    let (s, v) = post(addr, images, &json!({"prompt": "abc ".repeat(context)}));
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        (&v["error"]["param"], &v["error"]["code"]),
+        (&json!("prompt"), &json!("context_length_exceeded")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("over the model's context")),
+        "{v}"
+    );
     let (s, v) = call(addr, "GET", "/v1/nothing", None, None);
     assert_eq!(
         (s, v["error"]["type"].as_str()),
