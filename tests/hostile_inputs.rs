@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use janus_checkpoint::{Checkpoint, Error, parse_pickle};
-use janus_tests::{crc32, stored_zip, testdata_dir};
+use janus_tests::{add_special_tokens, crc32, stored_zip, testdata_dir, tiny_copy};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("janus-hostile-{}-{name}", std::process::id()));
@@ -261,18 +261,50 @@ fn absurd_preprocessor_sizes_are_config_errors() {
 /// The tiny model with another context length.
 fn with_context(positions: usize) -> janus_pipeline::Janus<burn::backend::Flex> {
     use burn::tensor::DType;
-    let src = testdata_dir();
-    let dir = temp_dir(&format!("context-{positions}"));
-    for entry in std::fs::read_dir(&src).unwrap().flatten() {
-        if entry.path().is_file() {
-            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-        }
-    }
+    let dir = tiny_copy(&format!("context-{positions}"));
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     config["language_config"]["max_position_embeddings"] = positions.into();
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     janus_pipeline::Janus::load(dir.to_str().unwrap(), &Default::default(), DType::F32).unwrap()
+}
+
+#[test]
+fn a_tokenizer_with_ids_past_the_embedding_is_refused_at_load() {
+    use burn::tensor::DType;
+    // The tiny tokenizer has 497 tokens for 512 embedding rows: 20 more reach
+    // id 516, which would index past the embedding on a prompt holding it.
+    let dir = tiny_copy("vocab");
+    let extra = add_special_tokens(&dir, 20);
+    let path = dir.to_str().unwrap();
+    let load =
+        janus_pipeline::Janus::<burn::backend::Flex>::load(path, &Default::default(), DType::F32);
+    let err = load.err().expect("refused").to_string();
+    assert!(
+        err.contains(&format!("`{}` at id 516", extra[19]))
+            && err.contains("512 token rows (language_config.vocab_size)"),
+        "{err}"
+    );
+    let request = janus_pipeline::ImageRequest::new("a cat");
+    let plan = janus_pipeline::Janus::<burn::backend::Flex>::plan_generation(
+        path,
+        DType::F32,
+        None,
+        &request,
+        None,
+        |_| {},
+    );
+    let Err(err) = plan else { panic!("planned") };
+    assert!(err.to_string().contains("id 516"), "{err}");
+    // 15 more fit: ids up to 511 load.
+    let dir = tiny_copy("vocab-fits");
+    add_special_tokens(&dir, 15);
+    janus_pipeline::Janus::<burn::backend::Flex>::load(
+        dir.to_str().unwrap(),
+        &Default::default(),
+        DType::F32,
+    )
+    .expect("ids up to 511 fit 512 rows");
 }
 
 #[test]

@@ -28,6 +28,38 @@ pub fn testdata_dir() -> PathBuf {
     dir
 }
 
+/// A copy of the tiny checkpoint's files in a fresh temporary directory
+/// (`name` keeps tests apart), for a test that edits one of them.
+pub fn tiny_copy(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("janus-tiny-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(testdata_dir()).unwrap().flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+/// Appends `n` special tokens `<|extra_i|>` to `dir/tokenizer.json` (the
+/// tokenizer numbers them after its last id) and returns their strings.
+pub fn add_special_tokens(dir: &Path, n: usize) -> Vec<String> {
+    let path = dir.join("tokenizer.json");
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let added = json["added_tokens"].as_array_mut().unwrap();
+    let next = added.iter().filter_map(|t| t["id"].as_u64()).max().unwrap() + 1;
+    let tokens: Vec<String> = (0..n).map(|i| format!("<|extra_{i}|>")).collect();
+    for (i, content) in tokens.iter().enumerate() {
+        added.push(serde_json::json!({
+            "id": next + i as u64, "content": content, "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": true,
+        }));
+    }
+    std::fs::write(&path, json.to_string()).unwrap();
+    tokens
+}
+
 /// Folder of the real checkpoints' key manifests.
 pub fn manifests_dir() -> PathBuf {
     let dir = testdata_dir().join("../checkpoint-manifests");

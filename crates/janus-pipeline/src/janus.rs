@@ -266,6 +266,9 @@ impl<B: Backend> Janus<B> {
         let dir = resolve_model(model, progress)?;
         let config = JanusConfig::from_file(dir.join("config.json"))?;
         let processor = Processor::from_dir(&dir, model, &config.vision, template)?;
+        processor
+            .tokenizer()
+            .check_vocab(config.language.vocab_size)?;
         let model = JanusModel::load_dir_modules(&dir, device, precision, modules)?;
         Ok(Self {
             model,
@@ -291,6 +294,9 @@ impl<B: Backend> Janus<B> {
         let dir = resolve_model(model, progress)?;
         let config = JanusConfig::from_file(dir.join("config.json"))?;
         let processor = Processor::from_dir(&dir, model, &config.vision, template)?;
+        processor
+            .tokenizer()
+            .check_vocab(config.language.vocab_size)?;
         let prompt_len = processor.generation_prompt(&request.prompt)?.len();
         check_image_context(&config, prompt_len)?;
         let (ckpt, _) = crate::layout::open_checkpoint(&dir)?;

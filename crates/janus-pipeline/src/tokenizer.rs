@@ -210,4 +210,29 @@ impl TextTokenizer {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The highest id the tokenizer can produce and its token, if any.
+    pub fn max_id(&self) -> Option<(u32, String)> {
+        self.inner
+            .get_vocab(true)
+            .into_iter()
+            .max_by_key(|(_, id)| *id)
+            .map(|(token, id)| (id, token))
+    }
+
+    /// Checks that every id the tokenizer can produce has a row in a language
+    /// model embedding of `vocab_size` rows (`language_config.vocab_size`):
+    /// an id past it would index out of the embedding.
+    pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
+        match self.max_id() {
+            Some((id, token)) if id as usize >= vocab_size => {
+                Err(PipelineError::Tokenizer(format!(
+                    "the tokenizer has token `{token}` at id {id}, but the language model has only \
+                 {vocab_size} token rows (language_config.vocab_size): the tokenizer files do not \
+                 belong to this model's weights"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
