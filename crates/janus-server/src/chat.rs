@@ -13,11 +13,12 @@ use janus_pipeline::{FinishReason, Request, SamplingConfig};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
+use crate::Shutdown;
 use crate::content::conversation;
 use crate::error::ApiError;
 use crate::http::{json_body, respond};
 use crate::openai::{ChatRequest, in_range};
-use crate::state::{AppState, Slot, unix_now};
+use crate::state::{AppState, Slot, unix_now, worker_gone};
 use crate::stop::StopFilter;
 use crate::worker::{ChatEvent, ChatWork, Work};
 
@@ -40,6 +41,7 @@ struct Running {
     model: String,
     prompt_tokens: usize,
     tokens: usize,
+    shutdown: Shutdown,
     _slot: Slot,
 }
 
@@ -132,7 +134,7 @@ async fn start(
     let prompt_tokens = match rx.recv().await {
         Some(ChatEvent::Started { prompt_tokens }) => prompt_tokens,
         Some(ChatEvent::Failed(e)) => return Err(e),
-        _ => return Err(shutting_down()),
+        _ => return Err(worker_gone(&app.shutdown)),
     };
     let running = Running {
         events: rx,
@@ -142,6 +144,7 @@ async fn start(
         model: app.config.model_id.clone(),
         prompt_tokens,
         tokens: 0,
+        shutdown: app.shutdown.clone(),
         _slot: slot,
     };
     if stream {
@@ -149,13 +152,6 @@ async fn start(
     } else {
         whole(running).await
     }
-}
-
-fn shutting_down() -> ApiError {
-    ApiError::status(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "the server is shutting down",
-    )
 }
 
 fn reason(f: FinishReason) -> &'static str {
@@ -194,7 +190,7 @@ async fn whole(mut r: Running) -> Result<Response, ApiError> {
             }
             Some(ChatEvent::Failed(e)) => return Err(e),
             Some(ChatEvent::Started { .. }) => {}
-            None => return Err(shutting_down()),
+            None => return Err(worker_gone(&r.shutdown)),
         }
     };
     let body = json!({
@@ -280,7 +276,7 @@ fn sse(
                 }
                 Some(ChatEvent::Started { .. }) => {}
                 None => {
-                    out.push_back(shutting_down().body().to_string());
+                    out.push_back(worker_gone(&r.shutdown).body().to_string());
                     ended = true;
                 }
             }

@@ -16,10 +16,11 @@ use janus_pipeline::{ImageGenConfig, ImageJob};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
+use crate::Shutdown;
 use crate::error::ApiError;
 use crate::http::{json_body, respond};
 use crate::openai::{ImagesRequest, in_range};
-use crate::state::{AppState, Slot, unix_now};
+use crate::state::{AppState, Slot, unix_now, worker_gone};
 use crate::worker::{ImageEvent, ImageWork, Work};
 
 const ENDPOINT: &str = "images";
@@ -38,6 +39,7 @@ struct Running {
     created: u64,
     size: String,
     prompt_tokens: usize,
+    shutdown: Shutdown,
     _slot: Slot,
 }
 
@@ -130,6 +132,7 @@ async fn start(
         created: unix_now(),
         size: native,
         prompt_tokens,
+        shutdown: app.shutdown.clone(),
         _slot: slot,
     };
     if stream {
@@ -149,13 +152,6 @@ fn b64(png: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(png)
 }
 
-fn shutting_down() -> ApiError {
-    ApiError::status(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "the server is shutting down",
-    )
-}
-
 async fn whole(mut r: Running) -> Result<Response, ApiError> {
     let mut images: Vec<Option<String>> = vec![None; r.n];
     let mut got = 0;
@@ -169,7 +165,7 @@ async fn whole(mut r: Running) -> Result<Response, ApiError> {
             }
             Some(ImageEvent::Failed(e)) => return Err(e),
             Some(_) => {}
-            None => return Err(shutting_down()),
+            None => return Err(worker_gone(&r.shutdown)),
         }
     }
     let data: Vec<Value> = images
@@ -244,7 +240,7 @@ fn sse(
                     ended = true;
                 }
                 None => {
-                    out.push_back(("error".into(), shutting_down().body()));
+                    out.push_back(("error".into(), worker_gone(&r.shutdown).body()));
                     ended = true;
                 }
             }

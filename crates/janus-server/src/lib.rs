@@ -162,6 +162,7 @@ impl Server {
             metrics: Default::default(),
             started: state::unix_now(),
             next_id: Default::default(),
+            shutdown: self.shutdown.clone(),
             config: self.config,
         });
         let shutdown = self.shutdown.clone();
@@ -196,6 +197,7 @@ impl Server {
                     if turn.is_ok() {
                         break;
                     }
+                    worker_app.metrics.worker_failed();
                 }
                 Ok(())
             })?;

@@ -17,6 +17,7 @@ pub struct Metrics {
     step_nanos: AtomicU64,
     steps: AtomicU64,
     last_step_nanos: AtomicU64,
+    worker_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -25,6 +26,11 @@ impl Metrics {
         if let Ok(mut map) = self.requests.lock() {
             *map.entry((endpoint.to_string(), status)).or_default() += 1;
         }
+    }
+
+    /// Counts a panic of the model worker (the requests it was running fail).
+    pub fn worker_failed(&self) {
+        self.worker_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records one scheduler step: `tokens` text tokens and `image_rows`
@@ -62,6 +68,11 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP janus_worker_failures_total Panics of the model worker (each failed the requests it ran).\n# TYPE janus_worker_failures_total counter\njanus_worker_failures_total {}",
+            self.worker_failures.load(Ordering::Relaxed)
+        );
         let tokens = self.tokens.load(Ordering::Relaxed);
         let images = self.image_steps.load(Ordering::Relaxed);
         let token_s = secs(&self.token_nanos);

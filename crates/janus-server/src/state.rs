@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::http::StatusCode;
 use janus_pipeline::Processor;
 
+use crate::Shutdown;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub started: u64,
     /// Response ids.
     pub next_id: std::sync::atomic::AtomicU64,
+    /// Whether the server is stopping.
+    pub shutdown: Shutdown,
 }
 
 /// A place in the queue, given back on drop.
@@ -102,6 +105,26 @@ impl AppState {
     pub fn id(&self, prefix: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         format!("{prefix}-{:x}{n:06x}", self.started)
+    }
+}
+
+/// The error for a request whose answer channel closed before its end: 503
+/// while the server stops (running work is cancelled), else 500: the model
+/// worker failed on this request (a panic, printed on the server's stderr and
+/// counted in `janus_worker_failures_total`); it goes on with the next.
+pub fn worker_gone(shutdown: &Shutdown) -> ApiError {
+    if shutdown.is_triggered() {
+        ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+    } else {
+        ApiError::status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the model worker failed on this request (the server's log has \
+             the cause); other requests are not affected",
+        )
+        .code("internal_error")
     }
 }
 

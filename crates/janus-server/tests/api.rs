@@ -13,7 +13,7 @@ use base64::Engine;
 use burn::tensor::DType;
 use janus_pipeline::Janus;
 use janus_server::{Limits, Server, ServerConfig, Shutdown};
-use janus_tests::{Golden, TestBackend as B, testdata_dir};
+use janus_tests::{Golden, TestBackend as B, add_special_tokens, testdata_dir, tiny_copy};
 use serde_json::{Value, json};
 
 struct Running {
@@ -33,6 +33,18 @@ impl Drop for Running {
 
 /// A server on the tiny checkpoint, returned once the model is loaded.
 fn start(config: ServerConfig) -> Running {
+    start_with(config, || {
+        let dir = testdata_dir();
+        Janus::<B>::load(dir.to_str().unwrap(), &Default::default(), DType::F32)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// A server on the model `load` gives, returned once it is loaded.
+fn start_with(
+    config: ServerConfig,
+    load: impl FnOnce() -> Result<Janus<B>, String> + Send + 'static,
+) -> Running {
     let config = ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         model_id: "janus-tiny".into(),
@@ -42,16 +54,7 @@ fn start(config: ServerConfig) -> Running {
     let addr = server.local_addr();
     let shutdown = server.shutdown_handle();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        server.run(
-            || {
-                let dir = testdata_dir();
-                Janus::<B>::load(dir.to_str().unwrap(), &Default::default(), DType::F32)
-                    .map_err(|e| e.to_string())
-            },
-            move |_| ready_tx.send(()).unwrap(),
-        )
-    });
+    let thread = std::thread::spawn(move || server.run(load, move |_| ready_tx.send(()).unwrap()));
     ready_rx
         .recv_timeout(Duration::from_secs(120))
         .expect("the server did not get ready");
@@ -743,6 +746,65 @@ fn eight_clients_at_once_get_what_they_get_one_at_a_time() {
 }
 
 /// Polls `/metrics` until the queue is empty (fails after a minute).
+#[test]
+fn a_request_the_worker_panics_on_gets_500_and_the_server_goes_on() {
+    // A tokenizer with ids past the model's 512 embedding rows: loading
+    // refuses it, so the model is assembled from parts, and a prompt holding
+    // such a token panics in the worker's embedding lookup.
+    let dir = tiny_copy("server-panic");
+    let extra = add_special_tokens(&dir, 20);
+    let running = start_with(ServerConfig::default(), move || {
+        let config = janus_pipeline::JanusConfig::from_file(dir.join("config.json"))
+            .map_err(|e| e.to_string())?;
+        let processor = janus_pipeline::Processor::from_dir(&dir, "tiny", &config.vision, None)
+            .map_err(|e| e.to_string())?;
+        let model =
+            janus_pipeline::JanusModel::load_dir(testdata_dir(), &Default::default(), DType::F32)
+                .map_err(|e| e.to_string())?;
+        Ok(Janus::from_parts(model, processor, dir))
+    });
+    let addr = running.addr;
+    let chat = |text: &str| {
+        json!({"model": "janus-tiny", "max_tokens": 3,
+               "messages": [{"role": "user", "content": text}]})
+    };
+    for (path, body) in [
+        ("/v1/chat/completions", chat(&format!("say {}", extra[19]))),
+        (
+            "/v1/images/generations",
+            json!({"prompt": format!("a {}", extra[19])}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "janus-tiny", "stream": true, "max_tokens": 3,
+                   "messages": [{"role": "user", "content": extra[19]}]}),
+        ),
+    ] {
+        let (status, err) = post(addr, path, &body);
+        assert_eq!(status, 500, "{path}: {err}");
+        assert_eq!(err["error"]["code"], "internal_error", "{err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("model worker failed"),
+            "{err}"
+        );
+    }
+    // The worker goes on: the next requests are answered, and it is counted.
+    let (status, ok) = post(addr, "/v1/chat/completions", &chat("Hello"));
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["usage"]["completion_tokens"], 3, "{ok}");
+    let (status, health) = call(addr, "GET", "/health", None, None);
+    assert_eq!(status, 200, "{health}");
+    let (_, metrics) = call(addr, "GET", "/metrics", None, None);
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains("janus_worker_failures_total 3"),
+        "{metrics}"
+    );
+}
+
 fn wait_for_empty_queue(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
