@@ -326,14 +326,30 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// `bytes` as GB with one decimal.
+/// `bytes` for people: MB below 1 GB, else GB with two decimals (one from
+/// 10 GB), so that a need and a limit a few MB apart read differently.
 pub fn gb(bytes: u64) -> String {
-    format!("{:.1} GB", bytes as f64 / 1e9)
+    let gb = bytes as f64 / 1e9;
+    if bytes < 1_000_000_000 {
+        format!("{} MB", bytes.div_ceil(1_000_000))
+    } else if gb < 10.0 {
+        format!("{gb:.2} GB")
+    } else {
+        format!("{gb:.1} GB")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_apart_at_every_scale() {
+        assert_eq!(gb(412_300_000), "413 MB");
+        assert_eq!(gb(400_000_000), "400 MB");
+        assert_eq!(gb(1_234_000_000), "1.23 GB");
+        assert_eq!(gb(15_040_000_000), "15.0 GB");
+    }
 
     #[test]
     fn parses_sizes() {

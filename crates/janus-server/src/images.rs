@@ -39,6 +39,8 @@ struct Running {
     created: u64,
     size: String,
     prompt_tokens: usize,
+    /// Codes generated per image.
+    steps: usize,
     shutdown: Shutdown,
     _slot: Slot,
 }
@@ -132,6 +134,7 @@ async fn start(
         created: unix_now(),
         size: native,
         prompt_tokens,
+        steps: model.image_steps,
         shutdown: app.shutdown.clone(),
         _slot: slot,
     };
@@ -177,9 +180,14 @@ async fn whole(mut r: Running) -> Result<Response, ApiError> {
         "data": data,
         "output_format": "png",
         "size": r.size,
-        "usage": {"input_tokens": r.prompt_tokens, "output_tokens": 0, "total_tokens": r.prompt_tokens},
+        "usage": usage(r.prompt_tokens, r.n * r.steps),
     }))
     .into_response())
+}
+
+/// OpenAI's image usage: the prompt's tokens in, the image codes out.
+fn usage(input: usize, output: usize) -> Value {
+    json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output})
 }
 
 fn sse(
@@ -226,11 +234,7 @@ fn sse(
                 Some(ImageEvent::Image { image, png }) => {
                     let kind = "image_generation.completed";
                     let mut e = image_event(kind, &r, image, &png);
-                    e["usage"] = json!({
-                        "input_tokens": r.prompt_tokens,
-                        "output_tokens": 0,
-                        "total_tokens": r.prompt_tokens,
-                    });
+                    e["usage"] = usage(r.prompt_tokens, r.steps);
                     out.push_back((kind.into(), e));
                     done += 1;
                     ended = done == r.n;

@@ -354,12 +354,23 @@ fn argmax_images_are_the_reference_images_whole_and_streamed() {
         .collect();
     assert_eq!(images.len() as i64, n);
     g.assert_pixels("gen.argmax.img_u8", &images.concat());
+    // Usage: the prompt's tokens in, every image's codes out.
+    let steps = g.int("image_generation.image_token_num_per_image") as usize;
+    let prompt_tokens = g
+        .at("prompts.pro.image_generation.input_ids")
+        .as_array()
+        .unwrap()
+        .len();
+    let usage = |images: usize| {
+        let out = images * steps;
+        json!({"input_tokens": prompt_tokens, "output_tokens": out, "total_tokens": prompt_tokens + out})
+    };
+    assert_eq!(whole["usage"], usage(n as usize), "{whole}");
 
     let mut streamed = body;
     streamed["stream"] = json!(true);
     streamed["partial_images"] = json!(2);
     let ev = events(addr, "/v1/images/generations", &streamed);
-    let steps = g.int("image_generation.image_token_num_per_image") as usize;
     let mut progress = Vec::new();
     let mut partials = vec![0; n as usize];
     let mut done = vec![Vec::new(); n as usize];
@@ -380,6 +391,7 @@ fn argmax_images_are_the_reference_images_whole_and_streamed() {
             "image_generation.completed" => {
                 let i = v["image_index"].as_u64().unwrap() as usize;
                 done[i] = pixels(v["b64_json"].as_str().unwrap());
+                assert_eq!(v["usage"], usage(1), "{data}");
             }
             other => panic!("unexpected event {other}: {data}"),
         }

@@ -429,6 +429,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bandwidth::decode_bytes(&config, precision),
         bandwidth::gen_step_bytes(&config, precision),
     );
+    // Codes per image of this model (576 at the real sizes).
+    let image_steps = config.vq.grid_side().pow(2);
     let result = dispatch(backend, Task::Default, Bench { args, config })?;
     if cpu {
         println!("SIMD level: {simd}");
@@ -483,7 +485,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let unit = s["unit"].as_str().unwrap_or("");
         let extra = match unit {
             "s/token" => format!(" ({:.2} tok/s)", 1.0 / median),
-            "s/step" => format!(" (≈ {:.0} s per 576-step run)", median * 576.0),
+            "s/step" => format!(
+                " (≈ {:.0} s per {image_steps}-step image)",
+                median * image_steps as f64
+            ),
             _ => String::new(),
         };
         println!(
