@@ -415,6 +415,57 @@ fn bad_inputs_fail_and_leave_no_valid_looking_output() {
 }
 
 #[test]
+fn a_converted_copy_keeps_the_chat_template_of_its_source() {
+    use janus_pipeline::Processor;
+    use janus_pipeline::chat::{TEMPLATE_KEY, Template};
+    let vision = janus_pipeline::JanusConfig::from_file(testdata_dir().join("config.json"))
+        .unwrap()
+        .vision;
+    let template = |dir: &Path| {
+        Processor::from_dir(dir, &dir.display().to_string(), &vision, None)
+            .unwrap()
+            .template()
+    };
+    // The tiny tokenizer has `<|User|>`: only a directory named for
+    // Janus-1.3B gives its `User:` template, and the copy is named otherwise.
+    for (name, want) in [
+        ("Janus-1.3B-local", Template::Janus),
+        ("pro-local", Template::Pro),
+    ] {
+        let input = input_with(name, "model.safetensors");
+        let out = tmp(&format!("copy-of-{}", want.name()));
+        convert(&input, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+        assert_eq!(template(&input), want, "{name}");
+        assert_eq!(template(&out), want, "copy of {name}");
+        let read = |dir: &Path| -> serde_json::Value {
+            serde_json::from_str(
+                &std::fs::read_to_string(dir.join("processor_config.json")).unwrap(),
+            )
+            .unwrap()
+        };
+        let (source, copy) = (read(&input), read(&out));
+        assert_eq!(copy[TEMPLATE_KEY], want.name());
+        for (key, value) in source.as_object().unwrap() {
+            assert_eq!(&copy[key], value, "{key} kept");
+        }
+    }
+    // A recorded template wins over the name; a bad one is an error naming the file.
+    let input = input_with("Janus-1.3B-recorded", "model.safetensors");
+    let path = input.join("processor_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json[TEMPLATE_KEY] = "pro".into();
+    std::fs::write(&path, json.to_string()).unwrap();
+    assert_eq!(template(&input), Template::Pro);
+    json[TEMPLATE_KEY] = "chatml".into();
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = Processor::from_dir(&input, "x", &vision, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chatml"), "{err}");
+}
+
+#[test]
 fn manifests_validate_at_shape_level() {
     let dir = janus_tests::manifests_dir();
     for entry in std::fs::read_dir(&dir).unwrap() {

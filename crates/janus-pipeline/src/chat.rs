@@ -9,6 +9,11 @@ use crate::{PipelineError, Result};
 /// The system prompt every understanding prompt of the reference carries.
 pub const SYSTEM_PROMPT: &str = "You are a helpful language and vision assistant. You are able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language.";
 
+/// The key of `processor_config.json` where `janus convert` records the
+/// template of the checkpoint it read, so a converted copy keeps it whatever
+/// its directory is called (an extension key; the reference ignores it).
+pub const TEMPLATE_KEY: &str = "janus_template";
+
 /// Separator after an assistant turn (the template's `sep2`).
 const SEP2: &str = "<｜end▁of▁sentence｜>";
 
@@ -28,6 +33,54 @@ impl Template {
             Self::Janus => ("User", "Assistant"),
             Self::Pro => ("<|User|>", "<|Assistant|>"),
         }
+    }
+
+    /// The name [`Template`]'s `FromStr` reads back (`janus`, `pro`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Janus => "janus",
+            Self::Pro => "pro",
+        }
+    }
+
+    /// The template recorded under [`TEMPLATE_KEY`] in `dir/processor_config.json`
+    /// (by `janus convert`), if any.
+    pub fn recorded(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join("processor_config.json");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| janus_core::Error::io(&path, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            PipelineError::Invalid(format!("{} is not valid JSON: {e}", path.display()))
+        })?;
+        match json.get(TEMPLATE_KEY) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| {
+                    PipelineError::Invalid(format!(
+                        "`{TEMPLATE_KEY}` in {} is not a string",
+                        path.display()
+                    ))
+                })?
+                .parse()
+                .map(Some),
+        }
+    }
+
+    /// The template of the checkpoint in `dir` (`name`: the model id or path
+    /// the user gave): the one [`Template::recorded`] there, else
+    /// [`Template::for_model`] of the name and the resolved directory.
+    pub fn of_checkpoint(dir: &Path, name: &str, has_pro_roles: bool) -> Result<Self> {
+        if let Some(t) = Self::recorded(dir)? {
+            return Ok(t);
+        }
+        let full = format!(
+            "{name} {}",
+            dir.canonicalize().unwrap_or(dir.to_path_buf()).display()
+        );
+        Ok(Self::for_model(&full, has_pro_roles))
     }
 
     /// The template a checkpoint's examples use: Janus-1.3B style when the directory

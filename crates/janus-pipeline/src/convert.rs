@@ -10,9 +10,11 @@ use burn::tensor::DType;
 use janus_checkpoint::{Checkpoint, StoredDType, TensorInfo, write_safetensors};
 use janus_core::{Precision, QuantFormat, QuantMatrix, Weights};
 
+use crate::chat::{TEMPLATE_KEY, Template};
 use crate::config::JanusConfig;
 use crate::layout::{KNOWN_UNUSED, KeyLayout, open_checkpoint, to_original};
 use crate::model::JanusModel;
+use crate::tokenizer::TextTokenizer;
 use crate::{PipelineError, Result};
 
 /// Version of the converted format, recorded in the safetensors metadata.
@@ -293,6 +295,7 @@ pub fn convert(
             }
         }
     }
+    record_template(input, output)?;
     // Indexes of an earlier conversion would be read before the new file.
     let mut removed = Vec::new();
     if !same_path(input, output) {
@@ -319,6 +322,41 @@ pub fn convert(
 }
 
 /// The scales of `q` as little-endian f16 bytes.
+/// Records in `output/processor_config.json` the chat template of the input
+/// checkpoint, which may come from its directory's name (Janus-1.3B): the
+/// copy keeps it under any name. Nothing when the input has no tokenizer that
+/// loads (loading the copy reports that).
+fn record_template(input: &Path, output: &Path) -> Result<()> {
+    let Ok(tokenizer) = TextTokenizer::from_dir(input) else {
+        return Ok(());
+    };
+    let pro_roles = tokenizer.token_to_id("<|User|>").is_some();
+    let template = Template::of_checkpoint(input, &input.display().to_string(), pro_roles)?;
+    let path = output.join("processor_config.json");
+    let mut json = serde_json::Map::new();
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
+        match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Object(map)) => json = map,
+            _ => {
+                return Err(PipelineError::Invalid(format!(
+                    "{} is not a JSON object",
+                    path.display()
+                )));
+            }
+        }
+    }
+    json.insert(TEMPLATE_KEY.into(), template.name().into());
+    let text = serde_json::to_string_pretty(&json).expect("a JSON map serializes");
+    let tmp = janus_checkpoint::partial_path(&path);
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_error(&path, e)
+        })
+}
+
 fn scales_le_bytes(q: &QuantMatrix) -> Vec<u8> {
     q.scales().iter().flat_map(|d| d.to_le_bytes()).collect()
 }

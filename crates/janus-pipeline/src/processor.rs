@@ -129,9 +129,10 @@ pub struct Prepared {
 impl Processor {
     /// Reads `tokenizer*.json`, `special_tokens_map.json`, `processor_config.json`
     /// and `preprocessor_config.json` (defaults when absent) from `dir`. The
-    /// template is `template`, else the one the checkpoint's name and tokenizer
-    /// imply (`janus` for Janus-1.3B, `pro` otherwise); `name` is the model id or
-    /// path the user gave.
+    /// template is `template`, else the one `janus convert` recorded in
+    /// `processor_config.json` ([`crate::chat::TEMPLATE_KEY`]), else the one
+    /// the checkpoint's name and tokenizer imply (`janus` for Janus-1.3B, `pro`
+    /// otherwise); `name` is the model id or path the user gave.
     pub fn from_dir(
         dir: &Path,
         name: &str,
@@ -140,13 +141,13 @@ impl Processor {
     ) -> Result<Self> {
         let tokenizer = TextTokenizer::from_dir(dir)?;
         let images = ImageProcessor::from_dir(dir)?.with_size(vision.image_size);
-        let template = template.unwrap_or_else(|| {
-            let full = format!(
-                "{name} {}",
-                dir.canonicalize().unwrap_or(dir.to_path_buf()).display()
-            );
-            Template::for_model(&full, tokenizer.token_to_id("<|User|>").is_some())
-        });
+        let template = match template {
+            Some(t) => t,
+            None => {
+                let pro_roles = tokenizer.token_to_id("<|User|>").is_some();
+                Template::of_checkpoint(dir, name, pro_roles)?
+            }
+        };
         Ok(Self {
             tokenizer,
             images,
