@@ -91,7 +91,7 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
     let img = reader
         .decode()
         .map_err(|e| PipelineError::Image(format!("cannot decode {name} as an image: {e}")))?;
-    let rgb = img.to_rgb8();
+    let rgb = to_rgb8_like_pillow(img);
     let (w, h) = rgb.dimensions();
     if w == 0 || h == 0 {
         return Err(PipelineError::Image(format!("{name} is an empty image")));
@@ -101,6 +101,33 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
         height: h as usize,
         pixels: rgb.into_raw(),
     })
+}
+
+/// `img` as 8-bit RGB the way Pillow 10's `Image.open(..).convert("RGB")`
+/// does: 16-bit colour (and grey with alpha) keeps the high byte of each
+/// sample, 16-bit grey (Pillow's mode `I;16`) is clipped at 255, alpha is
+/// dropped; 8-bit images as the `image` crate converts them.
+fn to_rgb8_like_pillow(img: image::DynamicImage) -> image::RgbImage {
+    use image::DynamicImage;
+    let (w, h) = (img.width(), img.height());
+    let from = |samples: &[u16], channels: usize, rgb: fn(&[u16]) -> [u8; 3]| {
+        let pixels = samples.chunks_exact(channels).flat_map(rgb).collect();
+        image::RgbImage::from_raw(w, h, pixels).expect("whole pixels")
+    };
+    fn high(v: u16) -> u8 {
+        (v >> 8) as u8
+    }
+    match img {
+        DynamicImage::ImageLuma16(g) => from(g.as_raw(), 1, |p| [p[0].min(255) as u8; 3]),
+        DynamicImage::ImageLumaA16(g) => from(g.as_raw(), 2, |p| [high(p[0]); 3]),
+        DynamicImage::ImageRgb16(c) => {
+            from(c.as_raw(), 3, |p| [high(p[0]), high(p[1]), high(p[2])])
+        }
+        DynamicImage::ImageRgba16(c) => {
+            from(c.as_raw(), 4, |p| [high(p[0]), high(p[1]), high(p[2])])
+        }
+        other => other.to_rgb8(),
+    }
 }
 
 /// The size a JPEG header declares, if mozjpeg can read the header.
@@ -289,5 +316,50 @@ impl ImageProcessor {
     /// Full preprocessing: `[3, S, S]` values ready for the vision encoder.
     pub fn preprocess(&self, img: &RgbImage) -> Vec<f32> {
         self.normalize(&self.resize_and_pad(img))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16-bit PNG of one column of `values` (each sample of a pixel set to
+    /// it; the encoder takes native-endian samples).
+    fn png16(values: &[u16], color: image::ExtendedColorType) -> Vec<u8> {
+        let channels = color.channel_count() as usize;
+        let raw: Vec<u8> = values
+            .iter()
+            .flat_map(|v| std::iter::repeat_n(v.to_ne_bytes(), channels).flatten())
+            .collect();
+        let mut png = Vec::new();
+        image::ImageEncoder::write_image(
+            image::codecs::png::PngEncoder::new(&mut png),
+            &raw,
+            1,
+            values.len() as u32,
+            color,
+        )
+        .unwrap();
+        png
+    }
+
+    #[test]
+    fn sixteen_bit_pngs_convert_as_pillow_does() {
+        use image::ExtendedColorType::{L16, La16, Rgb16, Rgba16};
+        let values = [0, 100, 255, 256, 0x80FF, 0x8080, 65535, 1000];
+        // Pillow 10.4's `Image.open(png).convert("RGB")` of these files.
+        let clipped = [0, 100, 255, 255, 255, 255, 255, 255];
+        let high_byte = [0, 0, 0, 1, 128, 128, 255, 3];
+        for (color, want) in [
+            (L16, clipped),
+            (La16, high_byte),
+            (Rgb16, high_byte),
+            (Rgba16, high_byte),
+        ] {
+            let img = decode_image(&png16(&values, color), "16-bit.png").unwrap();
+            let got: Vec<u8> = img.pixels.chunks(3).map(|p| p[0]).collect();
+            assert_eq!(got, want, "{color:?}");
+            assert!(img.pixels.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        }
     }
 }
