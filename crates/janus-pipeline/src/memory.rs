@@ -326,12 +326,15 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// `bytes` for people: MB below 1 GB, else GB with two decimals (one from
-/// 10 GB), so that a need and a limit a few MB apart read differently.
+/// `bytes` for people: bytes below 1 MB, MB below 1 GB, else GB with two
+/// decimals (one from 10 GB), so that a need and a limit a few MB apart read
+/// differently.
 pub fn gb(bytes: u64) -> String {
     let gb = bytes as f64 / 1e9;
-    if bytes < 1_000_000_000 {
-        format!("{} MB", bytes.div_ceil(1_000_000))
+    if bytes < 1_000_000 {
+        format!("{bytes} bytes")
+    } else if bytes < 1_000_000_000 {
+        format!("{:.0} MB", bytes as f64 / 1e6)
     } else if gb < 10.0 {
         format!("{gb:.2} GB")
     } else {
@@ -345,7 +348,8 @@ mod tests {
 
     #[test]
     fn sizes_read_apart_at_every_scale() {
-        assert_eq!(gb(412_300_000), "413 MB");
+        assert_eq!(gb(1000), "1000 bytes");
+        assert_eq!(gb(412_300_000), "412 MB");
         assert_eq!(gb(400_000_000), "400 MB");
         assert_eq!(gb(1_234_000_000), "1.23 GB");
         assert_eq!(gb(15_040_000_000), "15.0 GB");
