@@ -434,7 +434,8 @@ fn a_converted_copy_keeps_the_chat_template_of_its_source() {
     ] {
         let input = input_with(name, "model.safetensors");
         let out = tmp(&format!("copy-of-{}", want.name()));
-        convert(&input, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+        let report = convert(&input, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+        assert_eq!(report.template, Some(want));
         assert_eq!(template(&input), want, "{name}");
         assert_eq!(template(&out), want, "copy of {name}");
         let read = |dir: &Path| -> serde_json::Value {

@@ -53,6 +53,9 @@ pub struct ConvertReport {
     /// Stale index files of an earlier conversion that were removed from the
     /// output (they would have been read instead of the new weights).
     pub removed: Vec<std::path::PathBuf>,
+    /// The chat template recorded in the output's `processor_config.json`
+    /// (`None` when the input's tokenizer does not load).
+    pub template: Option<Template>,
 }
 
 /// Names the variant from the config's LLM shape (and the directory name for the
@@ -295,7 +298,7 @@ pub fn convert(
             }
         }
     }
-    record_template(input, output)?;
+    let template = record_template(input, output)?;
     // Indexes of an earlier conversion would be read before the new file.
     let mut removed = Vec::new();
     if !same_path(input, output) {
@@ -318,6 +321,7 @@ pub fn convert(
         bytes,
         quantized,
         removed,
+        template,
     })
 }
 
@@ -326,9 +330,9 @@ pub fn convert(
 /// checkpoint, which may come from its directory's name (Janus-1.3B): the
 /// copy keeps it under any name. Nothing when the input has no tokenizer that
 /// loads (loading the copy reports that).
-fn record_template(input: &Path, output: &Path) -> Result<()> {
+fn record_template(input: &Path, output: &Path) -> Result<Option<Template>> {
     let Ok(tokenizer) = TextTokenizer::from_dir(input) else {
-        return Ok(());
+        return Ok(None);
     };
     let pro_roles = tokenizer.token_to_id("<|User|>").is_some();
     let template = Template::of_checkpoint(input, &input.display().to_string(), pro_roles)?;
@@ -354,7 +358,8 @@ fn record_template(input: &Path, output: &Path) -> Result<()> {
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             io_error(&path, e)
-        })
+        })?;
+    Ok(Some(template))
 }
 
 fn scales_le_bytes(q: &QuantMatrix) -> Vec<u8> {

@@ -71,6 +71,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     eprintln!("variant: {} ({layout} key layout)", report.variant);
+    if let Some(t) = report.template {
+        let (user, assistant) = t.roles();
+        eprintln!(
+            "chat template: {} ({user} / {assistant}), recorded in processor_config.json",
+            t.name()
+        );
+    }
     let stored = match quant {
         Some(q) => format!("{q} for {} matrices, the rest {dtype}", report.quantized),
         None => dtype.to_string(),
