@@ -205,8 +205,14 @@ impl<E: Load + Into<f32>> Kernel for Head<'_, E> {
             let qpos = len - tq + i;
             let qi = &q[i * d..(i + 1) * d];
             let visible = |j: usize| keep.is_none_or(|keep| keep[j] || j == qpos);
+            // A batch's row hides its left padding, a prefix of the keys: the
+            // softmax starts at its first visible key, so its sums group the
+            // keys into lanes as when the row runs alone (the same bits
+            // whatever it is batched with; grouped from position 0, a 16-bit
+            // model's answers drifted apart after a few dozen tokens).
+            let first = (0..qpos).find(|&j| visible(j)).unwrap_or(qpos);
             let mut max = f32::NEG_INFINITY;
-            for (j, sc) in scores.iter_mut().enumerate().take(qpos + 1) {
+            for (j, sc) in scores.iter_mut().enumerate().take(qpos + 1).skip(first) {
                 prefetch_row(s, k, (j + AHEAD) * d, d);
                 *sc = if visible(j) {
                     simd::dot(s, qi, &k[j * d..(j + 1) * d]) * scale
@@ -215,13 +221,13 @@ impl<E: Load + Into<f32>> Kernel for Head<'_, E> {
                 };
                 max = max.max(*sc);
             }
-            // exp(score - max) a vector at a time; hidden keys (-inf) then
-            // hold a value near zero that the loop below skips (and that
-            // moves the sum by less than 1e-35).
-            let probs = &mut scores[..qpos + 1];
+            // exp(score - max) a vector at a time; keys hidden after the
+            // first visible one (-inf) then hold a value near zero that the
+            // loop below skips (and that moves the sum by less than 1e-35).
+            let probs = &mut scores[first..qpos + 1];
             let sum = super::vmath::exp_sub_sum_lanes(s, probs, max);
             let oi = &mut o[i * d..(i + 1) * d];
-            for (j, &p) in probs.iter().enumerate() {
+            for (j, &p) in (first..).zip(probs.iter()) {
                 prefetch_row(s, v, (j + AHEAD) * d, d);
                 if !visible(j) {
                     continue;
@@ -307,6 +313,42 @@ mod tests {
                 );
                 let diff: f32 = (fast - slow).abs().max().into_scalar();
                 assert!(diff < 1e-5, "{level} {dtype:?}: max difference {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_left_padded_row_gives_the_bits_it_gives_alone() {
+        let dev = Default::default();
+        // 37 keys and 2 queries alone, then behind 1..=17 hidden keys (every
+        // offset against 4, 8 and 16 lanes): the same output bits.
+        let (h, d, len, tq) = (2, 24, 37, 2);
+        let rnd = |shape: [usize; 4]| {
+            Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, 2.0), &dev)
+        };
+        let (q, k, v) = (rnd([1, h, tq, d]), rnd([1, h, len, d]), rnd([1, h, len, d]));
+        for &level in Level::available() {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let (kq, vq) = (k.clone().cast(dtype), v.clone().cast(dtype));
+                let alone = attend_cached_at(level, &q, &kq, &vq, len, None, 0.3)
+                    .expect("fast path")
+                    .into_data();
+                for pad in 1..=17 {
+                    let junk = rnd([1, h, pad, d]).cast(dtype);
+                    let kp = Tensor::cat(vec![junk.clone(), kq.clone()], 2);
+                    let vp = Tensor::cat(vec![junk, vq.clone()], 2);
+                    let mut keep = vec![true; pad + len];
+                    keep[..pad].fill(false);
+                    let padded =
+                        attend_cached_at(level, &q, &kp, &vp, pad + len, Some(&[keep]), 0.3)
+                            .expect("fast path")
+                            .into_data();
+                    assert_eq!(
+                        padded.as_slice::<f32>().unwrap(),
+                        alone.as_slice::<f32>().unwrap(),
+                        "{level} {dtype:?} behind {pad} hidden keys"
+                    );
+                }
             }
         }
     }
