@@ -84,27 +84,24 @@ impl<'m, B: Backend, T: Clone> ImageBatcher<'m, B, T> {
             }
             session.feed(&picked)?;
         }
-        if !joining.is_empty() {
-            let prompts: Vec<ImagePrompt<'_>> = joining
-                .iter()
-                .map(|j| ImagePrompt {
-                    ids: &j.prompt_ids,
-                    images: j.config.parallel,
-                    cfg_weight: j.config.cfg_weight,
-                })
-                .collect();
-            let mut new = ImageGenSession::batch(self.model, &prompts, self.pad)?;
+        // Each job's prompt runs on its own, unpadded, exactly as alone (run
+        // together, the shorter prompts' left padding changed their bits).
+        for job in &joining {
+            let prompt = ImagePrompt {
+                ids: &job.prompt_ids,
+                images: job.config.parallel,
+                cfg_weight: job.config.cfg_weight,
+            };
+            let mut new = ImageGenSession::batch(self.model, &[prompt], self.pad)?;
+            let c = &job.config;
             let mut images = Vec::new();
-            for job in &joining {
-                for index in 0..job.config.parallel {
-                    let c = &job.config;
-                    images.push(BatchImage {
-                        tag: job.tag.clone(),
-                        index,
-                        codes: Vec::with_capacity(self.steps),
-                        sampler: image_sampler(c.seed, index, c.temperature)?,
-                    });
-                }
+            for index in 0..c.parallel {
+                images.push(BatchImage {
+                    tag: job.tag.clone(),
+                    index,
+                    codes: Vec::with_capacity(self.steps),
+                    sampler: image_sampler(c.seed, index, c.temperature)?,
+                });
             }
             let mut first = Vec::new();
             for (image, logits) in images.iter_mut().zip(new.logits()) {
