@@ -258,6 +258,58 @@ fn absurd_preprocessor_sizes_are_config_errors() {
     assert!(err.contains("min_size"), "{err}");
 }
 
+#[test]
+fn processor_files_that_disagree_with_the_encoder_are_refused() {
+    let vision = janus_pipeline::JanusConfig::from_file(testdata_dir().join("config.json"))
+        .unwrap()
+        .vision;
+    let processor = |dir: &std::path::Path| {
+        janus_pipeline::Processor::from_dir(dir, "tiny", &vision, None).map(|_| ())
+    };
+    // 16 tokens of 64x64 images in the tiny set; other values are refused,
+    // naming the file, the field and the encoder's sizes.
+    for (file, key, value, want) in [
+        (
+            "processor_config.json",
+            "num_image_tokens",
+            36,
+            "num_image_tokens is 36, but the vision encoder (vision_config: image_size 64, patch_size 16) gives 16 tokens",
+        ),
+        (
+            "preprocessor_config.json",
+            "image_size",
+            96,
+            "image_size is 96, but the vision encoder (vision_config: image_size 64, patch_size 16) takes 64x64 images",
+        ),
+    ] {
+        let dir = tiny_copy(&format!("sizes-{key}"));
+        processor(&dir).expect("the tiny set agrees");
+        let path = dir.join(file);
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        json[key] = value.into();
+        std::fs::write(&path, json.to_string()).unwrap();
+        let err = processor(&dir).unwrap_err().to_string();
+        assert!(err.contains(file) && err.contains(want), "{err}");
+    }
+    // A special token missing with no tokenizer_config.json says so.
+    let dir = tiny_copy("no-tokenizer-config");
+    std::fs::remove_file(dir.join("tokenizer_config.json")).unwrap();
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("<begin_of_image>", "<begin_of_picture>"),
+    )
+    .unwrap();
+    let err = processor(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("`<begin_of_image>` is not in")
+            && err.contains("tokenizer_config.json, which is missing"),
+        "{err}"
+    );
+}
+
 /// The tiny model with another context length.
 fn with_context(positions: usize) -> janus_pipeline::Janus<burn::backend::Flex> {
     use burn::tensor::DType;

@@ -126,6 +126,43 @@ pub struct Prepared {
     pub pixels: Vec<Vec<f32>>,
 }
 
+/// The processor files' sizes, where given, must be the vision encoder's:
+/// the reference takes the placeholder count and the resize from these files
+/// and fails when they disagree with the encoder.
+fn check_sizes(dir: &Path, vision: &janus_und_encoder::SiglipConfig) -> Result<()> {
+    let field = |file: &str, key: &str| -> Result<Option<u64>> {
+        let path = dir.join(file);
+        Ok(crate::tokenizer::read_json(&path)?
+            .and_then(|v| v.get(key).cloned())
+            .and_then(|v| v.as_u64()))
+    };
+    let encoder = format!(
+        "the vision encoder (vision_config: image_size {}, patch_size {})",
+        vision.image_size, vision.patch_size
+    );
+    let file = |name: &str| dir.join(name).display().to_string();
+    if let Some(n) = field("processor_config.json", "num_image_tokens")?
+        && n != vision.num_patches() as u64
+    {
+        return Err(PipelineError::Invalid(format!(
+            "{}: num_image_tokens is {n}, but {encoder} gives {} tokens per image",
+            file("processor_config.json"),
+            vision.num_patches()
+        )));
+    }
+    if let Some(size) = field("preprocessor_config.json", "image_size")?
+        && size != vision.image_size as u64
+    {
+        return Err(PipelineError::Invalid(format!(
+            "{}: image_size is {size}, but {encoder} takes {}x{} images",
+            file("preprocessor_config.json"),
+            vision.image_size,
+            vision.image_size
+        )));
+    }
+    Ok(())
+}
+
 impl Processor {
     /// Reads `tokenizer*.json`, `special_tokens_map.json`, `processor_config.json`
     /// and `preprocessor_config.json` (defaults when absent) from `dir`. The
@@ -140,6 +177,7 @@ impl Processor {
         template: Option<Template>,
     ) -> Result<Self> {
         let tokenizer = TextTokenizer::from_dir(dir)?;
+        check_sizes(dir, vision)?;
         let images = ImageProcessor::from_dir(dir)?.with_size(vision.image_size);
         let template = match template {
             Some(t) => t,

@@ -50,7 +50,7 @@ pub struct TextTokenizer {
     pub eos_tag: String,
 }
 
-fn read_json(path: &Path) -> Result<Option<Value>> {
+pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
@@ -134,10 +134,19 @@ impl TextTokenizer {
             .and_then(Value::as_str)
             .unwrap_or(IMAGE_TAG)
             .to_string();
+        // Janus-1.3B adds its pad and image tokens in tokenizer_config.json.
+        let hint = if config.is_none() {
+            format!(
+                " (nor in {}, which is missing: Janus-1.3B adds its special tokens there)",
+                dir.join("tokenizer_config.json").display()
+            )
+        } else {
+            String::new()
+        };
         let id = |tag: &str| {
             inner.token_to_id(tag).ok_or_else(|| {
                 PipelineError::Tokenizer(format!(
-                    "special token `{tag}` is not in {}",
+                    "special token `{tag}` is not in {}{hint}",
                     path.display()
                 ))
             })
