@@ -143,6 +143,18 @@ def main():
         shown = d.js("return document.querySelectorAll('.msg.user img').length")
         assert shown == 1, "the sent image is not shown in the history"
 
+        # A refused request: the error shows, the question goes back into the
+        # composer (not left in the log without being in the history).
+        d.js("document.getElementById('chat-max').value = 999999")
+        d.js("document.getElementById('chat-input').value = 'again?'")
+        d.click("#chat-send")
+        d.wait("return document.querySelector('.msg.error')", "the error")
+        error = d.js("return document.querySelector('.msg.error').textContent")
+        assert "max_tokens" in error, error
+        assert d.js("return document.getElementById('chat-input').value") == "again?"
+        users = d.js("return document.querySelectorAll('.msg.user').length")
+        assert users == 1, f"{users} questions in the log"
+
         # An image: progress, previews, the result in the gallery.
         gen = GOLDEN["image_generation"]
         prompt = GOLDEN["prompts"]["pro"]["image_generation"]["messages"][0]["content"]
@@ -170,7 +182,7 @@ def main():
             d.screenshot(shot)
     finally:
         d.quit()
-    print("browser: key, chat with an attached image (streamed), image generation (progress, previews, gallery): ok")
+    print("browser: key, chat with an attached image (streamed), a refused request, image generation (progress, previews, gallery): ok")
 
 
 if __name__ == "__main__":
