@@ -47,13 +47,9 @@ impl Template {
     /// (by `janus convert`), if any.
     pub fn recorded(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join("processor_config.json");
-        if !path.is_file() {
+        let Some(json) = crate::tokenizer::read_json(&path)? else {
             return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| janus_core::Error::io(&path, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            PipelineError::Invalid(format!("{} is not valid JSON: {e}", path.display()))
-        })?;
+        };
         match json.get(TEMPLATE_KEY) {
             None => Ok(None),
             Some(v) => v

@@ -325,7 +325,6 @@ pub fn convert(
     })
 }
 
-/// The scales of `q` as little-endian f16 bytes.
 /// Records in `output/processor_config.json` the chat template of the input
 /// checkpoint, which may come from its directory's name (Janus-1.3B): the
 /// copy keeps it under any name. Nothing when the input has no tokenizer that
@@ -337,19 +336,16 @@ fn record_template(input: &Path, output: &Path) -> Result<Option<Template>> {
     let pro_roles = tokenizer.token_to_id("<|User|>").is_some();
     let template = Template::of_checkpoint(input, &input.display().to_string(), pro_roles)?;
     let path = output.join("processor_config.json");
-    let mut json = serde_json::Map::new();
-    if path.is_file() {
-        let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
-        match serde_json::from_str(&text) {
-            Ok(serde_json::Value::Object(map)) => json = map,
-            _ => {
-                return Err(PipelineError::Invalid(format!(
-                    "{} is not a JSON object",
-                    path.display()
-                )));
-            }
+    let mut json = match crate::tokenizer::read_json(&path)? {
+        None => serde_json::Map::new(),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(_) => {
+            return Err(PipelineError::Invalid(format!(
+                "{} is not a JSON object",
+                path.display()
+            )));
         }
-    }
+    };
     json.insert(TEMPLATE_KEY.into(), template.name().into());
     let text = serde_json::to_string_pretty(&json).expect("a JSON map serializes");
     let tmp = janus_checkpoint::partial_path(&path);
@@ -362,6 +358,7 @@ fn record_template(input: &Path, output: &Path) -> Result<Option<Template>> {
     Ok(Some(template))
 }
 
+/// The scales of `q` as little-endian f16 bytes.
 fn scales_le_bytes(q: &QuantMatrix) -> Vec<u8> {
     q.scales().iter().flat_map(|d| d.to_le_bytes()).collect()
 }
