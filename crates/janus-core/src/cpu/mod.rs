@@ -8,6 +8,8 @@
 //! backend-generic.
 
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod bf16_gemm;
 mod cached;
 mod conv;
 mod elementwise;
