@@ -4,13 +4,11 @@
 //! does 32, and the product of two bf16 values is exact in f32, so the result
 //! differs from the widened product only in summation order.
 //!
-//! A task packs its weight rows once ([`pack`]): for each group of 32 rows and
-//! each pair of inputs `2p, 2p + 1`, the 32 rows' two values side by side, so
-//! two 512-bit loads hold one pair of 32 columns. A tile of up to 12 rows of `x`
-//! by one group broadcasts each row's pair (two consecutive bf16 values of the
-//! row, read in place) against them into 24 accumulators. Groups are the outer
-//! loop, so a group (128-352 KB at the LLM's widths) stays in L2 while every
-//! row of `x` passes it.
+//! The weight is packed a group of 32 rows at a time: for each pair of inputs
+//! `2p, 2p + 1`, the 32 rows' two values side by side, so two 512-bit loads
+//! hold one pair of 32 columns. A tile of up to 12 rows of `x` by one group
+//! broadcasts each row's pair (two consecutive bf16 values of the row, read in
+//! place) against them into 24 accumulators.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -23,86 +21,147 @@ const GROUP: usize = 32;
 /// vector registers.
 const TILE_ROWS: usize = 12;
 
-/// Packs weight rows `js` of `w` for [`product`] into `buf`: group by group
-/// of 32 rows (the last padded with zeros), pair by pair of inputs, the rows'
-/// values `2p` (low half) and `2p + 1` as one `u32` each. `w` is `[n, k]`, or
-/// `[k, n]` when `in_out`; `k` is even.
-pub(crate) fn pack(
-    w: &[bf16],
-    [k, n]: [usize; 2],
-    in_out: bool,
-    js: Range<usize>,
-    buf: &mut Vec<u32>,
-) {
-    debug_assert!(k.is_multiple_of(2) && w.len() >= n * k && js.end <= n);
-    let pairs = k / 2;
+/// Packs weight rows `js` (at most 32) of `w` for [`tile`] into `buf`: pair
+/// by pair of inputs, the rows' values `2p` (low half) and `2p + 1` as one
+/// `u32` each, 32 to a pair (missing rows zero). `w` is `[n, k]`, or `[k, n]`
+/// when `in_out`; `k` is even.
+#[target_feature(enable = "avx512f")]
+fn pack_group(w: &[bf16], [k, n]: [usize; 2], in_out: bool, js: Range<usize>, buf: &mut Vec<u32>) {
+    debug_assert!(k.is_multiple_of(2) && w.len() >= n * k && js.end <= n && js.len() <= GROUP);
+    let (pairs, c, j0) = (k / 2, js.len(), js.start);
     let pair = |lo: bf16, hi: bf16| u32::from(lo.to_bits()) | (u32::from(hi.to_bits()) << 16);
-    buf.clear();
-    buf.resize(js.len().div_ceil(GROUP) * pairs * GROUP, 0);
-    for (g, group) in buf.chunks_exact_mut(pairs * GROUP).enumerate() {
-        let j0 = js.start + g * GROUP;
-        let c = (js.end - j0).min(GROUP);
-        if in_out {
-            // Input rows `2p` and `2p + 1` hold the group's columns side by side.
-            for (p, out) in group.chunks_exact_mut(GROUP).enumerate() {
-                let (lo, hi) = (&w[2 * p * n + j0..][..c], &w[(2 * p + 1) * n + j0..][..c]);
-                for ((o, l), h) in out.iter_mut().zip(lo).zip(hi) {
-                    *o = pair(*l, *h);
-                }
+    // Every value is written below but a short group's missing rows.
+    buf.resize(pairs * GROUP, 0);
+    if c < GROUP {
+        buf.fill(0);
+    }
+    if in_out {
+        // Input rows `2p` and `2p + 1` hold the group's columns side by side.
+        for (p, out) in buf.chunks_exact_mut(GROUP).enumerate() {
+            let (lo, hi) = (&w[2 * p * n + j0..][..c], &w[(2 * p + 1) * n + j0..][..c]);
+            for ((o, l), h) in out.iter_mut().zip(lo).zip(hi) {
+                *o = pair(*l, *h);
             }
-        } else {
-            for lane in 0..c {
-                let row = &w[(j0 + lane) * k..][..k];
-                for (p, v) in row.chunks_exact(2).enumerate() {
-                    group[p * GROUP + lane] = pair(v[0], v[1]);
+        }
+        return;
+    }
+    // A `u32` transpose (a row's pair is one `u32` already), in blocks of 16
+    // rows by 16 pairs: 16 loads, 64 shuffles, 16 stores.
+    const BLOCK: usize = 16;
+    for p0 in (0..pairs).step_by(BLOCK) {
+        let len = BLOCK.min(pairs - p0);
+        let out = &mut buf[p0 * GROUP..(p0 + len) * GROUP];
+        for l0 in (0..c).step_by(BLOCK) {
+            let rows = BLOCK.min(c - l0);
+            let row = |lane: usize| &w[(j0 + l0 + lane) * k + 2 * p0..][..2 * len];
+            if rows == BLOCK && len == BLOCK {
+                // SAFETY: 16 rows of 32 bf16 values in, 16 pairs of 32 `u32`
+                // values out.
+                let t = transpose16(std::array::from_fn(|lane| unsafe {
+                    _mm512_loadu_si512(row(lane).as_ptr().cast())
+                }));
+                for (p, v) in t.iter().enumerate() {
+                    // SAFETY: lanes `l0..l0 + 16` of pair `p` of the block.
+                    unsafe { _mm512_storeu_si512(out[p * GROUP + l0..].as_mut_ptr().cast(), *v) };
+                }
+                continue;
+            }
+            for lane in 0..rows {
+                for (p, v) in row(lane).chunks_exact(2).enumerate() {
+                    out[p * GROUP + l0 + lane] = pair(v[0], v[1]);
                 }
             }
         }
     }
 }
 
-/// `dst[i * ldd + c] = x[i] · w[c]` for the `rows` rows of `x` (`[rows, k]`)
-/// and the `cols` weight rows [`pack`] put into `packed`.
+/// The transpose of a 16 x 16 matrix of `u32`, a row per vector.
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
+    // Within each 128-bit block (4 columns): rows 2i and 2i + 1 interleaved,
+    // then rows 4i..4i + 4 of one column in each block.
+    let t: [__m512i; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_epi32(a, b)
+        } else {
+            _mm512_unpackhi_epi32(a, b)
+        }
+    });
+    // u[4i + c]: block b holds rows 4i..4i + 4 of column 4b + c.
+    let u: [__m512i; 16] = std::array::from_fn(|i| {
+        let (q, c) = (i / 4, i % 4);
+        let (a, b) = (t[4 * q + c / 2], t[4 * q + 2 + c / 2]);
+        if c % 2 == 0 {
+            _mm512_unpacklo_epi64(a, b)
+        } else {
+            _mm512_unpackhi_epi64(a, b)
+        }
+    });
+    // Column 4b + c gathers block b of u[c], u[4 + c], u[8 + c], u[12 + c].
+    let mut out = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        let s0 = _mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]);
+        let s1 = _mm512_shuffle_i32x4::<0xDD>(u[c], u[4 + c]);
+        let s2 = _mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]);
+        let s3 = _mm512_shuffle_i32x4::<0xDD>(u[8 + c], u[12 + c]);
+        out[c] = _mm512_shuffle_i32x4::<0x88>(s0, s2);
+        out[8 + c] = _mm512_shuffle_i32x4::<0xDD>(s0, s2);
+        out[4 + c] = _mm512_shuffle_i32x4::<0x88>(s1, s3);
+        out[12 + c] = _mm512_shuffle_i32x4::<0xDD>(s1, s3);
+    }
+    out
+}
+
+/// `dst[i * ldd + c] = x[i] · w[js.start + c]` for the `rows` rows of `x`
+/// (`[rows, k]`) and the weight rows `js` of `w` (`[n, k]`, or `[k, n]` when
+/// `in_out`), `buf` holding one packed group of 32 weight rows at a time.
 ///
 /// # Safety
 /// The CPU has AVX512F and AVX512-BF16; `x` holds `rows * k` values, `k` is
-/// even, `packed` is [`pack`]'s output for `cols` rows of `k`, and `dst` is
-/// valid for writes of `rows` rows of `cols` values `ldd` apart.
+/// even, `w` holds `n * k` values, `js.end <= n`, and `dst` is valid for
+/// writes of `rows` rows of `js.len()` values `ldd` apart.
 #[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn product(
     x: &[bf16],
     rows: usize,
-    k: usize,
-    packed: &[u32],
-    cols: usize,
+    w: &[bf16],
+    [k, n]: [usize; 2],
+    in_out: bool,
+    js: Range<usize>,
+    buf: &mut Vec<u32>,
     dst: *mut f32,
     ldd: usize,
 ) {
-    let pairs = k / 2;
-    debug_assert!(x.len() >= rows * k && packed.len() >= cols.div_ceil(GROUP) * pairs * GROUP);
-    for g in 0..cols.div_ceil(GROUP) {
-        let w = packed[g * pairs * GROUP..].as_ptr();
-        let c = (cols - g * GROUP).min(GROUP);
+    debug_assert!(x.len() >= rows * k);
+    for g in 0..js.len().div_ceil(GROUP) {
+        let j0 = js.start + g * GROUP;
+        let c = (js.end - j0).min(GROUP);
+        // Packed just before use, the group (128-352 KB at the LLM's widths)
+        // is in L2 while every row of `x` passes it.
+        pack_group(w, [k, n], in_out, j0..j0 + c, buf);
+        let wp = buf.as_ptr();
         let mut i = 0;
         while i < rows {
             let mt = (rows - i).min(TILE_ROWS);
             // SAFETY: rows `i..i + mt` of `x` and of `dst`, columns
-            // `g * 32..g * 32 + c` of `dst`, group `g` of `packed`.
+            // `g * 32..g * 32 + c` of `dst`, the packed group.
             unsafe {
                 let (xp, out) = (x.as_ptr().add(i * k), dst.add(i * ldd + g * GROUP));
                 match mt {
-                    12 => tile::<12>(xp, k, w, out, ldd, c),
-                    11 => tile::<11>(xp, k, w, out, ldd, c),
-                    10 => tile::<10>(xp, k, w, out, ldd, c),
-                    9 => tile::<9>(xp, k, w, out, ldd, c),
-                    8 => tile::<8>(xp, k, w, out, ldd, c),
-                    7 => tile::<7>(xp, k, w, out, ldd, c),
-                    6 => tile::<6>(xp, k, w, out, ldd, c),
-                    5 => tile::<5>(xp, k, w, out, ldd, c),
-                    4 => tile::<4>(xp, k, w, out, ldd, c),
-                    3 => tile::<3>(xp, k, w, out, ldd, c),
-                    2 => tile::<2>(xp, k, w, out, ldd, c),
-                    _ => tile::<1>(xp, k, w, out, ldd, c),
+                    12 => tile::<12>(xp, k, wp, out, ldd, c),
+                    11 => tile::<11>(xp, k, wp, out, ldd, c),
+                    10 => tile::<10>(xp, k, wp, out, ldd, c),
+                    9 => tile::<9>(xp, k, wp, out, ldd, c),
+                    8 => tile::<8>(xp, k, wp, out, ldd, c),
+                    7 => tile::<7>(xp, k, wp, out, ldd, c),
+                    6 => tile::<6>(xp, k, wp, out, ldd, c),
+                    5 => tile::<5>(xp, k, wp, out, ldd, c),
+                    4 => tile::<4>(xp, k, wp, out, ldd, c),
+                    3 => tile::<3>(xp, k, wp, out, ldd, c),
+                    2 => tile::<2>(xp, k, wp, out, ldd, c),
+                    _ => tile::<1>(xp, k, wp, out, ldd, c),
                 }
             }
             i += mt;

@@ -155,11 +155,21 @@ fn product_in_tasks(
                     let Weight::Bf16(wv) = w else {
                         unreachable!("checked above")
                     };
-                    super::bf16_gemm::pack(wv, [k, n], in_out, j0..j0 + c, packed);
                     // SAFETY: checked above: the CPU has AVX512-BF16, `k` is
-                    // even; rows `r0..r0 + r` of `x`, `dst` as above.
+                    // even, the weight holds `n x k` values; rows `r0..r0 + r`
+                    // of `x`, `dst` as above.
                     unsafe {
-                        super::bf16_gemm::product(&x[r0 * k..(r0 + r) * k], r, k, packed, c, dst, n)
+                        super::bf16_gemm::product(
+                            &x[r0 * k..(r0 + r) * k],
+                            r,
+                            wv,
+                            [k, n],
+                            in_out,
+                            j0..j0 + c,
+                            packed,
+                            dst,
+                            n,
+                        )
                     };
                 }
             }
