@@ -13,8 +13,11 @@ use rayon::prelude::*;
 use super::vmath::{exp_sub_sum, max_of};
 use super::{SendPtr, StridedF32, is_flex};
 
-/// Query rows per task.
-const ROWS: usize = 64;
+/// Query rows per task: at most 192 (each task packs its head's keys and
+/// values for gemm, so SigLIP's 576 rows per head in blocks of 192 instead of
+/// 64 ran 10 % faster in bf16 on a Zen 4), at least 64, and enough tasks for
+/// four per thread where the heads allow (the VQ decoder's one head).
+const ROWS: (usize, usize) = (64, 192);
 
 /// `softmax(q kᵀ · scale) v` for `q [B, H, Tq, D]` and `k`/`v [B, H, Tk, D]`, with
 /// a bottom-right aligned causal mask when `causal`. Computed in f32 whatever the
@@ -37,12 +40,15 @@ pub fn attention<B: Backend>(
     let (qs, ks, vs) = (StridedF32::of(q)?, StridedF32::of(k)?, StridedF32::of(v)?);
     let mut out = vec![0f32; b * tq * h * d];
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let blocks = tq.div_ceil(ROWS);
+    let per_task = (b * h * tq)
+        .div_ceil(4 * rayon::current_num_threads())
+        .clamp(ROWS.0, ROWS.1);
+    let blocks = tq.div_ceil(per_task);
     (0..b * h * blocks).into_par_iter().for_each(|task| {
         let (bh, blk) = (task / blocks, task % blocks);
         let (bi, hi) = (bh / h, bh % h);
-        let r0 = blk * ROWS;
-        let rows = ROWS.min(tq - r0);
+        let r0 = blk * per_task;
+        let rows = per_task.min(tq - r0);
         // Keys visible to the last row of the block.
         let keys = if causal { tk - tq + r0 + rows } else { tk };
         let mut s = vec![0f32; rows * keys];
