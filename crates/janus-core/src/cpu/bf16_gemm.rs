@@ -2,7 +2,8 @@
 //! AVX512-BF16. The other dtypes' many-row path widens the weight and runs
 //! gemm's f32 kernel, 16 multiply-adds per 512-bit instruction; `vdpbf16ps`
 //! does 32, and the product of two bf16 values is exact in f32, so the result
-//! differs from the widened product only in summation order.
+//! differs from the widened product in summation order (and in `vdpbf16ps`
+//! flushing denormals to zero, far below any activation's scale).
 //!
 //! The weight is packed a group of 32 rows at a time: for each pair of inputs
 //! `2p, 2p + 1`, the 32 rows' two values side by side, so two 512-bit loads
@@ -203,7 +204,9 @@ unsafe fn tile<const MT: usize>(
         // SAFETY: the first `c` columns of row `i` of `out`.
         unsafe {
             _mm512_mask_storeu_ps(out.add(i * ldd), m0, acc[0]);
-            _mm512_mask_storeu_ps(out.add(i * ldd + 16), m1, acc[1]);
+            if c > 16 {
+                _mm512_mask_storeu_ps(out.add(i * ldd + 16), m1, acc[1]);
+            }
         }
     }
 }

@@ -407,16 +407,11 @@ mod tests {
 
     #[test]
     fn bf16_rows_give_the_product_of_the_rounded_values() {
-        // Rows 1-13 (tiles of 12 and their remainders), 25 and 130 (split in
-        // row parts); columns short of a group of 32, one past it, and panels
-        // with a short last one; `k` from a single pair up.
-        for (m, k, n) in [
-            (1, 2, 1),
-            (13, 64, 31),
-            (12, 130, 33),
-            (25, 96, 300),
-            (130, 258, 70),
-        ] {
+        // Every tile height (1-12 rows, 13 = 12 + 1), 130 rows (split in row
+        // parts with 4 and 32 tasks); columns short of a group of 32, one past
+        // it, and panels with a short last one; `k` from a single pair up.
+        let shapes = (1..=13).map(|m| (m, 64, 31));
+        for (m, k, n) in shapes.chain([(1, 2, 1), (12, 130, 33), (25, 96, 300), (130, 258, 70)]) {
             let x: Vec<bf16> = spread(m * k, 5)
                 .iter()
                 .map(|v| bf16::from_f32(*v))
@@ -436,11 +431,11 @@ mod tests {
             let wide: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
             let wt: Vec<bf16> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
             // The widened product everywhere, `vdpbf16ps` where the CPU has it.
-            let mut lhs = vec![Lhs::F32(&wide)];
             #[cfg(target_arch = "x86_64")]
-            if crate::cpu::has_bf16_dot() {
-                lhs.push(Lhs::Bf16(&x));
-            }
+            let native = crate::cpu::has_bf16_dot().then_some(Lhs::Bf16(&x));
+            #[cfg(not(target_arch = "x86_64"))]
+            let native = None;
+            let lhs: Vec<Lhs<'_>> = std::iter::once(Lhs::F32(&wide)).chain(native).collect();
             let layouts = [(&w, false), (&wt, true)];
             for (want_tasks, x, (w, in_out)) in (0..3 * lhs.len() * 2).map(|i| {
                 (
@@ -467,6 +462,42 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// f32 rows times a bf16 weight: where the CPU multiplies bf16 natively the
+    /// rows are rounded to bf16 first, else the product is the widened one.
+    #[test]
+    fn f32_rows_times_bf16_weights_round_only_where_bf16_is_native() {
+        let (m, k, n) = (70, 96, 40);
+        let dev = Default::default();
+        // Values that bf16 does not hold exactly.
+        let xs: Vec<f32> = spread(m * k, 3).iter().map(|v| v + 1e-3).collect();
+        let w: Vec<bf16> = spread(n * k, 4)
+            .iter()
+            .map(|v| bf16::from_f32(*v))
+            .collect();
+        let x = Tensor::<Flex, 2>::from_data(TensorData::new(xs.clone(), [m, k]), &dev);
+        let got = crate::to_f32_vec(product_tensor(
+            &x,
+            [m, k, n],
+            &Weight::Bf16(&w),
+            false,
+            None,
+        ));
+        let rounded = crate::cpu::has_bf16_dot();
+        let lhs: Vec<f32> = if rounded {
+            xs.iter().map(|v| bf16::from_f32(*v).to_f32()).collect()
+        } else {
+            xs.clone()
+        };
+        for (i, g) in got.iter().enumerate() {
+            let (r, j) = (i / n, i % n);
+            let want: f32 = (0..k).map(|c| lhs[r * k + c] * w[j * k + c].to_f32()).sum();
+            assert!(
+                (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "[{r}, {j}] (rounded: {rounded}): {g} vs {want}"
+            );
         }
     }
 
