@@ -102,7 +102,13 @@ fn product_in_tasks(
             "bf16 rows take a bf16 weight, k even, on a CPU with AVX512-BF16"
         );
     }
-    let cols = n.div_ceil(want).next_multiple_of(16).clamp(64, COLS).min(n);
+    let cols = match x {
+        // Whole groups of the bf16 kernel's 64 columns (a short one computes
+        // all 64).
+        #[cfg(target_arch = "x86_64")]
+        Lhs::Bf16(_) => n.div_ceil(want).next_multiple_of(64).clamp(64, 256).min(n),
+        _ => n.div_ceil(want).next_multiple_of(16).clamp(64, COLS).min(n),
+    };
     let panels = n.div_ceil(cols);
     let parts = want.div_ceil(panels).clamp(1, (m / MIN_ROWS).max(1));
     let rows = m.div_ceil(parts);
@@ -407,8 +413,8 @@ mod tests {
 
     #[test]
     fn bf16_rows_give_the_product_of_the_rounded_values() {
-        // Every tile height (1-12 rows, 13 = 12 + 1), 130 rows (split in row
-        // parts with 4 and 32 tasks); columns short of a group of 32, one past
+        // Every tile height (1-6 rows, 13 = 6 + 6 + 1), 130 rows (split in row
+        // parts with 4 and 32 tasks); columns short of a group of 64, one past
         // it, and panels with a short last one; `k` from a single pair up.
         let shapes = (1..=13).map(|m| (m, 64, 31));
         for (m, k, n) in shapes.chain([(1, 2, 1), (12, 130, 33), (25, 96, 300), (130, 258, 70)]) {
