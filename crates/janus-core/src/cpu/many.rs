@@ -9,7 +9,7 @@
 //! instead of once per call and thread hand-off (gemm's own threading, given
 //! one slab at a time, was 1.5x slower than this for 16-bit weights). On CPUs
 //! with AVX512-BF16, bf16 weights instead multiply bf16 rows with `vdpbf16ps`
-//! ([`super::bf16_gemm`], twice gemm's f32 rate).
+//! ([`super::bf16_gemm`], 2.3-2.5x gemm's f32 rate on a Zen 4).
 
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -275,7 +275,8 @@ pub(crate) fn linear_many<B: Backend>(
 /// AVX512-BF16 (at the current SIMD level). There f32 rows are rounded to bf16
 /// first, which halves the product's cost: that is the SigLIP tower with bf16
 /// weights, whose activations otherwise stay f32 (at Janus-Pro-1B's sizes on a
-/// Zen 4 2.3 s → 1.5 s per image; the tiny checkpoint's features then differ
+/// Zen 4 2.2-2.3 s → 1.25-1.32 s per image, with the attention change of the
+/// same stop; the tiny checkpoint's features then differ
 /// from the f32 reference by a relative RMS of 3.3e-3 instead of 2.6e-3, and
 /// by 6.0e-3 with every activation in bf16).
 pub(crate) fn product_tensor<B: Backend>(
