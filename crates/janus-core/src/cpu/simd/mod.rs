@@ -181,6 +181,39 @@ pub(crate) trait Lanes: Copy + Send + Sync {
     /// # Safety
     /// `p..p + N` must be writable.
     unsafe fn store(self, p: *mut f32, v: Self::V);
+    /// `4N` values split by position modulo 4: lane `i` of vector `j` is
+    /// `p[4i + j]`.
+    /// # Safety
+    /// `p..p + 4N` must be readable.
+    #[inline(always)]
+    unsafe fn load4(self, p: *const f32) -> [Self::V; 4] {
+        let mut a = [[0f32; 16]; 4];
+        for i in 0..Self::N {
+            for (j, a) in a.iter_mut().enumerate() {
+                // SAFETY: `4i + j < 4N`.
+                a[i] = unsafe { *p.add(4 * i + j) };
+            }
+        }
+        // SAFETY: each array holds 16 >= N values.
+        a.map(|a| unsafe { self.load(a.as_ptr()) })
+    }
+    /// The inverse of [`Lanes::load4`]: `p[4i + j]` is lane `i` of `v[j]`.
+    /// # Safety
+    /// `p..p + 4N` must be writable.
+    #[inline(always)]
+    unsafe fn store4(self, p: *mut f32, v: [Self::V; 4]) {
+        let mut a = [[0f32; 16]; 4];
+        for (a, v) in a.iter_mut().zip(v) {
+            // SAFETY: each array holds 16 >= N values.
+            unsafe { self.store(a.as_mut_ptr(), v) };
+        }
+        for i in 0..Self::N {
+            for (j, a) in a.iter().enumerate() {
+                // SAFETY: `4i + j < 4N`.
+                unsafe { *p.add(4 * i + j) = a[i] };
+            }
+        }
+    }
     /// `N` f16 values widened to f32.
     /// # Safety
     /// `p..p + N` must be readable.
@@ -821,6 +854,41 @@ mod tests {
                     "{level} [{i}]: {g} vs {w}"
                 );
             }
+        }
+    }
+
+    /// `load4` of `0, 1, 2, ...` and `store4` of the result, per level.
+    struct Split;
+
+    impl Kernel for Split {
+        type Output = (Vec<Vec<f32>>, Vec<f32>);
+        fn run<S: Lanes>(self, s: S) -> Self::Output {
+            let x: Vec<f32> = (0..4 * S::N).map(|i| i as f32).collect();
+            // SAFETY: `x` holds 4N values, `back` too.
+            let v = unsafe { s.load4(x.as_ptr()) };
+            let mut lanes = Vec::new();
+            for v in v {
+                let mut a = [0f32; 16];
+                unsafe { s.store(a.as_mut_ptr(), v) };
+                lanes.push(a[..S::N].to_vec());
+            }
+            let mut back = vec![0f32; 4 * S::N];
+            unsafe { s.store4(back.as_mut_ptr(), v) };
+            (lanes, back)
+        }
+    }
+
+    #[test]
+    fn load4_splits_by_position_and_store4_joins_at_every_level() {
+        for &level in Level::available() {
+            let (lanes, back) = dispatch_at(level, Split);
+            let n = level.lanes();
+            for (j, lane) in lanes.iter().enumerate() {
+                let want: Vec<f32> = (0..n).map(|i| (4 * i + j) as f32).collect();
+                assert_eq!(lane, &want, "{level} vector {j}");
+            }
+            let want: Vec<f32> = (0..4 * n).map(|i| i as f32).collect();
+            assert_eq!(back, want, "{level}");
         }
     }
 }

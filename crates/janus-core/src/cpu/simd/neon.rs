@@ -41,6 +41,15 @@ impl Lanes for Neon {
         unsafe { vst1q_f32(p, v) }
     }
     #[inline(always)]
+    unsafe fn load4(self, p: *const f32) -> [float32x4_t; 4] {
+        let v = unsafe { vld4q_f32(p) };
+        [v.0, v.1, v.2, v.3]
+    }
+    #[inline(always)]
+    unsafe fn store4(self, p: *mut f32, v: [float32x4_t; 4]) {
+        unsafe { vst4q_f32(p, float32x4x4_t(v[0], v[1], v[2], v[3])) }
+    }
+    #[inline(always)]
     unsafe fn load_f16(self, p: *const f16) -> float32x4_t {
         let h = unsafe { p.cast::<[f16; 4]>().read_unaligned() };
         let f = h.map(f16::to_f32);

@@ -108,6 +108,64 @@ unsafe fn splat4_512(x: *const i8, s: usize) -> __m512i {
     unsafe { _mm512_set1_epi32(x.add(4 * s).cast::<i32>().read_unaligned()) }
 }
 
+/// A 4x4 transpose within each 128-bit half: lane `i` of the half of
+/// output `j` is lane `j` of that half of input `i`.
+///
+/// # Safety
+/// AVX.
+#[inline(always)]
+unsafe fn transpose4(a: __m256, b: __m256, c: __m256, d: __m256) -> [__m256; 4] {
+    unsafe {
+        let (ab0, ab1) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+        let (cd0, cd1) = (_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+        [
+            _mm256_shuffle_ps::<0x44>(ab0, cd0),
+            _mm256_shuffle_ps::<0xEE>(ab0, cd0),
+            _mm256_shuffle_ps::<0x44>(ab1, cd1),
+            _mm256_shuffle_ps::<0xEE>(ab1, cd1),
+        ]
+    }
+}
+
+/// [`transpose4`] within each 128-bit lane of 512-bit vectors.
+///
+/// # Safety
+/// AVX-512F.
+#[inline(always)]
+unsafe fn transpose4_512(a: __m512, b: __m512, c: __m512, d: __m512) -> [__m512; 4] {
+    unsafe {
+        let (ab0, ab1) = (_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        let (cd0, cd1) = (_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+        [
+            _mm512_shuffle_ps::<0x44>(ab0, cd0),
+            _mm512_shuffle_ps::<0xEE>(ab0, cd0),
+            _mm512_shuffle_ps::<0x44>(ab1, cd1),
+            _mm512_shuffle_ps::<0xEE>(ab1, cd1),
+        ]
+    }
+}
+
+/// A 4x4 transpose of 128-bit blocks: block `L` of output `j` is block `j`
+/// of input `L`.
+///
+/// # Safety
+/// AVX-512F.
+#[inline(always)]
+unsafe fn transpose_blocks(r: [__m512; 4]) -> [__m512; 4] {
+    unsafe {
+        let v0 = _mm512_shuffle_f32x4::<0x44>(r[0], r[1]);
+        let v1 = _mm512_shuffle_f32x4::<0xEE>(r[0], r[1]);
+        let v2 = _mm512_shuffle_f32x4::<0x44>(r[2], r[3]);
+        let v3 = _mm512_shuffle_f32x4::<0xEE>(r[2], r[3]);
+        [
+            _mm512_shuffle_f32x4::<0x88>(v0, v2),
+            _mm512_shuffle_f32x4::<0xDD>(v0, v2),
+            _mm512_shuffle_f32x4::<0x88>(v1, v3),
+            _mm512_shuffle_f32x4::<0xDD>(v1, v3),
+        ]
+    }
+}
+
 // SAFETY (all `unsafe` blocks below): an `Avx2`/`Avx512` value exists only
 // inside `run_avx2`/`run_avx_vnni`/`run_avx512`, which the dispatcher calls
 // only on CPUs with those features; pointer reads and writes are the callers'
@@ -129,6 +187,36 @@ impl<const VNNI: bool> Lanes for Avx2<VNNI> {
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: __m256) {
         unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load4(self, p: *const f32) -> [__m256; 4] {
+        unsafe {
+            // Groups of four (g0..g7, 128 bits each): halves [g0 g4], [g1 g5],
+            // [g2 g6], [g3 g7], then a 4x4 transpose within each half.
+            // (No closures: they would not inherit the target features.)
+            let r = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            transpose4(
+                _mm256_permute2f128_ps::<0x20>(r[0], r[2]),
+                _mm256_permute2f128_ps::<0x31>(r[0], r[2]),
+                _mm256_permute2f128_ps::<0x20>(r[1], r[3]),
+                _mm256_permute2f128_ps::<0x31>(r[1], r[3]),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn store4(self, p: *mut f32, v: [__m256; 4]) {
+        unsafe {
+            let [a, b, c, d] = transpose4(v[0], v[1], v[2], v[3]);
+            _mm256_storeu_ps(p, _mm256_permute2f128_ps::<0x20>(a, b));
+            _mm256_storeu_ps(p.add(8), _mm256_permute2f128_ps::<0x20>(c, d));
+            _mm256_storeu_ps(p.add(16), _mm256_permute2f128_ps::<0x31>(a, b));
+            _mm256_storeu_ps(p.add(24), _mm256_permute2f128_ps::<0x31>(c, d));
+        }
     }
     #[inline(always)]
     unsafe fn load_f16(self, p: *const f16) -> __m256 {
@@ -377,6 +465,31 @@ impl<const VNNI: bool> Lanes for Avx512<VNNI> {
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: __m512) {
         unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load4(self, p: *const f32) -> [__m512; 4] {
+        unsafe {
+            // Groups of four (g0..g15, 128 bits each): 128-bit lane L of u_j
+            // is g(4L + j) (a 4x4 transpose of the blocks), then a 4x4
+            // transpose within each lane.
+            let r = [
+                _mm512_loadu_ps(p),
+                _mm512_loadu_ps(p.add(16)),
+                _mm512_loadu_ps(p.add(32)),
+                _mm512_loadu_ps(p.add(48)),
+            ];
+            let [u0, u1, u2, u3] = transpose_blocks(r);
+            transpose4_512(u0, u1, u2, u3)
+        }
+    }
+    #[inline(always)]
+    unsafe fn store4(self, p: *mut f32, v: [__m512; 4]) {
+        unsafe {
+            let [a, b, c, d] = transpose4_512(v[0], v[1], v[2], v[3]);
+            for (i, v) in transpose_blocks([a, b, c, d]).into_iter().enumerate() {
+                _mm512_storeu_ps(p.add(16 * i), v);
+            }
+        }
     }
     #[inline(always)]
     unsafe fn load_f16(self, p: *const f16) -> __m512 {
