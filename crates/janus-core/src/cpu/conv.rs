@@ -2,8 +2,8 @@
 //! copy of the input (no im2col buffer), optionally reading the input through a
 //! nearest-neighbour 2x upsampling. The VQ decoder spends most of its time in
 //! 3x3 convolutions at 192–384 px, where this avoids Burn's im2col and NHWC
-//! round trips. 3x3 convolutions with even output sizes (all of the VQ
-//! decoder's) go through Winograd's F(2x2, 3x3) instead (`winograd.rs`).
+//! round trips. 3x3 "same" convolutions (all of the VQ decoder's big ones) go
+//! through Winograd's F(4x4, 3x3) instead (`winograd.rs`).
 //!
 //! For output row `y`, the products are computed over the padded width `Wp`
 //! (the `Wp - W` extra columns are discarded): tap `(ky, kx)` then reads the
@@ -15,7 +15,7 @@ use burn::tensor::DType;
 use rayon::prelude::*;
 
 use super::winograd::{self, Dims};
-use super::{F32Values, SendPtr, host_f32, to_flex};
+use super::{F32Values, SendPtr, host_f32, simd, to_flex};
 
 /// Output pixels (in padded-width units) per parallel task.
 const CHUNK: usize = 2048;
@@ -35,7 +35,7 @@ pub fn conv2d<B: Backend>(
     let [b, cin, h0, w0] = x.dims();
     let [cout, wcin, kh, kw] = weight.dims();
     let (h, w) = if upsample { (2 * h0, 2 * w0) } else { (h0, w0) };
-    if wcin != cin || kh != kw || kh != 2 * padding + 1 || b == 0 || cin == 0 {
+    if wcin != cin || kh != kw || kh != 2 * padding + 1 || b * cin * h * w == 0 {
         return None;
     }
     if residual.is_some_and(|r| r.dims() != [b, cout, h, w]) {
@@ -56,29 +56,38 @@ pub fn conv2d<B: Backend>(
         Some(r) => Some(F32Values::of(r)?),
         None => None,
     };
+    let mut out = vec![0f32; b * cout * h * w];
+    let images = xs
+        .chunks_exact(cin * h0 * w0)
+        .zip(out.chunks_exact_mut(cout * h * w))
+        .enumerate();
+    let residual_of = |i: usize| {
+        rs.as_ref()
+            .map(|r| &r[i * cout * h * w..(i + 1) * cout * h * w])
+    };
+    if k == 3 {
+        // 3x3 "same" convolutions by Winograd.
+        let dims = Dims { cin, cout, h, w };
+        winograd::with_weights(&ws, cout, cin, |u| {
+            for (i, (img, out)) in images {
+                let res = residual_of(i);
+                winograd::conv3x3(simd::level(), img, upsample, u, &bs, res, out, &dims);
+            }
+        });
+        return Some(crate::host::from_f32_vec(
+            out,
+            [b, cout, h, w],
+            &x.device(),
+            x.dtype(),
+        ));
+    }
     let (hp, wp) = (h + 2 * padding, w + 2 * padding);
     let plane = hp * wp;
     let n = h * wp;
-    let mut out = vec![0f32; b * cout * h * w];
     let mut padded = vec![0f32; cin * plane + k];
-    // 3x3 "same" convolutions with even sizes (all of the VQ decoder's) by Winograd.
-    let wino =
-        (k == 3 && padding == 1 && h > 0 && w > 0 && h.is_multiple_of(2) && w.is_multiple_of(2))
-            .then(|| winograd::transform_weights(&ws, cout, cin));
-    for (i, (img, out)) in xs
-        .chunks_exact(cin * h0 * w0)
-        .zip(out.chunks_exact_mut(cout * h * w))
-        .enumerate()
-    {
+    for (i, (img, out)) in images {
+        let res = residual_of(i);
         fill_padded(img, &mut padded, [h0, w0], padding, upsample);
-        let res = rs
-            .as_ref()
-            .map(|r| &r[i * cout * h * w..(i + 1) * cout * h * w]);
-        if let Some(u) = &wino {
-            let dims = Dims { cin, cout, h, w };
-            winograd::conv3x3(&padded, u, &bs, res, out, &dims);
-            continue;
-        }
         let out_ptr = SendPtr(out.as_mut_ptr());
         (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
             let q0 = c * CHUNK;
@@ -173,11 +182,13 @@ mod tests {
     #[test]
     fn matches_burn_conv2d_with_and_without_upsampling() {
         let dev = Default::default();
-        // Odd sizes take the shifted-product path, even 3x3 ones Winograd's.
+        // 3x3 "same" convolutions take Winograd's path, 1x1 and 5x5 the
+        // shifted products.
         for (cin, cout, k, upsample, [h, w]) in [
             (5, 7, 3, false, [9, 11]),
             (4, 6, 3, true, [9, 11]),
             (3, 4, 1, false, [9, 11]),
+            (4, 3, 5, true, [5, 7]),
             (6, 5, 3, false, [8, 12]),
             (33, 40, 3, false, [30, 6]),
         ] {
@@ -205,12 +216,16 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             let r = Tensor::<Flex, 4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &dev);
             let with_r = conv2d(&x, &wt, Some(&b), pad, upsample, Some(&r)).expect("fast path");
+            // Winograd's F(4x4, 3x3) in f32 is off by ~1e-5 of the largest
+            // output (its transforms scale values by up to 8 and back).
+            let scale: f32 = want.clone().abs().max().into_scalar();
+            let limit = 5e-5 * scale.max(1.0);
             let diff: f32 = (with_r - r - want.clone()).abs().max().into_scalar();
-            assert!(diff < 1e-4, "residual: {diff}");
+            assert!(diff < limit, "residual: {diff} (limit {limit})");
             let diff: f32 = (got - want).abs().max().into_scalar();
             assert!(
-                diff < 1e-4,
-                "cin {cin} k {k} upsample {upsample} {h}x{w}: {diff}"
+                diff < limit,
+                "cin {cin} k {k} upsample {upsample} {h}x{w}: {diff} (limit {limit})"
             );
         }
     }
