@@ -235,7 +235,7 @@ pub(super) fn conv3x3(
     // would otherwise go idle. Each task reads all of `u` (36 cin cout
     // floats), so small images take as few tasks as there are threads.
     let threads = rayon::current_num_threads();
-    let rows = (TILES / g.tw).clamp(1, g.th.div_ceil(threads).max(1));
+    let rows = (TILES / g.tw.max(1)).clamp(1, g.th.div_ceil(threads).max(1));
     let out = SendPtr(out.as_mut_ptr());
     (0..g.th.div_ceil(rows)).into_par_iter().for_each(|task| {
         let ty = task * rows..((task + 1) * rows).min(g.th);
