@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::winograd::{self, Dims};
 use super::{F32Values, SendPtr, host_f32, simd, to_flex};
 
-/// Output pixels (in padded-width units) per parallel task.
+/// Output pixels (in padded-width units) per parallel task, at most.
 const CHUNK: usize = 2048;
 
 /// `conv2d(x, weight, bias) + residual` with stride 1, dilation 1, one group and
@@ -85,13 +85,19 @@ pub fn conv2d<B: Backend>(
     let plane = hp * wp;
     let n = h * wp;
     let mut padded = vec![0f32; cin * plane + k];
+    // At least two tasks per thread: the VQ decoder's 1x1 convolutions at
+    // 24x24 (576 pixels, 512 channels) were one task on one thread.
+    let chunk = n
+        .div_ceil(2 * rayon::current_num_threads())
+        .next_multiple_of(16)
+        .clamp(16, CHUNK);
     for (i, (img, out)) in images {
         let res = residual_of(i);
         fill_padded(img, &mut padded, [h0, w0], padding, upsample);
         let out_ptr = SendPtr(out.as_mut_ptr());
-        (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
-            let q0 = c * CHUNK;
-            let cols = CHUNK.min(n - q0);
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let q0 = c * chunk;
+            let cols = chunk.min(n - q0);
             let mut acc = vec![0f32; cout * cols];
             for tap in 0..k * k {
                 let (ky, kx) = (tap / k, tap % k);
