@@ -237,6 +237,9 @@ pub(super) fn conv3x3(
     let threads = rayon::current_num_threads();
     let rows = (TILES / g.tw.max(1)).clamp(1, g.th.div_ceil(threads).max(1));
     let out = SendPtr(out.as_mut_ptr());
+    if rows * g.tw < MIN_TASK_TILES {
+        return by_positions(level, img, upsample, u, bias, res, out, &g);
+    }
     (0..g.th.div_ceil(rows)).into_par_iter().for_each(|task| {
         let ty = task * rows..((task + 1) * rows).min(g.th);
         SCRATCH.with_borrow_mut(|scratch| {
@@ -256,6 +259,152 @@ pub(super) fn conv3x3(
             )
         })
     });
+}
+
+/// Tiles below which a task's products are too narrow (24x24 images, 18
+/// tiles per task on two threads: 32 GMAC/s against 70 at 96 tiles), and the
+/// whole image is transformed at once and its 36 products shared out instead.
+const MIN_TASK_TILES: usize = 48;
+
+/// [`conv3x3`] of a small image: the input transform of every tile on the
+/// calling thread, then one task per position (each reads its `U[p]` once,
+/// where tile-row tasks each read all of `u`), then the output transform by
+/// blocks of output channels.
+#[allow(clippy::too_many_arguments)]
+fn by_positions(
+    level: Level,
+    img: &[f32],
+    upsample: bool,
+    u: &[f32],
+    bias: &[f32],
+    res: Option<&[f32]>,
+    out: SendPtr,
+    g: &Grid,
+) {
+    let n = g.th * g.tw;
+    let ld = n + SLACK;
+    // The calling thread's scratch, taken out of its cell while the tasks
+    // below run (they are handed slices of it).
+    let mut scratch = SCRATCH.take();
+    let lens = [
+        36 * g.cin * ld,
+        36 * g.cout * ld,
+        g.cin * (4 * g.th + 2) * g.row,
+        6 * g.row,
+    ];
+    if scratch.len() < lens.iter().sum() {
+        scratch.resize(lens.iter().sum(), 0.0);
+    }
+    let (v, rest) = scratch.split_at_mut(lens[0]);
+    let (m, rest) = rest.split_at_mut(lens[1]);
+    let (x, rest) = rest.split_at_mut(lens[2]);
+    let rows = &mut rest[..lens[3]];
+    simd::dispatch_at(
+        level,
+        Input {
+            img,
+            upsample,
+            x,
+            v,
+            rows,
+            g,
+            ty: 0..g.th,
+            ld,
+        },
+    );
+    m.par_chunks_exact_mut(g.cout * ld)
+        .zip(u.par_chunks_exact(g.cin * g.cout))
+        .zip(v.par_chunks_exact(g.cin * ld))
+        .for_each(|((m, u), v)| product(g, u, v, m, n, ld));
+    let m = &*m;
+    let blocks = g.cout.div_ceil(OC_BLOCK);
+    (0..blocks).into_par_iter().for_each(|blk| {
+        let mut orows = vec![0f32; 4 * g.row];
+        let cos = blk * OC_BLOCK..((blk + 1) * OC_BLOCK).min(g.cout);
+        simd::dispatch_at(
+            level,
+            Output {
+                m,
+                orows: &mut orows,
+                bias,
+                res,
+                out,
+                g,
+                ty: 0..g.th,
+                cos,
+                ld,
+            },
+        );
+    });
+    SCRATCH.set(scratch);
+}
+
+/// [`fill_rows`] and [`input_transform`] of tile rows `ty` as a kernel.
+struct Input<'a> {
+    img: &'a [f32],
+    upsample: bool,
+    x: &'a mut [f32],
+    v: &'a mut [f32],
+    rows: &'a mut [f32],
+    g: &'a Grid,
+    ty: Range<usize>,
+    ld: usize,
+}
+
+impl Kernel for Input<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self, s: S) {
+        let Self {
+            img,
+            upsample,
+            x,
+            v,
+            rows,
+            g,
+            ty,
+            ld,
+        } = self;
+        if upsample {
+            fill_rows::<2>(img, x, g, ty.clone());
+        } else {
+            fill_rows::<1>(img, x, g, ty.clone());
+        }
+        input_transform(s, x, v, rows, g, ty.len(), ld);
+    }
+}
+
+/// [`output_transform`] of tile rows `ty` for output channels `cos` as a
+/// kernel.
+struct Output<'a> {
+    m: &'a [f32],
+    orows: &'a mut [f32],
+    bias: &'a [f32],
+    res: Option<&'a [f32]>,
+    out: SendPtr,
+    g: &'a Grid,
+    ty: Range<usize>,
+    cos: Range<usize>,
+    ld: usize,
+}
+
+impl Kernel for Output<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self, s: S) {
+        let Self {
+            m,
+            orows,
+            bias,
+            res,
+            out,
+            g,
+            ty,
+            cos,
+            ld,
+        } = self;
+        output_transform(s, m, orows, bias, res, out, g, ty, cos, ld);
+    }
 }
 
 thread_local! {
@@ -314,41 +463,33 @@ impl Kernel for Task<'_> {
         let (x, rest) = rest.split_at_mut(lens[2]);
         let (rows, rest) = rest.split_at_mut(lens[3]);
         let orows = &mut rest[..lens[4]];
-        if upsample {
-            fill_rows::<2>(img, x, g, ty.clone());
-        } else {
-            fill_rows::<1>(img, x, g, ty.clone());
+        let input = Input {
+            img,
+            upsample,
+            x,
+            v,
+            rows,
+            g,
+            ty: ty.clone(),
+            ld,
+        };
+        input.run(s);
+        let uv = u.chunks_exact(g.cin * g.cout).zip(v.chunks_exact(pv));
+        for ((u, v), m) in uv.zip(m.chunks_exact_mut(pm)) {
+            product(g, u, v, m, n, ld);
         }
-        input_transform(s, x, v, rows, g, ty.len(), ld);
-        for p in 0..36 {
-            // SAFETY: `u[p]` is [cout, cin] column-major, `v[p]` [cin, n] and
-            // `m[p]` [cout, n] row-major with rows of `ld`, all inside their
-            // buffers.
-            unsafe {
-                gemm::gemm(
-                    g.cout,
-                    n,
-                    g.cin,
-                    m.as_mut_ptr().add(p * pm),
-                    1,
-                    ld as isize,
-                    false,
-                    u.as_ptr().add(p * g.cin * g.cout),
-                    g.cout as isize,
-                    1,
-                    v.as_ptr().add(p * pv),
-                    1,
-                    ld as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        }
-        output_transform(s, m, orows, bias, res, out, g, ty, ld);
+        let output = Output {
+            m,
+            orows,
+            bias,
+            res,
+            out,
+            g,
+            ty,
+            cos: 0..g.cout,
+            ld,
+        };
+        output.run(s);
     }
 }
 
@@ -442,8 +583,46 @@ fn input_transform<S: Lanes>(
     }
 }
 
-/// `Y = Aᵀ M A` for every tile and output channel, plus bias and residual,
-/// into `out`. `orows` holds one channel's four output rows of a tile row.
+/// One position's product `M[p] = U[p] V[p]` over `n` tiles: `u` is
+/// `[cout, cin]` column-major, `v` `[cin, n]` and `m` `[cout, n]` row-major
+/// with rows of `ld`.
+fn product(g: &Grid, u: &[f32], v: &[f32], m: &mut [f32], n: usize, ld: usize) {
+    assert!(
+        n > 0
+            && ld >= n
+            && u.len() >= g.cin * g.cout
+            && v.len() >= (g.cin - 1) * ld + n
+            && m.len() >= (g.cout - 1) * ld + n
+    );
+    // SAFETY: the three matrices are inside their slices (asserted above).
+    unsafe {
+        gemm::gemm(
+            g.cout,
+            n,
+            g.cin,
+            m.as_mut_ptr(),
+            1,
+            ld as isize,
+            false,
+            u.as_ptr(),
+            g.cout as isize,
+            1,
+            v.as_ptr(),
+            1,
+            ld as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `Y = Aᵀ M A` for every tile and the output channels `cos`, plus bias and
+/// residual, into `out`. `orows` holds one channel's four output rows of a
+/// tile row.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn output_transform<S: Lanes>(
@@ -455,11 +634,18 @@ fn output_transform<S: Lanes>(
     out: SendPtr,
     g: &Grid,
     ty: Range<usize>,
+    cos: Range<usize>,
     ld: usize,
 ) {
     let n = ty.len() * g.tw;
-    assert!(m.len() >= 36 * g.cout * ld && orows.len() >= 4 * g.row && ld >= n + S::N);
-    for (co, &b) in bias.iter().enumerate() {
+    assert!(
+        m.len() >= 36 * g.cout * ld
+            && orows.len() >= 4 * g.row
+            && ld >= n + S::N
+            && cos.end <= g.cout
+    );
+    for co in cos {
+        let b = bias[co];
         for (k, ty) in ty.clone().enumerate() {
             for t0 in (0..g.tw).step_by(S::N) {
                 // Aᵀ along each row of the 6x6 tile, then down the columns.
@@ -589,8 +775,10 @@ mod tests {
     #[test]
     fn matches_a_direct_convolution_at_every_level_and_size() {
         // Sizes that are and are not multiples of 4, one tile, a residual,
-        // upsampling, more channels than one vector and tile rows split over
-        // tasks (40 tile rows).
+        // upsampling, more channels than one vector. Small images take the
+        // path by positions (fewer than MIN_TASK_TILES tiles per task), the
+        // last three tasks of whole tile rows (at least 49 tiles per row) at
+        // any thread count.
         let cases = [
             (3, 5, 8, 12, false, false),
             (4, 6, 9, 11, false, true),
@@ -598,6 +786,9 @@ mod tests {
             (2, 4, 6, 10, true, true),
             (33, 20, 5, 7, false, false),
             (3, 17, 160, 6, false, true),
+            (3, 5, 8, 200, false, true),
+            (2, 18, 47, 195, false, false),
+            (2, 3, 24, 98, true, true),
         ];
         for &level in Level::available() {
             for (i, &(cin, cout, h, w, upsample, with_res)) in cases.iter().enumerate() {
