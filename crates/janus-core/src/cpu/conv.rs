@@ -35,7 +35,7 @@ pub fn conv2d<B: Backend>(
     let [b, cin, h0, w0] = x.dims();
     let [cout, wcin, kh, kw] = weight.dims();
     let (h, w) = if upsample { (2 * h0, 2 * w0) } else { (h0, w0) };
-    if wcin != cin || kh != kw || kh != 2 * padding + 1 || b * cin * h * w == 0 {
+    if wcin != cin || kh != kw || kh != 2 * padding + 1 || b * cin * cout * h * w == 0 {
         return None;
     }
     if residual.is_some_and(|r| r.dims() != [b, cout, h, w]) {

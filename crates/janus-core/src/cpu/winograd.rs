@@ -35,8 +35,10 @@ use super::simd::{self, Kernel, Lanes, Level};
 /// Tiles per parallel task, about (whole tile rows).
 const TILES: usize = 128;
 
-/// Floats after each row of tiles in the transformed matrices: room for the
-/// last vector of a row to run past its end (at most 16 lanes).
+/// Floats after each channel's row of `n` tiles in the transformed matrices:
+/// room for the last vector of a tile row to run up to `N - 1` tiles past
+/// its end (a tile row's overrun inside the row is overwritten by the next
+/// tile row).
 const SLACK: usize = 16;
 
 /// Runs `f` with `U` for every kernel of a `[cout, cin, 3, 3]` weight:
@@ -188,8 +190,10 @@ struct Grid {
     /// Tile rows and columns (`ceil(h / 4)`, `ceil(w / 4)`).
     th: usize,
     tw: usize,
-    /// Floats per padded row: `w + 2` used, room for whole vectors of up to
-    /// 16 tiles (`4 · 16` floats) from tile `tw - 1` and one tile further.
+    /// Floats per padded row: `w + 2` used; vectors of `N <= 16` tiles start
+    /// at multiples of `N` below `tw` and read one tile further, up to
+    /// `4 tw.next_multiple_of(16) + 4` floats (+16 keeps rows a multiple of
+    /// 16).
     row: usize,
 }
 
@@ -230,6 +234,7 @@ pub(super) fn conv3x3(
             && res.is_none_or(|r| r.len() == out.len())
     );
     let s = if upsample { 2 } else { 1 };
+    assert!(g.h.is_multiple_of(s) && g.w.is_multiple_of(s) && g.cout > 0);
     assert_eq!(img.len(), g.cin * (g.h / s) * (g.w / s));
     // Whole tile rows per task: about TILES tiles, fewer where the threads
     // would otherwise go idle. Each task reads all of `u` (36 cin cout
@@ -237,7 +242,7 @@ pub(super) fn conv3x3(
     let threads = rayon::current_num_threads();
     let rows = (TILES / g.tw.max(1)).clamp(1, g.th.div_ceil(threads).max(1));
     let out = SendPtr(out.as_mut_ptr());
-    if rows * g.tw < MIN_TASK_TILES {
+    if rows * g.tw < MIN_TASK_TILES && g.th * g.tw <= SMALL_TILES {
         return by_positions(level, img, upsample, u, bias, res, out, &g);
     }
     (0..g.th.div_ceil(rows)).into_par_iter().for_each(|task| {
@@ -265,6 +270,10 @@ pub(super) fn conv3x3(
 /// tiles per task on two threads: 32 GMAC/s against 70 at 96 tiles), and the
 /// whole image is transformed at once and its 36 products shared out instead.
 const MIN_TASK_TILES: usize = 48;
+
+/// Tiles of the largest image that takes that path (its input transform
+/// runs on one thread): 64 x 64 pixels.
+const SMALL_TILES: usize = 256;
 
 /// [`conv3x3`] of a small image: the input transform of every tile on the
 /// calling thread, then one task per position (each reads its `U[p]` once,
@@ -409,7 +418,9 @@ impl Kernel for Output<'_> {
 
 thread_local! {
     /// Each thread's transformed input and products, reused from call to call
-    /// (grown as needed, never shrunk: a few MB per thread).
+    /// (grown as needed, never shrunk): at the VQ decoder's sizes about 10-17
+    /// MB per worker thread and 12 MB on the calling thread (small images),
+    /// next to its 36 MB of transformed weights (`with_weights`).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -777,8 +788,8 @@ mod tests {
         // Sizes that are and are not multiples of 4, one tile, a residual,
         // upsampling, more channels than one vector. Small images take the
         // path by positions (fewer than MIN_TASK_TILES tiles per task), the
-        // last three tasks of whole tile rows (at least 49 tiles per row) at
-        // any thread count.
+        // last three (at least 49 tiles per row) tasks of whole tile rows,
+        // of several rows with one and three threads.
         let cases = [
             (3, 5, 8, 12, false, false),
             (4, 6, 9, 11, false, true),
@@ -788,8 +799,18 @@ mod tests {
             (3, 17, 160, 6, false, true),
             (3, 5, 8, 200, false, true),
             (2, 18, 47, 195, false, false),
-            (2, 3, 24, 98, true, true),
+            (2, 3, 24, 196, true, true),
         ];
+        for threads in [1, 3, 16] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool");
+            pool.install(|| check_cases(&cases));
+        }
+    }
+
+    fn check_cases(cases: &[(usize, usize, usize, usize, bool, bool)]) {
         for &level in Level::available() {
             for (i, &(cin, cout, h, w, upsample, with_res)) in cases.iter().enumerate() {
                 let d = Dims { cin, cout, h, w };
@@ -813,7 +834,9 @@ mod tests {
                 let limit = 2e-6 * (9 * cin) as f64;
                 assert!(
                     worst < limit,
-                    "{level:?} case {i} ({cin}->{cout}, {h}x{w}): off by {worst} (limit {limit})"
+                    "{level:?} case {i} ({cin}->{cout}, {h}x{w}, {} threads): off by {worst} \
+                     (limit {limit})",
+                    rayon::current_num_threads()
                 );
             }
         }
