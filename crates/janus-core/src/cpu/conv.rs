@@ -246,10 +246,12 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             let r = Tensor::<Flex, 4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &dev);
             let with_r = conv2d(&x, &wt, Some(&b), pad, upsample, Some(&r)).expect("fast path");
-            // Winograd's F(4x4, 3x3) in f32 is off by ~1e-5 of the largest
-            // output (its transforms scale values by up to 8 and back).
+            // Winograd's F(4x4, 3x3) in f32 is off by a few 1e-6 of the
+            // largest output (its transforms scale values by up to 8 and
+            // back; at most 5.3e-6 over 90 random cases); the shifted
+            // products keep the old absolute bound.
             let scale: f32 = want.clone().abs().max().into_scalar();
-            let limit = 5e-5 * scale.max(1.0);
+            let limit = if k == 3 { 2e-5 * scale.max(1.0) } else { 1e-4 };
             let diff: f32 = (with_r - r - want.clone()).abs().max().into_scalar();
             assert!(diff < limit, "residual: {diff} (limit {limit})");
             let diff: f32 = (got - want).abs().max().into_scalar();
