@@ -8,6 +8,8 @@ use janus_pipeline::open_image;
 use janus_tests::{Golden, testdata_dir};
 use serde_json::Value;
 
+mod hub_server;
+
 fn janus(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_janus"))
         .args(args)
@@ -517,6 +519,87 @@ fn hub_ids_resolve_through_the_hf_cache_and_convert_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("huggingface-cli download test-org/absent"),
+        "{err}"
+    );
+}
+
+/// The README's first command on a fresh machine: a hub id downloaded through
+/// the Hub's HTTP API (here a loopback stand-in at `HF_ENDPOINT`, the weights
+/// behind a redirect as on the Hub), converted once, then found offline.
+#[test]
+fn hub_ids_download_from_the_endpoint_then_work_offline() {
+    let g = Golden::load();
+    let src = testdata_dir();
+    let files: Vec<(String, PathBuf)> = janus_pipeline::convert::SIDE_FILES
+        .iter()
+        .chain(&["pytorch_model.bin", "README.md"])
+        .map(|f| (f.to_string(), src.join(f)))
+        .collect();
+    let sha = "89abcdef0123456789abcdef0123456789abcdef";
+    let hub = hub_server::HubServer::start("test-org/janus-net", sha, files);
+    let (home, cache) = (tmp("hf-home-net"), tmp("janus-cache-net"));
+    let msg = &g.at("prompts.pro.und_one_image.messages")[0];
+    let image = src.join("images").join(msg["images"][0].as_str().unwrap());
+    let want = u32s(g.at("understanding.und_one_image.greedy_tokens"));
+    let n = want.len().to_string();
+    let run = |offline: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_janus"));
+        cmd.args(["understand", "--model", "test-org/janus-net", "--image"])
+            .arg(&image)
+            .args(["--prompt", msg["content"].as_str().unwrap()])
+            .args(["--max-new-tokens", &n, "--format", "json"])
+            .env("HF_HOME", &home)
+            .env("HF_ENDPOINT", &hub.endpoint)
+            .env("JANUS_CACHE", &cache)
+            .env_remove("HF_HUB_OFFLINE");
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(u32s(&v["token_ids"]), want);
+        err
+    };
+    let err = run(false);
+    assert!(
+        err.contains("fetching test-org/janus-net/pytorch_model.bin"),
+        "{err}"
+    );
+    let asked = hub.requests();
+    assert!(
+        asked.contains(&"GET /api/models/test-org/janus-net/revision/main".to_string()),
+        "{asked:?}"
+    );
+    assert!(
+        asked.contains(&"GET /cdn/pytorch_model.bin".to_string()),
+        "the weights' redirect was followed: {asked:?}"
+    );
+    assert!(
+        !asked.iter().any(|r| r.contains("README.md")),
+        "only the files the model needs: {asked:?}"
+    );
+    let snapshot = home
+        .join("hub/models--test-org--janus-net/snapshots")
+        .join(sha);
+    assert_eq!(
+        std::fs::read(snapshot.join("pytorch_model.bin")).unwrap(),
+        std::fs::read(src.join("pytorch_model.bin")).unwrap()
+    );
+    assert!(
+        cache
+            .join("models/test-org--janus-net")
+            .join(sha)
+            .join("model.safetensors")
+            .is_file()
+    );
+    // Offline, from the caches: no request and no new conversion.
+    let before = hub.requests().len();
+    let err = run(true);
+    assert_eq!(hub.requests().len(), before, "offline made requests");
+    assert!(
+        !err.contains("fetching") && !err.contains("converting"),
         "{err}"
     );
 }
