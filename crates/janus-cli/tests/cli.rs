@@ -275,6 +275,13 @@ fn vq_encode_and_decode_round_trip() {
         "json",
     ]);
     assert_eq!(u32s(&out["codes"]), u32s(&g.at("vq.encode_indices")[0]));
+    // Every runtime dtype encodes (the VQ weights stay 16-bit at most): the
+    // downsampling's padding once failed on 16-bit tensors.
+    for dtype in ["f16", "bf16", "q8_0", "q4_0"] {
+        let args = ["vq", "encode", "--model", s(&dir), "--image", s(&image)];
+        let other = ok_json(&[&args[..], &["--format", "json", "--dtype", dtype]].concat());
+        assert_eq!(other["codes"], out["codes"], "dtype {dtype}");
+    }
     let work = tmp("vq");
     let codes = work.join("codes.json");
     std::fs::write(&codes, out.to_string()).unwrap();

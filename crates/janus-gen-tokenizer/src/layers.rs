@@ -1,7 +1,6 @@
 //! The resampling layers of the VQ model and its GroupNorm settings.
 
 use burn::prelude::*;
-use burn::tensor::ops::PadMode;
 use janus_core::nn::{Conv2d, Conv2dSpec, GroupNorm};
 use janus_core::{Result, Weights};
 
@@ -39,10 +38,16 @@ impl<B: Backend> Downsample<B> {
         })
     }
 
-    /// Halves H and W.
+    /// Halves H and W: one zero row and column after the image, then the
+    /// strided convolution.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv
-            .forward(x.pad([(0, 1), (0, 1)], PadMode::Constant(0.0)))
+        // Not `Tensor::pad`: in Burn 0.21 it builds the padded tensor in the
+        // default float dtype and fails on f16/bf16 inputs.
+        let [b, c, h, w] = x.dims();
+        let options = (&x.device(), x.dtype());
+        let x = Tensor::cat(vec![x, Tensor::zeros([b, c, h, 1], options)], 3);
+        let x = Tensor::cat(vec![x, Tensor::zeros([b, c, 1, w + 1], options)], 2);
+        self.conv.forward(x)
     }
 }
 
