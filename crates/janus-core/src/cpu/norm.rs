@@ -5,7 +5,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::simd::{self, Kernel, Lanes, Level};
-use super::vmath::silu_in_place;
+use super::vmath::Silu;
 use super::{F32Values, host_f32};
 
 /// `GroupNorm(groups, eps)` over `x [B, C, ...]` with per-channel `weight` and
@@ -39,27 +39,92 @@ pub fn group_norm<B: Backend, const D: usize>(
         .zip(xs.par_chunks(per_group))
         .enumerate()
         .for_each(|(bg, (o, x))| {
-            let n = x.len() as f64;
-            let level = simd::level();
-            let mean = (sum_at(level, x, None) / n) as f32;
-            let var = sum_at(level, x, Some(mean)) / n;
-            let rstd = (1.0 / (var + eps).sqrt()) as f32;
             let c0 = (bg % groups) * (c / groups);
-            for ((o, x), ch) in o
-                .chunks_exact_mut(spatial)
-                .zip(x.chunks_exact(spatial))
-                .zip(c0..)
-            {
-                let (scale, shift) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
-                for (o, &x) in o.iter_mut().zip(x) {
-                    *o = x * scale + shift;
-                }
-                if silu {
-                    silu_in_place(o);
-                }
-            }
+            let ch = c0..c0 + c / groups;
+            let (gamma, beta) = (&gamma[ch.clone()], &beta[ch]);
+            normalize_group(simd::level(), x, o, gamma, beta, eps, silu);
         });
     Some(crate::host::from_f32_vec(out, dims, &x.device(), x.dtype()))
+}
+
+/// One group's values `x` (its channels' planes in turn, one per `gamma`
+/// and `beta` value) normalised into `o` at `level`, SiLU after when `silu`.
+fn normalize_group(
+    level: Level,
+    x: &[f32],
+    o: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    silu: bool,
+) {
+    let n = x.len() as f64;
+    let mean = (sum_at(level, x, None) / n) as f32;
+    let var = sum_at(level, x, Some(mean)) / n;
+    let rstd = (1.0 / (var + eps).sqrt()) as f32;
+    let spatial = x.len() / gamma.len();
+    simd::dispatch_at(
+        level,
+        Normalize {
+            x,
+            o,
+            spatial,
+            gamma,
+            beta,
+            mean,
+            rstd,
+            silu,
+        },
+    )
+}
+
+/// `o = x · scale + shift` per channel plane, then SiLU when `silu`.
+struct Normalize<'a> {
+    x: &'a [f32],
+    o: &'a mut [f32],
+    spatial: usize,
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    mean: f32,
+    rstd: f32,
+    silu: bool,
+}
+
+impl Kernel for Normalize<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self, s: S) {
+        let Self {
+            x,
+            o,
+            spatial,
+            gamma,
+            beta,
+            mean,
+            rstd,
+            silu,
+        } = self;
+        let planes = o.chunks_exact_mut(spatial).zip(x.chunks_exact(spatial));
+        for ((o, x), (&g, &b)) in planes.zip(gamma.iter().zip(beta)) {
+            let (scale, shift) = (rstd * g, b - mean * rstd * g);
+            simd::map_into(s, x, o, Affine { scale, shift, silu });
+        }
+    }
+}
+
+/// `v · scale + shift`, then `SiLU` when `silu`.
+struct Affine {
+    scale: f32,
+    shift: f32,
+    silu: bool,
+}
+
+impl simd::LaneFn for Affine {
+    #[inline(always)]
+    fn apply<S: Lanes>(&self, s: S, v: S::V) -> S::V {
+        let y = s.fma(v, s.splat(self.scale), s.splat(self.shift));
+        if self.silu { Silu.apply(s, y) } else { y }
+    }
 }
 
 /// `Σ v`, or `Σ (v - mean)²` with `mean`, at `level`: f32 vectors over
@@ -145,6 +210,41 @@ mod tests {
             };
             let diff: f32 = (got - want).abs().max().into_scalar();
             assert!(diff < 1e-5, "silu {silu}: {diff}");
+        }
+    }
+
+    #[test]
+    fn groups_normalise_like_f64_at_every_level() {
+        // Three channels of 37 values: whole vectors and a tail per plane.
+        let (spatial, eps) = (37, 1e-6);
+        let x: Vec<f32> = (0..3 * spatial)
+            .map(|i| (i as f32 * 0.71).cos() * 2.5 - 0.4)
+            .collect();
+        let (gamma, beta) = ([0.8f32, -1.3, 0.05], [0.1f32, 0.0, -2.0]);
+        let n = x.len() as f64;
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        for silu in [false, true] {
+            let want: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let ch = i / spatial;
+                    let y =
+                        (v as f64 - mean) / (var + eps).sqrt() * gamma[ch] as f64 + beta[ch] as f64;
+                    if silu { y / (1.0 + (-y).exp()) } else { y }
+                })
+                .collect();
+            for &level in Level::available() {
+                let mut got = vec![f32::NAN; x.len()];
+                normalize_group(level, &x, &mut got, &gamma, &beta, eps, silu);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (*g as f64 - w).abs() < 2e-6 * w.abs().max(1.0),
+                        "{level} silu {silu} [{i}]: {g} vs {w}"
+                    );
+                }
+            }
         }
     }
 

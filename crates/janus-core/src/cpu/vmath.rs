@@ -140,7 +140,7 @@ pub(crate) fn silu_in_place_at(level: Level, x: &mut [f32]) {
 }
 
 /// `x · sigmoid(x)` per lane.
-struct Silu;
+pub(crate) struct Silu;
 impl simd::LaneFn for Silu {
     #[inline(always)]
     fn apply<S: Lanes>(&self, s: S, v: S::V) -> S::V {

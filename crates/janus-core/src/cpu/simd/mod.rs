@@ -622,24 +622,43 @@ pub(crate) trait LaneFn {
 /// values) goes through a zero-padded vector.
 #[inline(always)]
 pub(crate) fn map_in_place<S: Lanes>(s: S, x: &mut [f32], f: impl LaneFn) {
-    let nv = x.len() / S::N * S::N;
+    let p = x.as_mut_ptr();
+    // SAFETY: `x` is valid for reads and writes of its length; each vector is
+    // read before the same vector is written.
+    unsafe { map_raw(s, p, p, x.len(), f) }
+}
+
+/// `dst[i] = f(src[i])`, as [`map_in_place`]. `dst` as long as `src`.
+#[inline(always)]
+pub(crate) fn map_into<S: Lanes>(s: S, src: &[f32], dst: &mut [f32], f: impl LaneFn) {
+    assert_eq!(src.len(), dst.len(), "map_into: lengths differ");
+    // SAFETY: both slices hold `src.len()` values and cannot overlap (`dst`
+    // is borrowed mutably).
+    unsafe { map_raw(s, src.as_ptr(), dst.as_mut_ptr(), src.len(), f) }
+}
+
+/// # Safety
+/// `src` readable and `dst` writable for `n` values; they are the same
+/// pointer or do not overlap.
+#[inline(always)]
+unsafe fn map_raw<S: Lanes>(s: S, src: *const f32, dst: *mut f32, n: usize, f: impl LaneFn) {
+    let nv = n / S::N * S::N;
     let mut i = 0;
     while i < nv {
-        // SAFETY: `i + N <= len`.
-        unsafe {
-            let p = x.as_mut_ptr().add(i);
-            s.store(p, f.apply(s, s.load(p)));
-        }
+        // SAFETY: `i + N <= n`.
+        unsafe { s.store(dst.add(i), f.apply(s, s.load(src.add(i)))) };
         i += S::N;
     }
-    let tail = &mut x[nv..];
-    if !tail.is_empty() {
+    let tail = n - nv;
+    if tail > 0 {
         let mut buf = [0f32; 16];
-        buf[..tail.len()].copy_from_slice(tail);
-        // SAFETY: `buf` holds 16 >= N values.
-        unsafe { s.store(buf.as_mut_ptr(), f.apply(s, s.load(buf.as_ptr()))) };
-        let n = tail.len();
-        tail.copy_from_slice(&buf[..n]);
+        // SAFETY: `tail < N <= 16` values at `nv` in both buffers, and `buf`
+        // holds 16 >= N values.
+        unsafe {
+            std::ptr::copy(src.add(nv), buf.as_mut_ptr(), tail);
+            s.store(buf.as_mut_ptr(), f.apply(s, s.load(buf.as_ptr())));
+            std::ptr::copy(buf.as_ptr(), dst.add(nv), tail);
+        }
     }
 }
 
