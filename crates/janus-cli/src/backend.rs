@@ -26,7 +26,7 @@ pub fn dispatch<J: Job>(args: BackendArgs, task: Task, job: J) -> anyhow::Result
         && precision.dtype == DType::BF16
         && !janus_core::has_bf16_dot()
     {
-        eprintln!(
+        say!(
             "warning: this CPU has no AVX512-BF16, so bf16 converts on every operation and is slow; f16 is the fast 16-bit choice here"
         );
     }

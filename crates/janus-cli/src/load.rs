@@ -42,7 +42,7 @@ pub fn janus<B: Backend>(
     )?;
     alloc::retain_freed_memory();
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!(
+    say!(
         "loaded {} in {secs:.1} s ({})",
         janus.dir().display(),
         janus.model().precision()

@@ -1,5 +1,22 @@
 //! `janus`: run Janus / Janus-Pro from the command line.
 
+/// `eprintln!` that never panics: a line on stderr through
+/// [`progress::say`] (ends an open progress bar's line first; write errors
+/// ignored).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::progress::say(format_args!($($arg)*))
+    };
+}
+
+/// `println!` through [`output::println`]: returns the write error (a closed
+/// stdout ends the program quietly) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::println(&format!($($arg)*))?
+    };
+}
+
 mod alloc;
 mod args;
 mod backend;
@@ -58,7 +75,7 @@ fn main() {
         if output::is_broken_pipe(&e) {
             return;
         }
-        eprintln!("error: {}", describe(&e));
+        say!("error: {}", describe(&e));
         std::process::exit(1);
     }
 }

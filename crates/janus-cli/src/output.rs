@@ -11,9 +11,9 @@ use janus_pipeline::RgbImage;
 /// surfaces as an error [`is_broken_pipe`] recognises, so the program can end quietly.
 pub fn print(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()?;
-    Ok(())
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
 }
 
 /// [`print`] with a newline.

@@ -2,7 +2,25 @@
 
 use std::cell::Cell;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Whether a bar's line is drawn but not ended: the next message starts on a
+/// new line.
+static LINE_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line to stderr (the [`say!`] macro), after ending an open bar's
+/// line. Write errors are ignored: a closed or full stderr must not stop (or
+/// panic) the work whose progress it reports.
+pub fn say(args: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    if LINE_OPEN.swap(false, Ordering::Relaxed) {
+        let _ = writeln!(err);
+    }
+    let _ = err.write_fmt(args);
+    let _ = writeln!(err);
+    let _ = err.flush();
+}
 
 /// Redraws `label [#####.....] done/total  x.xx s/unit  eta` on one stderr line,
 /// at most ten times a second (and always at the end).
@@ -58,6 +76,7 @@ impl Progress {
         if finished {
             let _ = writeln!(err);
         }
+        LINE_OPEN.store(!finished, Ordering::Relaxed);
         let _ = err.flush();
     }
 }
@@ -72,7 +91,7 @@ impl FileProgress {
     /// Names `file` when it changes, then draws its bar at `done` of `total`.
     pub fn update(&mut self, file: &std::path::Path, done: usize, total: usize) {
         if self.current.as_ref().is_none_or(|(f, _)| f != file) {
-            eprintln!("converting {}", file.display());
+            say!("converting {}", file.display());
             self.current = Some((
                 file.to_path_buf(),
                 Progress::with_unit("  tensors", "tensor"),
@@ -89,7 +108,7 @@ impl FileProgress {
 pub fn on_load() -> impl FnMut(janus_pipeline::LoadEvent<'_>) {
     let mut bars = FileProgress::default();
     move |event| match event {
-        janus_pipeline::LoadEvent::Fetching { file } => eprintln!("fetching {file}"),
+        janus_pipeline::LoadEvent::Fetching { file } => say!("fetching {file}"),
         janus_pipeline::LoadEvent::Converting { file, done, total } => {
             bars.update(file, done, total)
         }

@@ -46,7 +46,7 @@ pub fn install() {
                         return;
                     }
                 } else {
-                    eprintln!("\ninterrupted: removed unfinished files");
+                    say!("\ninterrupted: removed unfinished files");
                 }
                 std::process::exit(128 + sig);
             }

@@ -683,6 +683,45 @@ fn a_closed_stdout_ends_the_program_quietly() {
     );
 }
 
+/// Progress and messages go to stderr; a closed stderr (`2>&1 | head -c 10`)
+/// must not stop or crash the work itself.
+#[test]
+fn a_closed_stderr_does_not_stop_the_work() {
+    let dir = testdata_dir();
+    let work = tmp("closed-stderr");
+    let run = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_janus"))
+            .args(args)
+            .stderr(writer)
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let out_dir = work.join("images");
+    let out = run(&[
+        "generate",
+        "--model",
+        s(&dir),
+        "--prompt",
+        "apple",
+        "--parallel",
+        "2",
+        "--out",
+        s(&out_dir),
+    ]);
+    assert!(out.status.success(), "generate: {:?}", out.status);
+    assert!(out_dir.join("img_1.png").is_file());
+    let converted = work.join("converted");
+    let out = run(&["convert", "--input", s(&dir), "--output", s(&converted)]);
+    assert!(out.status.success(), "convert: {:?}", out.status);
+    assert!(converted.join("model.safetensors").is_file());
+    let out = run(&["understand", "--model", s(&dir), "--prompt", "hi"]);
+    assert!(out.status.success(), "understand: {:?}", out.status);
+    assert!(!out.stdout.is_empty());
+}
+
 #[test]
 fn sigterm_removes_unfinished_files_and_exits() {
     use std::io::BufRead;

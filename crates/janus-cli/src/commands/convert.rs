@@ -65,15 +65,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         KeyLayout::Transformers => "transformers-port",
     };
     for stale in &report.removed {
-        eprintln!(
+        say!(
             "removed {} (an index of an earlier conversion, which would have shadowed the new weights)",
             stale.display()
         );
     }
-    eprintln!("variant: {} ({layout} key layout)", report.variant);
+    say!("variant: {} ({layout} key layout)", report.variant);
     if let Some(t) = report.template {
         let (user, assistant) = t.roles();
-        eprintln!(
+        say!(
             "chat template: {} ({user} / {assistant}), recorded in processor_config.json",
             t.name()
         );
@@ -82,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(q) => format!("{q} for {} matrices, the rest {dtype}", report.quantized),
         None => dtype.to_string(),
     };
-    eprintln!(
+    say!(
         "wrote {} tensors ({:.2} GB, {stored}) to {} in {:.1} s; skipped {} known-unused tensors",
         report.tensors,
         report.bytes as f64 / 1e9,

@@ -76,7 +76,7 @@ impl Job for Generate {
             self.max_memory,
             crate::progress::on_load(),
         )?;
-        eprintln!("{}", plan.summary());
+        say!("{}", plan.summary());
         plan.check()?;
         let (mut janus, _) = load::janus::<B>(
             &self.model,
@@ -129,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|p| p.display().to_string())
         .collect();
     if !stale.is_empty() {
-        eprintln!(
+        say!(
             "note: {} also holds {} from an earlier run (not written now)",
             args.out.display(),
             stale.join(", ")

@@ -91,11 +91,11 @@ impl Job for Serve {
         let server = Server::bind(config)?;
         let stop = server.shutdown_handle();
         signals::on_signal(move || {
-            eprintln!("\nstopping: no new requests, cancelling running ones");
+            say!("\nstopping: no new requests, cancelling running ones");
             stop.trigger();
         });
         let addr = server.local_addr();
-        eprintln!(
+        say!(
             "loading {} (GET /health answers 503 until it is in memory)",
             a.model.model
         );
@@ -120,7 +120,7 @@ impl Job for Serve {
                 },
             )
             .context("the server stopped with an error")?;
-        eprintln!("stopped");
+        say!("stopped");
         Ok(())
     }
 }

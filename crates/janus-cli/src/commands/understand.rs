@@ -175,7 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let out = dispatch(args.backend, Task::Default, job).context("understanding failed")?;
     let n = out.token_ids.len();
-    eprintln!(
+    say!(
         "prefill {} tokens in {:.2} s ({:.1} tok/s); decoded {n} tokens in {:.2} s ({:.2} tok/s)",
         out.prefill_tokens,
         out.prefill_s,

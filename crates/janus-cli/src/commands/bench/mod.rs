@@ -137,12 +137,12 @@ fn measure(
     mut f: impl FnMut() -> anyhow::Result<f64>,
 ) -> anyhow::Result<Stat> {
     reset_peak();
-    eprintln!("  {name}: warm-up");
+    say!("  {name}: warm-up");
     f()?;
     let mut times = Vec::with_capacity(repeats);
     for i in 0..repeats.max(1) {
         times.push(f()?);
-        eprintln!("  {name}: run {} {:.3} s", i + 1, times[i]);
+        say!("  {name}: run {} {:.3} s", i + 1, times[i]);
     }
     times.sort_by(f64::total_cmp);
     Ok(Stat {
@@ -193,7 +193,7 @@ impl Job for Bench {
         // together).
         let reference = match precision.quant {
             Some(_) if want("error") => {
-                eprintln!("building the f32 reference for the quantization error");
+                say!("building the f32 reference for the quantization error");
                 let f32_model = load(DType::F32.into())?;
                 let logits = error_probe_logits(&f32_model, c);
                 drop(f32_model);
@@ -208,7 +208,7 @@ impl Job for Bench {
         let load_s = t0.elapsed().as_secs_f64();
         alloc::retain_freed_memory();
         let (rss_load, peak_load) = memory();
-        eprintln!(
+        say!(
             "built model ({modules:?} modules) in {load_s:.1} s, RSS {:.2} GB",
             rss_load as f64 / 1e9
         );
@@ -230,7 +230,7 @@ impl Job for Bench {
                     .fold((0, f32::MIN), |b, (i, x)| if *x > b.1 { (i, *x) } else { b })
                     .0
             };
-            eprintln!(
+            say!(
                 "quantization error (one decode step's logits vs f32): relative RMS {rel_rms:.4}, cosine {cosine:.5}"
             );
             json!({
@@ -401,7 +401,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = args.out.clone();
     let cpu = matches!(backend.backend, BackendKind::Cpu);
     let simd = janus_core::simd_level();
-    eprintln!(
+    say!(
         "bench: {variant:?}, {:?} {precision}, {threads} threads{}",
         backend.backend,
         if cpu {
@@ -419,7 +419,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let bw = janus_core::probe_read_bandwidth(threads);
         // The probe's buffer is freed: keep it out of the peak memory figures.
         reset_peak();
-        eprintln!(
+        say!(
             "memory read bandwidth (probe, {threads} threads): {:.1} GB/s",
             bw / 1e9
         );
@@ -433,10 +433,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let image_steps = config.vq.grid_side().pow(2);
     let result = dispatch(backend, Task::Default, Bench { args, config })?;
     if cpu {
-        println!("SIMD level: {simd}");
+        out!("SIMD level: {simd}");
     }
     if let Some(e) = result["quant_error"].as_object() {
-        println!(
+        out!(
             "{} error, one decode step's logits vs f32: relative RMS {:.4}, cosine {:.5}, same argmax: {}",
             precision.quant.map_or("", |q| q.name()),
             e["relative_rms"].as_f64().unwrap_or(f64::NAN),
@@ -445,15 +445,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(bw) = read_bw {
-        println!("memory read bandwidth (probe): {:.1} GB/s", bw / 1e9);
+        out!("memory read bandwidth (probe): {:.1} GB/s", bw / 1e9);
     }
-    println!("| measurement | median | min | unit | peak RSS | weights read |");
-    println!("|---|---|---|---|---|---|");
-    println!(
+    out!("| measurement | median | min | unit | peak RSS | weights read |");
+    out!("|---|---|---|---|---|---|");
+    out!(
         "| build/load | {:.2} | | s | | |",
         result["load_s"].as_f64().unwrap_or(0.0)
     );
-    println!(
+    out!(
         "| RSS after load / peak | {:.2} / {:.2} | | GB | | |",
         result["rss_after_load_bytes"].as_f64().unwrap_or(0.0) / 1e9,
         result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
@@ -491,7 +491,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ),
             _ => String::new(),
         };
-        println!(
+        out!(
             "| {} | {median:.4}{extra} | {min:.4} | {unit} | {:.2} GB |{wall} |",
             s["name"].as_str().unwrap_or(""),
             s["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
@@ -514,6 +514,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", out.display()))?;
-    eprintln!("wrote {}", out.display());
+    say!("wrote {}", out.display());
     Ok(())
 }

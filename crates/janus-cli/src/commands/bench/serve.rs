@@ -54,7 +54,7 @@ impl Job for ServeBench {
             if let Err(e) = server.run(load, move |_| {
                 let _ = ready_tx.send(());
             }) {
-                eprintln!("error: {e}");
+                say!("error: {e}");
             }
         });
         ready_rx
@@ -130,9 +130,10 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
     let backend = args.backend;
     let precision = backend.precision(Task::Default)?;
     let steps = config.vq.grid_side().pow(2);
-    eprintln!(
+    say!(
         "bench --serve: {:?}, {:?} {precision}, {threads} threads, {steps} steps per image",
-        args.variant, backend.backend
+        args.variant,
+        backend.backend
     );
     let job = ServeBench {
         model: args.model.clone(),
@@ -151,7 +152,7 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
         let images: Vec<Value> = (0..c)
             .map(|i| json!({"prompt": format!("a picture of thing number {i}"), "seed": i}))
             .collect();
-        eprintln!("  images, {c} client(s)");
+        say!("  images, {c} client(s)");
         let mut r = load(addr, "/v1/images/generations", &images)?;
         r["kind"] = json!("image");
         rows.push(r);
@@ -164,19 +165,19 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        eprintln!("  chat, {c} client(s)");
+        say!("  chat, {c} client(s)");
         let mut r = load(addr, "/v1/chat/completions", &chats)?;
         r["kind"] = json!("chat");
         rows.push(r);
     }
     shutdown.trigger();
-    println!(
+    out!(
         "| requests | clients | concurrent wall | one alone (P50) | concurrent / one | P50 | P95 | sequential wall | speed-up |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    out!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
-        println!(
+        out!(
             "| {} | {} | {:.2} s | {:.2} s | {:.2}x | {:.2} s | {:.2} s | {:.2} s | {:.2}x |",
             r["kind"].as_str().unwrap_or(""),
             r["clients"],
@@ -200,6 +201,6 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    eprintln!("wrote {}", args.out.display());
+    say!("wrote {}", args.out.display());
     Ok(())
 }
