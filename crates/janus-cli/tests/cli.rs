@@ -723,6 +723,65 @@ fn a_closed_stderr_does_not_stop_the_work() {
 }
 
 #[test]
+fn bench_runs_every_step_of_an_image_and_refuses_what_it_cannot_run() {
+    let dir = testdata_dir();
+    let d = s(&dir);
+    let json = tmp("bench").join("bench.json");
+    let j = s(&json);
+    // Every step of one image (the synthetic codes stay inside the codebook).
+    let config = janus_pipeline::JanusConfig::from_file(dir.join("config.json")).unwrap();
+    let codes = config.vq.grid_side().pow(2).to_string();
+    let out = janus(&[
+        "bench",
+        "--model",
+        d,
+        "--only",
+        "gen1",
+        "--gen-steps",
+        &codes,
+        "--repeats",
+        "1",
+        "--out",
+        j,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["results"]["stats"][0]["name"], "image_gen_step_parallel_1", "{v}");
+    assert_eq!(v["results"]["stats"][0]["per_run"], codes.parse::<f64>().unwrap());
+    assert_eq!(v["model"], d, "{v}");
+    let more = (codes.parse::<u64>().unwrap() + 1).to_string();
+    for (args, needle) in [
+        (vec!["--only", "bogus"], "unknown measurement `bogus`"),
+        (
+            vec!["--only", "prefill", "--prefill-tokens", "0"],
+            "at least 1",
+        ),
+        (
+            vec!["--only", "prefill", "--prefill-tokens", "100000"],
+            "max_position_embeddings",
+        ),
+        (
+            vec!["--only", "decode", "--decode-tokens", "100000"],
+            "positions, over",
+        ),
+        (
+            vec!["--only", "gen1", "--gen-steps", &more],
+            "codes of one image",
+        ),
+        (vec!["--repeats", "0"], "--repeats must be at least 1"),
+    ] {
+        fails_with(
+            &[&["bench", "--model", d, "--out", j][..], &args].concat(),
+            needle,
+        );
+    }
+}
+
+#[test]
 fn sigterm_removes_unfinished_files_and_exits() {
     use std::io::BufRead;
     let dir = testdata_dir();

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, TensorData};
 use janus_core::Precision;
@@ -64,9 +63,10 @@ pub struct Args {
     /// Greedy tokens of the decode measurement.
     #[arg(long, default_value_t = 32)]
     decode_tokens: usize,
-    /// Image-generation steps timed per run (figures are per step).
-    #[arg(long, default_value_t = 8)]
-    gen_steps: usize,
+    /// Image-generation steps timed per run (figures are per step; default 8,
+    /// or the codes of one image if fewer).
+    #[arg(long)]
+    gen_steps: Option<usize>,
     /// Only these measurements (comma separated: encode,prefill,decode,gen1,gen4,vq;
     /// error: a quantized dtype's logits error against f32, which builds an f32
     /// copy of the model first).
@@ -140,7 +140,7 @@ fn measure(
     say!("  {name}: warm-up");
     f()?;
     let mut times = Vec::with_capacity(repeats);
-    for i in 0..repeats.max(1) {
+    for i in 0..repeats {
         times.push(f()?);
         say!("  {name}: run {} {:.3} s", i + 1, times[i]);
     }
@@ -312,14 +312,15 @@ impl Job for Bench {
             if !want(key) {
                 continue;
             }
-            let steps = a.gen_steps;
+            let steps = a.gen_steps.unwrap_or(8).min(c.vq.grid_side().pow(2));
+            let num_codes = c.gen_embed.num_codes;
             stats.push(measure(name, "s/step", steps as f64, a.repeats, || {
                 let mut session = ImageGenSession::new(&model, &prompt, 0, parallel, 5.0)?;
                 session.logits(); // prefill, not timed below
                 let t = Instant::now();
                 for step in 0..steps {
                     let codes: Vec<u32> = (0..parallel)
-                        .map(|p| ((step * 31 + p * 7) % 1000) as u32)
+                        .map(|p| ((step * 31 + p * 7) % 1000 % num_codes) as u32)
                         .collect();
                     session.feed(&codes)?;
                     session.logits();
@@ -380,6 +381,63 @@ fn error_probe_logits<B: Backend>(model: &JanusModel<B>, c: &JanusConfig) -> Vec
     janus_core::to_f32_vec(model.llm.logits(h))
 }
 
+/// The measurement names `--only` takes.
+const MEASUREMENTS: [&str; 7] = ["encode", "prefill", "decode", "gen1", "gen4", "vq", "error"];
+
+/// Refuses unknown `--only` names, and prompt and decode lengths the model's
+/// context cannot hold, before anything is built.
+fn check_lengths(args: &Args, config: &JanusConfig) -> anyhow::Result<()> {
+    if let Some(bad) = args
+        .only
+        .iter()
+        .find(|m| !MEASUREMENTS.contains(&m.as_str()))
+    {
+        anyhow::bail!(
+            "--only: unknown measurement `{bad}` (expected some of {})",
+            MEASUREMENTS.join(",")
+        );
+    }
+    let want = |m: &str| args.only.is_empty() || args.only.iter().any(|o| o == m);
+    if args.repeats == 0 {
+        anyhow::bail!("--repeats must be at least 1");
+    }
+    let context = config.language.max_position_embeddings;
+    let (t, n) = (args.prefill_tokens, args.decode_tokens);
+    if want("decode") && n == 0 {
+        anyhow::bail!("--decode-tokens must be at least 1");
+    }
+    if (want("prefill") || want("decode")) && t == 0 {
+        anyhow::bail!("--prefill-tokens must be at least 1");
+    }
+    if want("prefill") && t > context {
+        anyhow::bail!(
+            "--prefill-tokens {t} is over the model's context of {context} positions \
+             (language_config.max_position_embeddings)"
+        );
+    }
+    // The decode measurement keeps one cache for the warm-up and every repeat.
+    let decode_positions = (args.repeats.saturating_add(1))
+        .saturating_mul(n)
+        .saturating_add(t)
+        .saturating_add(1);
+    if want("decode") && decode_positions > context {
+        anyhow::bail!(
+            "--prefill-tokens {t} and --decode-tokens {n} over {} runs need {decode_positions} \
+             positions, over the model's context of {context} \
+             (language_config.max_position_embeddings)",
+            args.repeats + 1
+        );
+    }
+    let codes = config.vq.grid_side().pow(2);
+    if let Some(steps) = args.gen_steps
+        && (want("gen1") || want("gen4"))
+        && !(1..=codes).contains(&steps)
+    {
+        anyhow::bail!("--gen-steps {steps} must be between 1 and the {codes} codes of one image");
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.model.is_none() && !args.random_weights {
         anyhow::bail!("give --model DIR or --random-weights");
@@ -394,6 +452,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return serve::run(args, config);
     }
+    check_lengths(&args, &config)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backend = args.backend;
     let precision = backend.precision(Task::Default)?;
@@ -431,6 +490,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     // Codes per image of this model (576 at the real sizes).
     let image_steps = config.vq.grid_side().pow(2);
+    let model_dir = args.model.clone();
     let result = dispatch(backend, Task::Default, Bench { args, config })?;
     if cpu {
         out!("SIMD level: {simd}");
@@ -501,7 +561,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut result = result;
     result["stats"] = json!(stats_out);
     let report = json!({
-        "variant": format!("{variant:?}"),
+        // The variant's sizes with random weights, or the checkpoint's own.
+        "variant": model_dir.is_none().then(|| format!("{variant:?}")),
+        "model": model_dir.as_ref().map(|d| d.display().to_string()),
         "backend": format!("{:?}", backend.backend),
         "dtype": precision.to_string(),
         "quant": precision.quant.map(|q| q.name()),
@@ -512,8 +574,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "gen_step_weight_bytes": step_bytes,
         "results": result,
     });
-    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    crate::output::write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     say!("wrote {}", out.display());
     Ok(())
 }
