@@ -320,6 +320,21 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["understand", "--model", "/no/such/model", "--prompt", "hi"],
         "/no/such/model",
     );
+    // More images than the context holds: refused before any is decoded (the
+    // images are opened one at a time, so a pile of large ones cannot
+    // exhaust memory first).
+    let config = janus_pipeline::JanusConfig::from_file(dir.join("config.json")).unwrap();
+    let per = config.vision.num_patches() + 2;
+    let too_many = config.language.max_position_embeddings / per + 1;
+    let mut args = vec!["understand", "--model", d, "--prompt", "hi"];
+    for _ in 0..too_many {
+        args.extend(["--image", s(&doge)]);
+    }
+    fails_with(&args, "more than the model's context");
+    fails_with(
+        &["understand", "--model", d, "--prompt", "hi", "--image", d],
+        "is not a file",
+    );
     fails_with(
         &[
             "understand",
@@ -750,8 +765,14 @@ fn bench_runs_every_step_of_an_image_and_refuses_what_it_cannot_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(v["results"]["stats"][0]["name"], "image_gen_step_parallel_1", "{v}");
-    assert_eq!(v["results"]["stats"][0]["per_run"], codes.parse::<f64>().unwrap());
+    assert_eq!(
+        v["results"]["stats"][0]["name"], "image_gen_step_parallel_1",
+        "{v}"
+    );
+    assert_eq!(
+        v["results"]["stats"][0]["per_run"],
+        codes.parse::<f64>().unwrap()
+    );
     assert_eq!(v["model"], d, "{v}");
     let more = (codes.parse::<u64>().unwrap() + 1).to_string();
     for (args, needle) in [

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use burn::prelude::Backend;
 use janus_core::Precision;
 use janus_pipeline::chat::{self, Message, Template};
-use janus_pipeline::{Request, RgbImage, SamplingConfig, open_image};
+use janus_pipeline::{Janus, Request, RgbImage, SamplingConfig, open_image};
 
 use crate::args::{BackendArgs, Format, ModelArgs, Task};
 use crate::backend::{Job, dispatch};
@@ -57,6 +57,28 @@ pub struct Args {
     backend: BackendArgs,
 }
 
+/// Decodes the images one at a time, each brought to the encoder's input
+/// size at once (the later preprocessing leaves such an image as it is), so
+/// only one full-size image is held; refuses, before decoding any, more images
+/// than the model's context holds.
+fn open_images<B: Backend>(janus: &Janus<B>, paths: &[PathBuf]) -> anyhow::Result<Vec<RgbImage>> {
+    let per = janus.processor().positions_per_image();
+    let context = janus.model().config.language.max_position_embeddings;
+    let need = paths.len().saturating_mul(per);
+    if need > context {
+        bail!(
+            "{} images take {need} prompt positions ({per} each), more than the model's context \
+             of {context} (language_config.max_position_embeddings)",
+            paths.len()
+        );
+    }
+    let processor = janus.processor().image_processor();
+    paths
+        .iter()
+        .map(|p| Ok(processor.resize_and_pad(&open_image(p)?)))
+        .collect()
+}
+
 fn resolve_image(path: &str, base: &Path) -> PathBuf {
     let p = PathBuf::from(path);
     if p.is_absolute() || p.exists() {
@@ -70,7 +92,7 @@ struct Understand {
     model: String,
     template: Option<Template>,
     messages: Vec<Message>,
-    images: Vec<RgbImage>,
+    images: Vec<PathBuf>,
     sampling: SamplingConfig,
     max_new_tokens: usize,
     format: Format,
@@ -97,9 +119,10 @@ impl Job for Understand {
             precision,
             janus_pipeline::Modules::Understanding,
         )?;
+        let images = open_images(&janus, &self.images)?;
         let request = Request {
             messages: self.messages,
-            images: self.images,
+            images,
             sampling: self.sampling,
             max_new_tokens: self.max_new_tokens,
             system_prompt: None,
@@ -160,10 +183,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
     };
     sampling.validate()?;
-    let images = image_paths
-        .iter()
-        .map(open_image)
-        .collect::<Result<Vec<_>, _>>()?;
+    for path in &image_paths {
+        // Before the model loads: a wrong path fails at once.
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => bail!("image {} is not a file", path.display()),
+            Err(e) => bail!("cannot open image {}: {e}", path.display()),
+        }
+    }
+    let images = image_paths;
     let job = Understand {
         model: args.model.model,
         template: args.template,
