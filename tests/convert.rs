@@ -415,6 +415,63 @@ fn bad_inputs_fail_and_leave_no_valid_looking_output() {
 }
 
 #[test]
+fn side_files_of_an_earlier_conversion_never_pair_with_new_weights() {
+    // A full conversion first, then one from a checkpoint without a
+    // preprocessor config into the same directory: the earlier copy goes.
+    let full = input_with("in-full", "model.safetensors");
+    let out = tmp("out-side");
+    convert(&full, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+    assert!(out.join("preprocessor_config.json").is_file());
+    let partial = input_with("in-no-preproc", "model.safetensors");
+    std::fs::remove_file(partial.join("preprocessor_config.json")).unwrap();
+    // A killed run's temporary file (its pid above Linux's largest).
+    let leftover = out.join(".model.safetensors.99999999-0.partial");
+    std::fs::write(&leftover, b"half").unwrap();
+    let report = convert(&partial, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+    assert!(!out.join("preprocessor_config.json").exists());
+    assert!(
+        report
+            .removed
+            .contains(&out.join("preprocessor_config.json"))
+    );
+    if Path::new("/proc/self").exists() {
+        assert!(!leftover.exists() && report.removed.contains(&leftover));
+    }
+    assert!(out.join("tokenizer.json").is_file());
+    // Without a tokenizer that loads, or with a side file that is not a
+    // regular file: refused before anything is written, and a new output
+    // directory is not left behind.
+    let no_tok = input_with("in-no-tok", "model.safetensors");
+    std::fs::remove_file(no_tok.join("tokenizer.json")).unwrap();
+    let fresh = tmp("out-fresh").join("new");
+    let err = convert(&no_tok, &fresh, StoredDType::BF16, None, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tokenizer does not load"), "{err}");
+    assert!(!fresh.exists());
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    let err = convert(&no_tok, &out, StoredDType::F32, None, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tokenizer does not load"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        before
+    );
+    let dir_side = input_with("in-dir-side", "model.safetensors");
+    std::fs::remove_file(dir_side.join("special_tokens_map.json")).unwrap();
+    std::fs::create_dir(dir_side.join("special_tokens_map.json")).unwrap();
+    let err = convert(&dir_side, &fresh, StoredDType::BF16, None, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("special_tokens_map.json is not a regular file"),
+        "{err}"
+    );
+    assert!(!fresh.exists());
+}
+
+#[test]
 fn a_converted_copy_keeps_the_chat_template_of_its_source() {
     use janus_pipeline::Processor;
     use janus_pipeline::chat::{TEMPLATE_KEY, Template};

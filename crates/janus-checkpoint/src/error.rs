@@ -7,9 +7,18 @@ use std::path::PathBuf;
 /// Every variant names the file and, where it applies, the tensor key.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be opened, read or written.
+    /// A file could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file could not be created or written.
+    #[error("cannot write {path}: {source}")]
+    Write {
         /// The file that failed.
         path: PathBuf,
         /// The underlying error.
@@ -54,6 +63,14 @@ impl Error {
     /// Builds an [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Write`].
+    pub fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Write {
             path: path.into(),
             source,
         }

@@ -20,6 +20,46 @@ pub fn partial_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}.partial", std::process::id()))
 }
 
+/// Removes the temporary files ([`partial_path`]) in `dir` that processes no
+/// longer running left behind (killed before they could clean up); returns
+/// them. Only where `/proc` tells which processes run (Linux); elsewhere none.
+pub fn remove_stale_partials(dir: &Path) -> Vec<std::path::PathBuf> {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".partial"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest
+            .rsplit_once('.')
+            .and_then(|(_, tag)| tag.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file
+            && pid != std::process::id()
+            && !proc.join(pid.to_string()).exists()
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
 /// Writes a safetensors file at `path`: the header (tensors in the given order,
 /// `metadata` under `__metadata__`), then each tensor's bytes as `data(i)` returns
 /// them. Only one tensor's bytes are held at a time. The file is written under a
@@ -65,9 +105,9 @@ pub fn write_safetensors(
     }
     let guard = Partial(&tmp);
     let result = (|| -> Result<()> {
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::write(&tmp, e))?;
         let mut w = BufWriter::with_capacity(8 << 20, file);
-        let io = |e| Error::io(&tmp, e);
+        let io = |e| Error::write(&tmp, e);
         w.write_all(&(json.len() as u64).to_le_bytes())
             .map_err(io)?;
         w.write_all(&json).map_err(io)?;
@@ -84,12 +124,44 @@ pub fn write_safetensors(
         }
         let file = w
             .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+            .map_err(|e| Error::write(&tmp, e.into_error()))?;
         file.sync_all().map_err(io)?;
         Ok(())
     })();
     result?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::write(path, e))?;
     std::mem::forget(guard);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dead_processes_partial_files_are_removed() {
+        let dir = std::env::temp_dir().join(format!("janus-partials-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Above Linux's largest pid (2^22): never a running process.
+        let dead = dir.join(".model.safetensors.99999999-0.partial");
+        let mine = partial_path(&dir.join("model.safetensors"));
+        let other = [
+            dir.join("model.safetensors"),
+            dir.join(".notes.partial"),
+            dir.join(".x.abc-0.partial"),
+        ];
+        for f in other.iter().chain([&dead, &mine]) {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let removed = remove_stale_partials(&dir);
+        if Path::new("/proc/self").exists() {
+            assert_eq!(removed, vec![dead.clone()]);
+            assert!(!dead.exists());
+        } else {
+            assert!(removed.is_empty());
+        }
+        assert!(mine.exists() && other.iter().all(|f| f.exists()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -171,6 +171,7 @@ pub fn convert(
         )));
     }
     let (skipped, quantizable) = check_keys(&ckpt, &config)?;
+    check_side_files(input)?;
     let variant = detect_variant(&config, &input.display().to_string());
 
     // Tensors in (shard, key) order: sequential reads, deterministic output.
@@ -232,7 +233,12 @@ pub fn convert(
     let files = ckpt.files();
     let mut done: BTreeMap<Option<usize>, usize> = BTreeMap::new();
 
+    let fresh = !output.exists();
     std::fs::create_dir_all(output).map_err(|e| io_error(output, e))?;
+    // A failed conversion into a new directory leaves no empty one behind.
+    let mut fresh_dir = RemoveIfEmpty(fresh.then(|| output.to_path_buf()));
+    // What killed conversions left (a signal's clean-up removes its own).
+    let mut removed = janus_checkpoint::remove_stale_partials(output);
     let mut metadata: BTreeMap<String, String> = [
         ("format", "janus-rs"),
         ("format_version", FORMAT_VERSION),
@@ -285,8 +291,13 @@ pub fn convert(
     })?;
     for name in SIDE_FILES {
         let src = input.join(name);
-        if src.is_file() {
-            let dst = output.join(name);
+        let dst = output.join(name);
+        if !src.exists() && !same_path(input, output) && dst.is_file() {
+            // An earlier conversion's copy would pair this model with another
+            // one's tokenizer or settings.
+            std::fs::remove_file(&dst).map_err(|e| io_error(&dst, e))?;
+            removed.push(dst);
+        } else if src.is_file() {
             let tmp = janus_checkpoint::partial_path(&dst);
             if let Err(e) = std::fs::copy(&src, &tmp).and_then(|_| std::fs::rename(&tmp, &dst)) {
                 let _ = std::fs::remove_file(&tmp);
@@ -300,7 +311,6 @@ pub fn convert(
     }
     let template = record_template(input, output)?;
     // Indexes of an earlier conversion would be read before the new file.
-    let mut removed = Vec::new();
     if !same_path(input, output) {
         for stale in [
             "model.safetensors.index.json",
@@ -313,6 +323,7 @@ pub fn convert(
             }
         }
     }
+    fresh_dir.0 = None;
     Ok(ConvertReport {
         variant,
         layout,
@@ -356,6 +367,40 @@ fn record_template(input: &Path, output: &Path) -> Result<Option<Template>> {
             io_error(&path, e)
         })?;
     Ok(Some(template))
+}
+
+/// Refuses an input whose converted copy could not run: its tokenizer must
+/// load, and every side file present must be a regular file (a directory, a
+/// dangling link or a FIFO there is not skipped as if absent).
+fn check_side_files(input: &Path) -> Result<()> {
+    for name in SIDE_FILES {
+        let path = input.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() && !path.is_file() {
+            return Err(PipelineError::Invalid(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+    }
+    TextTokenizer::from_dir(input).map_err(|e| {
+        PipelineError::Invalid(format!(
+            "{}: the tokenizer does not load, so the converted checkpoint could not run: {e}",
+            input.display()
+        ))
+    })?;
+    Ok(())
+}
+
+/// Removes the directory on drop when set and empty (a failed conversion's
+/// new output directory).
+struct RemoveIfEmpty(Option<std::path::PathBuf>);
+
+impl Drop for RemoveIfEmpty {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// The scales of `q` as little-endian f16 bytes.
