@@ -22,6 +22,9 @@ use crate::state::{AppState, Slot, unix_now, worker_gone};
 use crate::stop::StopFilter;
 use crate::worker::{ChatEvent, ChatWork, Work};
 
+/// The longest `stop` string accepted, in characters.
+const MAX_STOP_CHARS: usize = 256;
+
 const ENDPOINT: &str = "chat";
 
 /// The handler.
@@ -101,6 +104,17 @@ async fn start(
             format!("`stop` holds {} strings, at most 4", stops.len()),
         ));
     }
+    // Each generated piece is matched against every stop string: long ones
+    // would make a request cost their length times its tokens.
+    if let Some(long) = stops.iter().find(|s| s.chars().count() > MAX_STOP_CHARS) {
+        return Err(ApiError::invalid(
+            Some("stop".into()),
+            format!(
+                "a `stop` string is {} characters long, at most {MAX_STOP_CHARS}",
+                long.chars().count()
+            ),
+        ));
+    }
     let stream = req.stream.unwrap_or(false);
     let include_usage = req
         .stream_options
@@ -108,16 +122,18 @@ async fn start(
         .unwrap_or(false);
     let model = app.model()?;
     let tag = model.processor.tokenizer().image_tag.clone();
+    let fit = model.processor.image_processor().clone();
     // Image decoding can take a while: off the async threads.
     let messages = req.messages;
-    let conv = tokio::task::spawn_blocking(move || conversation(messages, &tag, &limits))
-        .await
-        .map_err(|_| {
-            ApiError::status(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "image decoding failed",
-            )
-        })??;
+    let conv =
+        tokio::task::spawn_blocking(move || conversation(messages, &tag, &limits, Some(&fit)))
+            .await
+            .map_err(|_| {
+                ApiError::status(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "image decoding failed",
+                )
+            })??;
     let slot = app.admit()?;
     let (tx, mut rx) = unbounded_channel();
     let request = Request {

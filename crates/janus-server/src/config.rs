@@ -2,6 +2,7 @@
 //! per-request limits.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Server settings; [`ServerConfig::default`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -18,6 +19,13 @@ pub struct ServerConfig {
     pub cors_origin: Option<String>,
     /// Per-request limits.
     pub limits: Limits,
+    /// How long a client may take to send a request's headers (an idle
+    /// keep-alive connection is closed after it), and the longest pause in
+    /// a request body; 30 s by default.
+    pub idle_timeout: Duration,
+    /// Connections served at once (more wait to be accepted), 1024 by
+    /// default: clients cannot use up the process's file descriptors.
+    pub max_connections: usize,
 }
 
 /// Per-request limits; each one exceeded is a 4xx naming it.
@@ -63,6 +71,8 @@ impl Default for ServerConfig {
             max_queue: 64,
             cors_origin: None,
             limits: Limits::default(),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }

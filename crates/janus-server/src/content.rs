@@ -3,8 +3,8 @@
 //! `data:` URLs, system messages as the system prompt.
 
 use base64::Engine;
-use janus_pipeline::RgbImage;
 use janus_pipeline::chat::Message;
+use janus_pipeline::{ImageProcessor, RgbImage};
 use serde_json::Value;
 
 use crate::config::Limits;
@@ -22,11 +22,15 @@ pub struct Conversation {
     pub system_prompt: Option<String>,
 }
 
-/// Converts `messages`; `image_tag` is the model's placeholder.
+/// Converts `messages`; `image_tag` is the model's placeholder. With `fit`,
+/// each image is brought to the encoder's input size as soon as it is
+/// decoded (the model's preprocessing leaves such an image as it is), so a
+/// request waiting in the queue holds small images, not full-size ones.
 pub fn conversation(
     messages: Vec<ChatMessage>,
     image_tag: &str,
     limits: &Limits,
+    fit: Option<&ImageProcessor>,
 ) -> Result<Conversation, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid(
@@ -42,7 +46,7 @@ pub fn conversation(
     let mut system: Vec<String> = Vec::new();
     for (i, m) in messages.into_iter().enumerate() {
         let at = format!("messages[{i}]");
-        let text = content_text(&m.content, &at, image_tag, limits, &mut out.images)?;
+        let text = content_text(&m.content, &at, image_tag, limits, fit, &mut out.images)?;
         match m.role.as_str() {
             "system" | "developer" => {
                 if text.contains(image_tag) {
@@ -97,6 +101,7 @@ fn content_text(
     at: &str,
     image_tag: &str,
     limits: &Limits,
+    fit: Option<&ImageProcessor>,
     images: &mut Vec<RgbImage>,
 ) -> Result<String, ApiError> {
     let field = format!("{at}.content");
@@ -157,7 +162,11 @@ fn content_text(
                     .code("too_many_images"));
                 }
                 let name = format!("{at}.image_url");
-                images.push(image_from_url(url, &name, limits.max_image_pixels)?);
+                let image = image_from_url(url, &name, limits.max_image_pixels)?;
+                images.push(match fit {
+                    Some(p) => p.resize_and_pad(&image),
+                    None => image,
+                });
                 text.push_str(image_tag);
                 image_parts += 1;
             }
@@ -193,7 +202,11 @@ pub fn image_from_url(url: &str, name: &str, max_pixels: u64) -> Result<RgbImage
         ))
         .code("remote_url"));
     }
-    let Some(rest) = url.strip_prefix("data:") else {
+    let Some(rest) = url
+        .get(..5)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("data:"))
+        .map(|_| &url[5..])
+    else {
         return Err(bad(format!(
             "`{name}` must be a data:image/...;base64,... URL"
         )));
@@ -259,6 +272,7 @@ mod tests {
             ],
             "<image_placeholder>",
             &Limits::default(),
+            None,
         )
         .unwrap();
         assert_eq!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::config::Limits;
+use crate::connections::IdleTimeoutBody;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -49,6 +50,22 @@ async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Re
     if req.method() == Method::OPTIONS && cors.is_some() {
         let mut r = StatusCode::NO_CONTENT.into_response();
         add_cors(&mut r, cors.as_deref(), origin.as_ref());
+        // The headers the preflight asks for (the OpenAI SDKs send their own
+        // `x-stainless-*` ones with every request).
+        if r.headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            && let Some(asked) = req
+                .headers()
+                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .filter(|v| is_header_list(v.as_bytes()))
+        {
+            r.headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+            r.headers_mut().insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
         return r;
     }
     let path = req.uri().path().to_string();
@@ -59,8 +76,9 @@ async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Re
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim());
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
             let e = ApiError::status(
                 StatusCode::UNAUTHORIZED,
@@ -72,6 +90,8 @@ async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Re
             return r;
         }
     }
+    let idle = app.config.idle_timeout;
+    let req = req.map(|body| Body::new(IdleTimeoutBody::new(body, idle)));
     let mut r = next.run(req).await;
     add_cors(&mut r, cors.as_deref(), origin.as_ref());
     r
@@ -95,6 +115,14 @@ fn add_cors(r: &mut Response, allowed: Option<&str>, origin: Option<&HeaderValue
         HeaderValue::from_static("authorization, content-type"),
     );
     h.insert(header::VARY, HeaderValue::from_static("origin"));
+}
+
+/// Whether `v` is a comma-separated list of header names (nothing else is
+/// echoed back).
+fn is_header_list(v: &[u8]) -> bool {
+    v.len() <= 1024
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b' '))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

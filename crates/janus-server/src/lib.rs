@@ -45,6 +45,7 @@
 
 mod chat;
 mod config;
+mod connections;
 mod content;
 mod error;
 mod http;
@@ -207,10 +208,10 @@ impl Server {
             .build()?;
         let served = runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(self.listener)?;
-            let shutdown = self.shutdown.clone();
-            axum::serve(listener, http::router(app.clone()))
-                .with_graceful_shutdown(async move { shutdown.wait().await })
-                .await
+            let router = http::router(app.clone());
+            let (idle, max) = (app.config.idle_timeout, app.config.max_connections);
+            connections::serve(listener, router, self.shutdown.clone(), idle, max).await;
+            Ok(())
         });
         self.shutdown.trigger();
         runtime.shutdown_background();

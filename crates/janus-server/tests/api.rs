@@ -608,6 +608,17 @@ fn limits_the_api_key_and_cors() {
         cors(addr, "OPTIONS", "/v1/chat/completions"),
         (204, origin.clone())
     );
+    // A preflight gets the headers it asks for (the OpenAI SDKs add their
+    // own `x-stainless-*` ones).
+    let asked = "authorization, content-type, x-stainless-os, x-stainless-lang";
+    let resp = agent()
+        .request("OPTIONS", &format!("http://{addr}/v1/chat/completions"))
+        .set("Origin", "http://app.example")
+        .set("Access-Control-Request-Method", "POST")
+        .set("Access-Control-Request-Headers", asked)
+        .call()
+        .unwrap();
+    assert_eq!(resp.header("access-control-allow-headers"), Some(asked));
     assert_eq!(cors(addr, "GET", "/health"), (200, origin));
     assert_eq!(
         cors(shared(), "GET", "/health"),
@@ -643,6 +654,13 @@ fn limits_the_api_key_and_cors() {
         200,
         "health needs no key"
     );
+    // The scheme's case does not matter (RFC 9110).
+    let lower = agent()
+        .get(&format!("http://{addr}/v1/models"))
+        .set("Authorization", "bearer sesame")
+        .call()
+        .unwrap();
+    assert_eq!(lower.status(), 200);
     assert_eq!(
         call(
             addr,
@@ -879,5 +897,83 @@ fn shutdown_cancels_running_work_and_stops_accepting() {
     assert!(
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
         "still accepting after shutdown"
+    );
+}
+
+/// Reads from `stream` until the peer closes it or `within` passes; returns
+/// what arrived and whether it was closed.
+fn read_until_closed(stream: &mut std::net::TcpStream, within: Duration) -> (String, bool) {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let closed = match stream.read_to_end(&mut got) {
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+    };
+    (String::from_utf8_lossy(&got).to_string(), closed)
+}
+
+#[test]
+fn slow_and_idle_clients_are_cut_off_and_connections_are_capped() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let running = start(ServerConfig {
+        idle_timeout: Duration::from_secs(1),
+        max_connections: 2,
+        ..ServerConfig::default()
+    });
+    let addr = running.addr;
+    // A body that stops arriving: the request fails, naming the wait.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\nConnection: close\r\n\r\n{",
+    )
+    .unwrap();
+    let (answer, closed) = read_until_closed(&mut slow, Duration::from_secs(20));
+    assert!(closed, "still open: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("no request body data for 1 s"),
+        "{answer}"
+    );
+    // Headers that never end, on every connection the server takes: each is
+    // closed after the deadline, and a real client is served after them.
+    let mut hung: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+            c
+        })
+        .collect();
+    let t = Instant::now();
+    assert_eq!(call(addr, "GET", "/health", None, None).0, 200);
+    assert!(t.elapsed() < Duration::from_secs(20));
+    for c in &mut hung {
+        let (_, closed) = read_until_closed(c, Duration::from_secs(20));
+        assert!(closed, "a connection with unfinished headers stayed open");
+    }
+    // An idle keep-alive connection is closed too.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut idle, Duration::from_secs(20));
+    assert!(closed && answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn long_stop_strings_are_refused() {
+    let long = "v".repeat(257);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "stop": [long]});
+    let (s, v) = post(shared(), "/v1/chat/completions", &body);
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["param"], "stop", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256"),
+        "{v}"
     );
 }

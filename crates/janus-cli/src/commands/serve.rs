@@ -39,10 +39,10 @@ pub struct Args {
     #[arg(long, default_value_t = Limits::default().max_body_bytes, value_parser = at_least_one)]
     max_body_bytes: usize,
     /// Images per chat request.
-    #[arg(long, default_value_t = Limits::default().max_images)]
+    #[arg(long, default_value_t = Limits::default().max_images, value_parser = at_least_one)]
     max_images: usize,
     /// Decoded pixels (width x height) per input image.
-    #[arg(long, default_value_t = Limits::default().max_image_pixels)]
+    #[arg(long, default_value_t = Limits::default().max_image_pixels, value_parser = at_least_one_u64)]
     max_image_pixels: u64,
     /// Largest `max_tokens` of a chat request (and its default).
     #[arg(long, default_value_t = Limits::default().max_tokens, value_parser = at_least_one)]
@@ -71,6 +71,7 @@ impl Job for Serve {
 
     fn run<B: Backend>(self, device: B::Device, precision: Precision) -> anyhow::Result<()> {
         let a = self.args;
+        let a_key_was_empty = a.api_key.as_deref().is_some_and(str::is_empty);
         let config = ServerConfig {
             addr: SocketAddr::new(a.host, a.port),
             model_id: a.model.model.clone(),
@@ -86,8 +87,12 @@ impl Job for Serve {
                 max_batch_images: a.max_batch_images,
                 max_memory: a.max_memory,
             },
+            ..ServerConfig::default()
         };
         let keyed = config.api_key.is_some();
+        if !keyed && a_key_was_empty {
+            say!("warning: the API key given is empty: the API is open to anyone who can reach it");
+        }
         let server = Server::bind(config)?;
         let stop = server.shutdown_handle();
         signals::on_signal(move || {
@@ -131,6 +136,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// A count flag that must be at least 1 (0 would refuse every request).
+fn at_least_one_u64(s: &str) -> Result<u64, String> {
+    at_least_one(s).map(|n| n as u64)
+}
+
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
