@@ -256,6 +256,19 @@ fn absurd_preprocessor_sizes_are_config_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("min_size"), "{err}");
+    // Wrong types are errors naming the field, not silently the defaults.
+    for (json, field) in [
+        (r#"{"do_normalize": "yes"}"#, "do_normalize"),
+        (r#"{"rescale_factor": "1/255"}"#, "rescale_factor"),
+        (r#"{"rescale_factor": 0}"#, "rescale_factor"),
+        (r#"{"image_mean": [0.5, "x", 0.5, 0.5]}"#, "image_mean"),
+    ] {
+        std::fs::write(&path, json).unwrap();
+        let err = janus_pipeline::ImageProcessor::from_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{json}: {err}");
+    }
 }
 
 #[test]
@@ -291,6 +304,11 @@ fn processor_files_that_disagree_with_the_encoder_are_refused() {
         std::fs::write(&path, json.to_string()).unwrap();
         let err = processor(&dir).unwrap_err().to_string();
         assert!(err.contains(file) && err.contains(want), "{err}");
+        // Not a count at all: refused too, not taken as absent.
+        json[key] = "16".into();
+        std::fs::write(&path, json.to_string()).unwrap();
+        let err = processor(&dir).unwrap_err().to_string();
+        assert!(err.contains("expected a non-negative integer"), "{err}");
     }
     // A special token missing with no tokenizer_config.json says so.
     let dir = tiny_copy("no-tokenizer-config");

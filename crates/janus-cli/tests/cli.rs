@@ -297,6 +297,69 @@ fn vq_encode_and_decode_round_trip() {
         s(&png),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The text format (codes separated by spaces) decodes to the same image.
+    let text = janus(&["vq", "encode", "--model", s(&dir), "--image", s(&image)]);
+    assert!(text.status.success());
+    let codes_txt = work.join("codes.txt");
+    std::fs::write(&codes_txt, &text.stdout).unwrap();
+    let png_txt = work.join("out-txt.png");
+    let o = janus(&[
+        "vq",
+        "decode",
+        "--model",
+        s(&dir),
+        "--codes",
+        s(&codes_txt),
+        "--out",
+        s(&png_txt),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&png_txt).unwrap(),
+        std::fs::read(&png).unwrap()
+    );
+    // A grid that is not the model's, several images' codes, a non-PNG name.
+    let mut wrong = out.clone();
+    wrong["grid"] = serde_json::json!([2, 8]);
+    let wrong_path = work.join("wrong-grid.json");
+    std::fs::write(&wrong_path, wrong.to_string()).unwrap();
+    let decode = |codes: &Path, out: &Path| {
+        vec![
+            "vq",
+            "decode",
+            "--model",
+            s(&dir),
+            "--codes",
+            s(codes),
+            "--out",
+            s(out),
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    };
+    for (codes_file, out_file, needle) in [
+        (wrong_path.clone(), png.clone(), "`grid` is [2,8]"),
+        (
+            codes.clone(),
+            work.join("out.jpg"),
+            "the decoder writes PNG files",
+        ),
+    ] {
+        let args = decode(&codes_file, &out_file);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&args, needle);
+    }
+    let two = work.join("two.json");
+    let c = &out["codes"];
+    std::fs::write(
+        &two,
+        serde_json::json!({"images": [], "codes": [c, c]}).to_string(),
+    )
+    .unwrap();
+    let args = decode(&two, &png);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails_with(&args, "holds the codes of 2 images");
     let img = open_image(&png).unwrap();
     let golden = g.ints("vq.decode.encoded.img_u8");
     let first = &golden[..img.pixels.len()];
@@ -334,6 +397,23 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     fails_with(
         &["understand", "--model", d, "--prompt", "hi", "--image", d],
         "is not a file",
+    );
+    let a_file = s(&broken);
+    fails_with(
+        &["generate", "--model", d, "--prompt", "x", "--out", a_file],
+        "exists and is not a directory",
+    );
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            d,
+            "--prompt",
+            "x",
+            "--max-memory",
+            "1.5",
+        ],
+        "a fraction of a byte",
     );
     fails_with(
         &[

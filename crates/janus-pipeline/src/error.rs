@@ -15,6 +15,10 @@ pub enum PipelineError {
     /// A prompt or conversation does not fit the template (e.g. placeholder count).
     #[error("{0}")]
     Prompt(String),
+    /// A prompt (with its images, or the image it asks for) does not fit the
+    /// model's context.
+    #[error("{0}")]
+    Context(String),
     /// The work does not fit the memory available.
     #[error("{0}")]
     Memory(String),

@@ -350,9 +350,10 @@ impl<B: Backend> Janus<B> {
         let prompt_tokens = prepared.batch.len();
         let context = self.model.config.language.max_position_embeddings;
         if prompt_tokens >= context {
-            return Err(PipelineError::Prompt(format!(
-                "the prompt has {prompt_tokens} tokens, but the model's context \
-                 (language_config.max_position_embeddings) holds {context}"
+            return Err(PipelineError::Context(format!(
+                "the prompt has {prompt_tokens} tokens: with at least one token of answer \
+                 that is over the model's context (language_config.max_position_embeddings) \
+                 of {context}"
             )));
         }
         let budget = request.max_new_tokens.min(context - prompt_tokens);
@@ -381,8 +382,26 @@ impl<B: Backend> Janus<B> {
     pub fn generate_images(
         &self,
         request: &ImageRequest,
-        mut progress: impl FnMut(usize, usize),
+        progress: impl FnMut(usize, usize),
     ) -> Result<Vec<GeneratedImage>> {
+        let mut out = Vec::with_capacity(request.config.parallel);
+        self.generate_images_with(request, progress, |_, image| {
+            out.push(image);
+            Ok::<(), PipelineError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Janus::generate_images`] handing each image to `on_image(index,
+    /// image)` as soon as its chunk is decoded (e.g. to write it before the
+    /// next chunk starts), instead of holding them all; its error stops the
+    /// run.
+    pub fn generate_images_with<E: From<PipelineError>>(
+        &self,
+        request: &ImageRequest,
+        mut progress: impl FnMut(usize, usize),
+        mut on_image: impl FnMut(usize, GeneratedImage) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let config = request.config;
         config.validate()?;
         let ids = self.processor.generation_prompt(&request.prompt)?;
@@ -395,7 +414,6 @@ impl<B: Backend> Janus<B> {
         let pad = self.processor.tokenizer().ids.pad;
         let steps = self.model.config.vq.grid_side().pow(2);
         let total = steps * config.parallel.div_ceil(chunk);
-        let mut out = Vec::with_capacity(config.parallel);
         for (n, first) in (0..config.parallel).step_by(chunk).enumerate() {
             let part = ImageGenConfig {
                 parallel: chunk.min(config.parallel - first),
@@ -407,14 +425,11 @@ impl<B: Backend> Janus<B> {
                 .model
                 .generate_images(&ids, pad, &part, |d, _| progress(n * steps + d, total))?;
             let images = self.decode_codes(&codes)?;
-            out.extend(
-                codes
-                    .into_iter()
-                    .zip(images)
-                    .map(|(codes, image)| GeneratedImage { codes, image }),
-            );
+            for (i, (codes, image)) in codes.into_iter().zip(images).enumerate() {
+                on_image(first + i, GeneratedImage { codes, image })?;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Decodes finished code grids (raster order, `grid^2` each) to images, a
@@ -590,7 +605,7 @@ fn check_image_context(config: &JanusConfig, prompt_len: usize) -> Result<()> {
 /// requests with it).
 pub fn image_context_fits(prompt_len: usize, steps: usize, context: usize) -> Result<()> {
     if prompt_len + steps > context {
-        return Err(PipelineError::Prompt(format!(
+        return Err(PipelineError::Context(format!(
             "the prompt has {prompt_len} tokens; with the {steps} image tokens that is \
              over the model's context (language_config.max_position_embeddings) of {context}"
         )));

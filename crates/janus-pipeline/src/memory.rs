@@ -304,6 +304,11 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a size (e.g. 6GB, 7.5G, 8GiB)"))?;
     let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" if num.contains('.') => {
+            return Err(format!(
+                "`{s}` is a fraction of a byte: give a unit (e.g. {num}GB)"
+            ));
+        }
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
         "m" | "mb" => 1e6,
@@ -362,7 +367,9 @@ mod tests {
         assert_eq!(parse_size("8GiB"), Ok(8 << 30));
         assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
         assert_eq!(parse_size("1000"), Ok(1000));
-        for bad in ["", "G", "six GB", "5XB", "0", "-1G", "1e400G"] {
+        for bad in [
+            "", "G", "six GB", "5XB", "0", "-1G", "1e400G", "1.5", "7.5B",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }

@@ -234,7 +234,7 @@ impl ImageProcessor {
                 Some(x) => {
                     let a: Vec<f64> = x
                         .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                        .and_then(|a| a.iter().map(Value::as_f64).collect())
                         .unwrap_or_default();
                     a.try_into()
                         .map_err(|_| bad(k, "expected three numbers").into())
@@ -246,11 +246,22 @@ impl ImageProcessor {
         if p.image_std.iter().any(|s| *s <= 0.0) {
             return Err(bad("image_std", "must be positive").into());
         }
-        if let Some(r) = v.get("rescale_factor").and_then(Value::as_f64) {
-            p.rescale_factor = r;
+        match v.get("rescale_factor") {
+            None | Some(Value::Null) => {}
+            Some(r) => {
+                p.rescale_factor = r
+                    .as_f64()
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .ok_or_else(|| bad("rescale_factor", "expected a positive number"))?;
+            }
         }
-        if let Some(n) = v.get("do_normalize").and_then(Value::as_bool) {
-            p.do_normalize = n;
+        match v.get("do_normalize") {
+            None | Some(Value::Null) => {}
+            Some(n) => {
+                p.do_normalize = n
+                    .as_bool()
+                    .ok_or_else(|| bad("do_normalize", "expected true or false"))?;
+            }
         }
         Ok(p)
     }

@@ -132,9 +132,15 @@ pub struct Prepared {
 fn check_sizes(dir: &Path, vision: &janus_und_encoder::SiglipConfig) -> Result<()> {
     let field = |file: &str, key: &str| -> Result<Option<u64>> {
         let path = dir.join(file);
-        Ok(crate::tokenizer::read_json(&path)?
-            .and_then(|v| v.get(key).cloned())
-            .and_then(|v| v.as_u64()))
+        match crate::tokenizer::read_json(&path)?.and_then(|v| v.get(key).cloned()) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                PipelineError::Invalid(format!(
+                    "{}: {key} is {v}, expected a non-negative integer",
+                    path.display()
+                ))
+            }),
+        }
     };
     let encoder = format!(
         "the vision encoder (vision_config: image_size {}, patch_size {})",

@@ -90,7 +90,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut r = (self.status, axum::Json(self.body())).into_response();
+        // A full queue (429) or a model still loading (503): when to try again.
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
     }
 }
 
@@ -98,11 +109,20 @@ impl From<janus_pipeline::PipelineError> for ApiError {
     fn from(e: janus_pipeline::PipelineError) -> Self {
         use janus_pipeline::PipelineError as P;
         let status = match e {
-            P::Image(_) | P::Prompt(_) | P::Invalid(_) | P::Tokenizer(_) | P::Memory(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            P::Image(_)
+            | P::Prompt(_)
+            | P::Invalid(_)
+            | P::Tokenizer(_)
+            | P::Memory(_)
+            | P::Context(_) => StatusCode::BAD_REQUEST,
             P::Core(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self::status(status, e.to_string())
+        let context = matches!(e, P::Context(_));
+        let error = Self::status(status, e.to_string());
+        if context {
+            error.code("context_length_exceeded")
+        } else {
+            error
+        }
     }
 }

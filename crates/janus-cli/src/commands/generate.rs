@@ -57,10 +57,17 @@ struct Generate {
     template: Option<Template>,
     request: ImageRequest,
     max_memory: Option<u64>,
+    out: PathBuf,
+}
+
+/// An image written to disk, and its codes.
+struct Written {
+    path: PathBuf,
+    codes: Vec<u32>,
 }
 
 impl Job for Generate {
-    type Output = Vec<GeneratedImage>;
+    type Output = Vec<Written>;
 
     fn run<B: Backend>(
         self,
@@ -88,8 +95,23 @@ impl Job for Generate {
         janus.set_memory_limit(self.max_memory);
         let parallel = self.request.config.parallel;
         let bar = Progress::new(format!("generating {parallel} image(s)"));
-        let images = janus.generate_images(&self.request, |d, n| bar.update(d, n))?;
-        Ok(images)
+        // Each chunk's images are written as soon as they are decoded: an
+        // interrupted run keeps the chunks it finished.
+        let mut written = Vec::with_capacity(parallel);
+        janus.generate_images_with(
+            &self.request,
+            |d, n| bar.update(d, n),
+            |i, image: GeneratedImage| -> anyhow::Result<()> {
+                let path = self.out.join(format!("img_{i}.png"));
+                output::save_png(&path, &image.image)?;
+                written.push(Written {
+                    path,
+                    codes: image.codes,
+                });
+                Ok(())
+            },
+        )?;
+        Ok(written)
     }
 }
 
@@ -102,6 +124,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     config.validate()?;
     crate::signals::watch(&args.out);
+    if args.out.exists() && !args.out.is_dir() {
+        anyhow::bail!("--out {} exists and is not a directory", args.out.display());
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let probe = args
@@ -115,14 +140,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         template: args.template,
         request: ImageRequest::new(args.prompt).config(config),
         max_memory: args.max_memory,
+        out: args.out.clone(),
     };
     let images = dispatch(args.backend, Task::Generate, job).context("image generation failed")?;
-    let mut files = Vec::new();
-    for (i, img) in images.iter().enumerate() {
-        let path = args.out.join(format!("img_{i}.png"));
-        output::save_png(&path, &img.image)?;
-        files.push(path.display().to_string());
-    }
+    let files: Vec<String> = images
+        .iter()
+        .map(|w| w.path.display().to_string())
+        .collect();
     let stale: Vec<String> = (images.len()..)
         .map(|i| args.out.join(format!("img_{i}.png")))
         .take_while(|p| p.is_file())
@@ -138,7 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.format {
         Format::Text => output::println(&files.join("\n"))?,
         Format::Json => {
-            let codes: Vec<&Vec<u32>> = images.iter().map(|i| &i.codes).collect();
+            let codes: Vec<&Vec<u32>> = images.iter().map(|w| &w.codes).collect();
             output::println(&serde_json::json!({"images": files, "codes": codes}).to_string())?
         }
     }

@@ -86,14 +86,46 @@ impl Job for VqJob {
     }
 }
 
-fn read_codes(path: &PathBuf) -> anyhow::Result<Vec<u32>> {
+/// The codes in `path`: what `vq encode` prints (JSON `{"codes", "grid"}` or
+/// the text format, codes separated by spaces), a JSON list, or `generate
+/// --format json`'s output when it holds one image. A `grid` given must be
+/// the model's `grid` x `grid`.
+fn read_codes(path: &PathBuf, grid: usize) -> anyhow::Result<Vec<u32>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if !words.is_empty() && words.iter().all(|w| w.bytes().all(|b| b.is_ascii_digit())) {
+        return words
+            .iter()
+            .map(|w| {
+                w.parse::<u32>()
+                    .with_context(|| format!("{}: `{w}` is not a code", path.display()))
+            })
+            .collect();
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is neither JSON nor codes separated by spaces",
+            path.display()
+        )
+    })?;
+    if let Some(g) = v.get("grid") {
+        let want = serde_json::json!([grid, grid]);
+        if *g != want {
+            bail!(
+                "{}: `grid` is {g}, but this model's codes form a {grid}x{grid} grid",
+                path.display()
+            );
+        }
+    }
     let list = v.get("codes").unwrap_or(&v);
     let list = match list.as_array() {
         Some(a) if a.len() == 1 && a[0].is_array() => a[0].as_array().unwrap(),
+        Some(a) if a.len() > 1 && a.iter().all(|c| c.is_array()) => bail!(
+            "{}: holds the codes of {} images; decode one at a time (a file with one list)",
+            path.display(),
+            a.len()
+        ),
         Some(a) => a,
         None => bail!("{}: expected a JSON list of codes", path.display()),
     };
@@ -158,10 +190,19 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             out,
             backend,
         } => {
+            let is_png = out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            if !is_png {
+                bail!(
+                    "--out {}: the decoder writes PNG files (name it *.png)",
+                    out.display()
+                );
+            }
             crate::load::watch_hub_cache(&model.model);
             let dir = resolve_model(&model.model, progress::on_load())?;
             let config = JanusConfig::from_file(dir.join("config.json"))?;
-            let codes = read_codes(&codes)?;
+            let codes = read_codes(&codes, config.vq.grid_side())?;
             let VqOut::Image(img) = dispatch(
                 backend,
                 Task::Default,
