@@ -125,6 +125,22 @@ def main():
         d.click("#key-save")
         d.wait("return document.getElementById('status').textContent.startsWith('ready')", "ready")
 
+        # The whole chat goes with each question: the page keeps only the
+        # latest images within the server's limit (read from /health).
+        assert d.js("return maxImages") == 8, d.js("return maxImages")
+        kept = d.js("""
+            maxImages = 2;
+            const img = (u) => ({type: 'image_url', image_url: {url: u}});
+            const h = [{role: 'user', content: [img('a'), img('b'), {type: 'text', text: 'q1'}]},
+                       {role: 'assistant', content: 'x'},
+                       {role: 'user', content: [img('c'), {type: 'text', text: 'q2'}]}];
+            const r = withinImageLimit(h);
+            maxImages = 8;
+            return r.map((m) => Array.isArray(m.content)
+                ? m.content.map((p) => p.type === 'text' ? p.text : p.image_url.url).join(',')
+                : m.content);""")
+        assert kept == ["b,q1", "x", "c,q2"], kept
+
         # A question about an attached image; the answer streams in.
         conv = GOLDEN["prompts"]["pro"]["und_one_image"]["messages"][0]
         und = GOLDEN["understanding"]["und_one_image"]
@@ -159,6 +175,11 @@ def main():
         gen = GOLDEN["image_generation"]
         prompt = GOLDEN["prompts"]["pro"]["image_generation"]["messages"][0]["content"]
         d.js("document.getElementById('img-prompt').value = arguments[0]", prompt)
+        # A seed past 2^53 would reach the server rounded, as a float: refused here.
+        d.js("document.getElementById('img-seed').value = '123456789012345678901234'")
+        d.click("#img-go")
+        status = d.js("return document.getElementById('img-status').textContent")
+        assert status.startswith("error: the seed must be a whole number"), status
         for field, value in [("img-n", 1), ("img-cfg", gen["cfg_weight"]), ("img-temp", 0), ("img-seed", 1)]:
             d.js(f"document.getElementById('{field}').value = arguments[0]", value)
         d.click("#img-go")
@@ -182,7 +203,7 @@ def main():
             d.screenshot(shot)
     finally:
         d.quit()
-    print("browser: key, chat with an attached image (streamed), a refused request, image generation (progress, previews, gallery): ok")
+    print("browser: key, chat with an attached image (streamed), a refused request, the history's image limit, image generation (seed check, progress, previews, gallery): ok")
 
 
 if __name__ == "__main__":

@@ -85,13 +85,13 @@ async fn start(
     let sampling = SamplingConfig {
         temperature: in_range("temperature", req.temperature.unwrap_or(0.0), 0.0, 2.0)? as f32,
         top_p: match req.top_p {
-            Some(p) if p <= 0.0 => {
+            Some(p) if !(p > 0.0 && p <= 1.0) => {
                 return Err(ApiError::invalid(
                     Some("top_p".into()),
                     format!("`top_p` must be in (0, 1], got {p}"),
                 ));
             }
-            Some(p) => in_range("top_p", p, 0.0, 1.0)? as f32,
+            Some(p) => p as f32,
             None => 1.0,
         },
         top_k: req.top_k.unwrap_or(0).min(u32::MAX as u64) as usize,

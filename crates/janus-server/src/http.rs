@@ -192,7 +192,9 @@ async fn index() -> Html<&'static str> {
 
 async fn health(State(app): State<Arc<AppState>>) -> Response {
     if app.model.get().is_some() {
-        axum::Json(json!({"status": "ok"})).into_response()
+        // The page reads the image limit to keep a chat's history within it.
+        let max_images = app.config.limits.max_images;
+        axum::Json(json!({"status": "ok", "max_images": max_images})).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

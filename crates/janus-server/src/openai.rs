@@ -54,7 +54,7 @@ pub struct StreamOptions {
 
 /// `stop`: one string or a list.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or a list of strings")]
 pub enum Stop {
     /// One.
     One(String),

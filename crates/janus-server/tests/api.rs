@@ -217,7 +217,7 @@ fn health_models_metrics_and_the_page() {
     let addr = shared();
     assert_eq!(
         call(addr, "GET", "/health", None, None),
-        (200, json!({"status": "ok"}))
+        (200, json!({"status": "ok", "max_images": 8}))
     );
     let (s, models) = call(addr, "GET", "/v1/models", None, None);
     assert_eq!(s, 200);
@@ -556,6 +556,21 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             .is_some_and(|m| m.contains("over the model's context")),
         "{v}"
     );
+    // The same code for a chat past the context.
+    let long = json!({"messages": [{"role": "user", "content": "abc ".repeat(context)}]});
+    let (s, v) = post(addr, "/v1/chat/completions", &long);
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+    // `stop` of the wrong type says what it takes.
+    let bad_stop = json!({"messages": [{"role": "user", "content": "hi"}], "stop": 5});
+    let (s, v) = post(addr, "/v1/chat/completions", &bad_stop);
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a string or a list of strings")),
+        "{v}"
+    );
     let (s, v) = call(addr, "GET", "/v1/nothing", None, None);
     assert_eq!(
         (s, v["error"]["type"].as_str()),
@@ -872,8 +887,14 @@ fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_place() {
     let addr = running.addr;
     // A long answer, streamed; read its first chunk, then go away.
     let reader = long_stream(addr);
-    let (s, v) = post(addr, "/v1/images/generations", &json!({"prompt": "a cat"}));
-    assert_eq!(s, 429, "{v}");
+    let full = agent()
+        .post(&format!("http://{addr}/v1/images/generations"))
+        .send_json(json!({"prompt": "a cat"}));
+    let Err(ureq::Error::Status(429, resp)) = full else {
+        panic!("expected 429, got {full:?}");
+    };
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    let v: Value = resp.into_json().unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error");
     drop(reader);
     wait_for_empty_queue(addr);
