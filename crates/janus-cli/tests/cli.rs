@@ -17,6 +17,10 @@ fn janus(args: &[&str]) -> Output {
         .expect("run janus")
 }
 
+fn janus_owned(args: &[String]) -> Output {
+    janus(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn ok_json(args: &[&str]) -> Value {
     let out = janus(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -286,16 +290,20 @@ fn vq_encode_and_decode_round_trip() {
     let codes = work.join("codes.json");
     std::fs::write(&codes, out.to_string()).unwrap();
     let png = work.join("out.png");
-    let o = janus(&[
-        "vq",
-        "decode",
-        "--model",
-        s(&dir),
-        "--codes",
-        s(&codes),
-        "--out",
-        s(&png),
-    ]);
+    let decode = |codes: &Path, out: &Path| -> Vec<String> {
+        let args = [
+            "vq",
+            "decode",
+            "--model",
+            s(&dir),
+            "--codes",
+            s(codes),
+            "--out",
+            s(out),
+        ];
+        args.into_iter().map(str::to_string).collect()
+    };
+    let o = janus_owned(&decode(&codes, &png));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The text format (codes separated by spaces) decodes to the same image.
     let text = janus(&["vq", "encode", "--model", s(&dir), "--image", s(&image)]);
@@ -303,16 +311,7 @@ fn vq_encode_and_decode_round_trip() {
     let codes_txt = work.join("codes.txt");
     std::fs::write(&codes_txt, &text.stdout).unwrap();
     let png_txt = work.join("out-txt.png");
-    let o = janus(&[
-        "vq",
-        "decode",
-        "--model",
-        s(&dir),
-        "--codes",
-        s(&codes_txt),
-        "--out",
-        s(&png_txt),
-    ]);
+    let o = janus_owned(&decode(&codes_txt, &png_txt));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         std::fs::read(&png_txt).unwrap(),
@@ -323,33 +322,6 @@ fn vq_encode_and_decode_round_trip() {
     wrong["grid"] = serde_json::json!([2, 8]);
     let wrong_path = work.join("wrong-grid.json");
     std::fs::write(&wrong_path, wrong.to_string()).unwrap();
-    let decode = |codes: &Path, out: &Path| {
-        vec![
-            "vq",
-            "decode",
-            "--model",
-            s(&dir),
-            "--codes",
-            s(codes),
-            "--out",
-            s(out),
-        ]
-        .into_iter()
-        .map(str::to_string)
-        .collect::<Vec<_>>()
-    };
-    for (codes_file, out_file, needle) in [
-        (wrong_path.clone(), png.clone(), "`grid` is [2,8]"),
-        (
-            codes.clone(),
-            work.join("out.jpg"),
-            "the decoder writes PNG files",
-        ),
-    ] {
-        let args = decode(&codes_file, &out_file);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        fails_with(&args, needle);
-    }
     let two = work.join("two.json");
     let c = &out["codes"];
     std::fs::write(
@@ -357,9 +329,18 @@ fn vq_encode_and_decode_round_trip() {
         serde_json::json!({"images": [], "codes": [c, c]}).to_string(),
     )
     .unwrap();
-    let args = decode(&two, &png);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    fails_with(&args, "holds the codes of 2 images");
+    for (codes_file, out_file, needle) in [
+        (wrong_path, png.clone(), "`grid` is [2,8]"),
+        (
+            codes.clone(),
+            work.join("out.jpg"),
+            "the decoder writes PNG files",
+        ),
+        (two, png.clone(), "holds the codes of 2 images"),
+    ] {
+        let args = decode(&codes_file, &out_file);
+        fails_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    }
     let img = open_image(&png).unwrap();
     let golden = g.ints("vq.decode.encoded.img_u8");
     let first = &golden[..img.pixels.len()];
