@@ -112,6 +112,8 @@ def main():
             completed = base64.b64decode(e.b64_json)
     assert "image_generation.partial_image" in kinds, kinds
     assert kinds[-1] == "image_generation.completed", kinds
+    # Only the event types the client knows (progress events are opt-in).
+    assert set(kinds) == {"image_generation.partial_image", "image_generation.completed"}, kinds
     assert png_pixels(completed)[2] == images[0], "the streamed image differs"
 
     # An OpenAI-shaped error surfaces as the client's exception.

@@ -41,6 +41,8 @@ struct Running {
     prompt_tokens: usize,
     /// Codes generated per image.
     steps: usize,
+    /// Whether `image_generation.progress` events are sent.
+    progress: bool,
     shutdown: Shutdown,
     _slot: Slot,
 }
@@ -135,6 +137,7 @@ async fn start(
         size: native,
         prompt_tokens,
         steps: model.image_steps,
+        progress: req.progress.unwrap_or(false),
         shutdown: app.shutdown.clone(),
         _slot: slot,
     };
@@ -216,6 +219,7 @@ fn sse(
                 })
             };
             match r.events.recv().await {
+                Some(ImageEvent::Queued | ImageEvent::Progress { .. }) if !r.progress => {}
                 Some(ImageEvent::Queued) => {
                     let e = json!({"type": "image_generation.progress", "step": 0, "steps": 0, "queued": true});
                     out.push_back(("image_generation.progress".into(), e));

@@ -114,6 +114,10 @@ pub struct ImagesRequest {
     /// Partial previews per image when streaming (0-3).
     #[serde(default)]
     pub partial_images: Option<u64>,
+    /// Extension: `image_generation.progress` events while streaming (off by
+    /// default: OpenAI's clients know only its own event types).
+    #[serde(default)]
+    pub progress: Option<bool>,
 }
 
 /// Parses a JSON body into `T`, a 400 naming the field on failure.

@@ -370,6 +370,15 @@ fn argmax_images_are_the_reference_images_whole_and_streamed() {
     let mut streamed = body;
     streamed["stream"] = json!(true);
     streamed["partial_images"] = json!(2);
+    // OpenAI's event types only, unless progress events are asked for.
+    let plain = events(addr, "/v1/images/generations", &streamed);
+    assert!(
+        plain
+            .iter()
+            .all(|(name, _)| name != "image_generation.progress"),
+        "{plain:?}"
+    );
+    streamed["progress"] = json!(true);
     let ev = events(addr, "/v1/images/generations", &streamed);
     let mut progress = Vec::new();
     let mut partials = vec![0; n as usize];
