@@ -124,6 +124,8 @@ fn understand_json_gives_the_reference_greedy_tokens() {
             "json",
         ]);
         assert_eq!(u32s(&out["token_ids"]), want, "prompt {prompt:?}");
+        let why = out["finish_reason"].as_str();
+        assert!(matches!(why, Some("stop" | "length")), "{out}");
         assert_eq!(
             out["text"],
             *g.at("understanding.und_one_image.greedy_text_skip_special")

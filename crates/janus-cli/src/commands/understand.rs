@@ -100,6 +100,9 @@ struct Understand {
 
 struct Output {
     token_ids: Vec<u32>,
+    /// `stop` (end of sequence) or `length` (the token budget or the
+    /// model's context ran out).
+    finish_reason: &'static str,
     text: String,
     template: Template,
     load_s: f64,
@@ -147,6 +150,10 @@ impl Job for Understand {
         let first = first.unwrap_or(end);
         Ok(Output {
             token_ids: answer.token_ids().to_vec(),
+            finish_reason: match answer.finish_reason() {
+                Some(janus_pipeline::FinishReason::Stop) => "stop",
+                _ => "length",
+            },
             text,
             template: janus.processor().template(),
             load_s,
@@ -211,10 +218,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.decode_s,
         n.saturating_sub(1) as f64 / out.decode_s.max(1e-9),
     );
+    if out.finish_reason == "length" && n < args.max_new_tokens {
+        say!(
+            "note: the answer stopped after {n} tokens at the end of the model's context \
+             (language_config.max_position_embeddings), before --max-new-tokens {}",
+            args.max_new_tokens
+        );
+    }
     if args.format == Format::Json {
         let json = serde_json::json!({
             "text": out.text,
             "token_ids": out.token_ids,
+            "finish_reason": out.finish_reason,
             "prompt_tokens": out.prefill_tokens,
             "template": format!("{:?}", out.template).to_lowercase(),
             "timings": {"load_s": out.load_s, "prefill_s": out.prefill_s, "decode_s": out.decode_s},
