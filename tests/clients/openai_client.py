@@ -116,13 +116,18 @@ def main():
     assert set(kinds) == {"image_generation.partial_image", "image_generation.completed"}, kinds
     assert png_pixels(completed)[2] == images[0], "the streamed image differs"
 
+    # A square size other than the model's: the same image, resized.
+    bigger = client.images.generate(model=model, prompt=prompt, n=1, size="512x512", extra_body=extra)
+    w, h, _ = png_pixels(base64.b64decode(bigger.data[0].b64_json))
+    assert (w, h) == (512, 512), (w, h)
+
     # An OpenAI-shaped error surfaces as the client's exception.
     try:
-        client.images.generate(model=model, prompt=prompt, size="1024x1024")
+        client.images.generate(model=model, prompt=prompt, size="1792x1024")
         raise AssertionError("an unsupported size was accepted")
     except APIStatusError as e:
         assert e.status_code == 400 and "size" in str(e), e
-    print("openai client: models, chat (whole, streamed, image, multi-turn), images (whole, streamed), errors: ok")
+    print("openai client: models, chat (whole, streamed, image, multi-turn), images (whole, streamed, resized), errors: ok")
 
 
 if __name__ == "__main__":

@@ -68,17 +68,23 @@ async fn start(
         )
         .code("limit_exceeded"));
     }
+    // The model draws `image_size` squares; other square sizes (clients such
+    // as Open WebUI ask for 512x512 by default) are the same image resized.
     let native = format!("{0}x{0}", model.image_size);
-    if let Some(size) = &req.size
-        && size != &native
-        && size != "auto"
-    {
-        return Err(ApiError::invalid(
-            Some("size".into()),
-            format!("`size` {size} is not supported: this model generates {native} only"),
-        )
-        .code("unsupported_size"));
-    }
+    let side = match req.size.as_deref() {
+        None | Some("auto") => model.image_size,
+        Some(size) => square_side(size).ok_or_else(|| {
+            ApiError::invalid(
+                Some("size".into()),
+                format!(
+                    "`size` {size} is not supported: this model draws square images \
+                     ({native}); give NxN with N from {MIN_SIDE} to {MAX_SIDE}, or auto"
+                ),
+            )
+            .code("unsupported_size")
+        })?,
+    };
+    let size = format!("{side}x{side}");
     match req.response_format.as_deref() {
         None | Some("b64_json") => {}
         Some("url") => {
@@ -128,13 +134,14 @@ async fn start(
             config,
         },
         partial_images: if stream { partial_images as usize } else { 0 },
+        resize_to: (side != model.image_size).then_some(side),
         events: tx,
     }))?;
     let running = Running {
         events: rx,
         n: n as usize,
         created: unix_now(),
-        size: native,
+        size,
         prompt_tokens,
         steps: model.image_steps,
         progress: req.progress.unwrap_or(false),
@@ -152,6 +159,17 @@ fn random_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The smallest and largest side of the square images the server returns.
+const MIN_SIDE: usize = 64;
+const MAX_SIDE: usize = 2048;
+
+/// `N` of a size `NxN` with `N` in `MIN_SIDE..=MAX_SIDE`.
+fn square_side(size: &str) -> Option<usize> {
+    let (w, h) = size.split_once('x')?;
+    let (w, h): (usize, usize) = (w.parse().ok()?, h.parse().ok()?);
+    (w == h && (MIN_SIDE..=MAX_SIDE).contains(&w)).then_some(w)
 }
 
 fn b64(png: &[u8]) -> String {

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use burn::prelude::Backend;
-use janus_pipeline::{ImageBatcher, ImageJob, Janus, Request, TextBatcher, TextEvent};
+use janus_pipeline::{ImageBatcher, ImageJob, Janus, Request, RgbImage, TextBatcher, TextEvent};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::ApiError;
@@ -66,6 +66,8 @@ pub struct ImageWork {
     pub job: ImageJob<()>,
     /// Previews per image (0-3).
     pub partial_images: usize,
+    /// The side the PNGs are resized to (square), when not the model's own.
+    pub resize_to: Option<usize>,
     /// Where the images go.
     pub events: UnboundedSender<ImageEvent>,
 }
@@ -113,6 +115,7 @@ struct ImageClient {
     id: u64,
     events: UnboundedSender<ImageEvent>,
     partial_images: usize,
+    resize_to: Option<usize>,
     images: usize,
     delivered: usize,
     previews: usize,
@@ -230,6 +233,7 @@ pub fn run<B: Backend>(
                     id,
                     events: work.events,
                     partial_images: work.partial_images,
+                    resize_to: work.resize_to,
                     images: n,
                     delivered: 0,
                     previews: 0,
@@ -354,7 +358,7 @@ fn deliver<B: Backend>(
             for image in batch.images().iter().filter(|i| i.tag == c.id) {
                 let png = janus
                     .decode_partial(&image.codes)
-                    .and_then(|img| janus_pipeline::encode_png(&img));
+                    .and_then(|img| janus_pipeline::encode_png(&resized(img, c.resize_to)));
                 match png {
                     Ok(png) => {
                         let _ = c.events.send(ImageEvent::Partial {
@@ -381,7 +385,8 @@ fn deliver<B: Backend>(
             continue;
         };
         let png = match &pictures {
-            Ok(p) => janus_pipeline::encode_png(&p[k]).map_err(ApiError::from),
+            Ok(p) => janus_pipeline::encode_png(&resized(p[k].clone(), c.resize_to))
+                .map_err(ApiError::from),
             Err(e) => Err(e.clone()),
         };
         let event = match png {
@@ -411,4 +416,16 @@ fn fail_all<B: Backend>(
         let _ = c.events.send(ImageEvent::Failed(error.clone()));
     }
     let _ = batch.cancel(|_| true);
+}
+
+/// `img` resized (bicubic, as Pillow) to `side` x `side` when `side` is given.
+fn resized(img: RgbImage, side: Option<usize>) -> RgbImage {
+    match side {
+        Some(s) if (s, s) != (img.width, img.height) => RgbImage {
+            width: s,
+            height: s,
+            pixels: janus_pipeline::resize_bicubic(&img.pixels, img.width, img.height, 3, s, s),
+        },
+        _ => img,
+    }
 }

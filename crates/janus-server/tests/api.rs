@@ -354,6 +354,19 @@ fn argmax_images_are_the_reference_images_whole_and_streamed() {
         .collect();
     assert_eq!(images.len() as i64, n);
     g.assert_pixels("gen.argmax.img_u8", &images.concat());
+    // Another square size is the same image resized (clients such as Open
+    // WebUI ask for 512x512); a non-square one is refused.
+    let side = size as usize * 3 / 2;
+    let mut other = body.clone();
+    other["size"] = json!(format!("{side}x{side}"));
+    let (status, bigger) = post(addr, "/v1/images/generations", &other);
+    assert_eq!(status, 200, "{bigger}");
+    assert_eq!(bigger["size"], format!("{side}x{side}"));
+    let s0 = size as usize;
+    for (d, native) in bigger["data"].as_array().unwrap().iter().zip(&images) {
+        let want = janus_pipeline::resize_bicubic(native, s0, s0, 3, side, side);
+        assert_eq!(pixels(d["b64_json"].as_str().unwrap()), want);
+    }
     // Usage: the prompt's tokens in, every image's codes out.
     let steps = g.int("image_generation.image_token_num_per_image") as usize;
     let prompt_tokens = g
@@ -503,7 +516,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         (
             "an unsupported size",
             images,
-            json!({"prompt": "a cat", "size": "1024x1024"}).to_string(),
+            json!({"prompt": "a cat", "size": "1792x1024"}).to_string(),
             400,
             Some("size"),
         ),
