@@ -90,6 +90,24 @@ async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Re
             return r;
         }
     }
+    // Compressed bodies are not decoded: say so rather than "not valid JSON".
+    if let Some(encoding) = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .filter(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let e = ApiError::status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Encoding {} is not supported: send the body uncompressed",
+                String::from_utf8_lossy(encoding.as_bytes())
+            ),
+        )
+        .code("unsupported_encoding");
+        let mut r = finish(&app, endpoint_of(&path), e.into_response());
+        add_cors(&mut r, cors.as_deref(), origin.as_ref());
+        return r;
+    }
     let idle = app.config.idle_timeout;
     let req = req.map(|body| Body::new(IdleTimeoutBody::new(body, idle)));
     let mut r = next.run(req).await;

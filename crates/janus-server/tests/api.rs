@@ -593,6 +593,17 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             .is_some_and(|m| m.contains("a string or a list of strings")),
         "{v}"
     );
+    // A compressed body: 415 naming the encoding, not "not valid JSON".
+    let gz = agent()
+        .post(&format!("http://{addr}/v1/chat/completions"))
+        .set("Content-Type", "application/json")
+        .set("Content-Encoding", "gzip")
+        .send_bytes(&[0x1f, 0x8b, 8, 0]);
+    let Err(ureq::Error::Status(415, resp)) = gz else {
+        panic!("expected 415, got {gz:?}");
+    };
+    let v: Value = resp.into_json().unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_encoding", "{v}");
     let (s, v) = call(addr, "GET", "/v1/nothing", None, None);
     assert_eq!(
         (s, v["error"]["type"].as_str()),
