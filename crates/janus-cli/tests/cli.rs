@@ -339,6 +339,11 @@ fn vq_encode_and_decode_round_trip() {
             "the decoder writes PNG files",
         ),
         (two, png.clone(), "holds the codes of 2 images"),
+        (
+            PathBuf::from("/dev/zero"),
+            png.clone(),
+            "is not a regular file",
+        ),
     ] {
         let args = decode(&codes_file, &out_file);
         fails_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), needle);
@@ -377,6 +382,14 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         args.extend(["--image", s(&doge)]);
     }
     fails_with(&args, "more than the model's context");
+    // As many as fit alone, but not with the prompt's text: refused before
+    // decoding too (the image here is small; the check is the same for any).
+    let fit = config.language.max_position_embeddings / per;
+    let mut args = vec!["understand", "--model", d, "--prompt", "hi"];
+    for _ in 0..fit {
+        args.extend(["--image", s(&doge)]);
+    }
+    fails_with(&args, "image(s): with at least one token of answer");
     fails_with(
         &["understand", "--model", d, "--prompt", "hi", "--image", d],
         "is not a file",
@@ -857,6 +870,10 @@ fn bench_runs_every_step_of_an_image_and_refuses_what_it_cannot_run() {
             "codes of one image",
         ),
         (vec!["--repeats", "0"], "--repeats must be at least 1"),
+        (
+            vec!["--serve", "--clients", "1,0"],
+            "--clients: give client counts",
+        ),
     ] {
         fails_with(
             &[&["bench", "--model", d, "--out", j][..], &args].concat(),

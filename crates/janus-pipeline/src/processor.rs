@@ -235,13 +235,42 @@ impl Processor {
         images: &[RgbImage],
         system: &str,
     ) -> Result<Prepared> {
+        let prompt = self.understanding_prompt(messages, images.len(), system)?;
+        let ids = self.tokenizer.ids;
+        Ok(Prepared {
+            batch: Batch::new(&[prompt], ids.pad, ids.image),
+            pixels: images.iter().map(|i| self.images.preprocess(i)).collect(),
+        })
+    }
+
+    /// The prompt length, in positions, of [`Processor::understanding_with`]
+    /// for `images` images, known before any image is decoded.
+    pub fn understanding_len(
+        &self,
+        messages: &[Message],
+        images: usize,
+        system: &str,
+    ) -> Result<usize> {
+        Ok(self
+            .understanding_prompt(messages, images, system)?
+            .input_ids
+            .len())
+    }
+
+    /// The tokenised understanding prompt for `images` images.
+    fn understanding_prompt(
+        &self,
+        messages: &[Message],
+        images: usize,
+        system: &str,
+    ) -> Result<PreparedPrompt> {
         let tag = &self.tokenizer.image_tag;
         let mut messages = messages.to_vec();
         let placeholders: usize = messages
             .iter()
             .map(|m| m.content.matches(tag.as_str()).count())
             .sum();
-        if placeholders == 0 && !images.is_empty() {
+        if placeholders == 0 && images > 0 {
             let last_user = messages
                 .iter()
                 .rposition(|m| !m.role.to_ascii_lowercase().contains("assistant"))
@@ -249,16 +278,12 @@ impl Processor {
                     PipelineError::Prompt("images were given but there is no user message".into())
                 })?;
             let m = &mut messages[last_user];
-            m.content = place_images(&m.content, images.len(), tag)?;
+            m.content = place_images(&m.content, images, tag)?;
         }
         let text = understanding_prompt_with(&messages, self.template, system);
         let prompt = PreparedPrompt::new(&self.tokenizer, &text, self.tokens_per_image)?;
-        prompt.expect_images(images.len())?;
-        let ids = self.tokenizer.ids;
-        Ok(Prepared {
-            batch: Batch::new(&[prompt], ids.pad, ids.image),
-            pixels: images.iter().map(|i| self.images.preprocess(i)).collect(),
-        })
+        prompt.expect_images(images)?;
+        Ok(prompt)
     }
 
     /// The token ids of an image-generation prompt (BOS first, BOI last).

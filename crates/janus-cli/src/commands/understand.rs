@@ -61,7 +61,11 @@ pub struct Args {
 /// size at once (the later preprocessing leaves such an image as it is), so
 /// only one full-size image is held; refuses, before decoding any, more images
 /// than the model's context holds.
-fn open_images<B: Backend>(janus: &Janus<B>, paths: &[PathBuf]) -> anyhow::Result<Vec<RgbImage>> {
+fn open_images<B: Backend>(
+    janus: &Janus<B>,
+    messages: &[Message],
+    paths: &[PathBuf],
+) -> anyhow::Result<Vec<RgbImage>> {
     let per = janus.processor().positions_per_image();
     let context = janus.model().config.language.max_position_embeddings;
     let need = paths.len().saturating_mul(per);
@@ -69,6 +73,19 @@ fn open_images<B: Backend>(janus: &Janus<B>, paths: &[PathBuf]) -> anyhow::Resul
         bail!(
             "{} images take {need} prompt positions ({per} each), more than the model's context \
              of {context} (language_config.max_position_embeddings)",
+            paths.len()
+        );
+    }
+    // The whole prompt (text, template, images), still before any decoding.
+    let system = janus_pipeline::chat::SYSTEM_PROMPT;
+    let len = janus
+        .processor()
+        .understanding_len(messages, paths.len(), system)?;
+    if len >= context {
+        bail!(
+            "the prompt has {len} tokens with its {} image(s): with at least one token of \
+             answer that is over the model's context (language_config.max_position_embeddings) \
+             of {context}",
             paths.len()
         );
     }
@@ -122,7 +139,7 @@ impl Job for Understand {
             precision,
             janus_pipeline::Modules::Understanding,
         )?;
-        let images = open_images(&janus, &self.images)?;
+        let images = open_images(&janus, &self.messages, &self.images)?;
         let request = Request {
             messages: self.messages,
             images,

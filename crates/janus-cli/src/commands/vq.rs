@@ -91,8 +91,26 @@ impl Job for VqJob {
 /// --format json`'s output when it holds one image. A `grid` given must be
 /// the model's `grid` x `grid`.
 fn read_codes(path: &PathBuf, grid: usize) -> anyhow::Result<Vec<u32>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Ten bytes per code is plenty for any format above; more is not codes
+    // (and /dev/zero or a FIFO must not be read forever).
+    let limit = (grid * grid * 10 + 4096) as u64;
+    // Checked before opening: opening a FIFO waits for a writer.
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, limit + 1), &mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.len() as u64 > limit {
+        bail!(
+            "{} is over {limit} bytes: more than the codes of one {grid}x{grid} image",
+            path.display()
+        );
+    }
     let words: Vec<&str> = text.split_whitespace().collect();
     if !words.is_empty() && words.iter().all(|w| w.bytes().all(|b| b.is_ascii_digit())) {
         return words

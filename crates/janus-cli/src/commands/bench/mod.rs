@@ -447,6 +447,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => args.variant.config(),
     };
     if args.serve {
+        if args.clients.is_empty() || args.clients.contains(&0) {
+            anyhow::bail!("--clients: give client counts of at least 1 (e.g. 1,4,8)");
+        }
         if let Some(s) = args.image_size {
             config.vq.image_size = s;
         }
