@@ -20,12 +20,16 @@ pub struct ServerConfig {
     /// Per-request limits.
     pub limits: Limits,
     /// How long a client may take to send a request's headers (an idle
-    /// keep-alive connection is closed after it), and the longest pause in
-    /// a request body; 30 s by default.
+    /// keep-alive connection is closed after it), the longest pause in a
+    /// request body, and the longest a response waits for the client to
+    /// read; 30 s by default.
     pub idle_timeout: Duration,
     /// Connections served at once (more wait to be accepted), 1024 by
     /// default: clients cannot use up the process's file descriptors.
     pub max_connections: usize,
+    /// Connections one client address may hold at once (more are closed on
+    /// arrival), 64 by default: one client cannot take every connection.
+    pub max_connections_per_address: usize,
 }
 
 /// Per-request limits; each one exceeded is a 4xx naming it.
@@ -73,6 +77,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             idle_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_address: 64,
         }
     }
 }

@@ -4,9 +4,11 @@
 //! keep arriving, and a cap on open connections (so clients cannot use up the
 //! process's file descriptors).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,24 +17,30 @@ use axum::body::{Body, Bytes, HttpBody};
 use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 
 use crate::Shutdown;
 
+/// How [`serve`] bounds its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Deadline for a request's headers, longest pause in a request body,
+    /// longest a response may wait for the client to read.
+    pub idle: Duration,
+    /// Connections served at once.
+    pub connections: usize,
+    /// Connections from one address at once; more are closed on arrival.
+    pub per_address: usize,
+}
+
 /// Serves `router` on `listener` until `shutdown`: then stops accepting, lets
 /// each connection finish its request in flight, and returns when all have.
-/// At most `max_connections` are served at once; each request's headers must
-/// arrive within `header_timeout` of the connection waiting for them.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: Shutdown,
-    header_timeout: Duration,
-    max_connections: usize,
-) {
-    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown, bounds: Bounds) {
+    let permits = Arc::new(Semaphore::new(bounds.connections.max(1)));
+    let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -43,9 +51,9 @@ pub async fn serve(
             },
             () = shutdown.wait() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 // Out of descriptors or a connection reset before it was
                 // accepted: try again shortly.
                 Err(_) => {
@@ -55,15 +63,21 @@ pub async fn serve(
             },
             () = shutdown.wait() => break,
         };
+        let Some(address) = AddressSlot::take(&per_address, peer.ip(), bounds.per_address) else {
+            // One client cannot take every connection: closed at once.
+            drop(stream);
+            continue;
+        };
         let service = TowerToHyperService::new(router.clone());
         let mut closing_rx = closing_rx.clone();
         connections.spawn(async move {
-            let _permit = permit;
+            let _held = (permit, address);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                .header_read_timeout(bounds.idle);
+            let io = TokioIo::new(WriteStallTimeout::new(stream, bounds.idle));
+            let conn = builder.serve_connection(io, service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -75,6 +89,132 @@ pub async fn serve(
     }
     let _ = closing.send(true);
     while connections.join_next().await.is_some() {}
+}
+
+/// One of the connections an address holds; given back on drop.
+struct AddressSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    /// A slot for `ip`, unless it holds `max` connections already.
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection whose writes fail once they have waited `limit` for the
+/// client to read (a client that stops reading would otherwise hold its
+/// connection, and the response's memory, forever).
+struct WriteStallTimeout {
+    inner: TcpStream,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteStallTimeout {
+    fn new(inner: TcpStream, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// `Pending` from the socket: starts (or checks) the stall's clock.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} s", limit.as_secs()),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for WriteStallTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteStallTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.pending(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.pending(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.pending(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 /// A request body that fails when no data arrives for `idle` (from its

@@ -209,8 +209,12 @@ impl Server {
         let served = runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(self.listener)?;
             let router = http::router(app.clone());
-            let (idle, max) = (app.config.idle_timeout, app.config.max_connections);
-            connections::serve(listener, router, self.shutdown.clone(), idle, max).await;
+            let bounds = connections::Bounds {
+                idle: app.config.idle_timeout,
+                connections: app.config.max_connections,
+                per_address: app.config.max_connections_per_address,
+            };
+            connections::serve(listener, router, self.shutdown.clone(), bounds).await;
             Ok(())
         });
         self.shutdown.trigger();

@@ -1017,6 +1017,61 @@ fn slow_and_idle_clients_are_cut_off_and_connections_are_capped() {
 }
 
 #[test]
+fn one_address_cannot_take_every_connection_nor_hold_one_by_not_reading() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let running = start(ServerConfig {
+        idle_timeout: Duration::from_secs(1),
+        max_connections_per_address: 2,
+        ..ServerConfig::default()
+    });
+    let addr = running.addr;
+    // A client that sends many requests and reads none of the answers: once
+    // the socket buffers are full, the server gives up after the idle time.
+    let mut greedy = TcpStream::connect(addr).unwrap();
+    let page = call(addr, "GET", "/", None, None).1.as_str().unwrap().len();
+    let requests = 64 * 1024 * 1024 / page + 1;
+    let one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut sent = 0;
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    while sent < requests && greedy.write_all(one).is_ok() {
+        sent += 1;
+    }
+    let t = Instant::now();
+    // Read nothing for a while (more than the idle time), then everything.
+    std::thread::sleep(Duration::from_secs(3));
+    let (answers, closed) = read_until_closed(&mut greedy, Duration::from_secs(30));
+    assert!(closed, "a client that did not read kept its connection");
+    assert!(
+        answers.len() < requests * page,
+        "all {requests} answers were written ({} bytes)",
+        answers.len()
+    );
+    assert!(t.elapsed() < Duration::from_secs(30));
+    // Two connections held by one address: a third from it is closed at once.
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let mut third = TcpStream::connect(addr).unwrap();
+    third
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok();
+    let (answer, closed) = read_until_closed(&mut third, Duration::from_secs(20));
+    assert!(closed && answer.is_empty(), "{answer}");
+    drop(held);
+    // Once they are gone, the address is served again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = agent().get(&format!("http://{addr}/health")).call().is_ok();
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the address stayed locked out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn long_stop_strings_are_refused() {
     let long = "v".repeat(257);
     let body = json!({"messages": [{"role": "user", "content": "hi"}], "stop": [long]});

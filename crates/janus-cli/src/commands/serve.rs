@@ -35,6 +35,11 @@ pub struct Args {
     /// Allow browser pages from this origin (CORS); `*` allows any.
     #[arg(long)]
     cors_origin: Option<String>,
+    /// Connections one client address may hold at once (more are closed on
+    /// arrival); raise it behind a reverse proxy, whose clients all share
+    /// its address.
+    #[arg(long, default_value_t = ServerConfig::default().max_connections_per_address, value_parser = at_least_one)]
+    max_connections_per_address: usize,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes, value_parser = at_least_one)]
     max_body_bytes: usize,
@@ -87,6 +92,7 @@ impl Job for Serve {
                 max_batch_images: a.max_batch_images,
                 max_memory: a.max_memory,
             },
+            max_connections_per_address: a.max_connections_per_address,
             ..ServerConfig::default()
         };
         let keyed = config.api_key.is_some();

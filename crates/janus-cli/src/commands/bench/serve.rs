@@ -34,6 +34,8 @@ impl Job for ServeBench {
             addr: "127.0.0.1:0".parse()?,
             model_id: "bench".into(),
             max_queue: 1024,
+            // Every client of the benchmark comes from this machine.
+            max_connections_per_address: 4096,
             ..Default::default()
         })?;
         let addr = server.local_addr();
