@@ -394,6 +394,13 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["understand", "--model", d, "--prompt", "hi", "--image", d],
         "is not a file",
     );
+    let typo = work.join("typo.json");
+    let conv = serde_json::json!([{"role": "user", "content": "hi", "image": ["doge.png"]}]);
+    std::fs::write(&typo, conv.to_string()).unwrap();
+    fails_with(
+        &["understand", "--model", d, "--conversation", s(&typo)],
+        "unknown field `image`",
+    );
     let a_file = s(&broken);
     fails_with(
         &["generate", "--model", d, "--prompt", "x", "--out", a_file],

@@ -105,8 +105,10 @@ impl std::str::FromStr for Template {
     }
 }
 
-/// One chat message in the reference's format.
+/// One chat message in the reference's format. A conversation file with any
+/// other field is refused (a misspelt `images` would drop its images).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Message {
     /// Role string as written into the prompt (`user`/`assistant` are mapped to the
     /// template's role strings).
