@@ -22,6 +22,9 @@ use crate::state::{AppState, Slot, unix_now, worker_gone};
 use crate::stop::StopFilter;
 use crate::worker::{ChatEvent, ChatWork, Work};
 
+/// Requests decoding their images at once.
+static DECODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// The longest `stop` string accepted, in characters.
 const MAX_STOP_CHARS: usize = 256;
 
@@ -123,8 +126,16 @@ async fn start(
     let model = app.model()?;
     let tag = model.processor.tokenizer().image_tag.clone();
     let fit = model.processor.image_processor().clone();
-    // Image decoding can take a while: off the async threads.
+    // Image decoding can take a while: off the async threads, and two
+    // requests at a time (each holds one full-size image while it decodes,
+    // up to --max-image-pixels: memory must not grow with the queue).
     let messages = req.messages;
+    let decoding = DECODING.acquire().await.map_err(|_| {
+        ApiError::status(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the server is stopping",
+        )
+    })?;
     let conv =
         tokio::task::spawn_blocking(move || conversation(messages, &tag, &limits, Some(&fit)))
             .await
@@ -134,6 +145,8 @@ async fn start(
                     "image decoding failed",
                 )
             })??;
+    // Only the decoding is limited, not the generation.
+    drop(decoding);
     let slot = app.admit()?;
     let (tx, mut rx) = unbounded_channel();
     let request = Request {
