@@ -65,6 +65,10 @@ async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Re
                 header::ACCESS_CONTROL_MAX_AGE,
                 HeaderValue::from_static("600"),
             );
+            r.headers_mut().insert(
+                header::VARY,
+                HeaderValue::from_static("origin, access-control-request-headers"),
+            );
         }
         return r;
     }

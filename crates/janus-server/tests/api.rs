@@ -667,6 +667,10 @@ fn limits_the_api_key_and_cors() {
         .call()
         .unwrap();
     assert_eq!(resp.header("access-control-allow-headers"), Some(asked));
+    assert_eq!(
+        resp.header("vary"),
+        Some("origin, access-control-request-headers")
+    );
     assert_eq!(cors(addr, "GET", "/health"), (200, origin));
     assert_eq!(
         cors(shared(), "GET", "/health"),
