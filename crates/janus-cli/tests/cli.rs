@@ -496,10 +496,23 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     // A server limit of 0 would refuse every request: refused at startup
     // (a model that does not exist, so a regression fails rather than
     // serving).
-    for flag in ["--max-queue", "--max-n", "--max-body-bytes"] {
+    for flag in [
+        "--max-queue",
+        "--max-n",
+        "--max-body-bytes",
+        "--max-images",
+        "--max-image-pixels",
+        "--max-connections-per-address",
+    ] {
         fails_with(
             &["serve", "--model", "/no/such/model", flag, "0"],
             "must be at least 1",
+        );
+    }
+    for bad in ["", "app.example", "http://"] {
+        fails_with(
+            &["serve", "--model", "/no/such/model", "--cors-origin", bad],
+            "expected `*` or an origin",
         );
     }
     // An I/O cause is named once, not once per level of the error chain.
@@ -1020,7 +1033,8 @@ fn serve_answers_as_understand_does_and_stops_cleanly_on_sigterm() {
     use base64::Engine;
     let g = Golden::load();
     let dir = testdata_dir();
-    let (url, child) = serve(&["--api-key", "k3y"]);
+    // A host name resolves (to its IPv4 address first).
+    let (url, child) = serve(&["--api-key", "k3y", "--host", "localhost"]);
     // The same two-image conversation through `understand` and the server.
     let messages = g.at("prompts.pro.und_two_images.messages");
     let question = messages[0]["content"].as_str().unwrap();

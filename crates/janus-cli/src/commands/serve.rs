@@ -1,7 +1,7 @@
 //! `janus serve`: load once, serve the OpenAI-compatible API and the web page
 //! until SIGINT / SIGTERM.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use anyhow::Context;
 use burn::prelude::Backend;
@@ -19,7 +19,7 @@ pub struct Args {
     model: ModelArgs,
     /// Address to listen on (127.0.0.1: this machine only).
     #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
+    host: String,
     /// Port (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, value_name = "janus|pro")]
     template: Option<Template>,
     /// Allow browser pages from this origin (CORS); `*` allows any.
-    #[arg(long)]
+    #[arg(long, value_parser = origin)]
     cors_origin: Option<String>,
     /// Connections one client address may hold at once (more are closed on
     /// arrival); raise it behind a reverse proxy, whose clients all share
@@ -78,7 +78,7 @@ impl Job for Serve {
         let a = self.args;
         let a_key_was_empty = a.api_key.as_deref().is_some_and(str::is_empty);
         let config = ServerConfig {
-            addr: SocketAddr::new(a.host, a.port),
+            addr: resolve(&a.host, a.port)?,
             model_id: a.model.model.clone(),
             api_key: a.api_key.filter(|k| !k.is_empty()),
             max_queue: a.max_queue,
@@ -142,6 +142,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// A count flag that must be at least 1 (0 would refuse every request).
+/// `--host` as an address: an IP address or a name such as `localhost`.
+fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let found: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("--host {host}: not an address this machine resolves: {e}"))?
+        .collect();
+    // IPv4 first: `localhost` may list ::1 before 127.0.0.1.
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("--host {host}: resolves to no address"))
+}
+
+/// `--cors-origin`: `*` or an origin such as `https://app.example:8443`.
+fn origin(s: &str) -> Result<String, String> {
+    let host = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .map(|rest| rest.trim_end_matches('/'));
+    let ok = s == "*"
+        || host
+            .is_some_and(|h| !h.is_empty() && !h.contains('/') && !h.contains(char::is_whitespace));
+    if ok {
+        Ok(s.trim_end_matches('/').to_string())
+    } else {
+        Err("expected `*` or an origin such as https://app.example:8443".into())
+    }
+}
+
 fn at_least_one_u64(s: &str) -> Result<u64, String> {
     at_least_one(s).map(|n| n as u64)
 }
