@@ -438,6 +438,23 @@ fn side_files_of_an_earlier_conversion_never_pair_with_new_weights() {
         assert!(!leftover.exists() && report.removed.contains(&leftover));
     }
     assert!(out.join("tokenizer.json").is_file());
+    // A conversion running into the same directory (its lock held by a live
+    // process, here this one) is refused; a killed one's lock is taken over.
+    let lock = out.join(janus_pipeline::convert::CONVERT_LOCK);
+    std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let err = convert(&partial, &out, StoredDType::BF16, None, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another janus convert"), "{err}");
+    if Path::new("/proc/self").exists() {
+        std::fs::write(&lock, "99999999").unwrap();
+        convert(&partial, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+        assert!(
+            !lock.exists(),
+            "the lock is removed when the conversion ends"
+        );
+    }
+    std::fs::remove_file(&lock).ok();
     // Without a tokenizer that loads, or with a side file that is not a
     // regular file: refused before anything is written, and a new output
     // directory is not left behind.

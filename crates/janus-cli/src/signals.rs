@@ -65,6 +65,13 @@ fn clean_up() {
     let marker = format!(".{}-", std::process::id());
     let dirs = DIRS.lock().map(|d| d.clone()).unwrap_or_default();
     for dir in dirs {
+        // A conversion's lock, when this process holds it.
+        let lock = dir.join(janus_pipeline::convert::CONVERT_LOCK);
+        if std::fs::read_to_string(&lock)
+            .is_ok_and(|pid| pid.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(&lock);
+        }
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };

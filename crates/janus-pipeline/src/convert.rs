@@ -237,6 +237,8 @@ pub fn convert(
     std::fs::create_dir_all(output).map_err(|e| io_error(output, e))?;
     // A failed conversion into a new directory leaves no empty one behind.
     let mut fresh_dir = RemoveIfEmpty(fresh.then(|| output.to_path_buf()));
+    // Two conversions into one directory would mix their files.
+    let _lock = OutputLock::take(output)?;
     // What killed conversions left (a signal's clean-up removes its own).
     let mut removed = janus_checkpoint::remove_stale_partials(output);
     let mut metadata: BTreeMap<String, String> = [
@@ -389,6 +391,61 @@ fn check_side_files(input: &Path) -> Result<()> {
         ))
     })?;
     Ok(())
+}
+
+/// `output/.janus-convert.lock`, holding the pid of the conversion writing
+/// there; removed when it ends. A lock whose process is gone (killed) is
+/// taken over.
+struct OutputLock(std::path::PathBuf);
+
+/// The name of a conversion's lock file in its output directory (it holds
+/// the converting process's id).
+pub const CONVERT_LOCK: &str = ".janus-convert.lock";
+
+impl OutputLock {
+    fn take(output: &Path) -> Result<Self> {
+        let path = output.join(CONVERT_LOCK);
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    write!(f, "{}", std::process::id()).map_err(|e| io_error(&path, e))?;
+                    return Ok(Self(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid = pid.trim();
+                    let gone = !pid.is_empty()
+                        && Path::new("/proc/self").exists()
+                        && !Path::new("/proc").join(pid).exists();
+                    if !gone {
+                        return Err(PipelineError::Invalid(format!(
+                            "another janus convert (pid {pid}) is writing into {}: wait for it, \
+                             or remove {} if no conversion runs",
+                            output.display(),
+                            path.display()
+                        )));
+                    }
+                    std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+                }
+                Err(e) => return Err(io_error(&path, e)),
+            }
+        }
+        Err(PipelineError::Invalid(format!(
+            "cannot take {}: another conversion keeps taking it",
+            path.display()
+        )))
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Removes the directory on drop when set and empty (a failed conversion's
