@@ -394,9 +394,12 @@ fn check_side_files(input: &Path) -> Result<()> {
 }
 
 /// `output/.janus-convert.lock`, holding the pid of the conversion writing
-/// there; removed when it ends. A lock whose process is gone (killed) is
-/// taken over.
-struct OutputLock(std::path::PathBuf);
+/// there; removed when it ends. A second conversion into the directory waits
+/// for it (the same as running one after the other); a lock whose process is
+/// gone (killed) is taken over. Only where `/proc` tells which processes run
+/// (Linux): elsewhere a killed conversion's lock could not be told from a
+/// running one's, and waiting on it would hang.
+struct OutputLock(Option<std::path::PathBuf>);
 
 /// The name of a conversion's lock file in its output directory (it holds
 /// the converting process's id).
@@ -404,8 +407,11 @@ pub const CONVERT_LOCK: &str = ".janus-convert.lock";
 
 impl OutputLock {
     fn take(output: &Path) -> Result<Self> {
+        if !Path::new("/proc/self").exists() {
+            return Ok(Self(None));
+        }
         let path = output.join(CONVERT_LOCK);
-        for _ in 0..2 {
+        loop {
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -414,37 +420,30 @@ impl OutputLock {
                 Ok(mut f) => {
                     use std::io::Write;
                     write!(f, "{}", std::process::id()).map_err(|e| io_error(&path, e))?;
-                    return Ok(Self(path));
+                    return Ok(Self(Some(path)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let pid = std::fs::read_to_string(&path).unwrap_or_default();
                     let pid = pid.trim();
-                    let gone = !pid.is_empty()
-                        && Path::new("/proc/self").exists()
-                        && !Path::new("/proc").join(pid).exists();
-                    if !gone {
-                        return Err(PipelineError::Invalid(format!(
-                            "another janus convert (pid {pid}) is writing into {}: wait for it, \
-                             or remove {} if no conversion runs",
-                            output.display(),
-                            path.display()
-                        )));
+                    let gone = !pid.is_empty() && !Path::new("/proc").join(pid).exists();
+                    if gone {
+                        // Another waiter may have removed it first.
+                        let _ = std::fs::remove_file(&path);
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
                     }
-                    std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
                 }
                 Err(e) => return Err(io_error(&path, e)),
             }
         }
-        Err(PipelineError::Invalid(format!(
-            "cannot take {}: another conversion keeps taking it",
-            path.display()
-        )))
     }
 }
 
 impl Drop for OutputLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
