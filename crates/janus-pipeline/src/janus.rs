@@ -334,6 +334,20 @@ impl<B: Backend> Janus<B> {
         })
     }
 
+    /// Refuses, before any image is decoded, a conversation whose prompt
+    /// with `images` images (and `system`, or the default system prompt)
+    /// leaves no room for an answer in the model's context.
+    pub fn check_understanding_fits(
+        &self,
+        messages: &[Message],
+        images: usize,
+        system: Option<&str>,
+    ) -> Result<()> {
+        let system = system.unwrap_or(crate::chat::SYSTEM_PROMPT);
+        let len = self.processor.understanding_len(messages, images, system)?;
+        answer_fits(len, self.model.config.language.max_position_embeddings)
+    }
+
     /// Runs the prompt of `request` (images included): the session, ready for
     /// its first token, with the request's sampler and budget.
     pub(crate) fn start_text(&self, request: &Request) -> Result<StartedText<'_, B>> {
@@ -349,13 +363,7 @@ impl<B: Backend> Janus<B> {
                 .understanding_with(&request.messages, &request.images, system)?;
         let prompt_tokens = prepared.batch.len();
         let context = self.model.config.language.max_position_embeddings;
-        if prompt_tokens >= context {
-            return Err(PipelineError::Context(format!(
-                "the prompt has {prompt_tokens} tokens: with at least one token of answer \
-                 that is over the model's context (language_config.max_position_embeddings) \
-                 of {context}"
-            )));
-        }
+        answer_fits(prompt_tokens, context)?;
         let budget = request.max_new_tokens.min(context - prompt_tokens);
         let features = if prepared.pixels.is_empty() {
             None
@@ -588,6 +596,19 @@ pub fn resolve_model(model: &str, progress: impl FnMut(LoadEvent<'_>)) -> Result
         )));
     }
     Ok(dir)
+}
+
+/// Refuses an understanding prompt of `prompt_tokens` that leaves no
+/// position of a `context` for the answer.
+fn answer_fits(prompt_tokens: usize, context: usize) -> Result<()> {
+    if prompt_tokens >= context {
+        return Err(PipelineError::Context(format!(
+            "the prompt has {prompt_tokens} tokens: with at least one token of answer \
+             that is over the model's context (language_config.max_position_embeddings) \
+             of {context}"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses an image prompt of `prompt_len` tokens whose image tokens (one per

@@ -210,12 +210,6 @@ impl Processor {
         &self.images
     }
 
-    /// Prompt positions one image takes: its tokens plus the begin- and
-    /// end-of-image markers.
-    pub fn positions_per_image(&self) -> usize {
-        self.tokens_per_image + 2
-    }
-
     /// The chat template.
     pub fn template(&self) -> Template {
         self.template

@@ -59,36 +59,14 @@ pub struct Args {
 
 /// Decodes the images one at a time, each brought to the encoder's input
 /// size at once (the later preprocessing leaves such an image as it is), so
-/// only one full-size image is held; refuses, before decoding any, more images
-/// than the model's context holds.
+/// only one full-size image is held; refuses, before decoding any, a prompt
+/// that with its images leaves no room for an answer in the context.
 fn open_images<B: Backend>(
     janus: &Janus<B>,
     messages: &[Message],
     paths: &[PathBuf],
 ) -> anyhow::Result<Vec<RgbImage>> {
-    let per = janus.processor().positions_per_image();
-    let context = janus.model().config.language.max_position_embeddings;
-    let need = paths.len().saturating_mul(per);
-    if need > context {
-        bail!(
-            "{} images take {need} prompt positions ({per} each), more than the model's context \
-             of {context} (language_config.max_position_embeddings)",
-            paths.len()
-        );
-    }
-    // The whole prompt (text, template, images), still before any decoding.
-    let system = janus_pipeline::chat::SYSTEM_PROMPT;
-    let len = janus
-        .processor()
-        .understanding_len(messages, paths.len(), system)?;
-    if len >= context {
-        bail!(
-            "the prompt has {len} tokens with its {} image(s): with at least one token of \
-             answer that is over the model's context (language_config.max_position_embeddings) \
-             of {context}",
-            paths.len()
-        );
-    }
+    janus.check_understanding_fits(messages, paths.len(), None)?;
     let processor = janus.processor().image_processor();
     paths
         .iter()

@@ -95,6 +95,13 @@ pub struct Args {
     chat_tokens: usize,
 }
 
+impl Args {
+    /// Whether measurement `m` runs (every one without `--only`).
+    fn wants(&self, m: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == m)
+    }
+}
+
 /// Resident and peak memory of this process in bytes (Linux).
 fn memory() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -171,7 +178,7 @@ impl Job for Bench {
         let a = &self.args;
         let c = &self.config;
         let dtype = precision.dtype;
-        let want = |m: &str| a.only.is_empty() || a.only.iter().any(|o| o == m);
+        let want = |m: &str| a.wants(m);
         let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"));
         // Only the modules the measurements use, as the commands load them
         // (`--only gen1,gen4` holds what `janus generate` holds).
@@ -397,7 +404,7 @@ fn check_lengths(args: &Args, config: &JanusConfig) -> anyhow::Result<()> {
             MEASUREMENTS.join(",")
         );
     }
-    let want = |m: &str| args.only.is_empty() || args.only.iter().any(|o| o == m);
+    let want = |m: &str| args.wants(m);
     if args.repeats == 0 {
         anyhow::bail!("--repeats must be at least 1");
     }
