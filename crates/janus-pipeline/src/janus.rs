@@ -345,7 +345,7 @@ impl<B: Backend> Janus<B> {
     ) -> Result<()> {
         let system = system.unwrap_or(crate::chat::SYSTEM_PROMPT);
         let len = self.processor.understanding_len(messages, images, system)?;
-        answer_fits(len, self.model.config.language.max_position_embeddings)
+        answer_context_fits(len, self.model.config.language.max_position_embeddings)
     }
 
     /// Runs the prompt of `request` (images included): the session, ready for
@@ -363,7 +363,7 @@ impl<B: Backend> Janus<B> {
                 .understanding_with(&request.messages, &request.images, system)?;
         let prompt_tokens = prepared.batch.len();
         let context = self.model.config.language.max_position_embeddings;
-        answer_fits(prompt_tokens, context)?;
+        answer_context_fits(prompt_tokens, context)?;
         let budget = request.max_new_tokens.min(context - prompt_tokens);
         let features = if prepared.pixels.is_empty() {
             None
@@ -599,8 +599,9 @@ pub fn resolve_model(model: &str, progress: impl FnMut(LoadEvent<'_>)) -> Result
 }
 
 /// Refuses an understanding prompt of `prompt_tokens` that leaves no
-/// position of a `context` for the answer.
-fn answer_fits(prompt_tokens: usize, context: usize) -> Result<()> {
+/// position of a `context` for the answer (the server checks its requests
+/// with it before decoding their images).
+pub fn answer_context_fits(prompt_tokens: usize, context: usize) -> Result<()> {
     if prompt_tokens >= context {
         return Err(PipelineError::Context(format!(
             "the prompt has {prompt_tokens} tokens: with at least one token of answer \

@@ -68,7 +68,7 @@ pub use generate::{
 };
 pub use janus::{
     FinishReason, GeneratedImage, ImageRequest, Janus, LoadEvent, Request, TextDelta,
-    Understanding, image_context_fits, resolve_model,
+    Understanding, answer_context_fits, image_context_fits, resolve_model,
 };
 pub use janus_core::{Precision, QuantFormat};
 pub use model::{JanusModel, Modules};

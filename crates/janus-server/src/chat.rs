@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::Shutdown;
-use crate::content::conversation;
+use crate::content::{conversation, decode_images};
 use crate::error::ApiError;
 use crate::http::{json_body, respond};
 use crate::openai::{ChatRequest, in_range};
@@ -124,34 +124,46 @@ async fn start(
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     let model = app.model()?;
-    let tag = model.processor.tokenizer().image_tag.clone();
+    let conv = conversation(
+        req.messages,
+        &model.processor.tokenizer().image_tag,
+        &limits,
+    )?;
+    // The whole prompt must fit before any image is decoded.
+    let prompt_len = model.processor.understanding_len(
+        &conv.messages,
+        conv.images.len(),
+        conv.system_prompt
+            .as_deref()
+            .unwrap_or(janus_pipeline::chat::SYSTEM_PROMPT),
+    )?;
+    janus_pipeline::answer_context_fits(prompt_len, model.context)?;
     let fit = model.processor.image_processor().clone();
     // Image decoding can take a while: off the async threads, and two
     // requests at a time (each holds one full-size image while it decodes,
     // up to --max-image-pixels: memory must not grow with the queue).
-    let messages = req.messages;
     let decoding = DECODING.acquire().await.map_err(|_| {
         ApiError::status(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "the server is stopping",
         )
     })?;
-    let conv =
-        tokio::task::spawn_blocking(move || conversation(messages, &tag, &limits, Some(&fit)))
-            .await
-            .map_err(|_| {
-                ApiError::status(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "image decoding failed",
-                )
-            })??;
+    let urls = conv.images;
+    let images = tokio::task::spawn_blocking(move || decode_images(urls, &limits, Some(&fit)))
+        .await
+        .map_err(|_| {
+            ApiError::status(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "image decoding failed",
+            )
+        })??;
     // Only the decoding is limited, not the generation.
     drop(decoding);
     let slot = app.admit()?;
     let (tx, mut rx) = unbounded_channel();
     let request = Request {
         messages: conv.messages,
-        images: conv.images,
+        images,
         sampling,
         max_new_tokens: max_tokens,
         system_prompt: conv.system_prompt,

@@ -1,6 +1,7 @@
 //! Chat messages to the pipeline's conversation: text parts concatenated in
-//! order with the image placeholder at each image part, images decoded from
-//! `data:` URLs, system messages as the system prompt.
+//! order with the image placeholder at each image part, system messages as
+//! the system prompt; images decoded from `data:` URLs in a second step
+//! ([`decode_images`]), once the prompt is known to fit the model.
 
 use base64::Engine;
 use janus_pipeline::chat::Message;
@@ -16,21 +17,28 @@ use crate::openai::ChatMessage;
 pub struct Conversation {
     /// User and assistant turns.
     pub messages: Vec<Message>,
-    /// Images in placeholder order.
-    pub images: Vec<RgbImage>,
+    /// Images in placeholder order, not yet decoded.
+    pub images: Vec<ImageUrl>,
     /// The system messages joined, if any.
     pub system_prompt: Option<String>,
 }
 
-/// Converts `messages`; `image_tag` is the model's placeholder. With `fit`,
-/// each image is brought to the encoder's input size as soon as it is
-/// decoded (the model's preprocessing leaves such an image as it is), so a
-/// request waiting in the queue holds small images, not full-size ones.
+/// An image part's `data:` URL (its scheme and encoding checked) and where it
+/// stands in the request.
+#[derive(Debug)]
+pub struct ImageUrl {
+    /// The URL.
+    pub url: String,
+    /// Its field, as errors name it (`messages[1].content[2].image_url`).
+    pub field: String,
+}
+
+/// Converts `messages`; `image_tag` is the model's placeholder. The images
+/// are counted and their URLs checked, not decoded: see [`decode_images`].
 pub fn conversation(
     messages: Vec<ChatMessage>,
     image_tag: &str,
     limits: &Limits,
-    fit: Option<&ImageProcessor>,
 ) -> Result<Conversation, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid(
@@ -46,7 +54,7 @@ pub fn conversation(
     let mut system: Vec<String> = Vec::new();
     for (i, m) in messages.into_iter().enumerate() {
         let at = format!("messages[{i}]");
-        let text = content_text(&m.content, &at, image_tag, limits, fit, &mut out.images)?;
+        let text = content_text(m.content, &at, image_tag, limits, &mut out.images)?;
         match m.role.as_str() {
             "system" | "developer" => {
                 if text.contains(image_tag) {
@@ -94,20 +102,39 @@ pub fn conversation(
     Ok(out)
 }
 
-/// The text of one message's `content`, placeholders where images are; images
-/// are appended to `images`.
+/// Decodes the images of a [`Conversation`]. With `fit`, each image is
+/// brought to the encoder's input size as soon as it is decoded (the model's
+/// preprocessing leaves such an image as it is), so a request waiting in the
+/// queue holds small images, not full-size ones.
+pub fn decode_images(
+    urls: Vec<ImageUrl>,
+    limits: &Limits,
+    fit: Option<&ImageProcessor>,
+) -> Result<Vec<RgbImage>, ApiError> {
+    urls.into_iter()
+        .map(|u| {
+            let image = image_from_url(&u.url, &u.field, limits.max_image_pixels)?;
+            Ok(match fit {
+                Some(p) => p.resize_and_pad(&image),
+                None => image,
+            })
+        })
+        .collect()
+}
+
+/// The text of one message's `content`, placeholders where images are; image
+/// URLs are appended to `images`.
 fn content_text(
-    content: &Value,
+    content: Value,
     at: &str,
     image_tag: &str,
     limits: &Limits,
-    fit: Option<&ImageProcessor>,
-    images: &mut Vec<RgbImage>,
+    images: &mut Vec<ImageUrl>,
 ) -> Result<String, ApiError> {
     let field = format!("{at}.content");
     let parts = match content {
         Value::Null => return Ok(String::new()),
-        Value::String(s) => return Ok(s.clone()),
+        Value::String(s) => return Ok(s),
         Value::Array(parts) => parts,
         _ => {
             return Err(ApiError::invalid(
@@ -121,15 +148,19 @@ fn content_text(
     let mut text = String::new();
     let mut plain = String::new();
     let mut image_parts = 0;
-    for (j, part) in parts.iter().enumerate() {
+    for (j, mut part) in parts.into_iter().enumerate() {
         let at = format!("{field}[{j}]");
-        let kind = part.get("type").and_then(Value::as_str).ok_or_else(|| {
-            ApiError::invalid(
-                Some(format!("{at}.type")),
-                format!("`{at}.type` is missing"),
-            )
-        })?;
-        match kind {
+        let kind = part
+            .get("type")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    Some(format!("{at}.type")),
+                    format!("`{at}.type` is missing"),
+                )
+            })?;
+        match kind.as_str() {
             "text" => {
                 let t = part.get("text").and_then(Value::as_str).ok_or_else(|| {
                     ApiError::invalid(
@@ -142,9 +173,15 @@ fn content_text(
             }
             "image_url" => {
                 let url = part
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
+                    .get_mut("image_url")
+                    .and_then(|u| match u {
+                        Value::Object(o) => o.get_mut("url"),
+                        u => Some(u),
+                    })
+                    .and_then(|u| match u {
+                        Value::String(s) => Some(std::mem::take(s)),
+                        _ => None,
+                    })
                     .ok_or_else(|| {
                         ApiError::invalid(
                             Some(format!("{at}.image_url.url")),
@@ -161,12 +198,9 @@ fn content_text(
                     )
                     .code("too_many_images"));
                 }
-                let name = format!("{at}.image_url");
-                let image = image_from_url(url, &name, limits.max_image_pixels)?;
-                images.push(match fit {
-                    Some(p) => p.resize_and_pad(&image),
-                    None => image,
-                });
+                let field = format!("{at}.image_url");
+                data_url_payload(&url, &field)?;
+                images.push(ImageUrl { url, field });
                 text.push_str(image_tag);
                 image_parts += 1;
             }
@@ -195,6 +229,24 @@ fn content_text(
 /// Decodes a `data:image/...;base64,...` URL; remote URLs are refused.
 pub fn image_from_url(url: &str, name: &str, max_pixels: u64) -> Result<RgbImage, ApiError> {
     let bad = |msg: String| ApiError::invalid(Some(name.to_string()), msg);
+    let data = data_url_payload(url, name)?;
+    let data: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine
+        .decode(data.as_bytes())
+        .map_err(|e| bad(format!("`{name}`: invalid base64: {e}")).code("invalid_base64"))?;
+    janus_pipeline::decode_image_within(&bytes, &format!("`{name}`"), max_pixels)
+        .map_err(|e| bad(e.to_string()).code("invalid_image"))
+}
+
+/// The base64 text of a `data:...;base64,` URL `name`; remote URLs and other
+/// schemes are refused.
+fn data_url_payload<'a>(url: &'a str, name: &str) -> Result<&'a str, ApiError> {
+    let bad = |msg: String| ApiError::invalid(Some(name.to_string()), msg);
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https:/") {
         return Err(bad(format!(
@@ -219,17 +271,7 @@ pub fn image_from_url(url: &str, name: &str, max_pixels: u64) -> Result<RgbImage
             "`{name}`: the data URL must be base64-encoded"
         )));
     }
-    let data: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    let bytes = engine
-        .decode(data.as_bytes())
-        .map_err(|e| bad(format!("`{name}`: invalid base64: {e}")).code("invalid_base64"))?;
-    janus_pipeline::decode_image_within(&bytes, &format!("`{name}`"), max_pixels)
-        .map_err(|e| bad(e.to_string()).code("invalid_image"))
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -272,7 +314,6 @@ mod tests {
             ],
             "<image_placeholder>",
             &Limits::default(),
-            None,
         )
         .unwrap();
         assert_eq!(
@@ -280,7 +321,9 @@ mod tests {
             "Compare <image_placeholder> and <image_placeholder>"
         );
         assert_eq!(c.images.len(), 2);
-        assert_eq!((c.images[0].width, c.images[0].height), (3, 2));
+        assert_eq!(c.images[1].field, "messages[1].content[3].image_url");
+        let images = decode_images(c.images, &Limits::default(), None).unwrap();
+        assert_eq!((images[0].width, images[0].height), (3, 2));
         assert_eq!(c.system_prompt.as_deref(), Some("Be brief."));
     }
 

@@ -583,6 +583,25 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     let (s, v) = post(addr, "/v1/chat/completions", &long);
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+    // The prompt's length is checked before its images are decoded: with a
+    // part that is not an image, a prompt past the context still gets the
+    // context error (the image's error came first, after decoding).
+    let not_image =
+        json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}});
+    let long = json!({"messages": [{"role": "user", "content": [not_image, text_part(&"abc ".repeat(context))]}]});
+    let (s, v) = post(addr, "/v1/chat/completions", &long);
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (400, &json!("context_length_exceeded")),
+        "{v}"
+    );
+    let short = json!({"messages": [{"role": "user", "content": [not_image, text_part("hi")]}]});
+    let (s, v) = post(addr, "/v1/chat/completions", &short);
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (400, &json!("invalid_image")),
+        "{v}"
+    );
     // `stop` of the wrong type says what it takes.
     let bad_stop = json!({"messages": [{"role": "user", "content": "hi"}], "stop": 5});
     let (s, v) = post(addr, "/v1/chat/completions", &bad_stop);
