@@ -57,6 +57,7 @@ async fn start(
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = json_body(body, &app.config.limits)?;
     let limits = app.config.limits.clone();
+    req.unsupported()?;
     if let Some(n) = req.n
         && n != 1
     {

@@ -42,6 +42,56 @@ pub struct ChatRequest {
     /// Choices; only 1.
     #[serde(default)]
     pub n: Option<u64>,
+    /// Refused when true (see [`ChatRequest::unsupported`]).
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    /// Refused when given.
+    #[serde(default)]
+    pub top_logprobs: Option<serde_json::Value>,
+    /// Refused when not empty.
+    #[serde(default)]
+    pub tools: Option<serde_json::Value>,
+    /// Refused unless `{"type": "text"}`.
+    #[serde(default)]
+    pub response_format: Option<serde_json::Value>,
+}
+
+impl ChatRequest {
+    /// A 400 naming the first field asking for what this server cannot give
+    /// (log-probabilities, tool calls, JSON output): an answer without it
+    /// would look like one that honoured it.
+    pub fn unsupported(&self) -> Result<(), ApiError> {
+        let refuse = |field: &str, what: &str| {
+            Err(ApiError::invalid(
+                Some(field.to_string()),
+                format!("`{field}`: {what} are not supported by this server"),
+            )
+            .code("unsupported_parameter"))
+        };
+        if self.logprobs == Some(true) {
+            return refuse("logprobs", "log-probabilities");
+        }
+        if self.top_logprobs.as_ref().is_some_and(|v| !v.is_null()) {
+            return refuse("top_logprobs", "log-probabilities");
+        }
+        if self
+            .tools
+            .as_ref()
+            .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+        {
+            return refuse("tools", "tool calls");
+        }
+        if let Some(f) = self.response_format.as_ref().filter(|v| !v.is_null()) {
+            let kind = f.get("type").and_then(serde_json::Value::as_str);
+            if kind != Some("text") {
+                return refuse(
+                    "response_format",
+                    "response formats other than {\"type\": \"text\"} (JSON output)",
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `stream_options`.

@@ -602,6 +602,31 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         (400, &json!("invalid_image")),
         "{v}"
     );
+    // What the server cannot give is refused, not silently left out.
+    for (field, value) in [
+        ("logprobs", json!(true)),
+        ("top_logprobs", json!(2)),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f"}}]),
+        ),
+        ("response_format", json!({"type": "json_object"})),
+    ] {
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
+        body[field] = value;
+        let (s, v) = post(addr, "/v1/chat/completions", &body);
+        assert_eq!(s, 400, "{field}: {v}");
+        assert_eq!(
+            (&v["error"]["param"], &v["error"]["code"]),
+            (&json!(field), &json!("unsupported_parameter")),
+            "{v}"
+        );
+    }
+    // Their neutral values are accepted (clients send them).
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
+        "logprobs": false, "tools": [], "response_format": {"type": "text"}});
+    let (s, v) = post(addr, "/v1/chat/completions", &body);
+    assert_eq!(s, 200, "{v}");
     // `stop` of the wrong type says what it takes.
     let bad_stop = json!({"messages": [{"role": "user", "content": "hi"}], "stop": 5});
     let (s, v) = post(addr, "/v1/chat/completions", &bad_stop);
