@@ -147,8 +147,10 @@ fn understand_conversation_file_gives_the_reference_tokens() {
             }
         }
     }
+    // Saved as some editors save it: a byte-order mark, CRLF line ends.
     let file = conv.join("conversation.json");
-    std::fs::write(&file, messages.to_string()).unwrap();
+    let text = serde_json::to_string_pretty(&messages).unwrap();
+    std::fs::write(&file, format!("\u{feff}{}", text.replace('\n', "\r\n"))).unwrap();
     let want = u32s(g.at("understanding.und_two_images.greedy_tokens"));
     let n = want.len().to_string();
     let out = ok_json(&[
@@ -319,6 +321,26 @@ fn vq_encode_and_decode_round_trip() {
         std::fs::read(&png_txt).unwrap(),
         std::fs::read(&png).unwrap()
     );
+    // As saved by Windows editors: a byte-order mark and CRLF line ends, in
+    // both formats.
+    for (name, body) in [
+        ("bom.txt", String::from_utf8(text.stdout.clone()).unwrap()),
+        ("bom.json", serde_json::to_string_pretty(&out).unwrap()),
+    ] {
+        let path = work.join(name);
+        std::fs::write(&path, format!("\u{feff}{}", body.replace('\n', "\r\n"))).unwrap();
+        let png_bom = work.join(format!("{name}.png"));
+        let o = janus_owned(&decode(&path, &png_bom));
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&png_bom).unwrap(),
+            std::fs::read(&png).unwrap()
+        );
+    }
     // A grid that is not the model's, several images' codes, a non-PNG name.
     let mut wrong = out.clone();
     wrong["grid"] = serde_json::json!([2, 8]);
@@ -391,6 +413,10 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     fails_with(
         &["understand", "--model", d, "--prompt", "hi", "--image", d],
         "is not a file",
+    );
+    fails_with(
+        &["understand", "--model", d, "--conversation", "/dev/zero"],
+        "is not a regular file",
     );
     let typo = work.join("typo.json");
     let conv = serde_json::json!([{"role": "user", "content": "hi", "image": ["doge.png"]}]);

@@ -132,11 +132,33 @@ impl Message {
     }
 }
 
-/// Reads a JSON list of messages (`role`, `content`, `images`).
+/// The largest conversation file read, in bytes (its images are files of
+/// their own).
+const MAX_CONVERSATION_BYTES: u64 = 16 << 20;
+
+/// Reads a JSON list of messages (`role`, `content`, `images`) from a regular
+/// file of at most 16 MiB (a byte-order mark is skipped).
 pub fn read_conversation(path: impl AsRef<Path>) -> Result<Vec<Message>> {
     let path = path.as_ref();
+    // Checked before opening: a FIFO would wait for a writer, /dev/zero
+    // never end.
+    let meta = std::fs::metadata(path).map_err(|e| janus_core::Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(PipelineError::Prompt(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_CONVERSATION_BYTES {
+        return Err(PipelineError::Prompt(format!(
+            "{} is {} bytes: a conversation file holds at most {MAX_CONVERSATION_BYTES}",
+            path.display(),
+            meta.len()
+        )));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| janus_core::Error::io(path, e))?;
-    let messages: Vec<Message> = serde_json::from_str(&text).map_err(|e| {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let messages: Vec<Message> = serde_json::from_str(text).map_err(|e| {
         PipelineError::Prompt(format!(
             "{}: expected a JSON list of {{\"role\", \"content\", \"images\"}} messages: {e}",
             path.display()

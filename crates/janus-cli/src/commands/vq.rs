@@ -111,6 +111,8 @@ fn read_codes(path: &PathBuf, grid: usize) -> anyhow::Result<Vec<u32>> {
             path.display()
         );
     }
+    // A byte-order mark, as some editors save text (line ends are spaces).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let words: Vec<&str> = text.split_whitespace().collect();
     if !words.is_empty() && words.iter().all(|w| w.bytes().all(|b| b.is_ascii_digit())) {
         return words
@@ -121,7 +123,7 @@ fn read_codes(path: &PathBuf, grid: usize) -> anyhow::Result<Vec<u32>> {
             })
             .collect();
     }
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+    let v: serde_json::Value = serde_json::from_str(text).with_context(|| {
         format!(
             "{} is neither JSON nor codes separated by spaces",
             path.display()
