@@ -894,6 +894,22 @@ fn bench_runs_every_step_of_an_image_and_refuses_what_it_cannot_run() {
         codes.parse::<f64>().unwrap()
     );
     assert_eq!(v["model"], d, "{v}");
+    // The quantization error against f32 (the end-to-end floors of
+    // tests/quantized.rs: q4_0's 4.5 bits leave ~0.98 through the tiny
+    // model's layers).
+    for (dtype, cosine) in [("q8_0", 0.999), ("q4_0", 0.975)] {
+        let args = ["bench", "--model", d, "--only", "error", "--dtype", dtype];
+        let out = janus(&[&args[..], &["--repeats", "1", "--out", j]].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let e = &v["results"]["quant_error"];
+        assert!(e["cosine"].as_f64().unwrap() >= cosine, "{dtype}: {v}");
+        assert!(e["relative_rms"].as_f64().unwrap() > 0.0, "{dtype}: {v}");
+    }
     let more = (codes.parse::<u64>().unwrap() + 1).to_string();
     for (args, needle) in [
         (vec!["--only", "bogus"], "unknown measurement `bogus`"),
@@ -914,6 +930,7 @@ fn bench_runs_every_step_of_an_image_and_refuses_what_it_cannot_run() {
             "codes of one image",
         ),
         (vec!["--repeats", "0"], "--repeats must be at least 1"),
+        (vec!["--only", "error"], "give --dtype q8_0 or q4_0"),
         (
             vec!["--serve", "--clients", "1,0"],
             "--clients: give client counts",

@@ -51,3 +51,12 @@ pub fn gen_step_bytes(c: &JanusConfig, p: Precision) -> f64 {
     (llm_layer_weights(c) + head as f64) * quantizable_bytes_per_weight(p)
         + aligner as f64 * bytes_per_weight(p.dtype)
 }
+
+/// Bytes of the f32 LLM the quantization error is measured against: the
+/// decoder layers, the embedding and `lm_head` (a lower bound: norms and the
+/// understanding encoder come on top).
+pub fn f32_reference_bytes(c: &JanusConfig) -> u64 {
+    let l = &c.language;
+    let embed = (l.vocab_size * l.hidden_size) as f64 * 4.0;
+    (decode_bytes(c, DType::F32.into()) + embed) as u64
+}

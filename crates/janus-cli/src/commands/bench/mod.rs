@@ -198,10 +198,31 @@ impl Job for Bench {
         // A quantized model's error: one decode step's logits against the same
         // weights in f32 (built first and dropped, so the two are never held
         // together).
+        let asked_error = a.only.iter().any(|m| m == "error");
         let reference = match precision.quant {
+            None if asked_error => anyhow::bail!(
+                "--only error measures a quantized dtype's logits against f32: give --dtype \
+                 q8_0 or q4_0 (with {precision} there is nothing to compare)"
+            ),
+            Some(_) if want("error") && !f32_reference_fits::<B>(c, asked_error)? => None,
             Some(_) if want("error") => {
                 say!("building the f32 reference for the quantization error");
-                let f32_model = load(DType::F32.into())?;
+                // The probe runs the LLM and lm_head only: no generation modules.
+                let f32_model = match &a.model {
+                    Some(dir) => JanusModel::<B>::load_dir_modules(
+                        dir,
+                        &device,
+                        DType::F32,
+                        Modules::Understanding,
+                    ),
+                    None => JanusModel::<B>::random_modules(
+                        c,
+                        &device,
+                        DType::F32,
+                        1234,
+                        Modules::Understanding,
+                    ),
+                }?;
                 let logits = error_probe_logits(&f32_model, c);
                 drop(f32_model);
                 reset_peak();
@@ -366,6 +387,31 @@ impl Job for Bench {
             })).collect::<Vec<_>>(),
         }))
     }
+}
+
+/// Whether the f32 copy of the LLM that the quantization error is measured
+/// against fits the memory available (a 7B model's is 28 GB: a q4_0 bench
+/// on an 8 GB machine must not be killed building it). When it does not:
+/// an error if `--only error` asked for it, else the measurement is skipped.
+fn f32_reference_fits<B: Backend>(c: &JanusConfig, asked: bool) -> anyhow::Result<bool> {
+    let need = bandwidth::f32_reference_bytes(c);
+    let Some((have, source)) = janus_pipeline::memory::available_memory::<B>(None, 0) else {
+        return Ok(true);
+    };
+    if need <= have {
+        return Ok(true);
+    }
+    let why = format!(
+        "the quantization error needs an f32 copy of the LLM, at least {}, over the {} \
+         available ({source})",
+        janus_pipeline::memory::gb(need),
+        janus_pipeline::memory::gb(have)
+    );
+    if asked {
+        anyhow::bail!("--only error: {why}");
+    }
+    say!("skipping the quantization error: {why}");
+    Ok(false)
 }
 
 /// The logits of one greedy decode step after a 16-token prompt (the
