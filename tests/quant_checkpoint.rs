@@ -475,3 +475,75 @@ fn damaged_quantized_checkpoints_are_refused_naming_the_key() {
         }
     }
 }
+
+/// `path` with its safetensors header changed by `edit` (the header is
+/// rewritten, the data kept).
+fn edit_header(path: &Path, edit: impl FnOnce(&mut Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let mut text = serde_json::to_vec(&header).unwrap();
+    // Safetensors pads the header to 8 bytes with spaces.
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn a_checkpoint_of_another_format_version_or_block_size_is_refused() {
+    let input = tiny_copy("ver-in");
+    let good = tmp("ver-q4");
+    quantize(&input, &good, QuantFormat::Q4_0);
+    let cases: [(&str, &str, &[&str]); 4] = [
+        (
+            "format_version",
+            "3",
+            &["newer janus-rs", "format_version 3"],
+        ),
+        ("format_version", "two", &["`format_version` is `two`"]),
+        (
+            "quant_block",
+            "64",
+            &["`quant_block` is `64`", "blocks of 32"],
+        ),
+        ("format", "someone-else", &[]),
+    ];
+    for (field, value, needles) in cases {
+        let dir = tmp("ver-case");
+        for f in SIDE_FILES.iter().chain(&["model.safetensors"]) {
+            std::fs::copy(good.join(f), dir.join(f)).unwrap();
+        }
+        let file = dir.join("model.safetensors");
+        edit_header(&file, |h| {
+            h["__metadata__"][field] = Value::String(value.into());
+        });
+        let loaded = JanusModel::<B>::load_dir(&dir, &Default::default(), DType::F32);
+        if needles.is_empty() {
+            // Metadata that is not ours is not read.
+            assert!(loaded.is_ok(), "{field}={value}: {:?}", loaded.err());
+            continue;
+        }
+        let err = loaded
+            .err()
+            .unwrap_or_else(|| panic!("{field}={value}: loaded"))
+            .to_string();
+        for needle in needles.iter().chain(&["model.safetensors"]) {
+            assert!(
+                err.contains(needle),
+                "{field}={value}: `{needle}` not in: {err}"
+            );
+        }
+    }
+    // A metadata entry that is not an object is a malformed file.
+    let dir = tmp("ver-case");
+    for f in SIDE_FILES.iter().chain(&["model.safetensors"]) {
+        std::fs::copy(good.join(f), dir.join(f)).unwrap();
+    }
+    let file = dir.join("model.safetensors");
+    edit_header(&file, |h| h["__metadata__"] = Value::from(7));
+    let err = Checkpoint::open(&file).err().expect("opened").to_string();
+    assert!(err.contains("`__metadata__` is not an object"), "{err}");
+}

@@ -65,6 +65,8 @@ pub enum Rename {
 struct MappedFile {
     path: PathBuf,
     map: Mmap,
+    /// A safetensors header's `__metadata__` (empty for other files).
+    metadata: BTreeMap<String, String>,
 }
 
 /// An index over the tensors of a checkpoint (one or more files).
@@ -298,10 +300,10 @@ impl Checkpoint {
     fn add_file(&mut self, path: &Path, expected_keys: Option<&[&str]>) -> Result<()> {
         let map = map_file(path)?;
         let file_idx = self.files.len();
-        let found: Vec<(String, TensorInfo, Location)> = if safetensors::looks_like(&map) {
+        let (found, metadata) = if safetensors::looks_like(&map) {
             safetensors::index(path, &map)?
         } else if torch::looks_like(&map) {
-            torch::index(path, &map)?
+            (torch::index(path, &map)?, BTreeMap::new())
         } else {
             return Err(Error::malformed(
                 path,
@@ -334,8 +336,15 @@ impl Checkpoint {
         self.files.push(MappedFile {
             path: path.to_path_buf(),
             map,
+            metadata,
         });
         Ok(())
+    }
+
+    /// Each file with its safetensors `__metadata__` (string values; empty
+    /// for pickles and for files without it).
+    pub fn metadata(&self) -> impl Iterator<Item = (&Path, &BTreeMap<String, String>)> {
+        self.files.iter().map(|f| (f.path.as_path(), &f.metadata))
     }
 
     /// The path the checkpoint was opened from.

@@ -1,6 +1,7 @@
 //! Index of a `.safetensors` file: an 8-byte little-endian header length, a JSON
 //! header `{key: {dtype, shape, data_offsets}}`, then the data.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::checkpoint::{Location, checked_numel};
@@ -19,8 +20,16 @@ pub(super) fn looks_like(bytes: &[u8]) -> bool {
 /// The largest header read, in bytes (the official library's limit).
 const MAX_HEADER: u64 = 100_000_000;
 
-/// Lists every tensor of the file with its location, validating offsets and sizes.
-pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo, Location)>> {
+/// What [`index`] finds: each tensor with its location, and the header's
+/// `__metadata__` (its string values).
+pub(super) type Index = (
+    Vec<(String, TensorInfo, Location)>,
+    BTreeMap<String, String>,
+);
+
+/// Lists every tensor of the file with its location, validating offsets and
+/// sizes, and the file's metadata.
+pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Index> {
     let bad = |reason: String| Error::malformed(path, reason);
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
     if n > MAX_HEADER {
@@ -42,8 +51,16 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
     let data_len = bytes.len() - header_end;
     let mut out = Vec::with_capacity(header.len());
     let mut spans = Vec::with_capacity(header.len());
+    let mut metadata = BTreeMap::new();
     for (key, v) in header {
         if key == "__metadata__" {
+            let serde_json::Value::Object(map) = v else {
+                return Err(bad("`__metadata__` is not an object of strings".into()));
+            };
+            metadata.extend(map.into_iter().filter_map(|(k, v)| match v {
+                serde_json::Value::String(s) => Some((k, s)),
+                _ => None,
+            }));
             continue;
         }
         if !v.is_object() {
@@ -123,7 +140,7 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
             "the tensors cover {end} data bytes but the file holds {data_len} after the header (wrong header length?)"
         )));
     }
-    Ok(out)
+    Ok((out, metadata))
 }
 
 /// The header's entries in file order; a key given twice is an error.

@@ -25,6 +25,49 @@ pub const FORMAT_VERSION: &str = "1";
 /// names (docs/quantization.md).
 pub const QUANT_FORMAT_VERSION: &str = "2";
 
+/// Refuses weight files that `janus convert` wrote in a format this build
+/// does not read: a newer `format_version` (its planes could hold values laid
+/// out differently under the same shapes), or blocks of another size. Other
+/// files' metadata is not ours and is not read.
+pub(crate) fn check_format(ckpt: &Checkpoint) -> Result<()> {
+    for (path, meta) in ckpt.metadata() {
+        if meta.get("format").map(String::as_str) != Some("janus-rs") {
+            continue;
+        }
+        let bad = |reason: String| {
+            PipelineError::Core(janus_checkpoint::Error::malformed(path, reason).into())
+        };
+        let newest: u32 = QUANT_FORMAT_VERSION.parse().expect("a number");
+        match meta.get("format_version").map(|v| v.parse::<u32>()) {
+            Some(Ok(v)) if (1..=newest).contains(&v) => {}
+            Some(Ok(v)) if v > newest => {
+                return Err(bad(format!(
+                    "written by a newer janus-rs (format_version {v}; this build reads \
+                     versions 1 to {newest}): convert the original checkpoint with this build"
+                )));
+            }
+            found => {
+                return Err(bad(format!(
+                    "metadata `format_version` is {}, not a version janus-rs wrote (1 to {newest})",
+                    found.map_or("missing".to_string(), |_| format!(
+                        "`{}`",
+                        meta["format_version"]
+                    ))
+                )));
+            }
+        }
+        if let Some(block) = meta.get("quant_block")
+            && block.parse::<usize>().ok() != Some(janus_core::quant::BLOCK)
+        {
+            return Err(bad(format!(
+                "metadata `quant_block` is `{block}`: this build reads blocks of {}",
+                janus_core::quant::BLOCK
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Files copied next to the converted weights (when present).
 pub const SIDE_FILES: [&str; 6] = [
     "config.json",

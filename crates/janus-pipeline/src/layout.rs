@@ -60,7 +60,9 @@ impl KeyLayout {
 /// Opens the weights of a model directory (or one weight file, or an index) with
 /// the keys in the original layout, whichever layout the files use.
 pub fn open_checkpoint(path: impl AsRef<Path>) -> Result<(Checkpoint, KeyLayout)> {
-    to_original(Checkpoint::open(path).map_err(janus_core::Error::from)?)
+    let ckpt = Checkpoint::open(path).map_err(janus_core::Error::from)?;
+    crate::convert::check_format(&ckpt)?;
+    to_original(ckpt)
 }
 
 /// Maps a checkpoint in either layout onto the original keys.
