@@ -544,6 +544,6 @@ fn a_checkpoint_of_another_format_version_or_block_size_is_refused() {
     }
     let file = dir.join("model.safetensors");
     edit_header(&file, |h| h["__metadata__"] = Value::from(7));
-    let err = Checkpoint::open(&file).err().expect("opened").to_string();
+    let err = Checkpoint::open(&file).expect_err("opened").to_string();
     assert!(err.contains("`__metadata__` is not an object"), "{err}");
 }
