@@ -444,6 +444,13 @@ fn side_files_of_an_earlier_conversion_never_pair_with_new_weights() {
     let lock = out.join(janus_pipeline::convert::CONVERT_LOCK);
     let linux = Path::new("/proc/self").exists();
     std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    if linux {
+        // What the CLI names when it waits.
+        assert_eq!(
+            janus_pipeline::convert::lock_holder(&out),
+            Some(std::process::id())
+        );
+    }
     std::thread::scope(|s| {
         let waiting = s.spawn(|| convert(&partial, &out, StoredDType::BF16, None, |_, _, _| {}));
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -458,10 +465,19 @@ fn side_files_of_an_earlier_conversion_never_pair_with_new_weights() {
         !lock.exists(),
         "the lock is removed when the conversion ends"
     );
-    if Path::new("/proc/self").exists() {
-        std::fs::write(&lock, "99999999").unwrap();
-        convert(&partial, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
-        assert!(!lock.exists());
+    if linux {
+        // A dead process's lock, and locks holding no pid (`self` names a
+        // live /proc entry), are taken over.
+        for stale in ["99999999", "self", "  \n"] {
+            std::fs::write(&lock, stale).unwrap();
+            assert_eq!(
+                janus_pipeline::convert::lock_holder(&out),
+                None,
+                "{stale:?}"
+            );
+            convert(&partial, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+            assert!(!lock.exists());
+        }
     }
     // Without a tokenizer that loads, or with a side file that is not a
     // regular file: refused before anything is written, and a new output

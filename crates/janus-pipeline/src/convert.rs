@@ -448,6 +448,18 @@ struct OutputLock(Option<std::path::PathBuf>);
 /// the converting process's id).
 pub const CONVERT_LOCK: &str = ".janus-convert.lock";
 
+/// The process id of a running conversion into `output`, if one holds its
+/// lock (Linux: a lock whose process is gone is not held).
+pub fn lock_holder(output: &Path) -> Option<u32> {
+    let pid = std::fs::read_to_string(output.join(CONVERT_LOCK)).ok()?;
+    let pid = pid.trim();
+    Path::new("/proc")
+        .join(pid)
+        .exists()
+        .then(|| pid.parse().ok())
+        .flatten()
+}
+
 impl OutputLock {
     fn take(output: &Path) -> Result<Self> {
         if !Path::new("/proc/self").exists() {
@@ -466,10 +478,9 @@ impl OutputLock {
                     return Ok(Self(Some(path)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
-                    let pid = pid.trim();
-                    let gone = !pid.is_empty() && !Path::new("/proc").join(pid).exists();
-                    if gone {
+                    // An empty lock is one being written: wait for its pid.
+                    let written = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+                    if written && lock_holder(output).is_none() {
                         // Another waiter may have removed it first.
                         let _ = std::fs::remove_file(&path);
                     } else {

@@ -52,6 +52,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         QuantArg::Q8_0 => QuantFormat::Q8_0,
         QuantArg::Q4_0 => QuantFormat::Q4_0,
     });
+    if let Some(pid) = janus_pipeline::convert::lock_holder(&args.output) {
+        say!(
+            "waiting for another conversion into {} (process {pid}) to finish",
+            args.output.display()
+        );
+    }
     let report = janus_pipeline::convert::convert(
         &args.input,
         &args.output,
