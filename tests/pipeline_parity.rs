@@ -115,6 +115,34 @@ fn unreadable_images_are_clear_errors() {
 fn tokenizer_matches_reference_encode_and_decode() {
     let g = Golden::load();
     let tok = tokenizer();
+    // The count found without encoding is a lower bound of the real one (a
+    // long prompt is refused by it before the encoder's memory is spent),
+    // and not a vacuous one.
+    let mut texts: Vec<String> = g
+        .at("tokenizer.encode_tests")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    texts.extend([
+        "assistant language equation ".repeat(50),
+        " ".repeat(3000),
+        "\n\r\t".repeat(400),
+        "中文字符🙂".repeat(200),
+        "<image_placeholder>".repeat(30),
+        "\u{0}\u{7f}\u{feff}".repeat(100),
+    ]);
+    for text in &texts {
+        let real = tok.encode_plain(text).unwrap().len();
+        let bound = tok.min_tokens(text.len());
+        assert!(bound <= real, "{bound} > {real} tokens for {text:?}");
+    }
+    assert!(
+        tok.min_tokens(1000) >= 1000 / 64,
+        "{}",
+        tok.min_tokens(1000)
+    );
     let special = g.at("tokenizer.special_ids");
     for (name, id) in [
         ("bos", tok.ids.bos),

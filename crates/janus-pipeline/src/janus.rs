@@ -297,8 +297,7 @@ impl<B: Backend> Janus<B> {
         processor
             .tokenizer()
             .check_vocab(config.language.vocab_size)?;
-        let prompt_len = processor.generation_prompt(&request.prompt)?.len();
-        check_image_context(&config, prompt_len)?;
+        let prompt_len = image_prompt(&processor, &config, &request.prompt)?.len();
         let (ckpt, _) = crate::layout::open_checkpoint(&dir)?;
         GenerationPlan::new(
             &ckpt,
@@ -344,8 +343,10 @@ impl<B: Backend> Janus<B> {
         system: Option<&str>,
     ) -> Result<()> {
         let system = system.unwrap_or(crate::chat::SYSTEM_PROMPT);
-        let len = self.processor.understanding_len(messages, images, system)?;
-        answer_context_fits(len, self.model.config.language.max_position_embeddings)
+        let context = self.model.config.language.max_position_embeddings;
+        self.processor
+            .understanding_len_within(messages, images, system, context)
+            .map(|_| ())
     }
 
     /// Runs the prompt of `request` (images included): the session, ready for
@@ -412,8 +413,7 @@ impl<B: Backend> Janus<B> {
     ) -> std::result::Result<(), E> {
         let config = request.config;
         config.validate()?;
-        let ids = self.processor.generation_prompt(&request.prompt)?;
-        check_image_context(&self.model.config, ids.len())?;
+        let ids = image_prompt(&self.processor, &self.model.config, &request.prompt)?;
         let chunk = self.images_that_fit(ids.len(), config.parallel);
         if chunk == 0 {
             self.check_generation_memory(ids.len(), 1)?;
@@ -612,11 +612,11 @@ pub fn answer_context_fits(prompt_tokens: usize, context: usize) -> Result<()> {
     Ok(())
 }
 
-/// Refuses an image prompt of `prompt_len` tokens whose image tokens (one per
-/// code of the grid) would run past the model's context.
-fn check_image_context(config: &JanusConfig, prompt_len: usize) -> Result<()> {
-    image_context_fits(
-        prompt_len,
+/// The ids of an image prompt, refused where its image tokens (one per code
+/// of the grid) would run past the model's context.
+fn image_prompt(processor: &Processor, config: &JanusConfig, prompt: &str) -> Result<Vec<u32>> {
+    processor.generation_prompt_within(
+        prompt,
         config.vq.grid_side().pow(2),
         config.language.max_position_embeddings,
     )

@@ -238,17 +238,38 @@ impl Processor {
     }
 
     /// The prompt length, in positions, of [`Processor::understanding_with`]
-    /// for `images` images, known before any image is decoded.
-    pub fn understanding_len(
+    /// for `images` images, known before any image is decoded; an error
+    /// ([`PipelineError::Context`]) when it leaves no position of a
+    /// `context` for the answer. Text that must take more tokens than the
+    /// context is refused before it is encoded.
+    pub fn understanding_len_within(
         &self,
         messages: &[Message],
         images: usize,
         system: &str,
+        context: usize,
     ) -> Result<usize> {
-        Ok(self
+        let bytes = messages.iter().map(|m| m.content.len()).sum::<usize>() + system.len();
+        self.encodable(bytes, context)?;
+        let len = self
             .understanding_prompt(messages, images, system)?
             .input_ids
-            .len())
+            .len();
+        crate::janus::answer_context_fits(len, context)?;
+        Ok(len)
+    }
+
+    /// Refuses `bytes` bytes of text that take at least `limit` tokens
+    /// ([`TextTokenizer::min_tokens`]), before any encoding.
+    fn encodable(&self, bytes: usize, limit: usize) -> Result<()> {
+        let at_least = self.tokenizer.min_tokens(bytes);
+        if at_least >= limit {
+            return Err(PipelineError::Context(format!(
+                "the prompt's {bytes} bytes of text take at least {at_least} tokens: over the \
+                 model's context (language_config.max_position_embeddings) of {limit}"
+            )));
+        }
+        Ok(())
     }
 
     /// The tokenised understanding prompt for `images` images.
@@ -284,5 +305,21 @@ impl Processor {
     pub fn generation_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
         self.tokenizer
             .encode(&generation_prompt(prompt, self.template, BOI_TAG))
+    }
+
+    /// [`Processor::generation_prompt`], refused
+    /// ([`PipelineError::Context`]) when it and an image's `steps` tokens do
+    /// not fit a `context` of positions; text that must take more tokens than
+    /// that is refused before it is encoded.
+    pub fn generation_prompt_within(
+        &self,
+        prompt: &str,
+        steps: usize,
+        context: usize,
+    ) -> Result<Vec<u32>> {
+        self.encodable(prompt.len(), context.saturating_sub(steps))?;
+        let ids = self.generation_prompt(prompt)?;
+        crate::janus::image_context_fits(ids.len(), steps, context)?;
+        Ok(ids)
     }
 }

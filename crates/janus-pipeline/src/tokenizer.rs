@@ -48,6 +48,9 @@ pub struct TextTokenizer {
     pub image_tag: String,
     /// The EOS string (the separator after assistant turns).
     pub eos_tag: String,
+    /// The most text bytes one token can stand for, where that bounds a
+    /// text's token count from below ([`TextTokenizer::min_tokens`]).
+    max_token_bytes: Option<usize>,
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
@@ -58,6 +61,33 @@ pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| PipelineError::Tokenizer(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+/// The longest token's UTF-8 length: no token stands for more bytes of text
+/// (byte-level vocabularies spell each byte as one character of one or two
+/// bytes; SentencePiece ones spell a space as a three-byte `▁`). `None`
+/// where a normalizer or a pre-tokenizer that removes text or splits on
+/// whitespace could make text shrink before the vocabulary applies.
+fn max_token_bytes(t: &Tokenizer) -> Option<usize> {
+    if t.get_normalizer().is_some() {
+        return None;
+    }
+    if let Some(p) = t.get_pre_tokenizer() {
+        let spec = serde_json::to_string(p).ok()?;
+        if [
+            "Removed",
+            "Whitespace",
+            "Bert",
+            "CharDelimiter",
+            "Punctuation",
+        ]
+        .iter()
+        .any(|w| spec.contains(w))
+        {
+            return None;
+        }
+    }
+    t.get_vocab(true).keys().map(String::len).max()
 }
 
 /// A token field that is either a string or `{"content": ...}`.
@@ -159,12 +189,22 @@ impl TextTokenizer {
             eoi: id(EOI_TAG)?,
             image: id(&image_tag)?,
         };
+        let max_token_bytes = max_token_bytes(&inner);
         Ok(Self {
             inner,
             ids,
             image_tag,
             eos_tag,
+            max_token_bytes,
         })
+    }
+
+    /// Tokens that text of `bytes` bytes takes at least (0 when the
+    /// tokenizer's normalizer or pre-tokenizer could drop text): found
+    /// without encoding it, so a prompt far past the context is refused
+    /// before the encoder spends a few hundred bytes per byte on it.
+    pub fn min_tokens(&self, bytes: usize) -> usize {
+        self.max_token_bytes.map_or(0, |m| bytes.div_ceil(m))
     }
 
     /// Encodes text like `LlamaTokenizerFast.encode`: exactly one leading BOS.

@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::Shutdown;
-use crate::content::{conversation, decode_images};
+use crate::content::{Conversation, conversation, decode_images};
 use crate::error::ApiError;
-use crate::http::{json_body, respond};
+use crate::http::{json_body, off_async, respond};
 use crate::openai::{ChatRequest, in_range};
 use crate::state::{AppState, Slot, unix_now, worker_gone};
 use crate::stop::StopFilter;
@@ -130,15 +130,25 @@ async fn start(
         &model.processor.tokenizer().image_tag,
         &limits,
     )?;
-    // The whole prompt must fit before any image is decoded.
-    let prompt_len = model.processor.understanding_len(
-        &conv.messages,
-        conv.images.len(),
-        conv.system_prompt
+    let Conversation {
+        messages,
+        images: urls,
+        system_prompt,
+    } = conv;
+    // The whole prompt must fit before any image is decoded (tokenizing a
+    // long one takes a while: off the async threads too).
+    let (checking, image_count) = (app.clone(), urls.len());
+    let (messages, system_prompt) = off_async(move || {
+        let model = checking.model()?;
+        let system = system_prompt
             .as_deref()
-            .unwrap_or(janus_pipeline::chat::SYSTEM_PROMPT),
-    )?;
-    janus_pipeline::answer_context_fits(prompt_len, model.context)?;
+            .unwrap_or(janus_pipeline::chat::SYSTEM_PROMPT);
+        model
+            .processor
+            .understanding_len_within(&messages, image_count, system, model.context)?;
+        Ok((messages, system_prompt))
+    })
+    .await?;
     let fit = model.processor.image_processor().clone();
     // Image decoding can take a while: off the async threads, and two
     // requests at a time (each holds one full-size image while it decodes,
@@ -149,25 +159,17 @@ async fn start(
             "the server is stopping",
         )
     })?;
-    let urls = conv.images;
-    let images = tokio::task::spawn_blocking(move || decode_images(urls, &limits, Some(&fit)))
-        .await
-        .map_err(|_| {
-            ApiError::status(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "image decoding failed",
-            )
-        })??;
+    let images = off_async(move || decode_images(urls, &limits, Some(&fit))).await?;
     // Only the decoding is limited, not the generation.
     drop(decoding);
     let slot = app.admit()?;
     let (tx, mut rx) = unbounded_channel();
     let request = Request {
-        messages: conv.messages,
+        messages,
         images,
         sampling,
         max_new_tokens: max_tokens,
-        system_prompt: conv.system_prompt,
+        system_prompt,
     };
     app.submit(Work::Chat(ChatWork {
         request,

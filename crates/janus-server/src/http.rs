@@ -167,6 +167,20 @@ pub fn finish(app: &AppState, endpoint: &str, response: Response) -> Response {
 }
 
 /// A handler's result, counted under `endpoint`.
+/// Runs `f` on tokio's blocking threads (tokenizing a long prompt, decoding
+/// images: work that would stall every connection served by the async
+/// threads meanwhile).
+pub async fn off_async<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        ApiError::status(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "the request's preparation failed",
+        )
+    })?
+}
+
 pub fn respond(app: &AppState, endpoint: &str, result: Result<Response, ApiError>) -> Response {
     finish(
         app,

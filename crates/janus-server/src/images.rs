@@ -18,7 +18,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::Shutdown;
 use crate::error::ApiError;
-use crate::http::{json_body, respond};
+use crate::http::{json_body, off_async, respond};
 use crate::openai::{ImagesRequest, in_range};
 use crate::state::{AppState, Slot, unix_now, worker_gone};
 use crate::worker::{ImageEvent, ImageWork, Work};
@@ -119,11 +119,21 @@ async fn start(
         temperature: in_range("temperature", req.temperature.unwrap_or(1.0), 0.0, 2.0)? as f32,
         seed: req.seed.map_or_else(random_seed, |s| s as u64),
     };
-    let prompt_ids = model.processor.generation_prompt(&req.prompt)?;
-    janus_pipeline::image_context_fits(prompt_ids.len(), model.image_steps, model.context)
-        .map_err(|e| {
-            ApiError::invalid(Some("prompt".into()), e.to_string()).code("context_length_exceeded")
-        })?;
+    // Tokenizing a long prompt takes a while: off the async threads.
+    let (checking, prompt) = (app.clone(), req.prompt);
+    let prompt_ids = off_async(move || {
+        let model = checking.model()?;
+        model
+            .processor
+            .generation_prompt_within(&prompt, model.image_steps, model.context)
+            .map_err(|e| match e {
+                janus_pipeline::PipelineError::Context(m) => {
+                    ApiError::invalid(Some("prompt".into()), m).code("context_length_exceeded")
+                }
+                e => e.into(),
+            })
+    })
+    .await?;
     let slot = app.admit()?;
     let (tx, rx) = unbounded_channel();
     let prompt_tokens = prompt_ids.len();

@@ -578,6 +578,30 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             .is_some_and(|m| m.contains("over the model's context")),
         "{v}"
     );
+    // Prompts far past the context are refused before they are tokenized
+    // (8 MB of text took ~2 GB in the tokenizer; a few at once killed the
+    // server), for chats and images alike.
+    let huge = "hello world foo bar ".repeat(400_000);
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": huge}]}),
+        ),
+        (images, json!({"prompt": huge})),
+    ] {
+        let (s, v) = post(addr, path, &body);
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (400, &json!("context_length_exceeded")),
+            "{path}: {v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("at least")),
+            "{v}"
+        );
+    }
     // The same code for a chat past the context.
     let long = json!({"messages": [{"role": "user", "content": "abc ".repeat(context)}]});
     let (s, v) = post(addr, "/v1/chat/completions", &long);
