@@ -37,7 +37,8 @@ pub struct Bounds {
 }
 
 /// Serves `router` on `listener` until `shutdown`: then stops accepting, lets
-/// each connection finish its request in flight, and returns when all have.
+/// each connection finish its request in flight, and returns when all have
+/// or after [`SHUTDOWN_GRACE`].
 pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown, bounds: Bounds) {
     let permits = Arc::new(Semaphore::new(bounds.connections.max(1)));
     let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
@@ -88,8 +89,19 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown, bo
         while connections.try_join_next().is_some() {}
     }
     let _ = closing.send(true);
-    while connections.join_next().await.is_some() {}
+    // Requests in flight were cancelled with the work (their clients get an
+    // error at once); what is left is flushing those answers. A client still
+    // sending its body (up to the idle limit per pause) must not hold the
+    // exit: after the grace period the rest are dropped.
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
 }
+
+/// How long connections may take to finish once the server stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// One of the connections an address holds; given back on drop.
 struct AddressSlot {

@@ -3,7 +3,7 @@
 //! images through the API, streamed == whole, bad requests, concurrency,
 //! cancellation and shutdown.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
@@ -1012,9 +1012,33 @@ fn shutdown_cancels_running_work_and_stops_accepting() {
     let mut running = start(ServerConfig::default());
     let addr = running.addr;
     let reader = long_stream(addr);
+    // A client sending its body slowly (it has sent part of it) does not
+    // hold the exit for the idle limit (30 s): the server is gone within its
+    // grace period.
+    // `Expect: 100-continue`: the interim answer comes once the server reads
+    // the body.
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    slow.read_exact(&mut interim).unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&interim)
+    );
+    slow.write_all(b"{\"mess").unwrap();
+    let stopping = std::time::Instant::now();
     running.shutdown.trigger();
     let result = running.thread.take().unwrap().join().unwrap();
     assert!(result.is_ok(), "{result:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "stopped after {:?}",
+        stopping.elapsed()
+    );
     // The stream ended with an error event, well before its 4096 tokens.
     let rest = read_events(reader);
     let (_, last) = rest.last().expect("the stream ends with an event");
