@@ -12,7 +12,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures_util::stream;
-use janus_pipeline::{ImageGenConfig, ImageJob};
+use janus_pipeline::{ImageGenConfig, ImageJob, RgbImage};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
@@ -38,6 +38,8 @@ struct Running {
     n: usize,
     created: u64,
     size: String,
+    /// The side of the images sent.
+    side: usize,
     prompt_tokens: usize,
     /// Codes generated per image.
     steps: usize,
@@ -73,7 +75,7 @@ async fn start(
     let native = format!("{0}x{0}", model.image_size);
     let side = match req.size.as_deref() {
         None | Some("auto") => model.image_size,
-        Some(size) => square_side(size).ok_or_else(|| {
+        Some(size) => square_side(size, model.image_size).ok_or_else(|| {
             ApiError::invalid(
                 Some("size".into()),
                 format!(
@@ -144,7 +146,6 @@ async fn start(
             config,
         },
         partial_images: if stream { partial_images as usize } else { 0 },
-        resize_to: (side != model.image_size).then_some(side),
         events: tx,
     }))?;
     let running = Running {
@@ -152,6 +153,7 @@ async fn start(
         n: n as usize,
         created: unix_now(),
         size,
+        side,
         prompt_tokens,
         steps: model.image_steps,
         progress: req.progress.unwrap_or(false),
@@ -176,14 +178,36 @@ const MIN_SIDE: usize = 64;
 const MAX_SIDE: usize = 2048;
 
 /// `N` of a size `NxN` with `N` in `MIN_SIDE..=MAX_SIDE`.
-fn square_side(size: &str) -> Option<usize> {
+fn square_side(size: &str, native: usize) -> Option<usize> {
     let (w, h) = size.split_once('x')?;
     let (w, h): (usize, usize) = (w.parse().ok()?, h.parse().ok()?);
-    (w == h && (MIN_SIDE..=MAX_SIDE).contains(&w)).then_some(w)
+    (w == h && (w == native || (MIN_SIDE..=MAX_SIDE).contains(&w))).then_some(w)
 }
 
-fn b64(png: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(png)
+/// `picture` as base64 PNG, resized to the request's side where that is not
+/// the model's (bicubic, as Pillow): off the async threads.
+async fn b64_png(picture: RgbImage, side: usize) -> Result<String, ApiError> {
+    off_async(move || {
+        let picture = if (side, side) == (picture.width, picture.height) {
+            picture
+        } else {
+            RgbImage {
+                width: side,
+                height: side,
+                pixels: janus_pipeline::resize_bicubic(
+                    &picture.pixels,
+                    picture.width,
+                    picture.height,
+                    3,
+                    side,
+                    side,
+                ),
+            }
+        };
+        let png = janus_pipeline::encode_png(&picture)?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(png))
+    })
+    .await
 }
 
 async fn whole(mut r: Running) -> Result<Response, ApiError> {
@@ -191,9 +215,9 @@ async fn whole(mut r: Running) -> Result<Response, ApiError> {
     let mut got = 0;
     while got < r.n {
         match r.events.recv().await {
-            Some(ImageEvent::Image { image, png }) => {
+            Some(ImageEvent::Image { image, picture }) => {
                 if let Some(slot) = images.get_mut(image) {
-                    *slot = Some(b64(&png));
+                    *slot = Some(b64_png(picture, r.side).await?);
                     got += 1;
                 }
             }
@@ -234,10 +258,10 @@ fn sse(
             if ended {
                 return None;
             }
-            let image_event = |kind: &str, r: &Running, image: usize, png: &[u8]| {
+            let image_event = |kind: &str, r: &Running, image: usize, b64: String| {
                 json!({
                     "type": kind,
-                    "b64_json": b64(png),
+                    "b64_json": b64,
                     "created_at": r.created,
                     "size": r.size,
                     "quality": "auto",
@@ -257,15 +281,33 @@ fn sse(
                         json!({"type": "image_generation.progress", "step": step, "steps": steps});
                     out.push_back(("image_generation.progress".into(), e));
                 }
-                Some(ImageEvent::Partial { image, index, png }) => {
-                    let kind = "image_generation.partial_image";
-                    let mut e = image_event(kind, &r, image, &png);
-                    e["partial_image_index"] = json!(index);
-                    out.push_back((kind.into(), e));
-                }
-                Some(ImageEvent::Image { image, png }) => {
+                Some(ImageEvent::Partial {
+                    image,
+                    index,
+                    picture,
+                }) => match b64_png(picture, r.side).await {
+                    Ok(b64) => {
+                        let kind = "image_generation.partial_image";
+                        let mut e = image_event(kind, &r, image, b64);
+                        e["partial_image_index"] = json!(index);
+                        out.push_back((kind.into(), e));
+                    }
+                    Err(e) => {
+                        out.push_back(("error".into(), e.body()));
+                        ended = true;
+                    }
+                },
+                Some(ImageEvent::Image { image, picture }) => {
+                    let b64 = match b64_png(picture, r.side).await {
+                        Ok(b64) => b64,
+                        Err(e) => {
+                            out.push_back(("error".into(), e.body()));
+                            ended = true;
+                            continue;
+                        }
+                    };
                     let kind = "image_generation.completed";
-                    let mut e = image_event(kind, &r, image, &png);
+                    let mut e = image_event(kind, &r, image, b64);
                     e["usage"] = usage(r.prompt_tokens, r.steps);
                     out.push_back((kind.into(), e));
                     done += 1;
@@ -283,4 +325,21 @@ fn sse(
         }
     });
     Sse::new(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::square_side;
+
+    #[test]
+    fn the_native_size_is_taken_even_under_the_resize_range() {
+        // Small models draw small squares: their own size is always taken.
+        assert_eq!(square_side("32x32", 32), Some(32));
+        assert_eq!(square_side("32x32", 384), None);
+        assert_eq!(square_side("512x512", 384), Some(512));
+        assert_eq!(square_side("4096x4096", 4096), Some(4096));
+        assert_eq!(square_side("4096x4096", 384), None);
+        assert_eq!(square_side("512x384", 384), None);
+        assert_eq!(square_side("x", 384), None);
+    }
 }

@@ -66,8 +66,6 @@ pub struct ImageWork {
     pub job: ImageJob<()>,
     /// Previews per image (0-3).
     pub partial_images: usize,
-    /// The side the PNGs are resized to (square), when not the model's own.
-    pub resize_to: Option<usize>,
     /// Where the images go.
     pub events: UnboundedSender<ImageEvent>,
 }
@@ -84,21 +82,22 @@ pub enum ImageEvent {
         /// Codes per image.
         steps: usize,
     },
-    /// A preview of image `image`.
+    /// A preview of image `image` (PNG-encoded by the HTTP side: the
+    /// worker's thread runs the model for every request).
     Partial {
         /// Image index.
         image: usize,
         /// Preview index.
         index: usize,
-        /// PNG bytes.
-        png: Vec<u8>,
+        /// The pixels, at the model's size.
+        picture: RgbImage,
     },
     /// Image `image` is done.
     Image {
         /// Image index.
         image: usize,
-        /// PNG bytes.
-        png: Vec<u8>,
+        /// The pixels, at the model's size.
+        picture: RgbImage,
     },
     /// Failed.
     Failed(ApiError),
@@ -115,7 +114,6 @@ struct ImageClient {
     id: u64,
     events: UnboundedSender<ImageEvent>,
     partial_images: usize,
-    resize_to: Option<usize>,
     images: usize,
     delivered: usize,
     previews: usize,
@@ -233,7 +231,6 @@ pub fn run<B: Backend>(
                     id,
                     events: work.events,
                     partial_images: work.partial_images,
-                    resize_to: work.resize_to,
                     images: n,
                     delivered: 0,
                     previews: 0,
@@ -356,15 +353,12 @@ fn deliver<B: Backend>(
             && step < steps
         {
             for image in batch.images().iter().filter(|i| i.tag == c.id) {
-                let png = janus
-                    .decode_partial(&image.codes)
-                    .and_then(|img| janus_pipeline::encode_png(&resized(img, c.resize_to)));
-                match png {
-                    Ok(png) => {
+                match janus.decode_partial(&image.codes) {
+                    Ok(picture) => {
                         let _ = c.events.send(ImageEvent::Partial {
                             image: image.index,
                             index: c.previews,
-                            png,
+                            picture,
                         });
                     }
                     Err(e) => {
@@ -379,22 +373,20 @@ fn deliver<B: Backend>(
         return;
     }
     let codes: Vec<Vec<u32>> = finished.iter().map(|i| i.codes.clone()).collect();
-    let pictures = janus.decode_codes(&codes).map_err(ApiError::from);
+    let mut pictures = janus
+        .decode_codes(&codes)
+        .map_err(ApiError::from)
+        .map(|p| p.into_iter().map(Some).collect::<Vec<_>>());
     for (k, image) in finished.iter().enumerate() {
         let Some(c) = clients.iter_mut().find(|c| c.id == image.tag) else {
             continue;
         };
-        let png = match &pictures {
-            Ok(p) => janus_pipeline::encode_png(&resized(p[k].clone(), c.resize_to))
-                .map_err(ApiError::from),
-            Err(e) => Err(e.clone()),
-        };
-        let event = match png {
-            Ok(png) => ImageEvent::Image {
+        let event = match &mut pictures {
+            Ok(p) => ImageEvent::Image {
                 image: image.index,
-                png,
+                picture: p[k].take().expect("each picture is sent once"),
             },
-            Err(e) => ImageEvent::Failed(e),
+            Err(e) => ImageEvent::Failed(e.clone()),
         };
         let _ = c.events.send(event);
         c.delivered += 1;
@@ -416,16 +408,4 @@ fn fail_all<B: Backend>(
         let _ = c.events.send(ImageEvent::Failed(error.clone()));
     }
     let _ = batch.cancel(|_| true);
-}
-
-/// `img` resized (bicubic, as Pillow) to `side` x `side` when `side` is given.
-fn resized(img: RgbImage, side: Option<usize>) -> RgbImage {
-    match side {
-        Some(s) if (s, s) != (img.width, img.height) => RgbImage {
-            width: s,
-            height: s,
-            pixels: janus_pipeline::resize_bicubic(&img.pixels, img.width, img.height, 3, s, s),
-        },
-        _ => img,
-    }
 }
