@@ -66,18 +66,24 @@ async fn start(
             format!("`n` must be 1 (one choice per request), got {n}"),
         ));
     }
+    // Errors name the field the client sent.
+    let budget_field = if req.max_completion_tokens.is_some() {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
     let max_tokens = match req.max_completion_tokens.or(req.max_tokens) {
         Some(0) => {
             return Err(ApiError::invalid(
-                Some("max_tokens".into()),
-                "`max_tokens` must be at least 1",
+                Some(budget_field.into()),
+                format!("`{budget_field}` must be at least 1"),
             ));
         }
         Some(n) if n > limits.max_tokens as u64 => {
             return Err(ApiError::invalid(
-                Some("max_tokens".into()),
+                Some(budget_field.into()),
                 format!(
-                    "`max_tokens` is {n}, over this server's limit of {} (--max-tokens)",
+                    "`{budget_field}` is {n}, over this server's limit of {} (--max-tokens)",
                     limits.max_tokens
                 ),
             )
@@ -95,7 +101,8 @@ async fn start(
                     format!("`top_p` must be in (0, 1], got {p}"),
                 ));
             }
-            Some(p) => p as f32,
+            // A positive p under f32's range keeps the most likely token.
+            Some(p) => (p as f32).max(f32::MIN_POSITIVE),
             None => 1.0,
         },
         top_k: req.top_k.unwrap_or(0).min(u32::MAX as u64) as usize,

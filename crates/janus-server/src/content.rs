@@ -266,7 +266,7 @@ fn data_url_payload<'a>(url: &'a str, name: &str) -> Result<&'a str, ApiError> {
     let Some((meta, data)) = rest.split_once(',') else {
         return Err(bad(format!("`{name}`: the data URL has no `,`")));
     };
-    if !meta.ends_with(";base64") {
+    if !meta.to_ascii_lowercase().ends_with(";base64") {
         return Err(bad(format!(
             "`{name}`: the data URL must be base64-encoded"
         )));

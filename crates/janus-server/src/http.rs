@@ -30,7 +30,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
-        .route("/v1/models/{id}", get(model))
+        .route("/v1/models/{*id}", get(model))
         .route("/v1/chat/completions", post(crate::chat::completions))
         .route("/v1/images/generations", post(crate::images::generations))
         .fallback(not_found)

@@ -222,10 +222,15 @@ fn health_models_metrics_and_the_page() {
     let (s, models) = call(addr, "GET", "/v1/models", None, None);
     assert_eq!(s, 200);
     assert_eq!(models["data"][0]["id"], "janus-tiny");
-    assert_eq!(
-        call(addr, "GET", "/v1/models/another-name", None, None).1["id"],
-        "janus-tiny"
-    );
+    // Any id, hub ids with their slash unencoded included.
+    for id in ["another-name", "deepseek-ai/Janus-Pro-1B"] {
+        let path = format!("/v1/models/{id}");
+        assert_eq!(
+            call(addr, "GET", &path, None, None).1["id"],
+            "janus-tiny",
+            "{id}"
+        );
+    }
     let (s, metrics) = call(addr, "GET", "/metrics", None, None);
     assert_eq!(s, 200);
     let metrics = metrics.as_str().unwrap().to_string();
@@ -626,6 +631,33 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         (400, &json!("invalid_image")),
         "{v}"
     );
+    // Errors name the budget field the client sent.
+    for field in ["max_completion_tokens", "max_tokens"] {
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
+        body[field] = json!(0);
+        let (s, v) = post(addr, "/v1/chat/completions", &body);
+        assert_eq!((s, &v["error"]["param"]), (400, &json!(field)), "{v}");
+    }
+    // A top_p under f32's range is the most likely token, not an error.
+    let tiny_p = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
+        "temperature": 1, "top_p": 1e-300});
+    let (s, v) = post(addr, "/v1/chat/completions", &tiny_p);
+    assert_eq!(s, 200, "{v}");
+    // `;BASE64` as well as `;base64` (the data URL scheme is case-insensitive).
+    let upper = data_url(
+        &testdata_dir().join("images").join(
+            Golden::load().at("vq.input_images")[0]
+                .as_str()
+                .unwrap()
+                .to_string()
+                + ".png",
+        ),
+    )
+    .replacen(";base64,", ";BASE64,", 1);
+    let body = json!({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": upper}}, text_part("hi")]}], "max_tokens": 1});
+    let (s, v) = post(addr, "/v1/chat/completions", &body);
+    assert_eq!(s, 200, "{v}");
     // What the server cannot give is refused, not silently left out.
     for (field, value) in [
         ("logprobs", json!(true)),
