@@ -490,6 +490,47 @@ fn side_files_of_an_earlier_conversion_never_pair_with_new_weights() {
         .to_string();
     assert!(err.contains("tokenizer does not load"), "{err}");
     assert!(!fresh.exists());
+    // Side files that load but do not fit the model: a token id past the
+    // embedding, no image tokens, a one-channel normalisation (each loaded
+    // as the model loads them, so `understand` would fail on the copy).
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(no_tok.join("config.json")).unwrap())
+            .unwrap();
+    let vocab = config["language_config"]["vocab_size"].as_u64().unwrap();
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: [(&str, Edit, &str); 3] = [
+        (
+            "tokenizer.json",
+            Box::new(move |t| t["model"]["vocab"]["zzzz"] = serde_json::json!(vocab + 3)),
+            "token rows",
+        ),
+        (
+            "processor_config.json",
+            Box::new(|p| p["num_image_tokens"] = serde_json::json!(0)),
+            "num_image_tokens",
+        ),
+        (
+            "preprocessor_config.json",
+            Box::new(|p| p["image_mean"] = serde_json::json!([0.5])),
+            "image_mean",
+        ),
+    ];
+    for (file, edit, needle) in cases {
+        let bad = input_with("in-bad-side", "model.safetensors");
+        let path = bad.join(file);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let err = convert(&bad, &fresh, StoredDType::BF16, None, |_, _, _| {})
+            .expect_err(file)
+            .to_string();
+        assert!(
+            err.contains("could not run") && err.contains(needle),
+            "{file}: {err}"
+        );
+        assert!(!fresh.exists());
+    }
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
     let err = convert(&no_tok, &out, StoredDType::F32, None, |_, _, _| {})
         .unwrap_err()

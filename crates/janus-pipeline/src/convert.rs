@@ -214,7 +214,7 @@ pub fn convert(
         )));
     }
     let (skipped, quantizable) = check_keys(&ckpt, &config)?;
-    check_side_files(input)?;
+    check_side_files(input, &config)?;
     let variant = detect_variant(&config, &input.display().to_string());
 
     // Tensors in (shard, key) order: sequential reads, deterministic output.
@@ -414,10 +414,12 @@ fn record_template(input: &Path, output: &Path) -> Result<Option<Template>> {
     Ok(Some(template))
 }
 
-/// Refuses an input whose converted copy could not run: its tokenizer must
-/// load, and every side file present must be a regular file (a directory, a
-/// dangling link or a FIFO there is not skipped as if absent).
-fn check_side_files(input: &Path) -> Result<()> {
+/// Refuses an input whose converted copy could not run: every side file
+/// present must be a regular file (a directory, a dangling link or a FIFO
+/// there is not skipped as if absent), and they must load as the model's
+/// would: the tokenizer, its ids inside the vocabulary, the image
+/// preprocessing and the image token count.
+fn check_side_files(input: &Path, config: &JanusConfig) -> Result<()> {
     for name in SIDE_FILES {
         let path = input.join(name);
         if std::fs::symlink_metadata(&path).is_ok() && !path.is_file() {
@@ -433,6 +435,14 @@ fn check_side_files(input: &Path) -> Result<()> {
             input.display()
         ))
     })?;
+    crate::Processor::from_dir(input, &input.display().to_string(), &config.vision, None)
+        .and_then(|p| p.tokenizer().check_vocab(config.language.vocab_size))
+        .map_err(|e| {
+            PipelineError::Invalid(format!(
+                "{}: the converted checkpoint could not run: {e}",
+                input.display()
+            ))
+        })?;
     Ok(())
 }
 
