@@ -165,6 +165,35 @@ fn understand_conversation_file_gives_the_reference_tokens() {
         "json",
     ]);
     assert_eq!(u32s(&out["token_ids"]), want);
+    // Relative image names are found next to the conversation file, ahead
+    // of a file of the same name in the current directory.
+    let beside = tmp("conv-beside");
+    let elsewhere = tmp("conv-cwd");
+    let mut messages = g.at("prompts.pro.und_two_images.messages").clone();
+    for m in messages.as_array_mut().unwrap() {
+        if let Some(images) = m.get_mut("images") {
+            for i in images.as_array_mut().unwrap() {
+                let name = i.as_str().unwrap().to_string();
+                std::fs::copy(dir.join("images").join(&name), beside.join(&name)).unwrap();
+                std::fs::write(elsewhere.join(&name), b"not an image").unwrap();
+            }
+        }
+    }
+    let file = beside.join("conversation.json");
+    std::fs::write(&file, messages.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .current_dir(&elsewhere)
+        .args(["understand", "--model", s(&dir), "--conversation", s(&file)])
+        .args(["--max-new-tokens", &n, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(u32s(&v["token_ids"]), want);
 }
 
 #[test]

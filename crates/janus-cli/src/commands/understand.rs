@@ -28,7 +28,8 @@ pub struct Args {
     )]
     prompt: Option<String>,
     /// A JSON list of messages (`role`, `content`, `images`) for multi-turn chats;
-    /// the last assistant turn is generated.
+    /// the last assistant turn is generated. Relative image paths are looked up
+    /// next to the file first, then in the current directory.
     #[arg(long, value_name = "FILE")]
     conversation: Option<PathBuf>,
     /// Chat template: `janus` or `pro` [default: from the checkpoint: `janus` for
@@ -74,12 +75,15 @@ fn open_images<B: Backend>(
         .collect()
 }
 
+/// A conversation's image path: a relative one is looked up next to the
+/// conversation file first, then in the current directory.
 fn resolve_image(path: &str, base: &Path) -> PathBuf {
     let p = PathBuf::from(path);
-    if p.is_absolute() || p.exists() {
-        p
+    let beside = base.join(&p);
+    if p.is_absolute() || beside.exists() || !p.exists() {
+        beside
     } else {
-        base.join(p)
+        p
     }
 }
 
