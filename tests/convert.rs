@@ -484,12 +484,12 @@ fn side_files_of_an_earlier_conversion_never_pair_with_new_weights() {
     // directory is not left behind.
     let no_tok = input_with("in-no-tok", "model.safetensors");
     std::fs::remove_file(no_tok.join("tokenizer.json")).unwrap();
-    let fresh = tmp("out-fresh").join("new");
+    let fresh = tmp("out-fresh").join("new").join("deeper");
     let err = convert(&no_tok, &fresh, StoredDType::BF16, None, |_, _, _| {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("tokenizer does not load"), "{err}");
-    assert!(!fresh.exists());
+    assert!(!fresh.parent().unwrap().exists());
     // Side files that load but do not fit the model: a token id past the
     // embedding, no image tokens, a one-channel normalisation (each loaded
     // as the model loads them, so `understand` would fail on the copy).

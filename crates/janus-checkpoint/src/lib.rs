@@ -33,4 +33,6 @@ pub use checkpoint::{Checkpoint, Rename, WEIGHT_FILES, read_index};
 pub use dtype::{FloatElem, StoredDType, TensorInfo};
 pub use error::{Error, Result};
 pub use pickle::{Value as PickleValue, parse as parse_pickle};
-pub use writer::{partial_path, remove_stale_partials, write_safetensors};
+pub use writer::{
+    CreatedDirs, create_dirs, partial_path, remove_stale_partials, write_safetensors,
+};

@@ -20,6 +20,33 @@ pub fn partial_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}.partial", std::process::id()))
 }
 
+/// The directories [`create_dirs`] made; on drop, those still empty are
+/// removed (deepest first), so a run that fails leaves no empty directories
+/// behind, while one that wrote files keeps them.
+#[derive(Debug)]
+pub struct CreatedDirs(Vec<std::path::PathBuf>);
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// `std::fs::create_dir_all(path)`, remembering which directories it made.
+pub fn create_dirs(path: &Path) -> std::io::Result<CreatedDirs> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(dir) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(dir.to_path_buf());
+        at = dir.parent();
+    }
+    let created = CreatedDirs(missing);
+    std::fs::create_dir_all(path)?;
+    Ok(created)
+}
+
 /// Removes the temporary files ([`partial_path`]) in `dir` that processes no
 /// longer running left behind (killed before they could clean up); returns
 /// them. Only where `/proc` tells which processes run (Linux); elsewhere none.

@@ -454,6 +454,21 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["understand", "--model", d, "--conversation", s(&typo)],
         "unknown field `image`",
     );
+    // A run that fails leaves none of the output directories it made.
+    let new_out = work.join("made").join("by").join("generate");
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            "/no/such/model",
+            "--prompt",
+            "x",
+            "--out",
+            s(&new_out),
+        ],
+        "/no/such/model",
+    );
+    assert!(!work.join("made").exists());
     let a_file = s(&broken);
     fails_with(
         &["generate", "--model", d, "--prompt", "x", "--out", a_file],

@@ -276,10 +276,9 @@ pub fn convert(
     let files = ckpt.files();
     let mut done: BTreeMap<Option<usize>, usize> = BTreeMap::new();
 
-    let fresh = !output.exists();
-    std::fs::create_dir_all(output).map_err(|e| io_error(output, e))?;
-    // A failed conversion into a new directory leaves no empty one behind.
-    let mut fresh_dir = RemoveIfEmpty(fresh.then(|| output.to_path_buf()));
+    // A failed conversion into new directories leaves no empty ones behind
+    // (dropped after the lock below: it removes only empty directories).
+    let _created = janus_checkpoint::create_dirs(output).map_err(|e| io_error(output, e))?;
     // Two conversions into one directory would mix their files.
     let _lock = OutputLock::take(output)?;
     // What killed conversions left (a signal's clean-up removes its own).
@@ -368,7 +367,6 @@ pub fn convert(
             }
         }
     }
-    fresh_dir.0 = None;
     Ok(ConvertReport {
         variant,
         layout,
@@ -507,18 +505,6 @@ impl Drop for OutputLock {
     fn drop(&mut self) {
         if let Some(path) = &self.0 {
             let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Removes the directory on drop when set and empty (a failed conversion's
-/// new output directory).
-struct RemoveIfEmpty(Option<std::path::PathBuf>);
-
-impl Drop for RemoveIfEmpty {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = std::fs::remove_dir(dir);
         }
     }
 }

@@ -127,7 +127,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.out.exists() && !args.out.is_dir() {
         anyhow::bail!("--out {} exists and is not a directory", args.out.display());
     }
-    std::fs::create_dir_all(&args.out)
+    // A run that fails before writing an image leaves no empty directories.
+    let _created = janus_checkpoint::create_dirs(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let probe = args
         .out
