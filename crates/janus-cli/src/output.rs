@@ -42,6 +42,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     result
 }
 
+/// Fails now, not after a long run, when `path` could not be written by
+/// [`write_atomic`] (a directory there, a missing or read-only directory).
+pub fn check_can_write(path: &Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("cannot write {}: it is a directory", path.display());
+    }
+    let tmp = janus_checkpoint::partial_path(path);
+    std::fs::write(&tmp, b"").with_context(|| format!("cannot write {}", path.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(())
+}
+
 /// Encodes `img` as a PNG at `path` (atomically).
 pub fn save_png(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
     let png = janus_pipeline::encode_png(img)

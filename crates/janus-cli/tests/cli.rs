@@ -955,6 +955,12 @@ fn bench_runs_every_step_of_an_image_and_refuses_what_it_cannot_run() {
         assert!(e["relative_rms"].as_f64().unwrap() > 0.0, "{dtype}: {v}");
     }
     let more = (codes.parse::<u64>().unwrap() + 1).to_string();
+    // An --out that cannot be written fails before the measurements.
+    let nowhere = tmp("bench").join("no-such-dir").join("b.json");
+    fails_with(
+        &["bench", "--model", d, "--out", s(&nowhere)],
+        "cannot write",
+    );
     for (args, needle) in [
         (vec!["--only", "bogus"], "unknown measurement `bogus`"),
         (
@@ -975,6 +981,8 @@ fn bench_runs_every_step_of_an_image_and_refuses_what_it_cannot_run() {
         ),
         (vec!["--repeats", "0"], "--repeats must be at least 1"),
         (vec!["--only", "error"], "give --dtype q8_0 or q4_0"),
+        (vec!["--variant", "janus-pro-7b"], "cannot be used with"),
+        (vec!["--chat-tokens", "4"], "--serve"),
         (
             vec!["--serve", "--clients", "1,0"],
             "--clients: give client counts",

@@ -45,8 +45,8 @@ impl Variant {
 pub struct Args {
     #[command(flatten)]
     backend: BackendArgs,
-    /// Model sizes.
-    #[arg(long, value_enum, default_value_t = Variant::JanusPro1b)]
+    /// Model sizes (with --random-weights).
+    #[arg(long, value_enum, default_value_t = Variant::JanusPro1b, conflicts_with = "model")]
     variant: Variant,
     /// A real checkpoint directory (instead of random weights), e.g. a tiny test checkpoint.
     #[arg(long, conflicts_with = "random_weights")]
@@ -81,17 +81,22 @@ pub struct Args {
     serve: bool,
     /// With --serve and --random-weights: a directory with the tokenizer files
     /// (e.g. the tiny test checkpoint).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", requires = "serve")]
     tokenizer: Option<PathBuf>,
     /// With --serve: generated image side (a smaller side means fewer steps per
     /// image at the same LLM cost per step; 384 is the real one).
-    #[arg(long)]
+    #[arg(long, requires = "serve")]
     image_size: Option<usize>,
     /// With --serve: concurrent client counts.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,4,8",
+        requires = "serve"
+    )]
     clients: Vec<usize>,
     /// With --serve: tokens per chat request.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, requires = "serve")]
     chat_tokens: usize,
 }
 
@@ -495,6 +500,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.model.is_none() && !args.random_weights {
         anyhow::bail!("give --model DIR or --random-weights");
     }
+    // Before the measurements, which can take hours.
+    crate::output::check_can_write(&args.out)?;
     let mut config = match &args.model {
         Some(dir) => JanusConfig::from_file(dir.join("config.json"))?,
         None => args.variant.config(),
@@ -516,8 +523,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = args.out.clone();
     let cpu = matches!(backend.backend, BackendKind::Cpu);
     let simd = janus_core::simd_level();
+    let what = match &args.model {
+        Some(dir) => dir.display().to_string(),
+        None => format!("{variant:?} (random weights)"),
+    };
     say!(
-        "bench: {variant:?}, {:?} {precision}, {threads} threads{}",
+        "bench: {what}, {:?} {precision}, {threads} threads{}",
         backend.backend,
         if cpu {
             format!(
