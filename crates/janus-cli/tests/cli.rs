@@ -454,6 +454,34 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["understand", "--model", d, "--conversation", s(&typo)],
         "unknown field `image`",
     );
+    // An --input that is the weight file, an --output under a file.
+    let weights = dir.join("model.safetensors");
+    let out_dir = work.join("cv");
+    fails_with(
+        &["convert", "--input", s(&weights), "--output", s(&out_dir)],
+        "is a file: give the model directory",
+    );
+    let under_file = work.join("a-plain-file");
+    std::fs::write(&under_file, b"x").unwrap();
+    let under = under_file.join("sub");
+    fails_with(
+        &["convert", "--input", d, "--output", s(&under)],
+        "cannot write",
+    );
+    // A relative path to a file is a file, not a hub id to download.
+    std::fs::create_dir_all(work.join("pics")).unwrap();
+    std::fs::write(work.join("pics").join("cat.png"), b"x").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .current_dir(&work)
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["understand", "--model", "pics/cat.png", "--prompt", "hi"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("`pics/cat.png` is a file"),
+        "{stderr}"
+    );
     // A run that fails leaves none of the output directories it made.
     let new_out = work.join("made").join("by").join("generate");
     fails_with(

@@ -278,7 +278,7 @@ pub fn convert(
 
     // A failed conversion into new directories leaves no empty ones behind
     // (dropped after the lock below: it removes only empty directories).
-    let _created = janus_checkpoint::create_dirs(output).map_err(|e| io_error(output, e))?;
+    let _created = janus_checkpoint::create_dirs(output).map_err(|e| write_error(output, e))?;
     // Two conversions into one directory would mix their files.
     let _lock = OutputLock::take(output)?;
     // What killed conversions left (a signal's clean-up removes its own).
@@ -339,7 +339,7 @@ pub fn convert(
         if !src.exists() && !same_path(input, output) && dst.is_file() {
             // An earlier conversion's copy would pair this model with another
             // one's tokenizer or settings.
-            std::fs::remove_file(&dst).map_err(|e| io_error(&dst, e))?;
+            std::fs::remove_file(&dst).map_err(|e| write_error(&dst, e))?;
             removed.push(dst);
         } else if src.is_file() {
             let tmp = janus_checkpoint::partial_path(&dst);
@@ -362,7 +362,7 @@ pub fn convert(
         ] {
             let path = output.join(stale);
             if path.is_file() {
-                std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+                std::fs::remove_file(&path).map_err(|e| write_error(&path, e))?;
                 removed.push(path);
             }
         }
@@ -407,7 +407,7 @@ fn record_template(input: &Path, output: &Path) -> Result<Option<Template>> {
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            io_error(&path, e)
+            write_error(&path, e)
         })?;
     Ok(Some(template))
 }
@@ -482,7 +482,7 @@ impl OutputLock {
             {
                 Ok(mut f) => {
                     use std::io::Write;
-                    write!(f, "{}", std::process::id()).map_err(|e| io_error(&path, e))?;
+                    write!(f, "{}", std::process::id()).map_err(|e| write_error(&path, e))?;
                     return Ok(Self(Some(path)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -495,7 +495,7 @@ impl OutputLock {
                         std::thread::sleep(std::time::Duration::from_millis(50));
                     }
                 }
-                Err(e) => return Err(io_error(&path, e)),
+                Err(e) => return Err(write_error(&path, e)),
             }
         }
     }
@@ -523,6 +523,7 @@ fn same_path(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> PipelineError {
-    janus_core::Error::io(path, e).into()
+/// A failure to create, write or remove `path` in the output.
+fn write_error(path: &Path, e: std::io::Error) -> PipelineError {
+    janus_core::Error::from(janus_checkpoint::Error::write(path, e)).into()
 }

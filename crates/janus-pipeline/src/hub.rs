@@ -133,6 +133,13 @@ pub fn resolve_model(spec: &str, mut progress: impl FnMut(LoadEvent<'_>)) -> Res
     if path.is_dir() {
         return Ok(path);
     }
+    // A relative file path can look like an id (`images/cat.png`).
+    if path.exists() {
+        return Err(PipelineError::Invalid(format!(
+            "model `{spec}` is a file: give the model directory (the one holding config.json \
+             and the weights) or a Hugging Face id like {DEFAULT_MODEL}"
+        )));
+    }
     if !is_repo_id(spec) {
         return Err(PipelineError::Invalid(format!(
             "model `{spec}` is neither a directory nor a Hugging Face id like {DEFAULT_MODEL}"

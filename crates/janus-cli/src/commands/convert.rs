@@ -41,6 +41,12 @@ enum QuantArg {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.input.is_file() {
+        anyhow::bail!(
+            "--input {} is a file: give the model directory holding it",
+            args.input.display()
+        );
+    }
     if !args.input.is_dir() {
         anyhow::bail!("input directory {} not found", args.input.display());
     }
