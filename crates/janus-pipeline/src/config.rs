@@ -65,6 +65,8 @@ impl JanusConfig {
 
     /// Parses a config from JSON text; `path` is only used in error messages.
     pub fn from_json_str(text: &str, path: impl AsRef<Path>) -> Result<Self> {
+        // A byte-order mark, as some editors save JSON, is not JSON.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: Value = serde_json::from_str(text).map_err(|e| {
             config_error(
                 path.as_ref(),
@@ -381,6 +383,15 @@ mod tests {
             (16384, 256, 24)
         );
         assert_eq!((c.gen_head.mlp_dim, c.gen_embed.code_dim), (2048, 8));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let path = janus_tests::testdata_dir().join("config.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let plain = JanusConfig::from_json_str(&text, &path).unwrap();
+        let marked = JanusConfig::from_json_str(&format!("\u{feff}{text}"), &path).unwrap();
+        assert_eq!(format!("{plain:?}"), format!("{marked:?}"));
     }
 
     #[test]

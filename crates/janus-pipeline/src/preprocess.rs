@@ -205,7 +205,8 @@ impl ImageProcessor {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| janus_core::Error::io(path, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| janus_core::Error::Config {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let v: Value = serde_json::from_str(text).map_err(|e| janus_core::Error::Config {
             path: path.into(),
             field: "<root>".into(),
             reason: format!("not valid JSON: {e}"),

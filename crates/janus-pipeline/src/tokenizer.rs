@@ -58,7 +58,7 @@ pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(|e| janus_core::Error::io(path, e))?;
-    serde_json::from_str(&text)
+    serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
         .map(Some)
         .map_err(|e| PipelineError::Tokenizer(format!("{} is not valid JSON: {e}", path.display())))
 }
