@@ -63,6 +63,7 @@ enum Command {
 fn main() {
     signals::install();
     let cli = Cli::parse();
+    check_simd_env();
     let result = match cli.command {
         Command::Understand(args) => understand::run(args),
         Command::Generate(args) => generate::run(args),
@@ -77,6 +78,27 @@ fn main() {
         }
         say!("error: {}", describe(&e));
         std::process::exit(1);
+    }
+}
+
+/// Says when `JANUS_SIMD` is not a level (the kernels then ignore it) or
+/// asks for more than this CPU has.
+fn check_simd_env() {
+    use janus_core::SimdLevel;
+    let Ok(value) = std::env::var("JANUS_SIMD") else {
+        return;
+    };
+    let using = janus_core::simd_level();
+    match SimdLevel::parse(&value) {
+        None => say!(
+            "warning: JANUS_SIMD=`{value}` is not a level (scalar, neon, avx2, avxvnni, \
+             avx512, avx512vnni): ignored, using {using}"
+        ),
+        Some(asked) if asked.capped() != asked => say!(
+            "note: JANUS_SIMD={value}: this CPU's best is {}, using {using}",
+            SimdLevel::detect()
+        ),
+        Some(_) => {}
     }
 }
 

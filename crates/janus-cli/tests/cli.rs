@@ -468,6 +468,17 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["convert", "--input", d, "--output", s(&under)],
         "cannot write",
     );
+    // A JANUS_SIMD that is not a level is named, not silently ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .env("JANUS_SIMD", "avx512bf16")
+        .args(["understand", "--model", "/no/such/model", "--prompt", "hi"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("JANUS_SIMD=`avx512bf16` is not a level"),
+        "{stderr}"
+    );
     // A relative path to a file is a file, not a hub id to download.
     std::fs::create_dir_all(work.join("pics")).unwrap();
     std::fs::write(work.join("pics").join("cat.png"), b"x").unwrap();
