@@ -21,7 +21,9 @@ use burn::tensor::DType;
 use janus_checkpoint::{Checkpoint, StoredDType, TensorInfo, write_safetensors};
 use janus_core::{Precision, QuantFormat};
 use janus_pipeline::convert::{SIDE_FILES, convert};
-use janus_pipeline::{ImageGenConfig, ImageRequest, Janus, JanusModel, Modules, Request};
+use janus_pipeline::{
+    ImageGenConfig, ImageRequest, Janus, JanusConfig, JanusModel, Modules, Request,
+};
 use janus_tests::{Golden, TestBackend as B, cosine, testdata_dir, values};
 use serde_json::Value;
 
@@ -546,4 +548,29 @@ fn a_checkpoint_of_another_format_version_or_block_size_is_refused() {
     edit_header(&file, |h| h["__metadata__"] = Value::from(7));
     let err = Checkpoint::open(&file).expect_err("opened").to_string();
     assert!(err.contains("`__metadata__` is not an object"), "{err}");
+}
+
+#[test]
+fn a_block_format_no_matrix_can_take_is_not_reported() {
+    // Every quantizable width 90 or 186: none is a multiple of 32.
+    let path = testdata_dir().join("config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let l = &mut c["language_config"];
+    (l["hidden_size"], l["intermediate_size"]) = (90.into(), 186.into());
+    (l["num_attention_heads"], l["num_key_value_heads"]) = (5.into(), 5.into());
+    c["gen_head_config"]["params"]["n_embed"] = 90.into();
+    c["gen_head_config"]["params"]["image_token_embed"] = 90.into();
+    c["aligner_config"]["params"]["n_embed"] = 90.into();
+    c["gen_aligner_config"]["params"]["n_embed"] = 90.into();
+    let config = JanusConfig::from_json_str(&c.to_string(), &path).unwrap();
+    let precision = Precision::quantized(DType::F16, QuantFormat::Q4_0);
+    let odd =
+        JanusModel::<B>::random_modules(&config, &Default::default(), precision, 7, Modules::All)
+            .unwrap();
+    assert_eq!(odd.precision(), Precision::from(DType::F16));
+    // The tiny model's widths take it.
+    let tiny = JanusConfig::from_file(&path).unwrap();
+    let q = JanusModel::<B>::random_modules(&tiny, &Default::default(), precision, 7, Modules::All)
+        .unwrap();
+    assert_eq!(q.precision(), precision);
 }

@@ -42,10 +42,16 @@ pub fn janus<B: Backend>(
     )?;
     alloc::retain_freed_memory();
     let secs = t0.elapsed().as_secs_f64();
+    let running = janus.model().precision();
     say!(
-        "loaded {} in {secs:.1} s ({})",
+        "loaded {} in {secs:.1} s ({running})",
         janus.dir().display(),
-        janus.model().precision()
     );
+    if let (Some(asked), None) = (precision.quant, running.quant) {
+        say!(
+            "note: no matrix of this model can take {asked} (its blocks are rows of 32 values; \
+             these widths are not multiples of 32): it runs in {running}"
+        );
+    }
     Ok((janus, secs))
 }

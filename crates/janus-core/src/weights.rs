@@ -67,6 +67,8 @@ struct Shared<'a, B: Backend> {
     stored_quant: Cell<Option<QuantFormat>>,
     /// Bytes of the tensors and matrices handed out (as held).
     bytes: Cell<u64>,
+    /// Matrices handed out in a block format.
+    quantized: Cell<usize>,
     used: RefCell<BTreeSet<String>>,
     quantizable: RefCell<BTreeSet<String>>,
 }
@@ -95,6 +97,7 @@ impl<'a, B: Backend> Weights<'a, B> {
                 quant: precision.quant,
                 stored_quant: Cell::new(None),
                 bytes: Cell::new(0),
+                quantized: Cell::new(0),
                 used: RefCell::new(BTreeSet::new()),
                 quantizable: RefCell::new(BTreeSet::new()),
             }),
@@ -385,7 +388,16 @@ impl<'a, B: Backend> Weights<'a, B> {
     ) -> Result<QuantMatrix> {
         let q = self.take_quantized(name, shape, format)?;
         self.count(q.bytes());
+        let n = &self.shared.quantized;
+        n.set(n.get() + 1);
         Ok(q)
+    }
+
+    /// How many matrices were handed out in a block format (none where no
+    /// matrix's width is a multiple of the block: the model then runs in
+    /// its float dtype).
+    pub fn quantized_matrices(&self) -> usize {
+        self.shared.quantized.get()
     }
 
     fn take_quantized(

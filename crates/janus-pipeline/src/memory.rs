@@ -123,8 +123,8 @@ fn weights_as_loaded(
     )
     .map_err(janus_core::Error::from)?;
     let w = Weights::<Flex>::new(&shapes, &Default::default(), precision);
-    JanusModel::from_weights_of(&w, config, modules)?;
-    Ok((w.bytes_taken(), w.precision()))
+    let model = JanusModel::from_weights_of(&w, config, modules)?;
+    Ok((w.bytes_taken(), model.precision()))
 }
 
 /// A generation request's memory before anything loads: what the weights

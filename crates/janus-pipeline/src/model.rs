@@ -213,7 +213,12 @@ impl<B: Backend> JanusModel<B> {
             llm,
             config: config.clone(),
             device: w.device().clone(),
-            precision: w.precision(),
+            // What the model runs in: a block format no matrix could take
+            // is not one.
+            precision: match w.precision() {
+                p if w.quantized_matrices() == 0 => Precision { quant: None, ..p },
+                p => p,
+            },
             modules,
             weight_bytes: w.bytes_taken(),
         })
