@@ -100,7 +100,13 @@ impl Job for Generate {
         let mut written = Vec::with_capacity(parallel);
         janus.generate_images_with(
             &self.request,
-            |d, n| bar.update(d, n),
+            |d, n| {
+                bar.update(d, n);
+                // The VQ decoder's part can take a while for many images.
+                if d == n {
+                    say!("decoding the last codes to pixels (VQ decoder)");
+                }
+            },
             |i, image: GeneratedImage| -> anyhow::Result<()> {
                 let path = self.out.join(format!("img_{i}.png"));
                 output::save_png(&path, &image.image)?;
