@@ -447,6 +447,12 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["understand", "--model", d, "--conversation", "/dev/zero"],
         "is not a regular file",
     );
+    // `vq encode` reads no device or FIFO as an image (it read /dev/zero
+    // until memory ran out, and waited on a FIFO for ever).
+    fails_with(
+        &["vq", "encode", "--model", d, "--image", "/dev/zero"],
+        "is not a regular file",
+    );
     let typo = work.join("typo.json");
     let conv = serde_json::json!([{"role": "user", "content": "hi", "image": ["doge.png"]}]);
     std::fs::write(&typo, conv.to_string()).unwrap();

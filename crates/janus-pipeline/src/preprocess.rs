@@ -19,6 +19,16 @@ use crate::{PipelineError, Result};
 /// pixels match the reference bit for bit.
 pub fn open_image(path: impl AsRef<Path>) -> Result<RgbImage> {
     let path = path.as_ref();
+    // Checked before opening: a FIFO would wait for a writer, /dev/zero
+    // never end.
+    let meta = std::fs::metadata(path)
+        .map_err(|e| PipelineError::Image(format!("cannot open {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(PipelineError::Image(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
     let bytes = std::fs::read(path)
         .map_err(|e| PipelineError::Image(format!("cannot open {}: {e}", path.display())))?;
     decode_image(&bytes, &path.display().to_string())

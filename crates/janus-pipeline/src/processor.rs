@@ -249,8 +249,18 @@ impl Processor {
         system: &str,
         context: usize,
     ) -> Result<usize> {
-        let bytes = messages.iter().map(|m| m.content.len()).sum::<usize>() + system.len();
-        self.encodable(bytes, context)?;
+        // The template trims each message; each takes at least its role's
+        // token, each image its positions.
+        let bytes = messages
+            .iter()
+            .map(|m| m.content.trim().len())
+            .sum::<usize>()
+            + system.trim().len();
+        self.encodable(
+            bytes,
+            messages.len() + images * self.tokens_per_image,
+            context,
+        )?;
         let len = self
             .understanding_prompt(messages, images, system)?
             .input_ids
@@ -259,14 +269,16 @@ impl Processor {
         Ok(len)
     }
 
-    /// Refuses `bytes` bytes of text that take at least `limit` tokens
+    /// Refuses a prompt of `bytes` bytes of text and at least `more` other
+    /// tokens (roles, image positions) that takes at least `limit` tokens
     /// ([`TextTokenizer::min_tokens`]), before any encoding.
-    fn encodable(&self, bytes: usize, limit: usize) -> Result<()> {
-        let at_least = self.tokenizer.min_tokens(bytes);
+    fn encodable(&self, bytes: usize, more: usize, limit: usize) -> Result<()> {
+        let at_least = self.tokenizer.min_tokens(bytes).saturating_add(more);
         if at_least >= limit {
             return Err(PipelineError::Context(format!(
-                "the prompt's {bytes} bytes of text take at least {at_least} tokens: over the \
-                 model's context (language_config.max_position_embeddings) of {limit}"
+                "the prompt ({bytes} bytes of text, {more} tokens of roles and images) takes \
+                 at least {at_least} tokens: over the model's context \
+                 (language_config.max_position_embeddings) of {limit}"
             )));
         }
         Ok(())
@@ -317,7 +329,7 @@ impl Processor {
         steps: usize,
         context: usize,
     ) -> Result<Vec<u32>> {
-        self.encodable(prompt.len(), context.saturating_sub(steps))?;
+        self.encodable(prompt.trim().len(), 0, context.saturating_sub(steps))?;
         let ids = self.generation_prompt(prompt)?;
         crate::janus::image_context_fits(ids.len(), steps, context)?;
         Ok(ids)

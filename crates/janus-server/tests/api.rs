@@ -607,6 +607,34 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             "{v}"
         );
     }
+    // Many empty messages: each takes at least its role's token, so they are
+    // refused before tokenizing too; whitespace the template trims does not
+    // count against the prompt.
+    let empties: Vec<Value> = (0..context + 10)
+        .map(|_| json!({"role": "user", "content": ""}))
+        .collect();
+    let (s, v) = post(addr, "/v1/chat/completions", &json!({"messages": empties}));
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (400, &json!("context_length_exceeded")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at least")),
+        "{v}"
+    );
+    let padded = format!("hi{}", " ".repeat(40 * context));
+    let body = json!({"messages": [{"role": "user", "content": padded}], "max_tokens": 1});
+    let (s, v) = post(addr, "/v1/chat/completions", &body);
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post(
+        addr,
+        images,
+        &json!({"prompt": format!("a cat{}", " ".repeat(40 * context)), "n": 1}),
+    );
+    assert_eq!(s, 200, "{}", &v.to_string()[..200.min(v.to_string().len())]);
     // The same code for a chat past the context.
     let long = json!({"messages": [{"role": "user", "content": "abc ".repeat(context)}]});
     let (s, v) = post(addr, "/v1/chat/completions", &long);
