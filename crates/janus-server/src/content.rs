@@ -9,7 +9,7 @@ use janus_pipeline::{ImageProcessor, RgbImage};
 use serde_json::Value;
 
 use crate::config::Limits;
-use crate::error::ApiError;
+use crate::error::{ApiError, excerpt};
 use crate::openai::ChatMessage;
 
 /// A conversation ready for [`janus_pipeline::Request`].
@@ -70,7 +70,8 @@ pub fn conversation(
                 return Err(ApiError::invalid(
                     Some(format!("{at}.role")),
                     format!(
-                        "`{at}.role`: `{other}` is not supported (system, developer, user, assistant)"
+                        "`{at}.role`: `{}` is not supported (system, developer, user, assistant)",
+                        excerpt(other)
                     ),
                 ));
             }
@@ -207,7 +208,10 @@ fn content_text(
             other => {
                 return Err(ApiError::invalid(
                     Some(format!("{at}.type")),
-                    format!("`{at}.type`: `{other}` is not supported (text, image_url)"),
+                    format!(
+                        "`{at}.type`: `{}` is not supported (text, image_url)",
+                        excerpt(other)
+                    ),
                 ));
             }
         }

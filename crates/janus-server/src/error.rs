@@ -126,3 +126,13 @@ impl From<janus_pipeline::PipelineError> for ApiError {
         }
     }
 }
+
+/// A client's string as an error message quotes it: at most 64 characters
+/// (a 5 MB `role` came back whole in the error).
+pub fn excerpt(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", &s[..end]),
+        None => s.to_string(),
+    }
+}

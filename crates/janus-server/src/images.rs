@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::Shutdown;
-use crate::error::ApiError;
+use crate::error::{ApiError, excerpt};
 use crate::http::{json_body, off_async, respond};
 use crate::openai::{ImagesRequest, in_range};
 use crate::state::{AppState, Slot, unix_now, worker_gone};
@@ -79,8 +79,9 @@ async fn start(
             ApiError::invalid(
                 Some("size".into()),
                 format!(
-                    "`size` {size} is not supported: this model draws square images \
-                     ({native}); give NxN with N from {MIN_SIDE} to {MAX_SIDE}, or auto"
+                    "`size` {} is not supported: this model draws square images \
+                     ({native}); give NxN with N from {MIN_SIDE} to {MAX_SIDE}, or auto",
+                    excerpt(size)
                 ),
             )
             .code("unsupported_size")
@@ -98,7 +99,7 @@ async fn start(
         Some(other) => {
             return Err(ApiError::invalid(
                 Some("response_format".into()),
-                format!("`response_format` must be b64_json, got {other}"),
+                format!("`response_format` must be b64_json, got {}", excerpt(other)),
             ));
         }
     }

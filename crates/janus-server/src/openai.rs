@@ -54,13 +54,36 @@ pub struct ChatRequest {
     /// Refused unless `{"type": "text"}`.
     #[serde(default)]
     pub response_format: Option<serde_json::Value>,
+    /// The legacy `tools`: refused when not empty.
+    #[serde(default)]
+    pub functions: Option<serde_json::Value>,
+    /// Refused unless `none` or `auto`.
+    #[serde(default)]
+    pub tool_choice: Option<serde_json::Value>,
+    /// The legacy `tool_choice`: refused unless `none` or `auto`.
+    #[serde(default)]
+    pub function_call: Option<serde_json::Value>,
+    /// Refused when not empty.
+    #[serde(default)]
+    pub logit_bias: Option<serde_json::Value>,
 }
 
 impl ChatRequest {
     /// A 400 naming the first field asking for what this server cannot give
-    /// (log-probabilities, tool calls, JSON output): an answer without it
-    /// would look like one that honoured it.
+    /// (log-probabilities, tool calls, JSON output, logit biases): an answer
+    /// without it would look like one that honoured it. Their neutral values
+    /// (null, `false`, 0, `[]`, `{}`, `none`, `auto`, `{"type": "text"}`)
+    /// pass.
     pub fn unsupported(&self) -> Result<(), ApiError> {
+        use serde_json::Value;
+        let given = |v: &Option<Value>| match v {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(Value::String(s)) => !matches!(s.as_str(), "none" | "auto"),
+            Some(Value::Bool(true)) => true,
+        };
         let refuse = |field: &str, what: &str| {
             Err(ApiError::invalid(
                 Some(field.to_string()),
@@ -71,15 +94,17 @@ impl ChatRequest {
         if self.logprobs == Some(true) {
             return refuse("logprobs", "log-probabilities");
         }
-        if self.top_logprobs.as_ref().is_some_and(|v| !v.is_null()) {
-            return refuse("top_logprobs", "log-probabilities");
-        }
-        if self
-            .tools
-            .as_ref()
-            .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
-        {
-            return refuse("tools", "tool calls");
+        for (field, value, what) in [
+            ("top_logprobs", &self.top_logprobs, "log-probabilities"),
+            ("tools", &self.tools, "tool calls"),
+            ("functions", &self.functions, "function calls"),
+            ("tool_choice", &self.tool_choice, "tool calls"),
+            ("function_call", &self.function_call, "function calls"),
+            ("logit_bias", &self.logit_bias, "logit biases"),
+        ] {
+            if given(value) {
+                return refuse(field, what);
+            }
         }
         if let Some(f) = self.response_format.as_ref().filter(|v| !v.is_null()) {
             let kind = f.get("type").and_then(serde_json::Value::as_str);

@@ -659,6 +659,15 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         (400, &json!("invalid_image")),
         "{v}"
     );
+    // A client's long string is quoted shortly in the error.
+    let role = "r".repeat(100_000);
+    let (s, v) = post(
+        addr,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": role, "content": "hi"}]}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().len() < 300, "{v}");
     // Errors name the budget field the client sent.
     for field in ["max_completion_tokens", "max_tokens"] {
         let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
@@ -706,9 +715,21 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             "{v}"
         );
     }
+    for (field, value) in [
+        ("functions", json!([{"name": "f"}])),
+        ("tool_choice", json!("required")),
+        ("function_call", json!({"name": "f"})),
+        ("logit_bias", json!({"42": 100})),
+    ] {
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
+        body[field] = value;
+        let (s, v) = post(addr, "/v1/chat/completions", &body);
+        assert_eq!((s, &v["error"]["param"]), (400, &json!(field)), "{v}");
+    }
     // Their neutral values are accepted (clients send them).
     let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
-        "logprobs": false, "tools": [], "response_format": {"type": "text"}});
+        "logprobs": false, "top_logprobs": 0, "tools": [], "response_format": {"type": "text"},
+        "tool_choice": "none", "functions": [], "function_call": "auto", "logit_bias": {}});
     let (s, v) = post(addr, "/v1/chat/completions", &body);
     assert_eq!(s, 200, "{v}");
     // `stop` of the wrong type says what it takes.
