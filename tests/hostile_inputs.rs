@@ -328,6 +328,50 @@ fn processor_files_that_disagree_with_the_encoder_are_refused() {
     );
 }
 
+#[test]
+fn side_files_that_are_not_regular_files_are_named_and_never_read() {
+    let vision = janus_pipeline::JanusConfig::from_file(testdata_dir().join("config.json"))
+        .unwrap()
+        .vision;
+    let processor = |dir: &std::path::Path| {
+        janus_pipeline::Processor::from_dir(dir, "tiny", &vision, None).map(|_| ())
+    };
+    // A directory in a side file's place is refused naming it, not taken as
+    // absent (a FIFO or a device would be waited on or read for ever).
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "processor_config.json",
+        "preprocessor_config.json",
+    ] {
+        let dir = tiny_copy(&format!("irregular-{file}"));
+        std::fs::remove_file(dir.join(file)).unwrap();
+        std::fs::create_dir(dir.join(file)).unwrap();
+        let err = processor(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains(file) && err.contains("is not a regular file"),
+            "{file}: {err}"
+        );
+    }
+    #[cfg(unix)]
+    {
+        let dir = tiny_copy("config-is-a-device");
+        std::fs::remove_file(dir.join("config.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("config.json")).unwrap();
+        let err = janus_pipeline::resolve_model(dir.to_str().unwrap(), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.json is not a regular file"), "{err}");
+    }
+    // A tokenizer.json saved with a byte-order mark loads.
+    let dir = tiny_copy("tokenizer-bom");
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("\u{feff}{text}")).unwrap();
+    processor(&dir).expect("a BOM is skipped");
+}
+
 /// The tiny model with another context length.
 fn with_context(positions: usize) -> janus_pipeline::Janus<burn::backend::Flex> {
     use burn::tensor::DType;

@@ -589,10 +589,17 @@ pub fn resolve_model(model: &str, progress: impl FnMut(LoadEvent<'_>)) -> Result
         }
         dir
     };
-    if !dir.join("config.json").is_file() {
+    let config = dir.join("config.json");
+    if std::fs::symlink_metadata(&config).is_err() {
         return Err(PipelineError::Invalid(format!(
             "{} has no config.json: is it a Janus model directory?",
             dir.display()
+        )));
+    }
+    if !config.is_file() {
+        return Err(PipelineError::Invalid(format!(
+            "{} is not a regular file",
+            config.display()
         )));
     }
     Ok(dir)

@@ -204,7 +204,7 @@ impl ImageProcessor {
     /// directory has none.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("preprocessor_config.json");
-        if path.is_file() {
+        if std::fs::symlink_metadata(&path).is_ok() {
             Self::from_file(&path)
         } else {
             Ok(Self::default())
@@ -214,6 +214,7 @@ impl ImageProcessor {
     /// Reads `preprocessor_config.json`; absent fields take the reference defaults.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        crate::tokenizer::regular_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| janus_core::Error::io(path, e))?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let v: Value = serde_json::from_str(text).map_err(|e| janus_core::Error::Config {

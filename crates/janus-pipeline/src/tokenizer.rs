@@ -53,10 +53,14 @@ pub struct TextTokenizer {
     max_token_bytes: Option<usize>,
 }
 
+/// A side file's JSON, `None` when it is absent; one that is there but not a
+/// regular file (a directory, a FIFO, a link to a device) is an error, not
+/// taken as absent.
 pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
-    if !path.is_file() {
+    if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
+    regular_file(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| janus_core::Error::io(path, e))?;
     serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
         .map(Some)
@@ -90,6 +94,18 @@ fn max_token_bytes(t: &Tokenizer) -> Option<usize> {
     t.get_vocab(true).keys().map(String::len).max()
 }
 
+/// Refuses a `path` that is not a regular file (reading a FIFO would wait
+/// for a writer, a device could never end).
+pub(crate) fn regular_file(path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Err(PipelineError::Invalid(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// A token field that is either a string or `{"content": ...}`.
 fn token_string(v: Option<&Value>) -> Option<String> {
     match v? {
@@ -105,13 +121,17 @@ impl TextTokenizer {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let path = dir.join("tokenizer.json");
-        if !path.is_file() {
+        if std::fs::symlink_metadata(&path).is_err() {
             return Err(PipelineError::Tokenizer(format!(
                 "tokenizer file {} is missing",
                 path.display()
             )));
         }
-        let mut inner = Tokenizer::from_file(&path).map_err(|e| {
+        regular_file(&path)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| janus_core::Error::io(&path, e))?;
+        // A byte-order mark, as some editors save JSON, is not JSON.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let mut inner: Tokenizer = text.parse().map_err(|e| {
             PipelineError::Tokenizer(format!("cannot load {}: {e}", path.display()))
         })?;
         let config = read_json(&dir.join("tokenizer_config.json"))?;
