@@ -501,11 +501,10 @@ impl<B: Backend> Janus<B> {
         let need = plan.need(parallel) - plan.weights;
         if need > budget {
             let fit = plan.images_within(budget.saturating_add(plan.weights), parallel);
+            let (need, have) = memory::gb_apart(need, budget);
             return Err(PipelineError::Memory(format!(
-                "{parallel} image(s) need about {} beyond the weights (KV cache, activations, \
-                 pixels), but {} is available ({source}): at most {fit} fit at once",
-                memory::gb(need),
-                memory::gb(budget)
+                "{parallel} image(s) need about {need} beyond the weights (KV cache, activations, \
+                 pixels), but {have} is available ({source}): at most {fit} fit at once"
             )));
         }
         Ok(())

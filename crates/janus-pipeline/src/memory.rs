@@ -234,12 +234,11 @@ impl GenerationPlan {
             Some(p) => format!("; --dtype {} would fit", p.short_name()),
             None => "; no dtype fits: even q4_0 needs more".to_string(),
         };
+        let (need, have) = gb_apart(self.memory.need(1), budget);
         Err(PipelineError::Memory(format!(
-            "one image in {} needs about {} (weights {}), but {} is available ({source}){hint}",
+            "one image in {} needs about {need} (weights {}), but {have} is available ({source}){hint}",
             self.precision,
-            gb(self.memory.need(1)),
             gb(self.memory.weights),
-            gb(budget),
         )))
     }
 }
@@ -347,9 +346,32 @@ pub fn gb(bytes: u64) -> String {
     }
 }
 
+/// `need` and `have` as [`gb`] writes them, or in bytes where that rounds
+/// them to the same text (a refusal must not read "412 MB, but 412 MB").
+pub fn gb_apart(need: u64, have: u64) -> (String, String) {
+    let (a, b) = (gb(need), gb(have));
+    if a == b && need != have {
+        (format!("{need} bytes"), format!("{have} bytes"))
+    } else {
+        (a, b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_sizes_are_written_apart() {
+        assert_eq!(
+            gb_apart(412_400_000, 412_100_000),
+            ("412400000 bytes".to_string(), "412100000 bytes".to_string())
+        );
+        assert_eq!(
+            gb_apart(5_000_000_000, 412_100_000),
+            ("5.00 GB".to_string(), "412 MB".to_string())
+        );
+    }
 
     #[test]
     fn sizes_read_apart_at_every_scale() {

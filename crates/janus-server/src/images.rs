@@ -35,6 +35,8 @@ pub async fn generations(
 
 struct Running {
     events: UnboundedReceiver<ImageEvent>,
+    /// An event received before the stream started, sent first.
+    first: Option<ImageEvent>,
     n: usize,
     created: u64,
     size: String,
@@ -149,8 +151,9 @@ async fn start(
         partial_images: if stream { partial_images as usize } else { 0 },
         events: tx,
     }))?;
-    let running = Running {
+    let mut running = Running {
         events: rx,
+        first: None,
         n: n as usize,
         created: unix_now(),
         size,
@@ -162,6 +165,14 @@ async fn start(
         _slot: slot,
     };
     if stream {
+        // The stream (status 200) starts with the worker's first word, so a
+        // request refused at once (no memory for even one image) gets its
+        // status, as without streaming.
+        match running.events.recv().await {
+            Some(ImageEvent::Failed(e)) => return Err(e),
+            None => return Err(worker_gone(&running.shutdown)),
+            first => running.first = first,
+        }
         Ok(sse(running).into_response())
     } else {
         whole(running).await
@@ -271,7 +282,11 @@ fn sse(
                     "image_index": image,
                 })
             };
-            match r.events.recv().await {
+            let next = match r.first.take() {
+                Some(first) => Some(first),
+                None => r.events.recv().await,
+            };
+            match next {
                 Some(ImageEvent::Queued | ImageEvent::Progress { .. }) if !r.progress => {}
                 Some(ImageEvent::Queued) => {
                     let e = json!({"type": "image_generation.progress", "step": 0, "steps": 0, "queued": true});

@@ -841,6 +841,20 @@ fn limits_the_api_key_and_cors() {
             && message.contains("but 1000 bytes is available"),
         "{v}"
     );
+    // Streamed, the refusal is the response's status too, not a 200 stream
+    // holding one error event.
+    let (s, v) = call(
+        addr,
+        "POST",
+        "/v1/images/generations",
+        Some(&json!({"prompt": "a cat", "stream": true}).to_string()),
+        Some("sesame"),
+    );
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (503, &json!("out_of_memory")),
+        "{v}"
+    );
     let hi = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).to_string();
     for key in [None, Some("wrong")] {
         let (s, v) = call(addr, "POST", "/v1/chat/completions", Some(&hi), key);
