@@ -101,7 +101,8 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown, bo
 }
 
 /// How long connections may take to finish once the server stops.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// (Under `docker stop`'s 10 s and Kubernetes' 30 s before they kill.)
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// One of the connections an address holds; given back on drop.
 struct AddressSlot {
