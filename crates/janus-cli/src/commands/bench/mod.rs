@@ -205,10 +205,6 @@ impl Job for Bench {
         // together).
         let asked_error = a.only.iter().any(|m| m == "error");
         let reference = match precision.quant {
-            None if asked_error => anyhow::bail!(
-                "--only error measures a quantized dtype's logits against f32: give --dtype \
-                 q8_0 or q4_0 (with {precision} there is nothing to compare)"
-            ),
             Some(_) if want("error") && !f32_reference_fits::<B>(c, asked_error)? => None,
             Some(_) if want("error") => {
                 say!("building the f32 reference for the quantization error");
@@ -519,6 +515,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backend = args.backend;
     let precision = backend.precision(Task::Default)?;
+    if args.only.iter().any(|m| m == "error") && precision.quant.is_none() {
+        anyhow::bail!(
+            "--only error measures a quantized dtype's logits against f32: give --dtype \
+             q8_0 or q4_0 (with {precision} there is nothing to compare)"
+        );
+    }
     let variant = args.variant;
     let out = args.out.clone();
     let cpu = matches!(backend.backend, BackendKind::Cpu);
