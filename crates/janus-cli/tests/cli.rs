@@ -22,9 +22,13 @@ fn janus_owned(args: &[String]) -> Output {
 }
 
 fn ok_json(args: &[&str]) -> Value {
-    let out = janus(args);
+    json_of(&janus(args))
+}
+
+/// The JSON a successful run printed.
+fn json_of(out: &Output) -> Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "janus {args:?} failed: {stderr}");
+    assert!(out.status.success(), "janus failed: {stderr}");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is not JSON ({e}): {}",
@@ -187,12 +191,7 @@ fn understand_conversation_file_gives_the_reference_tokens() {
         .args(["--max-new-tokens", &n, "--format", "json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&out);
     assert_eq!(u32s(&v["token_ids"]), want);
 }
 
@@ -727,12 +726,7 @@ fn hub_ids_resolve_through_the_hf_cache_and_convert_once() {
     };
     for _ in 0..2 {
         let out = run();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = json_of(&out);
         assert_eq!(u32s(&v["token_ids"]), want);
     }
     assert!(
