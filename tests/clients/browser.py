@@ -171,6 +171,67 @@ def main():
         users = d.js("return document.querySelectorAll('.msg.user').length")
         assert users == 1, f"{users} questions in the log"
 
+        # Page logic against answers the server would not give on its own:
+        # the page's fetch is wrapped to hand out queued stand-ins first.
+        d.js("""
+            window.realFetch = window.fetch;
+            window.stubs = [];
+            window.fetch = (url, opts) => window.stubs.length
+                ? Promise.resolve(window.stubs.shift()(url, opts)) : window.realFetch(url, opts);
+            // As a real response's body: cut by the request's abort signal.
+            window.sse = (chunks, keepOpen, opts) => new Response(new ReadableStream({start(c) {
+                for (const t of chunks) c.enqueue(new TextEncoder().encode(t));
+                if (!keepOpen) c.close();
+                else opts.signal.addEventListener('abort',
+                    () => c.error(new DOMException('aborted', 'AbortError')));
+            }}), {status: 200, headers: {'content-type': 'text/event-stream'}});""")
+        d.js("document.getElementById('chat-max').value = 2")
+        turns = d.js("return history.length")
+        assert turns == 2, turns
+        # Past the context, the oldest exchange is left out and the question
+        # goes again.
+        d.js("""stubs.push(() => new Response(JSON.stringify({error: {message: 'too long',
+            code: 'context_length_exceeded'}}), {status: 400}))""")
+        d.js("document.getElementById('chat-input').value = 'short?'")
+        d.click("#chat-send")
+        d.wait("return !chatAbort && document.querySelectorAll('.msg.assistant.done').length === 2", "the retried answer")
+        notice = d.js("return [...document.querySelectorAll('.msg.error')].map((m) => m.textContent).join('|')")
+        assert "no longer fit the model's context" in notice, notice
+        assert d.js("return history.length") == 2, d.js("return history")
+        # A stream that ends without [DONE] is an error, not a whole answer.
+        d.js("""stubs.push(() => sse(['data: {"choices":[{"index":0,"delta":{"content":"par"}}]}\\n\\n']))""")
+        d.js("document.getElementById('chat-input').value = 'cut?'")
+        d.click("#chat-send")
+        d.wait("return !chatAbort && document.getElementById('chat-input').value === 'cut?'", "the cut answer")
+        last = d.js("const e = document.querySelectorAll('.msg.error'); return e[e.length - 1].textContent")
+        assert "closed before the answer was complete" in last, last
+        assert d.js("return history.length") == 2, d.js("return history")
+        # New chat while an answer streams: the old answer stays out of it.
+        d.js("""stubs.push((url, opts) => sse(['data: {"choices":[{"index":0,"delta":{"content":"old"}}]}\\n\\n'], true, opts))""")
+        d.js("document.getElementById('chat-input').value = 'old question'")
+        d.click("#chat-send")
+        d.wait("return document.querySelector('.msg.assistant.streaming')", "the streaming answer")
+        d.click("#chat-clear")
+        d.wait("return !chatAbort && !document.getElementById('chat-send').disabled", "the send button back")
+        assert d.js("return history.length") == 0, d.js("return history")
+        d.js("window.fetch = window.realFetch")
+        # A key a header cannot carry is refused in the page, the old one kept.
+        d.js("document.getElementById('api-key').value = 'k\u200b'")
+        d.js("document.getElementById('key-save').click()")
+        status = d.js("return document.getElementById('status').textContent")
+        assert "printable ASCII" in status, status
+        assert d.js("return apiKey") == KEY
+        # Attachments are buttons (removable from the keyboard).
+        d.js("attachments = ['data:image/png;base64,AAAA']; showAttachments()")
+        assert d.js("return document.querySelectorAll('#attachments button img').length") == 1
+        d.js("document.querySelector('#attachments button').click()")
+        assert d.js("return attachments.length") == 0
+        # An empty image prompt is asked for, not replaced by the example.
+        d.js("document.getElementById('img-prompt').value = ''")
+        d.click("#img-go")
+        status = d.js("return document.getElementById('img-status').textContent")
+        assert status == "error: write a prompt first", status
+
         # An image: progress, previews, the result in the gallery.
         gen = GOLDEN["image_generation"]
         prompt = GOLDEN["prompts"]["pro"]["image_generation"]["messages"][0]["content"]
@@ -203,7 +264,7 @@ def main():
             d.screenshot(shot)
     finally:
         d.quit()
-    print("browser: key, chat with an attached image (streamed), a refused request, the history's image limit, image generation (seed check, progress, previews, gallery): ok")
+    print("browser: key, chat with an attached image (streamed), a refused request, the history's image limit, context trimming, a cut stream, New chat mid-answer, a bad key, keyboard attachments, image generation (empty prompt, seed check, progress, previews, gallery): ok")
 
 
 if __name__ == "__main__":

@@ -228,9 +228,15 @@ async fn index() -> Html<&'static str> {
 
 async fn health(State(app): State<Arc<AppState>>) -> Response {
     if app.model.get().is_some() {
-        // The page reads the image limit to keep a chat's history within it.
-        let max_images = app.config.limits.max_images;
-        axum::Json(json!({"status": "ok", "max_images": max_images})).into_response()
+        // The page reads the limits to keep a chat's history within them.
+        let l = &app.config.limits;
+        axum::Json(json!({
+            "status": "ok",
+            "max_images": l.max_images,
+            "max_body_bytes": l.max_body_bytes,
+            "max_tokens": l.max_tokens,
+        }))
+        .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -217,7 +217,10 @@ fn health_models_metrics_and_the_page() {
     let addr = shared();
     assert_eq!(
         call(addr, "GET", "/health", None, None),
-        (200, json!({"status": "ok", "max_images": 8}))
+        (
+            200,
+            json!({"status": "ok", "max_images": 8, "max_body_bytes": 20_000_000, "max_tokens": 4096})
+        )
     );
     let (s, models) = call(addr, "GET", "/v1/models", None, None);
     assert_eq!(s, 200);
