@@ -101,11 +101,22 @@ pub struct BackendArgs {
 impl BackendArgs {
     /// The precision to use for `task`: the flag, or the backend's default. The
     /// only place the default-dtype policy lives.
-    pub fn precision(&self, task: Task) -> anyhow::Result<Precision> {
+    pub fn precision(&self, task: Task, model: Option<&str>) -> anyhow::Result<Precision> {
         let sixteen = match self.backend {
             BackendKind::Cuda => DTypeArg::Bf16,
             _ => DTypeArg::F16,
         };
+        // A quantized checkpoint without --dtype runs as `--dtype` its format
+        // would (the rest in 16 bits): the same model, bit for bit, as the
+        // original quantized at load.
+        if self.dtype.is_none()
+            && let Some(format) = model.and_then(janus_pipeline::layout::stored_quant)
+        {
+            return Ok(Precision {
+                dtype: sixteen.burn(),
+                quant: Some(format),
+            });
+        }
         let (d, quant) = match self.dtype {
             Some(RunDType::F32) => (DTypeArg::F32, None),
             Some(RunDType::F16) => (DTypeArg::F16, None),

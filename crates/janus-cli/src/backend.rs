@@ -17,11 +17,16 @@ pub trait Job {
         device: B::Device,
         precision: Precision,
     ) -> anyhow::Result<Self::Output>;
+    /// The model it loads (a directory or hub id), where the precision
+    /// depends on how its weights are stored.
+    fn model(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Runs `job` on the backend named by `args`, in the precision for `task`.
 pub fn dispatch<J: Job>(args: BackendArgs, task: Task, job: J) -> anyhow::Result<J::Output> {
-    let precision = args.precision(task)?;
+    let precision = args.precision(task, job.model())?;
     if args.backend == BackendKind::Cpu
         && precision.dtype == DType::BF16
         && !janus_core::has_bf16_dot()

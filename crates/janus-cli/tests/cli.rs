@@ -1298,6 +1298,27 @@ fn convert_quant_then_generate_in_chunks_within_max_memory() {
     assert!(stderr.contains("in chunks of 1"), "{stderr}");
     assert_eq!(batch, chunked);
     assert_eq!(batch.as_array().unwrap().len(), 2);
+    // Without --dtype the stored format runs as `--dtype q4_0` would (the
+    // rest in 16 bits): the images of the original quantized at load.
+    let codes = |model: &Path, dtype: &[&str], name: &str| {
+        let out_dir = tmp(name);
+        let args = [
+            "generate",
+            "--model",
+            s(model),
+            "--prompt",
+            "a green hill",
+            "--seed",
+            "3",
+        ];
+        let more = ["--format", "json", "--out", s(&out_dir)];
+        let v = ok_json(&[&args[..], dtype, &more[..]].concat());
+        v["codes"].clone()
+    };
+    assert_eq!(
+        codes(&q4, &[], "q4-stored"),
+        codes(&dir, &["--dtype", "q4_0"], "q4-at-load")
+    );
 
     // Not even one image: refused before loading, naming need and limit.
     fails_with(

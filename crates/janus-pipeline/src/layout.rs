@@ -65,6 +65,22 @@ pub fn open_checkpoint(path: impl AsRef<Path>) -> Result<(Checkpoint, KeyLayout)
     to_original(ckpt)
 }
 
+/// The block format a local model directory's weights are stored in
+/// (`convert --quant`), if any: read from the weight files' headers alone.
+pub fn stored_quant(dir: impl AsRef<Path>) -> Option<janus_core::QuantFormat> {
+    let dir = dir.as_ref();
+    if !dir.is_dir() {
+        return None;
+    }
+    let ckpt = Checkpoint::open(dir).ok()?;
+    [janus_core::QuantFormat::Q8_0, janus_core::QuantFormat::Q4_0]
+        .into_iter()
+        .find(|f| {
+            let suffix = format!(".{}.qs", f.name());
+            ckpt.keys().any(|k| k.ends_with(&suffix))
+        })
+}
+
 /// Maps a checkpoint in either layout onto the original keys.
 pub fn to_original(ckpt: Checkpoint) -> Result<(Checkpoint, KeyLayout)> {
     let transformers = ckpt.keys().any(|k| {

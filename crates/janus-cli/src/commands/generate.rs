@@ -69,6 +69,10 @@ struct Written {
 impl Job for Generate {
     type Output = Vec<Written>;
 
+    fn model(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+
     fn run<B: Backend>(
         self,
         device: B::Device,

@@ -74,6 +74,10 @@ struct Serve {
 impl Job for Serve {
     type Output = ();
 
+    fn model(&self) -> Option<&str> {
+        Some(&self.args.model.model)
+    }
+
     fn run<B: Backend>(self, device: B::Device, precision: Precision) -> anyhow::Result<()> {
         let a = self.args;
         let a_key_was_empty = a.api_key.as_deref().is_some_and(str::is_empty);

@@ -113,6 +113,10 @@ struct Output {
 impl Job for Understand {
     type Output = Output;
 
+    fn model(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+
     fn run<B: Backend>(self, device: B::Device, precision: Precision) -> anyhow::Result<Output> {
         let (janus, load_s) = load::janus::<B>(
             &self.model,

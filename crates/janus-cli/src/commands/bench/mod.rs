@@ -514,7 +514,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     check_lengths(&args, &config)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backend = args.backend;
-    let precision = backend.precision(Task::Default)?;
+    let precision = backend.precision(
+        Task::Default,
+        args.model.as_deref().and_then(|m| m.to_str()),
+    )?;
     if args.only.iter().any(|m| m == "error") && precision.quant.is_none() {
         anyhow::bail!(
             "--only error measures a quantized dtype's logits against f32: give --dtype \

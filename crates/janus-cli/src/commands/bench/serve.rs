@@ -130,7 +130,10 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backend = args.backend;
-    let precision = backend.precision(Task::Default)?;
+    let precision = backend.precision(
+        Task::Default,
+        args.model.as_deref().and_then(|m| m.to_str()),
+    )?;
     let steps = config.vq.grid_side().pow(2);
     say!(
         "bench --serve: {:?}, {:?} {precision}, {threads} threads, {steps} steps per image",
