@@ -261,7 +261,13 @@ impl<'a, B: Backend> Weights<'a, B> {
         }
         let blocks = rows.saturating_mul(cols / crate::quant::BLOCK);
         self.count(blocks.saturating_mul(format.block_bytes() + 2));
+        self.count_quantized();
         Ok(())
+    }
+
+    fn count_quantized(&self) {
+        let n = &self.shared.quantized;
+        n.set(n.get() + 1);
     }
 
     fn take_tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
@@ -388,8 +394,7 @@ impl<'a, B: Backend> Weights<'a, B> {
     ) -> Result<QuantMatrix> {
         let q = self.take_quantized(name, shape, format)?;
         self.count(q.bytes());
-        let n = &self.shared.quantized;
-        n.set(n.get() + 1);
+        self.count_quantized();
         Ok(q)
     }
 
