@@ -1022,6 +1022,11 @@ fn bench_runs_every_step_of_an_image_and_refuses_what_it_cannot_run() {
         (vec!["--only", "error"], "give --dtype q8_0 or q4_0"),
         (vec!["--variant", "janus-pro-7b"], "cannot be used with"),
         (vec!["--chat-tokens", "4"], "--serve"),
+        (vec!["--serve", "--only", "vq"], "cannot be used with"),
+        (
+            vec!["--serve", "--image-size", "128"],
+            "cannot be used with",
+        ),
         (
             vec!["--serve", "--clients", "1,0"],
             "--clients: give client counts",

@@ -182,9 +182,32 @@ impl Processor {
         vision: &janus_und_encoder::SiglipConfig,
         template: Option<Template>,
     ) -> Result<Self> {
-        let tokenizer = TextTokenizer::from_dir(dir)?;
         check_sizes(dir, vision)?;
         let images = ImageProcessor::from_dir(dir)?.with_size(vision.image_size);
+        Self::with_images(dir, name, vision, template, images)
+    }
+
+    /// [`Processor::from_dir`] taking only the tokenizer's files from `dir`,
+    /// the image preprocessing the reference's defaults at `vision`'s size:
+    /// for a model of other sizes that borrows a tokenizer (random weights at
+    /// real sizes with the tiny test tokenizer, `bench --serve`).
+    pub fn with_tokenizer_of(
+        dir: &Path,
+        vision: &janus_und_encoder::SiglipConfig,
+        template: Option<Template>,
+    ) -> Result<Self> {
+        let images = ImageProcessor::default().with_size(vision.image_size);
+        Self::with_images(dir, &dir.display().to_string(), vision, template, images)
+    }
+
+    fn with_images(
+        dir: &Path,
+        name: &str,
+        vision: &janus_und_encoder::SiglipConfig,
+        template: Option<Template>,
+        images: ImageProcessor,
+    ) -> Result<Self> {
+        let tokenizer = TextTokenizer::from_dir(dir)?;
         let template = match template {
             Some(t) => t,
             None => {

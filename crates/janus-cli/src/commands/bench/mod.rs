@@ -55,22 +55,22 @@ pub struct Args {
     #[arg(long)]
     random_weights: bool,
     /// Timed repeats per measurement (after one warm-up run).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, conflicts_with = "serve")]
     repeats: usize,
     /// Prompt length of the prefill measurement.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, conflicts_with = "serve")]
     prefill_tokens: usize,
     /// Greedy tokens of the decode measurement.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, conflicts_with = "serve")]
     decode_tokens: usize,
     /// Image-generation steps timed per run (figures are per step; default 8,
     /// or the codes of one image if fewer).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "serve")]
     gen_steps: Option<usize>,
     /// Only these measurements (comma separated: encode,prefill,decode,gen1,gen4,vq;
     /// error: a quantized dtype's logits error against f32, which builds an f32
     /// copy of the model first).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "serve")]
     only: Vec<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench.json")]
@@ -83,9 +83,10 @@ pub struct Args {
     /// (e.g. the tiny test checkpoint).
     #[arg(long, value_name = "DIR", requires = "serve")]
     tokenizer: Option<PathBuf>,
-    /// With --serve: generated image side (a smaller side means fewer steps per
-    /// image at the same LLM cost per step; 384 is the real one).
-    #[arg(long, requires = "serve")]
+    /// With --serve and --random-weights: generated image side (a smaller side
+    /// means fewer steps per image at the same LLM cost per step; 384 is the
+    /// real one).
+    #[arg(long, requires = "serve", conflicts_with = "model")]
     image_size: Option<usize>,
     /// With --serve: concurrent client counts.
     #[arg(
@@ -507,6 +508,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             anyhow::bail!("--clients: give client counts of at least 1 (e.g. 1,4,8)");
         }
         if let Some(s) = args.image_size {
+            // Codes form a grid of one per 16 x 16 pixels.
+            if !(16..=4096).contains(&s) || s % 16 != 0 {
+                anyhow::bail!("--image-size {s}: give a multiple of 16 from 16 to 4096");
+            }
             config.vq.image_size = s;
         }
         return serve::run(args, config);

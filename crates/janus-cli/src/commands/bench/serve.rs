@@ -40,7 +40,8 @@ impl Job for ServeBench {
         })?;
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let failed_tx = ready_tx.clone();
         std::thread::spawn(move || {
             let load = move || -> Result<Janus<B>, String> {
                 let c = &self.config;
@@ -49,20 +50,26 @@ impl Job for ServeBench {
                     None => JanusModel::<B>::random(c, &device, precision, 1234),
                 }
                 .map_err(|e| e.to_string())?;
-                let processor = Processor::from_dir(&self.tokenizer, "bench", &c.vision, None)
-                    .map_err(|e| e.to_string())?;
+                // Random weights borrow only the tokenizer (its directory's
+                // image settings are for its own sizes).
+                let processor = match &self.model {
+                    Some(_) => Processor::from_dir(&self.tokenizer, "bench", &c.vision, None),
+                    None => Processor::with_tokenizer_of(&self.tokenizer, &c.vision, None),
+                }
+                .map_err(|e| e.to_string())?;
                 Ok(Janus::from_parts(model, processor, self.tokenizer.clone()))
             };
             if let Err(e) = server.run(load, move |_| {
-                let _ = ready_tx.send(());
+                let _ = ready_tx.send(Ok(()));
             }) {
-                say!("error: {e}");
+                let _ = failed_tx.send(Err(e.to_string()));
             }
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(1800))
-            .context("the server did not get ready")?;
-        Ok((addr, shutdown))
+        match ready_rx.recv_timeout(Duration::from_secs(1800)) {
+            Ok(Ok(())) => Ok((addr, shutdown)),
+            Ok(Err(e)) => bail!("the server did not start: {e}"),
+            Err(e) => bail!("the server did not get ready: {e}"),
+        }
     }
 }
 
@@ -135,9 +142,12 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
         args.model.as_deref().and_then(|m| m.to_str()),
     )?;
     let steps = config.vq.grid_side().pow(2);
+    let what = match &args.model {
+        Some(dir) => dir.display().to_string(),
+        None => format!("{:?} (random weights)", args.variant),
+    };
     say!(
-        "bench --serve: {:?}, {:?} {precision}, {threads} threads, {steps} steps per image",
-        args.variant,
+        "bench --serve: {what}, {:?} {precision}, {threads} threads, {steps} steps per image",
         backend.backend
     );
     let job = ServeBench {
@@ -196,7 +206,8 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
         );
     }
     let report = json!({
-        "variant": format!("{:?}", args.variant),
+        "variant": args.model.is_none().then(|| format!("{:?}", args.variant)),
+        "model": args.model.as_ref().map(|m| m.display().to_string()),
         "backend": format!("{:?}", backend.backend),
         "dtype": precision.to_string(),
         "threads": threads,
