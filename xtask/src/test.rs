@@ -21,6 +21,45 @@ fn vulkan_driver() -> bool {
 /// parity suite on wgpu when a Vulkan driver is present, and a CUDA build check.
 /// `JANUS_SKIP_GPU_BACKENDS=1` skips the last two.
 pub fn run() -> anyhow::Result<()> {
+    // The tests' files (copies of the tiny checkpoint, converted outputs,
+    // browser profiles: ~30 MB each, thousands per run) go to one scratch
+    // directory, removed when the run passes: run after run they filled a
+    // developer's disk.
+    let scratch = scratch_dir()?;
+    // SAFETY: set before any thread is started; the children inherit it.
+    unsafe { std::env::set_var("TMPDIR", &scratch) };
+    let result = checks();
+    match &result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        Err(_) => eprintln!("the tests' files are kept in {}", scratch.display()),
+    }
+    result
+}
+
+/// A fresh scratch directory under the system's temporary directory; those
+/// of earlier runs whose process is gone are removed first.
+fn scratch_dir() -> anyhow::Result<std::path::PathBuf> {
+    const PREFIX: &str = "janus-xtask-test-";
+    let base = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(pid) = name.strip_prefix(PREFIX)
+                && Path::new("/proc/self").exists()
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = base.join(format!("{PREFIX}{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn checks() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     cargo(
         &[
