@@ -1329,6 +1329,21 @@ fn convert_quant_then_generate_in_chunks_within_max_memory() {
         codes(&dir, &["--dtype", "q4_0"], "q4-at-load")
     );
 
+    // The quantization error of a checkpoint that stores q4_0 has no f32
+    // weights to compare with: refused, not reported as nothing.
+    let bench_out = tmp("q4-bench").join("b.json");
+    fails_with(
+        &[
+            "bench",
+            "--model",
+            s(&q4),
+            "--only",
+            "error",
+            "--out",
+            s(&bench_out),
+        ],
+        "no f32 weights",
+    );
     // Not even one image: refused before loading, naming need and limit.
     fails_with(
         &[

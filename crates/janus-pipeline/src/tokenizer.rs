@@ -91,7 +91,11 @@ fn max_token_bytes(t: &Tokenizer) -> Option<usize> {
             return None;
         }
     }
-    t.get_vocab(true).keys().map(String::len).max()
+    t.get_vocab(true)
+        .keys()
+        .map(String::len)
+        .max()
+        .filter(|m| *m > 0)
 }
 
 /// Refuses a `path` that is not a regular file (reading a FIFO would wait

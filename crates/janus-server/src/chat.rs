@@ -22,9 +22,6 @@ use crate::state::{AppState, Slot, unix_now, worker_gone};
 use crate::stop::StopFilter;
 use crate::worker::{ChatEvent, ChatWork, Work};
 
-/// Requests decoding their images at once.
-static DECODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
 /// The longest `stop` string accepted, in characters.
 const MAX_STOP_CHARS: usize = 256;
 
@@ -157,18 +154,10 @@ async fn start(
     })
     .await?;
     let fit = model.processor.image_processor().clone();
-    // Image decoding can take a while: off the async threads, and two
-    // requests at a time (each holds one full-size image while it decodes,
-    // up to --max-image-pixels: memory must not grow with the queue).
-    let decoding = DECODING.acquire().await.map_err(|_| {
-        ApiError::status(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "the server is stopping",
-        )
-    })?;
+    // Image decoding can take a while: off the async threads, and a bounded
+    // number of requests at a time (each holds one full-size image while it
+    // decodes, up to --max-image-pixels: memory must not grow with the queue).
     let images = off_async(move || decode_images(urls, &limits, Some(&fit))).await?;
-    // Only the decoding is limited, not the generation.
-    drop(decoding);
     let slot = app.admit()?;
     let (tx, mut rx) = unbounded_channel();
     let request = Request {

@@ -166,21 +166,30 @@ pub fn finish(app: &AppState, endpoint: &str, response: Response) -> Response {
     response
 }
 
-/// A handler's result, counted under `endpoint`.
+/// Blocking preparations running at once: each may hold a few hundred MB
+/// (a prompt being tokenized, an image being decoded), so their memory must
+/// not grow with the number of clients.
+static PREPARING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Runs `f` on tokio's blocking threads (tokenizing a long prompt, decoding
-/// images: work that would stall every connection served by the async
-/// threads meanwhile).
+/// images, encoding PNGs: work that would stall every connection served by
+/// the async threads meanwhile), [`PREPARING`] at a time.
 pub async fn off_async<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let _permit = PREPARING
+        .acquire()
+        .await
+        .map_err(|_| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?;
     tokio::task::spawn_blocking(f).await.map_err(|_| {
         ApiError::status(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::INTERNAL_SERVER_ERROR,
             "the request's preparation failed",
         )
     })?
 }
 
+/// A handler's result, counted under `endpoint`.
 pub fn respond(app: &AppState, endpoint: &str, result: Result<Response, ApiError>) -> Response {
     finish(
         app,

@@ -176,6 +176,10 @@ struct Bench {
 impl Job for Bench {
     type Output = serde_json::Value;
 
+    fn model(&self) -> Option<&str> {
+        self.args.model.as_deref().and_then(|m| m.to_str())
+    }
+
     fn run<B: Backend>(
         self,
         device: B::Device,
@@ -205,7 +209,25 @@ impl Job for Bench {
         // weights in f32 (built first and dropped, so the two are never held
         // together).
         let asked_error = a.only.iter().any(|m| m == "error");
+        // A checkpoint that stores quantized matrices has no f32 ones to
+        // compare with.
+        let stored = a
+            .model
+            .as_deref()
+            .and_then(janus_pipeline::layout::stored_quant);
         let reference = match precision.quant {
+            Some(_) if want("error") && stored.is_some() => {
+                let why = format!(
+                    "the checkpoint stores {} matrices, so there are no f32 weights to measure \
+                     the error against: give the original checkpoint and --dtype",
+                    stored.map_or("", |f| f.name())
+                );
+                if asked_error {
+                    anyhow::bail!("--only error: {why}");
+                }
+                say!("skipping the quantization error: {why}");
+                None
+            }
             Some(_) if want("error") && !f32_reference_fits::<B>(c, asked_error)? => None,
             Some(_) if want("error") => {
                 say!("building the f32 reference for the quantization error");

@@ -25,6 +25,10 @@ struct ServeBench {
 impl Job for ServeBench {
     type Output = (std::net::SocketAddr, janus_server::Shutdown);
 
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref().and_then(|m| m.to_str())
+    }
+
     fn run<B: Backend>(
         self,
         device: B::Device,
