@@ -186,30 +186,31 @@ def main():
                     () => c.error(new DOMException('aborted', 'AbortError')));
             }}), {status: 200, headers: {'content-type': 'text/event-stream'}});""")
         d.js("document.getElementById('chat-max').value = 2")
+
+        def ask(stub, text):
+            """Queues `stub` (a JS function of the request) and sends `text`."""
+            d.js(f"stubs.push({stub})")
+            d.js("document.getElementById('chat-input').value = arguments[0]", text)
+            d.click("#chat-send")
+
         turns = d.js("return history.length")
         assert turns == 2, turns
         # Past the context, the oldest exchange is left out and the question
         # goes again.
-        d.js("""stubs.push(() => new Response(JSON.stringify({error: {message: 'too long',
-            code: 'context_length_exceeded'}}), {status: 400}))""")
-        d.js("document.getElementById('chat-input').value = 'short?'")
-        d.click("#chat-send")
+        ask("""() => new Response(JSON.stringify({error: {message: 'too long',
+            code: 'context_length_exceeded'}}), {status: 400})""", "short?")
         d.wait("return !chatAbort && document.querySelectorAll('.msg.assistant.done').length === 2", "the retried answer")
         notice = d.js("return [...document.querySelectorAll('.msg.error')].map((m) => m.textContent).join('|')")
         assert "no longer fit the model's context" in notice, notice
         assert d.js("return history.length") == 2, d.js("return history")
         # A stream that ends without [DONE] is an error, not a whole answer.
-        d.js("""stubs.push(() => sse(['data: {"choices":[{"index":0,"delta":{"content":"par"}}]}\\n\\n']))""")
-        d.js("document.getElementById('chat-input').value = 'cut?'")
-        d.click("#chat-send")
+        ask("""() => sse(['data: {"choices":[{"index":0,"delta":{"content":"par"}}]}\\n\\n'])""", "cut?")
         d.wait("return !chatAbort && document.getElementById('chat-input').value === 'cut?'", "the cut answer")
         last = d.js("const e = document.querySelectorAll('.msg.error'); return e[e.length - 1].textContent")
         assert "closed before the answer was complete" in last, last
         assert d.js("return history.length") == 2, d.js("return history")
         # New chat while an answer streams: the old answer stays out of it.
-        d.js("""stubs.push((url, opts) => sse(['data: {"choices":[{"index":0,"delta":{"content":"old"}}]}\\n\\n'], true, opts))""")
-        d.js("document.getElementById('chat-input').value = 'old question'")
-        d.click("#chat-send")
+        ask("""(url, opts) => sse(['data: {"choices":[{"index":0,"delta":{"content":"old"}}]}\\n\\n'], true, opts)""", "old question")
         d.wait("return document.querySelector('.msg.assistant.streaming')", "the streaming answer")
         d.click("#chat-clear")
         d.wait("return !chatAbort && !document.getElementById('chat-send').disabled", "the send button back")
