@@ -91,11 +91,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, axum::Json(self.body())).into_response();
-        // A full queue (429) or a model still loading (503): when to try again.
+        // A full queue (429) or a model still loading (503): when to try again
+        // (not for a request that can never fit in memory).
         if matches!(
             self.status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        ) {
+        ) && self.code != Some("out_of_memory")
+        {
             r.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),

@@ -858,6 +858,15 @@ fn limits_the_api_key_and_cors() {
         (503, &json!("out_of_memory")),
         "{v}"
     );
+    // A request that can never fit is not told to come back in a second.
+    match agent()
+        .post(&format!("http://{addr}/v1/images/generations"))
+        .set("Authorization", "Bearer sesame")
+        .send_string(&json!({"prompt": "a cat"}).to_string())
+    {
+        Err(ureq::Error::Status(503, resp)) => assert_eq!(resp.header("retry-after"), None),
+        other => panic!("{other:?}"),
+    }
     let hi = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).to_string();
     for key in [None, Some("wrong")] {
         let (s, v) = call(addr, "POST", "/v1/chat/completions", Some(&hi), key);
