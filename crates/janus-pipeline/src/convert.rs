@@ -427,14 +427,23 @@ fn check_side_files(input: &Path, config: &JanusConfig) -> Result<()> {
             )));
         }
     }
-    TextTokenizer::from_dir(input).map_err(|e| {
+    // Loaded once, as the model loads them.
+    let could_not_run = |e: PipelineError| {
+        let what = match e {
+            PipelineError::Tokenizer(_) => "the tokenizer does not load, so ",
+            _ => "",
+        };
         PipelineError::Invalid(format!(
-            "{}: the tokenizer does not load, so the converted checkpoint could not run: {e}",
+            "{}: {what}the converted checkpoint could not run: {e}",
             input.display()
         ))
-    })?;
-    crate::Processor::from_dir(input, &input.display().to_string(), &config.vision, None)
-        .and_then(|p| p.tokenizer().check_vocab(config.language.vocab_size))
+    };
+    let processor =
+        crate::Processor::from_dir(input, &input.display().to_string(), &config.vision, None)
+            .map_err(could_not_run)?;
+    processor
+        .tokenizer()
+        .check_vocab(config.language.vocab_size)
         .map_err(|e| {
             PipelineError::Invalid(format!(
                 "{}: the converted checkpoint could not run: {e}",

@@ -69,7 +69,10 @@ pub fn open_checkpoint(path: impl AsRef<Path>) -> Result<(Checkpoint, KeyLayout)
 /// (`convert --quant`), if any: read from the weight files' headers alone.
 pub fn stored_quant(dir: impl AsRef<Path>) -> Option<janus_core::QuantFormat> {
     let dir = dir.as_ref();
-    if !dir.is_dir() {
+    // Only `convert --quant` writes block formats, always as safetensors: a
+    // directory of pickles (15 GB for 7B) is not opened for this.
+    let safetensors = ["model.safetensors.index.json", "model.safetensors"];
+    if !safetensors.iter().any(|f| dir.join(f).is_file()) {
         return None;
     }
     let ckpt = Checkpoint::open(dir).ok()?;
