@@ -227,6 +227,24 @@ def main():
         assert d.js("return document.querySelectorAll('#attachments button img').length") == 1
         d.js("document.querySelector('#attachments button').click()")
         assert d.js("return attachments.length") == 0
+        # A phone-sized photo goes scaled to 1536 pixels, as a JPEG; a small
+        # image goes byte for byte.
+        d.js("""
+            window.scaled = null;
+            const canvas = (w, h) => { const c = document.createElement('canvas'); c.width = w; c.height = h;
+                const g = c.getContext('2d'); g.fillStyle = '#3a7'; g.fillRect(0, 0, w, h);
+                g.fillStyle = '#a33'; g.fillRect(0, 0, w / 2, h / 2); return c; };
+            Promise.all([canvas(4000, 3000), canvas(40, 30)].map((c) => new Promise((r) => c.toBlob(r, 'image/png'))))
+              .then(async ([big, small]) => {
+                await addFiles([new File([big], 'photo.png', {type: 'image/png'}),
+                                new File([small], 'small.png', {type: 'image/png'})]);
+                const im = new Image(); im.src = attachments[0]; await im.decode();
+                window.scaled = [attachments.length, attachments[0].slice(0, 23), im.naturalWidth,
+                                 im.naturalHeight, attachments[1] === await dataUrlOf(small)];
+              }).catch((e) => { window.scaled = String(e); });""")
+        scaled = d.wait("return window.scaled", "the scaled attachment")
+        assert scaled == [2, "data:image/jpeg;base64,", 1536, 1152, True], scaled
+        d.js("attachments = []; showAttachments()")
         # An empty image prompt is asked for, not replaced by the example.
         d.js("document.getElementById('img-prompt').value = ''")
         d.click("#img-go")
@@ -265,7 +283,7 @@ def main():
             d.screenshot(shot)
     finally:
         d.quit()
-    print("browser: key, chat with an attached image (streamed), a refused request, the history's image limit, context trimming, a cut stream, New chat mid-answer, a bad key, keyboard attachments, image generation (empty prompt, seed check, progress, previews, gallery): ok")
+    print("browser: key, chat with an attached image (streamed), a refused request, the history's image limit, context trimming, a cut stream, New chat mid-answer, a bad key, keyboard attachments, a photo scaled before sending, image generation (empty prompt, seed check, progress, previews, gallery): ok")
 
 
 if __name__ == "__main__":
