@@ -16,7 +16,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use crate::Shutdown;
 use crate::content::{Conversation, conversation, decode_images};
 use crate::error::ApiError;
-use crate::http::{json_body, off_async, respond};
+use crate::http::{LIGHT_TEXT_BYTES, Weight, json_body, keep_alive, off_async, respond};
 use crate::openai::{ChatRequest, in_range};
 use crate::state::{AppState, Slot, unix_now, worker_gone};
 use crate::stop::StopFilter;
@@ -139,17 +139,28 @@ async fn start(
         images: urls,
         system_prompt,
     } = conv;
+    // The queue place first: a full queue is a 429 at once, and the requests
+    // being prepared below are within --max-queue.
+    let slot = app.admit()?;
     // The whole prompt must fit before any image is decoded (tokenizing a
     // long one takes a while: off the async threads too).
     let (checking, image_count) = (app.clone(), urls.len());
-    let (messages, system_prompt) = off_async(move || {
+    let text_bytes = messages.iter().map(|m| m.content.len()).sum::<usize>()
+        + system_prompt.as_ref().map_or(0, String::len);
+    let weight = if text_bytes <= LIGHT_TEXT_BYTES {
+        Weight::Light
+    } else {
+        Weight::Heavy
+    };
+    let (messages, system_prompt) = off_async(weight, move || {
         let model = checking.model()?;
         let system = system_prompt
             .as_deref()
             .unwrap_or(janus_pipeline::chat::SYSTEM_PROMPT);
         model
             .processor
-            .understanding_len_within(&messages, image_count, system, model.context)?;
+            .understanding_len_within(&messages, image_count, system, model.context)
+            .map_err(|e| ApiError::from(e).on_context_param("messages"))?;
         Ok((messages, system_prompt))
     })
     .await?;
@@ -157,8 +168,14 @@ async fn start(
     // Image decoding can take a while: off the async threads, and a bounded
     // number of requests at a time (each holds one full-size image while it
     // decodes, up to --max-image-pixels: memory must not grow with the queue).
-    let images = off_async(move || decode_images(urls, &limits, Some(&fit))).await?;
-    let slot = app.admit()?;
+    let images = if urls.is_empty() {
+        Vec::new()
+    } else {
+        off_async(Weight::Heavy, move || {
+            decode_images(urls, &limits, Some(&fit))
+        })
+        .await?
+    };
     let (tx, mut rx) = unbounded_channel();
     let request = Request {
         messages,
@@ -322,5 +339,5 @@ fn sse(
             }
         }
     });
-    Sse::new(events)
+    Sse::new(events).keep_alive(keep_alive())
 }

@@ -36,6 +36,48 @@ pub struct Bounds {
     pub per_address: usize,
 }
 
+/// Descriptors kept for everything but connections (the listener, the
+/// runtime, the files the server reads).
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// How many connections the process's limit on open files allows, at most
+/// `wanted`: the soft limit is raised first, toward the hard one, as far as
+/// `wanted` connections need (a soft limit of 1024 is common, and past it
+/// new connections and `/proc/meminfo` reads fail).
+pub fn connections_allowed(wanted: usize) -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the limit into the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return wanted;
+        }
+        let need = (wanted as u64).saturating_add(RESERVED_DESCRIPTORS) as libc::rlim_t;
+        if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < need {
+            let raised = libc::rlimit {
+                rlim_cur: need.min(limit.rlim_max),
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: setrlimit reads the struct it is given.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit.rlim_cur = raised.rlim_cur;
+            }
+        }
+        if limit.rlim_cur == libc::RLIM_INFINITY {
+            return wanted;
+        }
+        let allowed = limit.rlim_cur.saturating_sub(RESERVED_DESCRIPTORS);
+        usize::try_from(allowed)
+            .unwrap_or(usize::MAX)
+            .clamp(1, wanted.max(1))
+    }
+    #[cfg(not(unix))]
+    wanted
+}
+
 /// Serves `router` on `listener` until `shutdown`: then stops accepting, lets
 /// each connection finish its request in flight, and returns when all have
 /// or after [`SHUTDOWN_GRACE`].
@@ -282,5 +324,40 @@ impl HttpBody for IdleTimeoutBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::{RESERVED_DESCRIPTORS, connections_allowed};
+
+    fn open_files() -> libc::rlimit {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the limit into the struct it is given.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        limit
+    }
+
+    #[test]
+    fn connections_fit_under_the_open_file_limit() {
+        assert_eq!(connections_allowed(8), 8);
+        // More than any limit allows: the soft limit goes up as far as the
+        // kernel lets it, and the connections stay under it.
+        let many = connections_allowed(1 << 40);
+        let after = open_files();
+        assert!(after.rlim_cur <= after.rlim_max);
+        if after.rlim_cur != libc::RLIM_INFINITY {
+            assert_eq!(
+                many as u64,
+                after.rlim_cur.saturating_sub(RESERVED_DESCRIPTORS).max(1)
+            );
+        }
+        assert!(many >= 8, "{many}");
     }
 }

@@ -63,11 +63,19 @@ impl ApiError {
         self
     }
 
+    /// Names `param` as the field at fault of a `context_length_exceeded`
+    /// error (OpenAI names `messages` for a chat).
+    pub fn on_context_param(mut self, param: &str) -> Self {
+        if self.code == Some("context_length_exceeded") && self.param.is_none() {
+            self.param = Some(param.to_string());
+        }
+        self
+    }
+
     /// OpenAI's error type for the status.
     pub fn kind(&self) -> &'static str {
         match self.status.as_u16() {
             401 => "authentication_error",
-            404 => "not_found_error",
             429 => "rate_limit_error",
             400..=499 => "invalid_request_error",
             503 => "service_unavailable",
@@ -101,6 +109,13 @@ impl IntoResponse for ApiError {
             r.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        if self.code == Some("out_of_memory") {
+            // The OpenAI SDKs retry a 503 unless told not to.
+            r.headers_mut().insert(
+                axum::http::HeaderName::from_static("x-should-retry"),
+                axum::http::HeaderValue::from_static("false"),
             );
         }
         r

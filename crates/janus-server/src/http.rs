@@ -98,7 +98,7 @@ async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Re
     if let Some(encoding) = req
         .headers()
         .get(header::CONTENT_ENCODING)
-        .filter(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+        .filter(|e| !e.is_empty() && !e.as_bytes().eq_ignore_ascii_case(b"identity"))
     {
         let e = ApiError::status(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -108,6 +108,22 @@ async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Re
             ),
         )
         .code("unsupported_encoding");
+        let mut r = finish(&app, endpoint_of(&path), e.into_response());
+        add_cors(&mut r, cors.as_deref(), origin.as_ref());
+        return r;
+    }
+    // A client waiting for `100 Continue` before sending a body declared over
+    // the limit gets its 413 now, not after uploading it.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let expects = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects && declared.is_some_and(|n| n > app.config.limits.max_body_bytes as u64) {
+        let e = too_large(&app.config.limits);
         let mut r = finish(&app, endpoint_of(&path), e.into_response());
         add_cors(&mut r, cors.as_deref(), origin.as_ref());
         return r;
@@ -166,27 +182,55 @@ pub fn finish(app: &AppState, endpoint: &str, response: Response) -> Response {
     response
 }
 
-/// Blocking preparations running at once: each may hold a few hundred MB
-/// (a prompt being tokenized, an image being decoded), so their memory must
-/// not grow with the number of clients.
+/// Heavy blocking preparations running at once: each may hold a few hundred
+/// MB (a long prompt being tokenized, an image being decoded), so their
+/// memory must not grow with the number of clients.
 static PREPARING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// What a blocking preparation may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weight {
+    /// Milliseconds and a few MB (a short prompt, a PNG of a few megapixels):
+    /// runs at once, so it never waits behind heavy ones.
+    Light,
+    /// Seconds or hundreds of MB: [`PREPARING`] at a time.
+    Heavy,
+}
+
+/// Text up to this many bytes is tokenized as [`Weight::Light`] work.
+pub const LIGHT_TEXT_BYTES: usize = 64 << 10;
+
+/// Images up to this many pixels are encoded as [`Weight::Light`] work.
+pub const LIGHT_PIXELS: usize = 1 << 20;
 
 /// Runs `f` on tokio's blocking threads (tokenizing a long prompt, decoding
 /// images, encoding PNGs: work that would stall every connection served by
-/// the async threads meanwhile), [`PREPARING`] at a time.
+/// the async threads meanwhile); [`Weight::Heavy`] work [`PREPARING`] at a
+/// time. Callers hold a queue place ([`AppState::admit`]) first, so the
+/// requests waiting here are within `--max-queue`.
 pub async fn off_async<T: Send + 'static>(
+    weight: Weight,
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let _permit = PREPARING
-        .acquire()
-        .await
-        .map_err(|_| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?;
+    let _permit = match weight {
+        Weight::Light => None,
+        Weight::Heavy => Some(PREPARING.acquire().await.map_err(|_| {
+            ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
+        })?),
+    };
     tokio::task::spawn_blocking(f).await.map_err(|_| {
         ApiError::status(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the request's preparation failed",
         )
     })?
+}
+
+/// An event stream's keep-alive: a comment line (which clients skip) every
+/// 15 s, so proxies do not cut a stream that is quiet for minutes (a request
+/// waiting in the queue, an image without progress events).
+pub fn keep_alive() -> axum::response::sse::KeepAlive {
+    axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15))
 }
 
 /// A handler's result, counted under `endpoint`.
@@ -208,16 +252,7 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
 
 /// The body, or 413 / 400 in OpenAI's shape.
 fn body_bytes(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::status(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is over {} bytes (--max-body-bytes)",
-                limits.max_body_bytes
-            ),
-        )
-        .code("body_too_large")
-    };
+    let too_large = || too_large(limits);
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large()
@@ -229,6 +264,18 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<By
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// The 413 for a body over `--max-body-bytes`.
+fn too_large(limits: &Limits) -> ApiError {
+    ApiError::status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is over {} bytes (--max-body-bytes)",
+            limits.max_body_bytes
+        ),
+    )
+    .code("body_too_large")
 }
 
 async fn index() -> Html<&'static str> {

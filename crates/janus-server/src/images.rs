@@ -18,9 +18,11 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::Shutdown;
 use crate::error::{ApiError, excerpt};
-use crate::http::{json_body, off_async, respond};
+use crate::http::{
+    LIGHT_PIXELS, LIGHT_TEXT_BYTES, Weight, json_body, keep_alive, off_async, respond,
+};
 use crate::openai::{ImagesRequest, in_range};
-use crate::state::{AppState, Slot, unix_now, worker_gone};
+use crate::state::{AppState, Slot, random_u64, unix_now, worker_gone};
 use crate::worker::{ImageEvent, ImageWork, Work};
 
 const ENDPOINT: &str = "images";
@@ -56,6 +58,7 @@ async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: ImagesRequest = json_body(body, &app.config.limits)?;
+    req.unsupported()?;
     let limits = &app.config.limits;
     let model = app.model()?;
     if req.prompt.trim().is_empty() {
@@ -122,24 +125,26 @@ async fn start(
             janus_pipeline::MAX_CFG_WEIGHT.into(),
         )? as f32,
         temperature: in_range("temperature", req.temperature.unwrap_or(1.0), 0.0, 2.0)? as f32,
-        seed: req.seed.map_or_else(random_seed, |s| s as u64),
+        seed: req.seed.map_or_else(random_u64, |s| s as u64),
     };
+    // The queue place first: a full queue is a 429 at once, and the requests
+    // being prepared below are within --max-queue.
+    let slot = app.admit()?;
     // Tokenizing a long prompt takes a while: off the async threads.
     let (checking, prompt) = (app.clone(), req.prompt);
-    let prompt_ids = off_async(move || {
+    let weight = if prompt.len() <= LIGHT_TEXT_BYTES {
+        Weight::Light
+    } else {
+        Weight::Heavy
+    };
+    let prompt_ids = off_async(weight, move || {
         let model = checking.model()?;
         model
             .processor
             .generation_prompt_within(&prompt, model.image_steps, model.context)
-            .map_err(|e| match e {
-                janus_pipeline::PipelineError::Context(m) => {
-                    ApiError::invalid(Some("prompt".into()), m).code("context_length_exceeded")
-                }
-                e => e.into(),
-            })
+            .map_err(|e| ApiError::from(e).on_context_param("prompt"))
     })
     .await?;
-    let slot = app.admit()?;
     let (tx, rx) = unbounded_channel();
     let prompt_tokens = prompt_ids.len();
     app.submit(Work::Image(ImageWork {
@@ -179,12 +184,6 @@ async fn start(
     }
 }
 
-fn random_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// The smallest and largest side of the square images the server returns.
 const MIN_SIDE: usize = 64;
 const MAX_SIDE: usize = 2048;
@@ -199,7 +198,13 @@ fn square_side(size: &str, native: usize) -> Option<usize> {
 /// `picture` as base64 PNG, resized to the request's side where that is not
 /// the model's (bicubic, as Pillow): off the async threads.
 async fn b64_png(picture: RgbImage, side: usize) -> Result<String, ApiError> {
-    off_async(move || {
+    let pixels = (side * side).max(picture.width * picture.height);
+    let weight = if pixels <= LIGHT_PIXELS {
+        Weight::Light
+    } else {
+        Weight::Heavy
+    };
+    off_async(weight, move || {
         let picture = if (side, side) == (picture.width, picture.height) {
             picture
         } else {
@@ -340,7 +345,7 @@ fn sse(
             }
         }
     });
-    Sse::new(events)
+    Sse::new(events).keep_alive(keep_alive())
 }
 
 #[cfg(test)]

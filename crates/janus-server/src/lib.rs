@@ -120,8 +120,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.addr` (port 0 picks a free port).
-    pub fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+    /// Binds `config.addr` (port 0 picks a free port). The process's soft
+    /// limit on open files is raised for `config.max_connections`; where the
+    /// hard limit is lower, fewer connections are served
+    /// ([`Server::max_connections`]).
+    pub fn bind(mut config: ServerConfig) -> Result<Self, ServerError> {
+        config.max_connections = connections::connections_allowed(config.max_connections);
         let addr = config.addr;
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -136,6 +140,12 @@ impl Server {
     /// The address bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.config.addr)
+    }
+
+    /// Connections served at once: `ServerConfig::max_connections`, or fewer
+    /// where the limit on open files does not allow it.
+    pub fn max_connections(&self) -> usize {
+        self.config.max_connections
     }
 
     /// A handle that stops the server.
@@ -162,6 +172,7 @@ impl Server {
             work: Mutex::new(tx),
             metrics: Default::default(),
             started: state::unix_now(),
+            id_base: state::random_u64(),
             next_id: Default::default(),
             shutdown: self.shutdown.clone(),
             config: self.config,

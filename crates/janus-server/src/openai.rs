@@ -193,6 +193,46 @@ pub struct ImagesRequest {
     /// default: OpenAI's clients know only its own event types).
     #[serde(default)]
     pub progress: Option<bool>,
+    /// `auto` or `opaque` (the images have no alpha channel).
+    #[serde(default)]
+    pub background: Option<String>,
+    /// `png` only.
+    #[serde(default)]
+    pub output_format: Option<String>,
+}
+
+impl ImagesRequest {
+    /// A 400 naming the first field asking for an image this server cannot
+    /// give (a transparent background, JPEG or WebP): an opaque PNG would look
+    /// like an answer to it. `quality`, `style` and `moderation` are hints
+    /// with nothing to tune here and are not read.
+    pub fn unsupported(&self) -> Result<(), ApiError> {
+        let refuse = |field: &str, what: String| {
+            Err(ApiError::invalid(Some(field.to_string()), what).code("unsupported_parameter"))
+        };
+        match self.background.as_deref() {
+            None | Some("auto" | "opaque") => {}
+            Some(other) => {
+                return refuse(
+                    "background",
+                    format!(
+                        "`background` {} is not supported: the images are opaque (auto or opaque)",
+                        crate::error::excerpt(other)
+                    ),
+                );
+            }
+        }
+        match self.output_format.as_deref() {
+            None | Some("png") => Ok(()),
+            Some(other) => refuse(
+                "output_format",
+                format!(
+                    "`output_format` {} is not supported: the images are PNGs (png)",
+                    crate::error::excerpt(other)
+                ),
+            ),
+        }
+    }
 }
 
 /// Parses a JSON body into `T`, a 400 naming the field on failure.

@@ -37,9 +37,12 @@ pub struct AppState {
     pub work: Mutex<Sender<Work>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Unix seconds at start (ids of responses count up from here).
+    /// Unix seconds at start.
     pub started: u64,
-    /// Response ids.
+    /// Random per process: the first part of every response id, so two
+    /// servers (replicas started in the same second) give different ids.
+    pub id_base: u64,
+    /// Response ids count up from here.
     pub next_id: std::sync::atomic::AtomicU64,
     /// Whether the server is stopping.
     pub shutdown: Shutdown,
@@ -104,7 +107,7 @@ impl AppState {
     /// A fresh response id with `prefix`.
     pub fn id(&self, prefix: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}-{:x}{n:06x}", self.started)
+        format!("{prefix}-{:016x}{n:06x}", self.id_base)
     }
 }
 
@@ -126,6 +129,16 @@ pub fn worker_gone(shutdown: &Shutdown) -> ApiError {
         )
         .code("internal_error")
     }
+}
+
+/// A number that differs between processes (std's randomly keyed hasher
+/// over the time and the process id).
+pub fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
 }
 
 /// Seconds since the Unix epoch.

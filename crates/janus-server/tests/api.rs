@@ -638,11 +638,13 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         &json!({"prompt": format!("a cat{}", " ".repeat(40 * context)), "n": 1}),
     );
     assert_eq!(s, 200, "{}", &v.to_string()[..200.min(v.to_string().len())]);
-    // The same code for a chat past the context.
+    // The same code for a chat past the context, naming `messages` as
+    // OpenAI does.
     let long = json!({"messages": [{"role": "user", "content": "abc ".repeat(context)}]});
     let (s, v) = post(addr, "/v1/chat/completions", &long);
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+    assert_eq!(v["error"]["param"], "messages", "{v}");
     // The prompt's length is checked before its images are decoded: with a
     // part that is not an image, a prompt past the context still gets the
     // context error (the image's error came first, after decoding).
@@ -756,11 +758,36 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     };
     let v: Value = resp.into_json().unwrap();
     assert_eq!(v["error"]["code"], "unsupported_encoding", "{v}");
+    // An empty Content-Encoding is no encoding.
+    let plain = agent()
+        .post(&format!("http://{addr}/v1/chat/completions"))
+        .set("Content-Type", "application/json")
+        .set("Content-Encoding", "")
+        .send_string(
+            &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}).to_string(),
+        );
+    assert_eq!(plain.map(|r| r.status()).ok(), Some(200));
+    // OpenAI's type for an unknown route.
     let (s, v) = call(addr, "GET", "/v1/nothing", None, None);
     assert_eq!(
         (s, v["error"]["type"].as_str()),
-        (404, Some("not_found_error"))
+        (404, Some("invalid_request_error"))
     );
+    // Images this server cannot give are refused, not answered with an
+    // opaque PNG; hints with nothing to tune pass.
+    for (field, value) in [("background", "transparent"), ("output_format", "webp")] {
+        let body = json!({"prompt": "a cat", field: value});
+        let (s, v) = post(addr, "/v1/images/generations", &body);
+        assert_eq!(
+            (s, &v["error"]["code"], &v["error"]["param"]),
+            (400, &json!("unsupported_parameter"), &json!(field)),
+            "{v}"
+        );
+    }
+    let hinted = json!({"prompt": "a cat", "background": "opaque", "output_format": "png",
+                        "quality": "hd", "style": "vivid", "moderation": "low"});
+    let (s, v) = post(addr, "/v1/images/generations", &hinted);
+    assert_eq!(s, 200, "{}", &v.to_string()[..200.min(v.to_string().len())]);
     let (s, _) = call(addr, "GET", chat, None, None);
     assert_eq!(s, 405);
     // Still serving.
@@ -864,7 +891,11 @@ fn limits_the_api_key_and_cors() {
         .set("Authorization", "Bearer sesame")
         .send_string(&json!({"prompt": "a cat"}).to_string())
     {
-        Err(ureq::Error::Status(503, resp)) => assert_eq!(resp.header("retry-after"), None),
+        Err(ureq::Error::Status(503, resp)) => {
+            assert_eq!(resp.header("retry-after"), None);
+            // The OpenAI SDKs retry a 503 unless told not to.
+            assert_eq!(resp.header("x-should-retry"), Some("false"));
+        }
         other => panic!("{other:?}"),
     }
     let hi = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).to_string();
@@ -911,6 +942,26 @@ fn limits_the_api_key_and_cors() {
     assert!(
         v["error"]["message"].as_str().unwrap().contains("2000000"),
         "{v}"
+    );
+    // A client waiting for `100 Continue` before sending a body declared over
+    // the limit gets the 413 instead, without sending it.
+    let mut waiting = std::net::TcpStream::connect(addr).unwrap();
+    waiting
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sesame\r\n\
+              Content-Type: application/json\r\nContent-Length: 2000001\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut status = [0u8; 12];
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    waiting.read_exact(&mut status).unwrap();
+    assert_eq!(
+        &status,
+        b"HTTP/1.1 413",
+        "{:?}",
+        String::from_utf8_lossy(&status)
     );
     let two = json!({"messages": [{"role": "user", "content": [
         image_part("equation.png"), image_part("equation.png"), text_part("same?")]}]})
@@ -1108,6 +1159,14 @@ fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_place() {
     assert_eq!(resp.header("retry-after"), Some("1"));
     let v: Value = resp.into_json().unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error");
+    // The queue place comes before the prompt is checked and the images are
+    // decoded: a full queue answers at once, without decoding (this image
+    // would have been a 400 after its decoding).
+    let not_image =
+        json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}});
+    let body = json!({"messages": [{"role": "user", "content": [not_image, text_part("hi")]}]});
+    let (s, v) = post(addr, "/v1/chat/completions", &body);
+    assert_eq!((s, &v["error"]["code"]), (429, &json!("queue_full")), "{v}");
     drop(reader);
     wait_for_empty_queue(addr);
     let (s, v) = post(addr, "/v1/images/generations", &json!({"prompt": "a cat"}));
@@ -1288,4 +1347,24 @@ fn long_stop_strings_are_refused() {
             .contains("at most 256"),
         "{v}"
     );
+}
+
+#[test]
+fn two_servers_started_together_give_different_response_ids() {
+    // Replicas behind one balancer: ids counted from the start second alone
+    // were the same.
+    let (a, b) = (
+        start(ServerConfig::default()),
+        start(ServerConfig::default()),
+    );
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1});
+    let (_, first) = post(a.addr, "/v1/chat/completions", &hi);
+    let (_, second) = post(b.addr, "/v1/chat/completions", &hi);
+    let ids = [first["id"].as_str(), second["id"].as_str()];
+    assert!(
+        ids.iter()
+            .all(|i| i.is_some_and(|i| i.starts_with("chatcmpl-"))),
+        "{ids:?}"
+    );
+    assert_ne!(ids[0], ids[1]);
 }

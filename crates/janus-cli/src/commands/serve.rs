@@ -103,7 +103,15 @@ impl Job for Serve {
         if !keyed && a_key_was_empty {
             say!("warning: the API key given is empty: the API is open to anyone who can reach it");
         }
+        let asked = config.max_connections;
         let server = Server::bind(config)?;
+        if server.max_connections() < asked {
+            say!(
+                "note: serving at most {} connections at once (not {asked}): the limit on open \
+                 files (ulimit -n) is lower",
+                server.max_connections()
+            );
+        }
         let stop = server.shutdown_handle();
         signals::on_signal(move || {
             say!("\nstopping: no new requests, cancelling running ones");
