@@ -734,6 +734,32 @@ fn hub_ids_resolve_through_the_hf_cache_and_convert_once() {
             .join("models/test-org--janus-tiny/0123abcd/model.safetensors")
             .is_file()
     );
+    // The hub cache named by `HF_HUB_CACHE` (as huggingface_hub reads it);
+    // an empty `JANUS_CACHE` is unset (it put the cache in the current
+    // directory): the converted copy goes under `~/.cache/janus-rs`.
+    let user = tmp("hf-hub-cache-home");
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["vq", "encode", "--model", "test-org/janus-tiny", "--image"])
+        .arg(&image)
+        .env_remove("HF_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .env("HF_HUB_CACHE", home.join("hub"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("JANUS_CACHE", "")
+        .env("HOME", &user)
+        .current_dir(&user)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        user.join(".cache/janus-rs/models/test-org--janus-tiny/0123abcd/model.safetensors")
+            .is_file()
+    );
+    assert!(!user.join("models").exists());
     // Not cached and offline: the error says what to download.
     let out = Command::new(env!("CARGO_BIN_EXE_janus"))
         .args(["generate", "--model", "test-org/absent", "--prompt", "x"])
@@ -1022,6 +1048,15 @@ fn bench_runs_every_step_of_an_image_and_refuses_what_it_cannot_run() {
         (vec!["--only", "error"], "give --dtype q8_0 or q4_0"),
         (vec!["--variant", "janus-pro-7b"], "cannot be used with"),
         (vec!["--chat-tokens", "4"], "--serve"),
+        // Also next to flags that conflict with --serve (clap let them through).
+        (
+            vec!["--only", "vq", "--clients", "2"],
+            "--clients is for --serve",
+        ),
+        (
+            vec!["--repeats", "1", "--chat-tokens", "3"],
+            "--chat-tokens is for --serve",
+        ),
         (vec!["--serve", "--only", "vq"], "cannot be used with"),
         (
             vec!["--serve", "--image-size", "128"],

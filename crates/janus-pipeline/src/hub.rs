@@ -1,5 +1,5 @@
 //! `--model org/name`: Hugging Face hub ids resolved through the standard cache
-//! (`HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE` honoured). The first use downloads
+//! (`HF_HUB_CACHE`, `HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE` honoured). The first use downloads
 //! what is missing, converts it with [`crate::convert`] and keeps the converted
 //! copy under the janus-rs cache (`JANUS_CACHE`, else `~/.cache/janus-rs`).
 
@@ -35,16 +35,35 @@ pub fn cache_entry_dir(spec: &str) -> PathBuf {
         .join(spec.replace('/', "--"))
 }
 
+/// An environment variable's value; an empty one counts as unset (an empty
+/// `JANUS_CACHE` put the cache in the current directory).
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The user's cache directory: `XDG_CACHE_HOME`, else `~/.cache`.
+fn user_cache_dir() -> PathBuf {
+    env_path("XDG_CACHE_HOME")
+        .or_else(|| env_path("HOME").map(|h| h.join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+}
+
 /// Root of the converted-model cache.
 pub fn janus_cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("JANUS_CACHE") {
-        return PathBuf::from(d);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("janus-rs")
+    env_path("JANUS_CACHE").unwrap_or_else(|| user_cache_dir().join("janus-rs"))
+}
+
+/// The Hugging Face hub cache where `huggingface_hub` puts it: `HF_HUB_CACHE`
+/// (or the older `HUGGINGFACE_HUB_CACHE`), else `HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub` (`XDG_CACHE_HOME` honoured).
+fn hf_cache() -> Cache {
+    let dir = env_path("HF_HUB_CACHE")
+        .or_else(|| env_path("HUGGINGFACE_HUB_CACHE"))
+        .or_else(|| env_path("HF_HOME").map(|h| h.join("hub")))
+        .unwrap_or_else(|| user_cache_dir().join("huggingface").join("hub"));
+    Cache::new(dir)
 }
 
 /// Weight file names listed by a `*.index.json`.
@@ -57,7 +76,7 @@ fn not_available(id: &str, cache: &Cache, why: &str) -> PipelineError {
     PipelineError::Invalid(format!(
         "model `{id}` is not in the Hugging Face cache ({}) and could not be downloaded: {why}. \
          On a machine with network run `huggingface-cli download {id}` (or let janus download it), \
-         then copy the cache there or set HF_HOME to it; or pass --model with a local directory holding \
+         then copy the cache there or set HF_HOME (or HF_HUB_CACHE) to it; or pass --model with a local directory holding \
          config.json, the tokenizer files and the weights (pytorch_model*.bin or model.safetensors)",
         cache
             .path()
@@ -69,7 +88,7 @@ fn not_available(id: &str, cache: &Cache, why: &str) -> PipelineError {
 /// Finds (or downloads) the snapshot of `id` in the HF cache; returns its directory
 /// and commit.
 fn snapshot(id: &str, progress: &mut impl FnMut(LoadEvent<'_>)) -> Result<(PathBuf, String)> {
-    let cache = Cache::from_env();
+    let cache = hf_cache();
     let cached = cache.model(id.to_string());
     let from_cache = || -> Option<(PathBuf, String)> {
         let config = cached.get("config.json")?;
@@ -87,6 +106,7 @@ fn snapshot(id: &str, progress: &mut impl FnMut(LoadEvent<'_>)) -> Result<(PathB
     }
     let mut online = || -> std::result::Result<(PathBuf, String), String> {
         let api = ApiBuilder::from_env()
+            .with_cache_dir(cache.path().clone())
             .with_progress(true)
             .build()
             .map_err(|e| e.to_string())?;

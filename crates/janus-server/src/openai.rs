@@ -249,7 +249,12 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         if path == "." {
-            ApiError::invalid(None, inner)
+            // A missing field is named as the field at fault.
+            let missing = inner
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(field, _)| field.to_string());
+            ApiError::invalid(missing, inner)
         } else {
             ApiError::invalid(Some(path.clone()), format!("`{path}`: {inner}"))
         }

@@ -465,6 +465,20 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             Some("messages"),
         ),
         (
+            "messages missing",
+            chat,
+            json!({"max_tokens": 2}).to_string(),
+            400,
+            Some("messages"),
+        ),
+        (
+            "prompt missing",
+            images,
+            json!({"n": 1}).to_string(),
+            400,
+            Some("prompt"),
+        ),
+        (
             "a remote image URL",
             chat,
             with_url("https://example.com/cat.png").to_string(),

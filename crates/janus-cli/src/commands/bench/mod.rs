@@ -41,6 +41,11 @@ impl Variant {
     }
 }
 
+/// `--clients` without the flag.
+const DEFAULT_CLIENTS: [usize; 3] = [1, 4, 8];
+/// `--chat-tokens` without the flag.
+const DEFAULT_CHAT_TOKENS: usize = 16;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -81,24 +86,19 @@ pub struct Args {
     serve: bool,
     /// With --serve and --random-weights: a directory with the tokenizer files
     /// (e.g. the tiny test checkpoint).
-    #[arg(long, value_name = "DIR", requires = "serve")]
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
     tokenizer: Option<PathBuf>,
     /// With --serve and --random-weights: generated image side (a smaller side
     /// means fewer steps per image at the same LLM cost per step; 384 is the
     /// real one).
-    #[arg(long, requires = "serve", conflicts_with = "model")]
+    #[arg(long, conflicts_with = "model")]
     image_size: Option<usize>,
-    /// With --serve: concurrent client counts.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1,4,8",
-        requires = "serve"
-    )]
-    clients: Vec<usize>,
-    /// With --serve: tokens per chat request.
-    #[arg(long, default_value_t = 16, requires = "serve")]
-    chat_tokens: usize,
+    /// With --serve: concurrent client counts [default: 1,4,8].
+    #[arg(long, value_delimiter = ',')]
+    clients: Option<Vec<usize>>,
+    /// With --serve: tokens per chat request [default: 16].
+    #[arg(long)]
+    chat_tokens: Option<usize>,
 }
 
 impl Args {
@@ -525,8 +525,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(dir) => JanusConfig::from_file(dir.join("config.json"))?,
         None => args.variant.config(),
     };
+    // (clap's `requires` lets these through whenever a flag that conflicts
+    // with --serve is given, so they are checked here.)
+    let serve_only = [
+        ("--tokenizer", args.tokenizer.is_some()),
+        ("--image-size", args.image_size.is_some()),
+        ("--clients", args.clients.is_some()),
+        ("--chat-tokens", args.chat_tokens.is_some()),
+    ];
+    if let Some((flag, _)) = serve_only.iter().find(|(_, given)| *given && !args.serve) {
+        anyhow::bail!(
+            "{flag} is for --serve (benchmarking the server): give --serve or leave it out"
+        );
+    }
     if args.serve {
-        if args.clients.is_empty() || args.clients.contains(&0) {
+        let clients = args.clients.as_deref().unwrap_or(&DEFAULT_CLIENTS);
+        if clients.is_empty() || clients.contains(&0) {
             anyhow::bail!("--clients: give client counts of at least 1 (e.g. 1,4,8)");
         }
         if let Some(s) = args.image_size {

@@ -134,6 +134,7 @@ fn load(addr: std::net::SocketAddr, path: &str, bodies: &[Value]) -> anyhow::Res
 }
 
 pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
+    let chat_tokens = args.chat_tokens.unwrap_or(super::DEFAULT_CHAT_TOKENS);
     let tokenizer = match (&args.tokenizer, &args.model) {
         (Some(t), _) => t.clone(),
         (None, Some(m)) => m.clone(),
@@ -167,7 +168,7 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
         &json!({"prompt": "warm up", "seed": 0}),
     )?;
     let mut rows = Vec::new();
-    for &c in &args.clients {
+    for &c in args.clients.as_deref().unwrap_or(&super::DEFAULT_CLIENTS) {
         let images: Vec<Value> = (0..c)
             .map(|i| json!({"prompt": format!("a picture of thing number {i}"), "seed": i}))
             .collect();
@@ -179,7 +180,7 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
             .map(|i| {
                 json!({
                     "messages": [{"role": "user", "content": format!("Tell me about number {i}.")}],
-                    "max_tokens": args.chat_tokens,
+                    "max_tokens": chat_tokens,
                     "temperature": 0,
                 })
             })
@@ -216,7 +217,7 @@ pub fn run(args: Args, config: JanusConfig) -> anyhow::Result<()> {
         "dtype": precision.to_string(),
         "threads": threads,
         "steps_per_image": steps,
-        "chat_tokens": args.chat_tokens,
+        "chat_tokens": chat_tokens,
         "serve": rows,
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
