@@ -468,7 +468,10 @@ fn side_files_of_an_earlier_conversion_never_pair_with_new_weights() {
     if linux {
         // A dead process's lock, and locks holding no pid (`self` names a
         // live /proc entry), are taken over.
-        for stale in ["99999999", "self", "  \n"] {
+        // So is a live pid recorded with another start time (the pid of a
+        // process since gone, now another process's).
+        let reused = format!("{} 1", std::process::id());
+        for stale in ["99999999", "self", "  \n", &reused] {
             std::fs::write(&lock, stale).unwrap();
             assert_eq!(
                 janus_pipeline::convert::lock_holder(&out),
@@ -478,6 +481,22 @@ fn side_files_of_an_earlier_conversion_never_pair_with_new_weights() {
             convert(&partial, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
             assert!(!lock.exists());
         }
+        // An empty lock (its writer failed, e.g. on a full disk) is waited on
+        // for a few seconds only, not for ever.
+        let empty = std::fs::File::create(&lock).unwrap();
+        empty
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            .unwrap();
+        drop(empty);
+        convert(&partial, &out, StoredDType::BF16, None, |_, _, _| {}).unwrap();
+        assert!(!lock.exists());
+        // The lock's content is there from its creation: no staged copy is left.
+        assert!(std::fs::read_dir(&out).unwrap().all(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("janus-convert")
+        }),);
     }
     // Without a tokenizer that loads, or with a side file that is not a
     // regular file: refused before anything is written, and a new output
