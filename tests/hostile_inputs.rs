@@ -189,6 +189,19 @@ fn deeply_nested_or_exploding_pickles_are_refused_quickly() {
     let err = parse_pickle(&bomb).unwrap_err();
     assert!(err.contains("values"), "{err}");
     assert!(start.elapsed().as_secs() < 10, "took {:?}", start.elapsed());
+
+    // A string bomb: one 4 MiB byte string, memoised, then fetched 3000
+    // times into a list (12 GB of copies from a 4 MB file, few values).
+    let mut strings = b"\x80\x03B".to_vec();
+    strings.extend_from_slice(&(4u32 << 20).to_le_bytes());
+    strings.extend(std::iter::repeat_n(b'x', 4 << 20));
+    strings.extend_from_slice(b"q\x00(");
+    for _ in 0..3000 {
+        strings.extend_from_slice(b"h\x00");
+    }
+    strings.extend_from_slice(b"l.");
+    let err = parse_pickle(&strings).unwrap_err();
+    assert!(err.contains("bytes of strings"), "{err}");
 }
 
 /// A PNG of `w`x`h` 1-bit grey pixels, whose IHDR is all a decoder reads first.

@@ -6,9 +6,10 @@
 //! classes), and `REDUCE` on those builds data, never calls code. Anything else is
 //! rejected with an error naming the offending global or opcode.
 //!
-//! It is also bounded: values nest at most [`MAX_DEPTH`] deep and at most
-//! [`MAX_NODES`] values are ever built (memo copies included), so a small
-//! hostile file can neither overflow the stack nor exhaust memory.
+//! It is also bounded: values nest at most [`MAX_DEPTH`] deep, and at most
+//! [`MAX_NODES`] values holding at most [`MAX_BYTES`] bytes of strings are
+//! ever built (memo copies included), so a small hostile file can neither
+//! overflow the stack nor exhaust memory.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,10 @@ use crate::dtype::StoredDType;
 pub const MAX_DEPTH: u32 = 64;
 /// How many values a pickle may build in all (a 7B state dict builds about 20k).
 pub const MAX_NODES: usize = 1 << 22;
+/// How many bytes of strings a pickle may build in all (a 7B state dict's
+/// key names take about 2 MB; a memo copy of a 4 MB string 3000 times over
+/// asked for 12 GB).
+pub const MAX_BYTES: usize = 1 << 28;
 
 /// A decoded pickle value.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,21 +133,28 @@ impl Value {
     }
 }
 
-/// A value on the machine's stack or in its memo, with how deep it nests and
-/// how many values it holds.
+/// A value on the machine's stack or in its memo, with how deep it nests,
+/// how many values it holds and their bytes of strings.
 #[derive(Debug, Clone)]
 struct Item {
     value: Value,
     depth: u32,
     nodes: usize,
+    bytes: usize,
 }
 
 impl Item {
     fn leaf(value: Value) -> Self {
+        let bytes = match &value {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 0,
+        };
         Self {
             value,
             depth: 0,
             nodes: 1,
+            bytes,
         }
     }
 }
@@ -155,6 +167,8 @@ struct Machine<'a> {
     memo: HashMap<u32, Item>,
     /// Values built so far (memo copies count in full).
     built: usize,
+    /// Bytes of strings built so far (memo copies count in full).
+    built_bytes: usize,
 }
 
 /// Parses a pickle and returns the top-level value.
@@ -166,6 +180,7 @@ pub fn parse(data: &[u8]) -> Result<Value, String> {
         marks: Vec::new(),
         memo: HashMap::new(),
         built: 0,
+        built_bytes: 0,
     };
     m.run()
 }
@@ -203,14 +218,26 @@ impl Machine<'_> {
         self.pos += n + 1;
         Ok(s)
     }
-    /// Pushes `item`, counting what it builds (`new` values).
-    fn push_item(&mut self, item: Item, new: usize) -> Result<(), String> {
-        self.built = self.built.saturating_add(new);
+    /// Counts `nodes` values of `bytes` bytes of strings about to be built.
+    fn count(&mut self, nodes: usize, bytes: usize) -> Result<(), String> {
+        self.built = self.built.saturating_add(nodes);
+        self.built_bytes = self.built_bytes.saturating_add(bytes);
         if self.built > MAX_NODES {
             return Err(format!(
                 "the pickle builds more than {MAX_NODES} values (a state dict needs far fewer)"
             ));
         }
+        if self.built_bytes > MAX_BYTES {
+            return Err(format!(
+                "the pickle builds more than {MAX_BYTES} bytes of strings (a state dict needs \
+                 a few MB)"
+            ));
+        }
+        Ok(())
+    }
+    /// Pushes `item`, counting what it builds (`new` values of `new_bytes`).
+    fn push_item(&mut self, item: Item, new: usize, new_bytes: usize) -> Result<(), String> {
+        self.count(new, new_bytes)?;
         if item.depth > MAX_DEPTH {
             return Err(format!(
                 "the pickle nests values more than {MAX_DEPTH} deep (a state dict needs about 5)"
@@ -220,7 +247,9 @@ impl Machine<'_> {
         Ok(())
     }
     fn push(&mut self, value: Value) -> Result<(), String> {
-        self.push_item(Item::leaf(value), 1)
+        let item = Item::leaf(value);
+        let bytes = item.bytes;
+        self.push_item(item, 1, bytes)
     }
     /// Pushes a new container of `items`.
     fn push_container(
@@ -230,14 +259,17 @@ impl Machine<'_> {
     ) -> Result<(), String> {
         let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
         let nodes = 1 + items.iter().map(|i| i.nodes).sum::<usize>();
+        let bytes = items.iter().map(|i| i.bytes).sum::<usize>();
         let value = make(items.into_iter().map(|i| i.value).collect());
         self.push_item(
             Item {
                 value,
                 depth,
                 nodes,
+                bytes,
             },
             1,
+            0,
         )
     }
     fn string(&mut self, n: usize) -> Result<Value, String> {
@@ -269,30 +301,22 @@ impl Machine<'_> {
     fn memo_put(&mut self, idx: u32) -> Result<(), String> {
         let v = self.stack.last().ok_or("pickle stack underflow")?;
         // The memo shares the cost of what it keeps: a copy counts when it is made.
-        let copy = v.clone();
-        self.built = self.built.saturating_add(copy.nodes);
-        if self.built > MAX_NODES {
-            return Err(format!(
-                "the pickle builds more than {MAX_NODES} values (a state dict needs far fewer)"
-            ));
-        }
+        let (nodes, bytes) = (v.nodes, v.bytes);
+        self.count(nodes, bytes)?;
+        let copy = self.stack.last().ok_or("pickle stack underflow")?.clone();
         self.memo.insert(idx, copy);
         Ok(())
     }
     fn memo_get(&mut self, idx: u32) -> Result<(), String> {
-        let nodes = self
+        let item = self
             .memo
             .get(&idx)
-            .ok_or_else(|| format!("pickle memo {idx} undefined"))?
-            .nodes;
+            .ok_or_else(|| format!("pickle memo {idx} undefined"))?;
+        let (nodes, bytes) = (item.nodes, item.bytes);
         // Counted before copying, so a memo bomb fails without building anything.
-        if self.built.saturating_add(nodes) > MAX_NODES {
-            return Err(format!(
-                "the pickle builds more than {MAX_NODES} values (a state dict needs far fewer)"
-            ));
-        }
+        self.count(nodes, bytes)?;
         let v = self.memo[&idx].clone();
-        self.push_item(v, nodes)
+        self.push_item(v, 0, 0)
     }
     /// Adds `items` to the container on top of the stack with `add`.
     fn extend_top(
@@ -302,10 +326,12 @@ impl Machine<'_> {
     ) -> Result<(), String> {
         let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
         let nodes: usize = items.iter().map(|i| i.nodes).sum();
+        let bytes: usize = items.iter().map(|i| i.bytes).sum();
         let top = self.top()?;
         add(&mut top.value, items.into_iter().map(|i| i.value).collect())?;
         top.depth = top.depth.max(depth);
         top.nodes = top.nodes.saturating_add(nodes);
+        top.bytes = top.bytes.saturating_add(bytes);
         if top.depth > MAX_DEPTH {
             return Err(format!(
                 "the pickle nests values more than {MAX_DEPTH} deep (a state dict needs about 5)"
