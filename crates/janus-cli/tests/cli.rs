@@ -1407,3 +1407,80 @@ fn convert_quant_then_generate_in_chunks_within_max_memory() {
         "not a size",
     );
 }
+
+/// Runs `cmd` (stdout and stderr discarded) and returns whether it succeeded
+/// and its peak resident memory in bytes (its own rusage, from `wait4`).
+#[cfg(target_os = "linux")]
+#[allow(clippy::zombie_processes, reason = "wait4 reaps it")]
+fn peak_memory_of(cmd: &mut Command) -> (bool, u64) {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 fills it and reaps only this child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (ok, usage.ru_maxrss as u64 * 1024)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn hostile_image_files_are_refused_or_read_within_bounded_memory() {
+    use image::ImageEncoder;
+    let dir = tmp("hostile-images");
+    let model = testdata_dir();
+    let encode = |image: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_janus"));
+        cmd.args(["vq", "encode", "--model", s(&model), "--image", s(image)]);
+        cmd
+    };
+    // An 8x8 PNG whose colour profile inflates to 256 MB (about 250 KB on
+    // disk): it took 1 GB to read (Pillow refuses it).
+    let mut png = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut png);
+    encoder.set_icc_profile(vec![0; 256 << 20]).unwrap();
+    encoder
+        .write_image(&[128; 8 * 8 * 3], 8, 8, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let bomb = dir.join("profile-bomb.png");
+    std::fs::write(&bomb, &png).unwrap();
+    drop(png);
+    let (_, peak) = peak_memory_of(&mut encode(&bomb));
+    assert!(peak < 160 << 20, "peak {} MB", peak >> 20);
+    // 400 MB that are no image: refused from the first bytes, not read whole.
+    let junk = dir.join("junk.png");
+    std::fs::File::create(&junk)
+        .unwrap()
+        .set_len(400 << 20)
+        .unwrap();
+    let (ok, peak) = peak_memory_of(&mut encode(&junk));
+    assert!(!ok && peak < 160 << 20, "ok {ok}, peak {} MB", peak >> 20);
+    let out = encode(&junk).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("could not be determined from its first bytes"),
+        "{err}"
+    );
+    // A JPEG cut in half: refused as Pillow does (libjpeg would fill the rest
+    // with grey); the whole file still reads.
+    let jpeg = std::fs::read(model.join("images/equation.png")).unwrap();
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&cut, &jpeg[..jpeg.len() / 2]).unwrap();
+    let out = encode(&cut).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("truncated JPEG"),
+        "{err}"
+    );
+    assert!(
+        encode(&model.join("images/equation.png"))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}

@@ -29,8 +29,27 @@ pub fn open_image(path: impl AsRef<Path>) -> Result<RgbImage> {
             path.display()
         )));
     }
-    let bytes = std::fs::read(path)
-        .map_err(|e| PipelineError::Image(format!("cannot open {}: {e}", path.display())))?;
+    let cannot_open =
+        |e: std::io::Error| PipelineError::Image(format!("cannot open {}: {e}", path.display()));
+    // The format from the first bytes, before the rest is read (a 3 GB file
+    // that is no image was read whole to learn that).
+    let mut head = Vec::with_capacity(64);
+    {
+        use std::io::Read;
+        std::fs::File::open(path)
+            .map_err(cannot_open)?
+            .take(64)
+            .read_to_end(&mut head)
+            .map_err(cannot_open)?;
+    }
+    if image::guess_format(&head).is_err() {
+        return Err(PipelineError::Image(format!(
+            "cannot decode {} as an image: its format could not be determined from its \
+             first bytes (PNG, JPEG, WebP, GIF, BMP, TIFF ... are read)",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(cannot_open)?;
     decode_image(&bytes, &path.display().to_string())
 }
 
@@ -81,6 +100,13 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
         if let Some((w, h)) = jpeg_dimensions(bytes) {
             check_pixels(name, w as u64, h as u64, max_pixels)?;
         }
+        // libjpeg fills a cut-off JPEG's missing rows with grey; Pillow (the
+        // reference) refuses it.
+        if !jpeg_complete(bytes) {
+            return Err(PipelineError::Image(format!(
+                "{name} is a truncated JPEG (it ends before its end-of-image marker)"
+            )));
+        }
         if let Some(img) = decode_jpeg(bytes) {
             return Ok(img);
         }
@@ -90,13 +116,22 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
             .with_guessed_format()
             .map_err(|e| PipelineError::Image(format!("cannot read {name}: {e}")))
     };
-    let (w, h) = reader()?
+    // Reading the header parses metadata (a PNG's colour profile is
+    // inflated): bounded too.
+    const METADATA_BYTES: u64 = 64 << 20;
+    let mut header = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(METADATA_BYTES);
+    header.limits(limits);
+    let (w, h) = header
         .into_dimensions()
         .map_err(|e| PipelineError::Image(format!("cannot decode {name} as an image: {e}")))?;
     check_pixels(name, w as u64, h as u64, max_pixels)?;
     let mut reader = reader()?;
+    // The pixels at 16 bits per RGBA sample, and room for metadata: a PNG
+    // whose colour profile inflates to 1 GB is refused (as by Pillow).
     let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8);
+    limits.max_alloc = Some((w as u64 * h as u64 * 8).saturating_add(METADATA_BYTES));
     reader.limits(limits);
     let img = reader
         .decode()
@@ -148,6 +183,48 @@ fn jpeg_dimensions(bytes: &[u8]) -> Option<(usize, usize)> {
     })
     .ok()
     .flatten()
+}
+
+/// Whether a JPEG's segments run to its end-of-image marker: its markers are
+/// walked from the start (entropy-coded data skipped, where `0xFF` is always
+/// followed by `0x00` or a restart marker), so markers inside metadata (an
+/// EXIF thumbnail's) do not count.
+fn jpeg_complete(b: &[u8]) -> bool {
+    let mut i = 2;
+    loop {
+        // The next marker (stray bytes before it are skipped, as by libjpeg).
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else {
+            return false;
+        };
+        i += 1;
+        match marker {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = b
+            .get(i..i + 2)
+            .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
+        else {
+            return false;
+        };
+        i += len;
+        if marker == 0xDA {
+            // Entropy-coded data up to the next marker.
+            while i + 1 < b.len() && (b[i] != 0xFF || matches!(b[i + 1], 0x00 | 0xD0..=0xD7)) {
+                i += 1;
+            }
+        }
+        if i >= b.len() {
+            return false;
+        }
+    }
 }
 
 /// Decodes a JPEG to RGB like libjpeg-turbo (islow IDCT, fancy upsampling); `None`
