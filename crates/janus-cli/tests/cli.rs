@@ -1484,3 +1484,66 @@ fn hostile_image_files_are_refused_or_read_within_bounded_memory() {
             .success()
     );
 }
+
+/// The address-space limit (`ulimit -v`) bounds what generation plans for
+/// (it planned with `MemAvailable` alone and aborted out of memory).
+#[cfg(target_os = "linux")]
+#[test]
+fn generation_plans_within_the_address_space_limit() {
+    use std::io::BufRead;
+    let out_dir = tmp("ulimit-v");
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -v 600000 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_janus"))
+        .args([
+            "generate",
+            "--model",
+            s(&testdata_dir()),
+            "--prompt",
+            "a cat",
+        ])
+        .args(["--parallel", "1024", "--out", s(&out_dir)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    // 1024 tiny images need about 530 MB: more than 600 MB less the process.
+    assert!(
+        line.contains("available (ulimit -v)") && line.contains("in chunks of"),
+        "{line}"
+    );
+}
+
+/// A random-weight bench that cannot fit is refused before it builds the
+/// model (a 7B bench aborted out of memory).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_bench_model_that_cannot_fit_is_refused() {
+    let json = tmp("bench-fit").join("b.json");
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 3000000 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_janus"))
+        .args([
+            "bench",
+            "--random-weights",
+            "--variant",
+            "janus-pro-7b",
+            "--only",
+            "vq",
+        ])
+        .args(["--out", s(&json)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("janus-pro-7b model in") && err.contains("available (ulimit -v)"),
+        "{err}"
+    );
+}

@@ -2,6 +2,8 @@
 //! images fit at once: the numbers `janus generate` prints, refuses on and
 //! chunks by.
 
+use std::path::Path;
+
 use burn::backend::Flex;
 use burn::prelude::Backend;
 use burn::tensor::DType;
@@ -248,6 +250,12 @@ impl GenerationPlan {
 pub enum MemorySource {
     /// `MemAvailable` of `/proc/meminfo` (CPU backend, Linux).
     MemAvailable,
+    /// The memory limit of the process's cgroup (a container's `--memory`),
+    /// less what the cgroup uses (CPU backend, Linux).
+    Cgroup,
+    /// The process's address-space limit (`ulimit -v`), less its present
+    /// size (CPU backend, Linux).
+    AddressSpace,
     /// The caller's limit (`--max-memory`).
     Limit,
 }
@@ -256,20 +264,34 @@ impl std::fmt::Display for MemorySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::MemAvailable => "MemAvailable",
+            Self::Cgroup => "the cgroup's memory limit",
+            Self::AddressSpace => "ulimit -v",
             Self::Limit => "--max-memory",
         })
     }
 }
 
 /// The memory the process may use: the smaller of `limit` and what the device
-/// has available where that is known (the CPU backend on Linux:
-/// `MemAvailable` plus `held`, the bytes this process already holds for what
-/// is being counted). `None` when neither is known (no check).
+/// has available where that is known (the CPU backend on Linux: the least of
+/// `MemAvailable`, the cgroup's limit less its use and the address-space
+/// limit less the process's size, each plus `held`, the bytes this process
+/// already holds for what is being counted). `None` when neither is known
+/// (no check).
 pub fn available_memory<B: Backend>(limit: Option<u64>, held: u64) -> Option<(u64, MemorySource)> {
-    let system = janus_core::is_flex::<B>()
-        .then(mem_available)
+    let system = if janus_core::is_flex::<B>() {
+        [
+            mem_available().map(|a| (a, MemorySource::MemAvailable)),
+            cgroup_available(Path::new("/proc/self/cgroup"), Path::new("/sys/fs/cgroup"))
+                .map(|a| (a, MemorySource::Cgroup)),
+            address_space_available().map(|a| (a, MemorySource::AddressSpace)),
+        ]
+        .into_iter()
         .flatten()
-        .map(|a| (a.saturating_add(held), MemorySource::MemAvailable));
+        .min_by_key(|(a, _)| *a)
+        .map(|(a, source)| (a.saturating_add(held), source))
+    } else {
+        None
+    };
     match (system, limit) {
         (Some(s), Some(l)) if s.0 < l => Some(s),
         (_, Some(l)) => Some((l, MemorySource::Limit)),
@@ -277,17 +299,95 @@ pub fn available_memory<B: Backend>(limit: Option<u64>, held: u64) -> Option<(u6
     }
 }
 
+/// A `KEY: VALUE kB`-style field of a `/proc` file, as the number after the key.
+fn proc_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `MemAvailable` of `/proc/meminfo`, in bytes.
 fn mem_available() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = info
+    Some(proc_field(&info, "MemAvailable:")? * 1024)
+}
+
+/// The address-space limit (`ulimit -v`) less the process's present virtual
+/// size, in bytes; `None` when unlimited.
+fn address_space_available() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let limit: u64 = limits
         .lines()
-        .find(|l| l.starts_with("MemAvailable:"))?
+        .find_map(|l| l.strip_prefix("Max address space"))?
         .split_whitespace()
-        .nth(1)?
+        .next()?
         .parse()
         .ok()?;
-    Some(kb * 1024)
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let size = proc_field(&status, "VmSize:")? * 1024;
+    Some(limit.saturating_sub(size))
+}
+
+/// What the process's memory cgroups leave (the least over the cgroup and its
+/// ancestors of limit less use, reclaimable file pages not counted as used),
+/// from `proc_cgroup` (`/proc/self/cgroup`) and the cgroup file systems under
+/// `root` (`/sys/fs/cgroup`: cgroup v2 there, v1 under `memory/`); `None`
+/// where no limit is set.
+fn cgroup_available(proc_cgroup: &Path, root: &Path) -> Option<u64> {
+    let lines = std::fs::read_to_string(proc_cgroup).ok()?;
+    let read = |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).ok();
+    let number = |text: Option<String>| text?.trim().parse::<u64>().ok();
+    // (the hierarchy's root, the process's cgroup, limit / use / stat files,
+    // the stat key of reclaimable file pages)
+    let (base, path, files, inactive) = if let Some(path) = lines
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .filter(|_| root.join("cgroup.controllers").exists())
+    {
+        (
+            root.to_path_buf(),
+            path,
+            ["memory.max", "memory.current"],
+            "inactive_file ",
+        )
+    } else {
+        let path = lines.lines().find_map(|l| {
+            let (controllers, path) = l.split_once(':')?.1.split_once(':')?;
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then_some(path)
+        })?;
+        (
+            root.join("memory"),
+            path,
+            ["memory.limit_in_bytes", "memory.usage_in_bytes"],
+            "total_inactive_file ",
+        )
+    };
+    // Inside a container the cgroup's own directory is the mount's root.
+    let mut dir = base.join(path.trim_start_matches('/'));
+    if !dir.starts_with(&base) || !dir.is_dir() {
+        dir = base.clone();
+    }
+    let mut least: Option<u64> = None;
+    loop {
+        // cgroup v1 writes "no limit" as a number near 2^63; v2 as "max".
+        if let Some(limit) = number(read(&dir, files[0])).filter(|l| *l < 1 << 60) {
+            let used = number(read(&dir, files[1])).unwrap_or(0);
+            let reclaimable = read(&dir, "memory.stat")
+                .and_then(|stat| proc_field(&stat, inactive))
+                .unwrap_or(0);
+            let left = limit.saturating_sub(used.saturating_sub(reclaimable));
+            least = Some(least.map_or(left, |l| l.min(left)));
+        }
+        if dir == base || !dir.pop() || !dir.starts_with(&base) {
+            return least;
+        }
+    }
 }
 
 /// Parses a memory size: bytes, or with a unit `K`, `M`, `G`, `T` (powers of
@@ -335,8 +435,10 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 /// differently.
 pub fn gb(bytes: u64) -> String {
     let gb = bytes as f64 / 1e9;
-    if bytes < 1_000_000 {
+    if bytes < 1_000 {
         format!("{bytes} bytes")
+    } else if bytes < 1_000_000 {
+        format!("{:.0} KB", bytes as f64 / 1e3)
     } else if bytes < 1_000_000_000 {
         format!("{:.0} MB", bytes as f64 / 1e6)
     } else if gb < 10.0 {
@@ -361,6 +463,80 @@ pub fn gb_apart(need: u64, have: u64) -> (String, String) {
 mod tests {
     use super::*;
 
+    /// Writes `files` (path under `root`, content) and returns `root`.
+    fn tree(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("janus-cgroup-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (path, content) in files {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn cgroup_limits_less_their_use_bound_the_memory() {
+        // v2: the tightest of the cgroup and its ancestors; reclaimable file
+        // pages are not counted as used; "max" is no limit.
+        let v2 = tree(
+            "v2",
+            &[
+                ("proc", "0::/a/b\n"),
+                ("fs/cgroup.controllers", "memory"),
+                ("fs/a/memory.max", "max\n"),
+                ("fs/a/b/memory.max", "1000000\n"),
+                ("fs/a/b/memory.current", "600000\n"),
+                ("fs/a/b/memory.stat", "anon 1\ninactive_file 100000\n"),
+            ],
+        );
+        assert_eq!(
+            cgroup_available(&v2.join("proc"), &v2.join("fs")),
+            Some(500_000)
+        );
+        // v1 under memory/; a limit near 2^63 is none; inside a container the
+        // cgroup's own directory is the mount's root.
+        let v1 = tree(
+            "v1",
+            &[
+                ("proc", "5:cpu:/\n4:memory:/x\n0::/\n"),
+                ("fs/memory/memory.limit_in_bytes", "9223372036854771712\n"),
+                ("fs/memory/x/memory.limit_in_bytes", "2000000\n"),
+                ("fs/memory/x/memory.usage_in_bytes", "500000\n"),
+            ],
+        );
+        assert_eq!(
+            cgroup_available(&v1.join("proc"), &v1.join("fs")),
+            Some(1_500_000)
+        );
+        let inside = tree(
+            "v1-namespaced",
+            &[
+                ("proc", "4:memory:/docker/abc\n"),
+                ("fs/memory/memory.limit_in_bytes", "3000000\n"),
+                ("fs/memory/memory.usage_in_bytes", "1000000\n"),
+            ],
+        );
+        assert_eq!(
+            cgroup_available(&inside.join("proc"), &inside.join("fs")),
+            Some(2_000_000)
+        );
+        let unlimited = tree(
+            "none",
+            &[
+                ("proc", "4:memory:/\n"),
+                ("fs/memory/memory.limit_in_bytes", "9223372036854771712\n"),
+            ],
+        );
+        assert_eq!(
+            cgroup_available(&unlimited.join("proc"), &unlimited.join("fs")),
+            None
+        );
+        for root in [v2, v1, inside, unlimited] {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+
     #[test]
     fn close_sizes_are_written_apart() {
         assert_eq!(
@@ -375,7 +551,9 @@ mod tests {
 
     #[test]
     fn sizes_read_apart_at_every_scale() {
-        assert_eq!(gb(1000), "1000 bytes");
+        assert_eq!(gb(999), "999 bytes");
+        // (the estimate read "15 MB weights + 801792 bytes per image")
+        assert_eq!(gb(801_792), "802 KB");
         assert_eq!(gb(412_300_000), "412 MB");
         assert_eq!(gb(400_000_000), "400 MB");
         assert_eq!(gb(1_234_000_000), "1.23 GB");

@@ -60,3 +60,22 @@ pub fn f32_reference_bytes(c: &JanusConfig) -> u64 {
     let embed = (l.vocab_size * l.hidden_size) as f64 * 4.0;
     (decode_bytes(c, DType::F32.into()) + embed) as u64
 }
+
+/// A lower bound of the bytes a model in `p` holds: the decoder layers and
+/// the embedding, plus `lm_head` when it `understands` and the gen head when
+/// it `generates` (the encoders, the VQ decoder and norms come on top).
+pub fn model_bytes_at_least(
+    c: &JanusConfig,
+    p: Precision,
+    understands: bool,
+    generates: bool,
+) -> u64 {
+    let l = &c.language;
+    let g = &c.gen_head;
+    let vocab = (l.vocab_size * l.hidden_size) as f64;
+    let head = (g.hidden_size * g.mlp_dim + g.mlp_dim * g.num_codes) as f64;
+    let quantized = llm_layer_weights(c)
+        + if understands { vocab } else { 0.0 }
+        + if generates { head } else { 0.0 };
+    (quantized * quantizable_bytes_per_weight(p) + vocab * bytes_per_weight(p.dtype)) as u64
+}

@@ -201,6 +201,29 @@ impl Job for Bench {
             (false, true) => Modules::Generation,
             _ => Modules::All,
         };
+        // Random weights are built in memory: refused when even their lower
+        // bound does not fit (a 7B bench aborted out of memory).
+        if a.model.is_none() {
+            let need = bandwidth::model_bytes_at_least(
+                c,
+                precision,
+                modules != Modules::Generation,
+                modules != Modules::Understanding,
+            );
+            if let Some((have, source)) = janus_pipeline::memory::available_memory::<B>(None, 0)
+                && need > have
+            {
+                anyhow::bail!(
+                    "the {variant} model in {precision} takes at least {}, over the {} \
+                     available ({source}): give a smaller --variant, a smaller --dtype \
+                     (q4_0 takes least) or fewer measurements with --only",
+                    janus_pipeline::memory::gb(need),
+                    janus_pipeline::memory::gb(have),
+                    variant = clap::ValueEnum::to_possible_value(&a.variant)
+                        .map_or_else(String::new, |v| v.get_name().to_string()),
+                );
+            }
+        }
         let load = |p: Precision| match &a.model {
             Some(dir) => JanusModel::<B>::load_dir_modules(dir, &device, p, modules),
             None => JanusModel::<B>::random_modules(c, &device, p, 1234, modules),
