@@ -13,13 +13,44 @@ static LINE_OPEN: AtomicBool = AtomicBool::new(false);
 /// line. Write errors are ignored: a closed or full stderr must not stop (or
 /// panic) the work whose progress it reports.
 pub fn say(args: std::fmt::Arguments<'_>) {
+    let text = args.to_string();
+    let text = printable(&text);
     let mut err = std::io::stderr().lock();
     if LINE_OPEN.swap(false, Ordering::Relaxed) {
         let _ = writeln!(err);
     }
-    let _ = err.write_fmt(args);
-    let _ = writeln!(err);
+    let _ = writeln!(err, "{text}");
     let _ = err.flush();
+}
+
+/// `text` with control characters but newlines and tabs escaped (`\u{1b}`):
+/// names from hostile files (a shard name holding terminal escapes) must not
+/// drive the terminal.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Whether stderr is a terminal (bars are redrawn in place there; elsewhere,
+/// a log, they are lines at every tenth of the work).
+fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    static TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TERMINAL.get_or_init(|| std::io::stderr().is_terminal())
 }
 
 /// Redraws `label [#####.....] done/total  x.xx s/unit  eta` on one stderr line,
@@ -51,6 +82,20 @@ impl Progress {
     pub fn update(&self, done: usize, total: usize) {
         let now = Instant::now();
         let finished = done >= total;
+        let per = self.start.elapsed().as_secs_f64() / done.max(1) as f64;
+        let eta = per * total.saturating_sub(done) as f64;
+        if !stderr_is_terminal() {
+            // A log: one line per tenth of the work, no carriage returns.
+            let tenth = |d: usize| d.min(total) * 10 / total.max(1);
+            if finished || done == 1 || tenth(done) > tenth(done.saturating_sub(1)) {
+                say!(
+                    "{} {done}/{total}  {per:.3} s/{}  eta {eta:.0} s",
+                    self.label.trim_start(),
+                    self.unit
+                );
+            }
+            return;
+        }
         if !finished
             && self
                 .last
@@ -62,8 +107,6 @@ impl Progress {
         self.last.set(Some(now));
         let width = 30;
         let filled = done.min(total) * width / total.max(1);
-        let per = self.start.elapsed().as_secs_f64() / done.max(1) as f64;
-        let eta = per * total.saturating_sub(done) as f64;
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,

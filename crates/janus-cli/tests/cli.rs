@@ -1547,3 +1547,44 @@ fn a_bench_model_that_cannot_fit_is_refused() {
         "{err}"
     );
 }
+
+/// Names from hostile files or arguments cannot drive the terminal: control
+/// characters in messages are escaped; a log (stderr not a terminal) gets
+/// progress as lines, without carriage returns.
+#[test]
+fn messages_escape_control_characters_and_logs_get_plain_progress_lines() {
+    let bad = tmp("escapes").join("x\u{1b}]0;owned\u{7}\u{1b}[2J.png");
+    let out = janus(&[
+        "vq",
+        "encode",
+        "--model",
+        s(&testdata_dir()),
+        "--image",
+        s(&bad),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+    assert!(
+        err.contains("x\\u{1b}]0;owned\\u{7}\\u{1b}[2J.png"),
+        "{err}"
+    );
+    let dir = tmp("plain-progress");
+    let out = janus(&[
+        "generate",
+        "--model",
+        s(&testdata_dir()),
+        "--prompt",
+        "a cat",
+        "--out",
+        s(&dir),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains('\r'), "{err:?}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("generating 1 image(s) 16/16")),
+        "{err}"
+    );
+}
