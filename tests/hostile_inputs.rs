@@ -424,6 +424,50 @@ fn side_files_that_are_not_regular_files_are_named_and_never_read() {
     processor(&dir).expect("a BOM is skipped");
 }
 
+#[test]
+fn a_select_layer_below_the_last_block_loads_and_a_bad_mlp_ratio_names_itself() {
+    use burn::tensor::DType;
+    let dir = tiny_copy("select-layer");
+    let path = dir.join("config.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&original).unwrap();
+    // -2: the last ViT block never runs; the reference leaves its weights
+    // unread (they were "unexpected tensors" here).
+    config["vision_config"]["params"]["select_layer"] = (-2).into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let janus = janus_pipeline::Janus::<burn::backend::Flex>::load(
+        dir.to_str().unwrap(),
+        &Default::default(),
+        DType::F32,
+    )
+    .unwrap();
+    let vision = &janus.config().vision;
+    assert_eq!((vision.layers, vision.total_layers), (1, 2));
+    // An image whose codes fill the whole context: named as that context
+    // (it read "over the model's context ... of 0").
+    let err = janus
+        .processor()
+        .generation_prompt_within("a cat", 16, 16)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("16 tokens of roles and images") && err.ends_with("of 16"),
+        "{err}"
+    );
+    for (ratio, needle) in [(0.0001, "= 0.0064 MLP units"), (1e308, "must be from 1 to")] {
+        let mut config: serde_json::Value = serde_json::from_str(&original).unwrap();
+        config["vision_config"]["params"]["mlp_ratio"] = ratio.into();
+        std::fs::write(&path, config.to_string()).unwrap();
+        let err = janus_pipeline::JanusConfig::from_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mlp_ratio") && err.contains(needle),
+            "{ratio}: {err}"
+        );
+    }
+}
+
 /// The tiny model with another context length.
 fn with_context(positions: usize) -> janus_pipeline::Janus<burn::backend::Flex> {
     use burn::tensor::DType;

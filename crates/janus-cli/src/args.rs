@@ -149,7 +149,8 @@ impl BackendArgs {
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Human-readable text (streamed for `understand`).
+    /// Human-readable text (an answer is streamed as it is generated; file
+    /// paths one per line).
     Text,
     /// One JSON object on stdout.
     Json,

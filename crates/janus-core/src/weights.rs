@@ -134,6 +134,20 @@ impl<'a, B: Backend> Weights<'a, B> {
         }
     }
 
+    /// Takes every checkpoint key under `name` without reading it: weights a
+    /// model knowingly leaves out (the ViT blocks past the selected layer).
+    pub fn skip(&self, name: impl std::fmt::Display) {
+        let Source::Checkpoint(ckpt) = self.shared.source else {
+            return;
+        };
+        let under = format!("{}.", self.key(&name.to_string()));
+        self.shared.used.borrow_mut().extend(
+            ckpt.keys()
+                .filter(|k| k.starts_with(&under))
+                .map(str::to_string),
+        );
+    }
+
     /// This view's prefix (empty at the root).
     pub fn prefix(&self) -> &str {
         &self.prefix

@@ -214,6 +214,17 @@ pub fn convert(
         )));
     }
     let (skipped, quantizable) = check_keys(&ckpt, &config)?;
+    if let Some(format) = quant
+        && quantizable.is_empty()
+    {
+        // It would be a "quantized" checkpoint holding no quantized matrix.
+        return Err(PipelineError::Invalid(format!(
+            "no matrix of this model can take {} (its blocks are rows of {} values; these \
+             widths are not multiples of it): convert without --quant",
+            format.name(),
+            janus_core::quant::BLOCK
+        )));
+    }
     check_side_files(input, &config)?;
     let variant = detect_variant(&config, &input.display().to_string());
 

@@ -352,7 +352,9 @@ impl Processor {
         steps: usize,
         context: usize,
     ) -> Result<Vec<u32>> {
-        self.encodable(prompt.trim().len(), 0, context.saturating_sub(steps))?;
+        // The image's tokens count with the prompt's (a context they fill
+        // was named as a context "of 0").
+        self.encodable(prompt.trim().len(), steps, context)?;
         let ids = self.generation_prompt(prompt)?;
         crate::janus::image_context_fits(ids.len(), steps, context)?;
         Ok(ids)

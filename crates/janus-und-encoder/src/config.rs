@@ -135,11 +135,19 @@ impl SiglipParams {
         }
         check_multiple("image_size", image_size, patch_size, "patch_size")?;
         check_multiple("heads", width, heads, "the heads of width")?;
-        let mlp_dim = check_size(
-            "mlp_ratio",
-            (width as f64 * mlp_ratio) as usize,
-            8 * MAX_WIDTH,
-        )?;
+        // Checked as the product (0.0001 read "must be positive, got 0",
+        // 1e308 as 2^64 - 1).
+        let mlp = width as f64 * mlp_ratio;
+        if !(1.0..=(8 * MAX_WIDTH) as f64).contains(&mlp) {
+            return Err(ConfigError::new(
+                "mlp_ratio",
+                format!(
+                    "{mlp_ratio} x width {width} = {mlp} MLP units: must be from 1 to {}",
+                    8 * MAX_WIDTH
+                ),
+            ));
+        }
+        let mlp_dim = mlp as usize;
         Ok(SiglipConfig {
             model_name,
             image_size,

@@ -61,6 +61,12 @@ impl<B: Backend> SiglipEncoder<B> {
     pub fn load(w: &Weights<B>, c: &SiglipConfig) -> Result<Self> {
         let patch = w.pp("patch_embed.proj");
         let blocks = w.pp("blocks");
+        // The blocks past the selected layer (`select_layer` below -1) never
+        // run: their weights are left in the checkpoint, as the reference
+        // leaves them.
+        for i in c.layers..c.total_layers {
+            blocks.skip(i);
+        }
         Ok(Self {
             patch_weight: patch.tensor("weight", [c.width, 3, c.patch_size, c.patch_size])?,
             patch_bias: patch.tensor("bias", [c.width])?,

@@ -164,10 +164,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|p| p.display().to_string())
         .collect();
     if !stale.is_empty() {
+        // A few names, not a line of a thousand.
+        let named = match stale.len() {
+            1..=3 => stale.join(", "),
+            n => format!("{}, ... {} ({n} files)", stale[0], stale[n - 1]),
+        };
         say!(
-            "note: {} also holds {} from an earlier run (not written now)",
+            "note: {} also holds {named} from an earlier run (not written now)",
             args.out.display(),
-            stale.join(", ")
         );
     }
     match args.format {

@@ -198,6 +198,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         match std::fs::metadata(path) {
             Ok(m) if m.is_file() => {}
             Ok(_) => bail!("image {} is not a file", path.display()),
+            // A relative conversation path was looked for in two places.
+            Err(e) if args.conversation.is_some() => bail!(
+                "cannot open image {} (a relative name is looked for next to the conversation \
+                 file, then in the current directory): {e}",
+                path.display()
+            ),
             Err(e) => bail!("cannot open image {}: {e}", path.display()),
         }
     }
