@@ -322,6 +322,24 @@ pub fn convert(
             metadata.insert(k.to_string(), v);
         }
     }
+    // Side files are copied first, beside their names: a copy that fails
+    // (a full disk) leaves the output as it was, not weights without a
+    // tokenizer.
+    let mut staged = Staged(Vec::new());
+    for name in SIDE_FILES {
+        let (src, dst) = (input.join(name), output.join(name));
+        if src.is_file() {
+            let tmp = janus_checkpoint::partial_path(&dst);
+            staged.0.push((tmp.clone(), dst.clone()));
+            std::fs::copy(&src, &tmp).map_err(|e| {
+                PipelineError::Invalid(format!(
+                    "cannot copy {} to {}: {e}",
+                    src.display(),
+                    dst.display()
+                ))
+            })?;
+        }
+    }
     let bytes: usize = specs.iter().map(|(_, i)| i.numel() * i.dtype.size()).sum();
     write_safetensors(&output.join("model.safetensors"), &metadata, &specs, |i| {
         let (key, part) = plan[i];
@@ -344,24 +362,18 @@ pub fn convert(
         progress(path, *n, per_file[&f]);
         Ok(bytes)
     })?;
+    // The side files staged before the weights go in are put in place now
+    // (renames: a full disk failed only the copies, before anything changed).
+    for (tmp, dst) in std::mem::take(&mut staged.0) {
+        std::fs::rename(&tmp, &dst).map_err(|e| write_error(&dst, e))?;
+    }
     for name in SIDE_FILES {
-        let src = input.join(name);
-        let dst = output.join(name);
+        let (src, dst) = (input.join(name), output.join(name));
         if !src.exists() && !same_path(input, output) && dst.is_file() {
             // An earlier conversion's copy would pair this model with another
             // one's tokenizer or settings.
             std::fs::remove_file(&dst).map_err(|e| write_error(&dst, e))?;
             removed.push(dst);
-        } else if src.is_file() {
-            let tmp = janus_checkpoint::partial_path(&dst);
-            if let Err(e) = std::fs::copy(&src, &tmp).and_then(|_| std::fs::rename(&tmp, &dst)) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(PipelineError::Invalid(format!(
-                    "cannot copy {} to {}: {e}",
-                    src.display(),
-                    dst.display()
-                )));
-            }
         }
     }
     let template = record_template(input, output)?;
@@ -388,6 +400,18 @@ pub fn convert(
         removed,
         template,
     })
+}
+
+/// Side files copied beside their names (temporary file, final name), removed
+/// if the conversion fails before they are put in place.
+struct Staged(Vec<(std::path::PathBuf, std::path::PathBuf)>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.0 {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
 }
 
 /// Records in `output/processor_config.json` the chat template of the input
