@@ -1588,3 +1588,30 @@ fn messages_escape_control_characters_and_logs_get_plain_progress_lines() {
         "{err}"
     );
 }
+
+/// A PNG half-written by a run that was killed (SIGKILL: no clean-up) is
+/// removed by the next run into the directory.
+#[test]
+fn generate_removes_what_killed_runs_left() {
+    let dir = tmp("killed-leftover");
+    // A pid above Linux's largest: its process is gone.
+    let leftover = dir.join(".img_3.png.99999999-0.partial");
+    std::fs::write(&leftover, b"half a png").unwrap();
+    let out = janus(&[
+        "generate",
+        "--model",
+        s(&testdata_dir()),
+        "--prompt",
+        "a cat",
+        "--out",
+        s(&dir),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    if Path::new("/proc/self").exists() {
+        assert!(
+            !leftover.exists() && err.contains("left by a run that was killed"),
+            "{err}"
+        );
+    }
+}

@@ -146,6 +146,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&probe, b"")
         .with_context(|| format!("output directory {} is not writable", args.out.display()))?;
     let _ = std::fs::remove_file(&probe);
+    // What killed runs left (a signal's clean-up removes its own).
+    for stale in janus_checkpoint::remove_stale_partials(&args.out) {
+        say!(
+            "removed {} (left by a run that was killed)",
+            stale.display()
+        );
+    }
     let job = Generate {
         model: args.model.model,
         template: args.template,
