@@ -881,8 +881,7 @@ fn limits_the_api_key_and_cors() {
     assert_eq!(v["error"]["code"], "out_of_memory");
     let message = v["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains(" MB beyond the weights")
-            && message.contains("but 1000 bytes is available"),
+        message.contains(" MB beyond the weights") && message.contains("but 1 KB is available"),
         "{v}"
     );
     // Streamed, the refusal is the response's status too, not a 200 stream
