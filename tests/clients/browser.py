@@ -245,6 +245,69 @@ def main():
         scaled = d.wait("return window.scaled", "the scaled attachment")
         assert scaled == [2, "data:image/jpeg;base64,", 1536, 1152, True], scaled
         d.js("attachments = []; showAttachments()")
+        # A transparent big PNG's transparent areas go white (they were black);
+        # a small JPEG tagged with an EXIF rotation goes upright, as shown; an
+        # image over its share of the body limit goes as a JPEG; a question
+        # sent while a photo is being scaled carries it.
+        d.js("""
+            window.more = null;
+            const pixel = async (url) => { const im = new Image(); im.src = url; await im.decode();
+                const c = document.createElement('canvas'); c.width = im.naturalWidth; c.height = im.naturalHeight;
+                const g = c.getContext('2d'); g.drawImage(im, 0, 0);
+                return [im.naturalWidth, im.naturalHeight, ...g.getImageData(c.width - 2, c.height - 2, 1, 1).data]; };
+            const blob = (c, type) => new Promise((r) => c.toBlob(r, type, 0.9));
+            const clear = document.createElement('canvas'); clear.width = 3000; clear.height = 2000;
+            clear.getContext('2d').fillRect(0, 0, 100, 100);
+            const small = document.createElement('canvas'); small.width = 40; small.height = 20;
+            small.getContext('2d').fillRect(0, 0, 40, 20);
+            const noisy = document.createElement('canvas'); noisy.width = 600; noisy.height = 600;
+            const px = noisy.getContext('2d').createImageData(600, 600);
+            let x = 2463534242;  // xorshift32: noise no PNG filter predicts
+            for (let i = 0; i < px.data.length; i++) {
+                x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+                px.data[i] = i % 4 === 3 ? 255 : x & 255;
+            }
+            noisy.getContext('2d').putImageData(px, 0, 0);
+            Promise.all([blob(clear, 'image/png'), blob(small, 'image/jpeg'), blob(noisy, 'image/png')])
+              .then(async ([alpha, jpeg, big]) => {
+                // EXIF orientation 6 (turned 90 degrees), spliced in after SOI.
+                const exif = new Uint8Array([0xFF, 0xE1, 0, 34, 0x45, 0x78, 0x69, 0x66, 0, 0,
+                    0x4D, 0x4D, 0, 0x2A, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0,
+                    0, 0, 0, 0]);
+                const bytes = new Uint8Array(await jpeg.arrayBuffer());
+                const turned = new Blob([bytes.slice(0, 2), exif, bytes.slice(2)], {type: 'image/jpeg'});
+                await addFiles([new File([alpha], 'a.png', {type: 'image/png'}),
+                                new File([turned], 't.jpg', {type: 'image/jpeg'})]);
+                const out = [await pixel(attachments[0]), await pixel(attachments[1])];
+                attachments = [];
+                const keep = maxBodyBytes;
+                maxBodyBytes = 2e6;
+                await addFiles([new File([big], 'noisy.png', {type: 'image/png'})]);
+                out.push(big.size > fileBudget(), attachments[0].slice(0, 15));
+                maxBodyBytes = keep;
+                attachments = [];
+                window.more = out;
+              }).catch((e) => { window.more = String(e); });""")
+        more = d.wait("return window.more", "the attachments' checks")
+        assert more[0] == [1536, 1024, 255, 255, 255, 255], more
+        assert more[1][:2] == [20, 40], more
+        assert more[2:] == [True, "data:image/jpeg"], more
+        d.js("""
+            window.sentBody = null;
+            const realFetch = window.fetch;
+            window.fetch = (url, opts) => { window.fetch = realFetch; window.sentBody = JSON.parse(opts.body);
+                return Promise.resolve(new Response('data: {"choices":[{"index":0,"delta":{"content":"ok"}}]}\\n\\ndata: [DONE]\\n\\n',
+                    {status: 200, headers: {'content-type': 'text/event-stream'}})); };
+            const c = document.createElement('canvas'); c.width = 4000; c.height = 3000;
+            c.getContext('2d').fillRect(0, 0, 10, 10);
+            c.toBlob((b) => { addFiles([new File([b], 'late.png', {type: 'image/png'})]);
+                document.getElementById('chat-input').value = 'what is this?'; sendChat(); }, 'image/png');""")
+        sent = d.wait("return window.sentBody", "the question sent while scaling")
+        parts = sent["messages"][-1]["content"]
+        assert [p["type"] for p in parts] == ["image_url", "text"], parts
+        assert parts[0]["image_url"]["url"].startswith("data:image/jpeg"), parts[0]["image_url"]["url"][:40]
+        d.wait("return !chatAbort && document.querySelectorAll('.msg.assistant.done').length >= 1", "the stand-in answer")
+        d.click("#chat-clear")
         # An empty image prompt is asked for, not replaced by the example.
         d.js("document.getElementById('img-prompt').value = ''")
         d.click("#img-go")
@@ -283,7 +346,7 @@ def main():
             d.screenshot(shot)
     finally:
         d.quit()
-    print("browser: key, chat with an attached image (streamed), a refused request, the history's image limit, context trimming, a cut stream, New chat mid-answer, a bad key, keyboard attachments, a photo scaled before sending, image generation (empty prompt, seed check, progress, previews, gallery): ok")
+    print("browser: key, chat with an attached image (streamed), a refused request, the history's image limit, context trimming, a cut stream, New chat mid-answer, a bad key, keyboard attachments, photos scaled (upright, transparent areas white, within the body limit, waited for), image generation (empty prompt, seed check, progress, previews, gallery): ok")
 
 
 if __name__ == "__main__":

@@ -1548,6 +1548,22 @@ fn a_bench_model_that_cannot_fit_is_refused() {
     );
 }
 
+/// Runs `generate` on the tiny model into `dir`; returns its stderr.
+fn generate_a_cat(dir: &Path) -> String {
+    let out = janus(&[
+        "generate",
+        "--model",
+        s(&testdata_dir()),
+        "--prompt",
+        "a cat",
+        "--out",
+        s(dir),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
 /// Names from hostile files or arguments cannot drive the terminal: control
 /// characters in messages are escaped; a log (stderr not a terminal) gets
 /// progress as lines, without carriage returns.
@@ -1569,18 +1585,7 @@ fn messages_escape_control_characters_and_logs_get_plain_progress_lines() {
         err.contains("x\\u{1b}]0;owned\\u{7}\\u{1b}[2J.png"),
         "{err}"
     );
-    let dir = tmp("plain-progress");
-    let out = janus(&[
-        "generate",
-        "--model",
-        s(&testdata_dir()),
-        "--prompt",
-        "a cat",
-        "--out",
-        s(&dir),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = generate_a_cat(&tmp("plain-progress"));
     assert!(!err.contains('\r'), "{err:?}");
     assert!(
         err.lines()
@@ -1597,17 +1602,7 @@ fn generate_removes_what_killed_runs_left() {
     // A pid above Linux's largest: its process is gone.
     let leftover = dir.join(".img_3.png.99999999-0.partial");
     std::fs::write(&leftover, b"half a png").unwrap();
-    let out = janus(&[
-        "generate",
-        "--model",
-        s(&testdata_dir()),
-        "--prompt",
-        "a cat",
-        "--out",
-        s(&dir),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = generate_a_cat(&dir);
     if Path::new("/proc/self").exists() {
         assert!(
             !leftover.exists() && err.contains("left by a run that was killed"),

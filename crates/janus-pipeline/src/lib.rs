@@ -73,8 +73,8 @@ pub use janus::{
 pub use janus_core::{Precision, QuantFormat};
 pub use model::{JanusModel, Modules};
 pub use preprocess::{
-    ImageProcessor, MAX_IMAGE_PIXELS, RgbImage, decode_image, decode_image_within, encode_png,
-    open_image,
+    ImageProcessor, MAX_IMAGE_PIXELS, RgbImage, declared_size, decode_image, decode_image_within,
+    encode_png, open_image,
 };
 pub use processor::{Batch, Prepared, PreparedPrompt, Processor};
 pub use resize::resize_bicubic;

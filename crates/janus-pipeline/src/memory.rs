@@ -477,62 +477,60 @@ mod tests {
 
     #[test]
     fn cgroup_limits_less_their_use_bound_the_memory() {
-        // v2: the tightest of the cgroup and its ancestors; reclaimable file
-        // pages are not counted as used; "max" is no limit.
-        let v2 = tree(
-            "v2",
-            &[
-                ("proc", "0::/a/b\n"),
-                ("fs/cgroup.controllers", "memory"),
-                ("fs/a/memory.max", "max\n"),
-                ("fs/a/b/memory.max", "1000000\n"),
-                ("fs/a/b/memory.current", "600000\n"),
-                ("fs/a/b/memory.stat", "anon 1\ninactive_file 100000\n"),
-            ],
-        );
-        assert_eq!(
-            cgroup_available(&v2.join("proc"), &v2.join("fs")),
-            Some(500_000)
-        );
-        // v1 under memory/; a limit near 2^63 is none; inside a container the
-        // cgroup's own directory is the mount's root.
-        let v1 = tree(
-            "v1",
-            &[
-                ("proc", "5:cpu:/\n4:memory:/x\n0::/\n"),
-                ("fs/memory/memory.limit_in_bytes", "9223372036854771712\n"),
-                ("fs/memory/x/memory.limit_in_bytes", "2000000\n"),
-                ("fs/memory/x/memory.usage_in_bytes", "500000\n"),
-            ],
-        );
-        assert_eq!(
-            cgroup_available(&v1.join("proc"), &v1.join("fs")),
-            Some(1_500_000)
-        );
-        let inside = tree(
-            "v1-namespaced",
-            &[
-                ("proc", "4:memory:/docker/abc\n"),
-                ("fs/memory/memory.limit_in_bytes", "3000000\n"),
-                ("fs/memory/memory.usage_in_bytes", "1000000\n"),
-            ],
-        );
-        assert_eq!(
-            cgroup_available(&inside.join("proc"), &inside.join("fs")),
-            Some(2_000_000)
-        );
-        let unlimited = tree(
-            "none",
-            &[
-                ("proc", "4:memory:/\n"),
-                ("fs/memory/memory.limit_in_bytes", "9223372036854771712\n"),
-            ],
-        );
-        assert_eq!(
-            cgroup_available(&unlimited.join("proc"), &unlimited.join("fs")),
-            None
-        );
-        for root in [v2, v1, inside, unlimited] {
+        /// (name, files under the root, what they leave)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<u64>);
+        let cases: [Case; 4] = [
+            // v2: the tightest of the cgroup and its ancestors; reclaimable
+            // file pages are not counted as used; "max" is no limit.
+            (
+                "v2",
+                &[
+                    ("proc", "0::/a/b\n"),
+                    ("fs/cgroup.controllers", "memory"),
+                    ("fs/a/memory.max", "max\n"),
+                    ("fs/a/b/memory.max", "1000000\n"),
+                    ("fs/a/b/memory.current", "600000\n"),
+                    ("fs/a/b/memory.stat", "anon 1\ninactive_file 100000\n"),
+                ],
+                Some(500_000),
+            ),
+            // v1 under memory/; a limit near 2^63 is none.
+            (
+                "v1",
+                &[
+                    ("proc", "5:cpu:/\n4:memory:/x\n0::/\n"),
+                    ("fs/memory/memory.limit_in_bytes", "9223372036854771712\n"),
+                    ("fs/memory/x/memory.limit_in_bytes", "2000000\n"),
+                    ("fs/memory/x/memory.usage_in_bytes", "500000\n"),
+                ],
+                Some(1_500_000),
+            ),
+            // Inside a container the cgroup's own directory is the mount's root.
+            (
+                "v1-namespaced",
+                &[
+                    ("proc", "4:memory:/docker/abc\n"),
+                    ("fs/memory/memory.limit_in_bytes", "3000000\n"),
+                    ("fs/memory/memory.usage_in_bytes", "1000000\n"),
+                ],
+                Some(2_000_000),
+            ),
+            (
+                "none",
+                &[
+                    ("proc", "4:memory:/\n"),
+                    ("fs/memory/memory.limit_in_bytes", "9223372036854771712\n"),
+                ],
+                None,
+            ),
+        ];
+        for (name, files, want) in cases {
+            let root = tree(name, files);
+            assert_eq!(
+                cgroup_available(&root.join("proc"), &root.join("fs")),
+                want,
+                "{name}"
+            );
             let _ = std::fs::remove_dir_all(root);
         }
     }

@@ -118,7 +118,6 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
     };
     // Reading the header parses metadata (a PNG's colour profile is
     // inflated): bounded too.
-    const METADATA_BYTES: u64 = 64 << 20;
     let mut header = reader()?;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(METADATA_BYTES);
@@ -146,6 +145,29 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
         height: h as usize,
         pixels: rgb.into_raw(),
     })
+}
+
+/// The most a header's metadata may take to read (a PNG's colour profile is
+/// inflated to be parsed).
+const METADATA_BYTES: u64 = 64 << 20;
+
+/// The width and height an image's header declares, from its first bytes
+/// (nothing is decoded; metadata bounded as in [`decode_image`]); `None` when
+/// they do not tell.
+pub fn declared_size(head: &[u8]) -> Option<(u64, u64)> {
+    if head.starts_with(&[0xFF, 0xD8, 0xFF])
+        && let Some((w, h)) = jpeg_dimensions(head)
+    {
+        return Some((w as u64, h as u64));
+    }
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(head))
+        .with_guessed_format()
+        .ok()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(METADATA_BYTES);
+    reader.limits(limits);
+    let (w, h) = reader.into_dimensions().ok()?;
+    Some((w as u64, h as u64))
 }
 
 /// `img` as 8-bit RGB the way Pillow 10's `Image.open(..).convert("RGB")`

@@ -14,9 +14,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::Shutdown;
-use crate::content::{Conversation, conversation, decode_images};
+use crate::content::{Conversation, conversation, declared_pixels, decode_images};
 use crate::error::ApiError;
-use crate::http::{LIGHT_TEXT_BYTES, Weight, json_body, keep_alive, off_async, respond};
+use crate::http::{
+    FIRST_EVENT_WAIT, LIGHT_PIXELS, LIGHT_TEXT_BYTES, Weight, json_body, keep_alive, off_async,
+    respond,
+};
 use crate::openai::{ChatRequest, in_range};
 use crate::state::{AppState, Slot, unix_now, worker_gone};
 use crate::stop::StopFilter;
@@ -152,7 +155,7 @@ async fn start(
     } else {
         Weight::Heavy
     };
-    let (messages, system_prompt) = off_async(weight, move || {
+    let (messages, system_prompt) = off_async(weight, &slot, move || {
         let model = checking.model()?;
         let system = system_prompt
             .as_deref()
@@ -171,7 +174,12 @@ async fn start(
     let images = if urls.is_empty() {
         Vec::new()
     } else {
-        off_async(Weight::Heavy, move || {
+        // Small images (by what their headers declare) decode at once.
+        let weight = match declared_pixels(&urls) {
+            Some(pixels) if pixels <= LIGHT_PIXELS as u64 => Weight::Light,
+            _ => Weight::Heavy,
+        };
+        off_async(weight, &slot, move || {
             decode_images(urls, &limits, Some(&fit))
         })
         .await?
@@ -188,10 +196,20 @@ async fn start(
         request,
         events: tx,
     }))?;
-    let prompt_tokens = match rx.recv().await {
-        Some(ChatEvent::Started { prompt_tokens }) => prompt_tokens,
-        Some(ChatEvent::Failed(e)) => return Err(e),
-        _ => return Err(worker_gone(&app.shutdown)),
+    // A refusal at the start is the response's status; a stream whose chat
+    // has not started within FIRST_EVENT_WAIT (the worker busy with a long
+    // prompt) starts anyway, so keep-alives flow (its prompt's length comes
+    // with the start, a refusal as an error event).
+    let first = if stream {
+        tokio::time::timeout(FIRST_EVENT_WAIT, rx.recv()).await.ok()
+    } else {
+        Some(rx.recv().await)
+    };
+    let prompt_tokens = match first {
+        Some(Some(ChatEvent::Started { prompt_tokens })) => prompt_tokens,
+        Some(Some(ChatEvent::Failed(e))) => return Err(e),
+        Some(_) => return Err(worker_gone(&app.shutdown)),
+        None => 0,
     };
     let running = Running {
         events: rx,
@@ -331,7 +349,7 @@ fn sse(
                     out.push_back(e.body().to_string());
                     ended = true;
                 }
-                Some(ChatEvent::Started { .. }) => {}
+                Some(ChatEvent::Started { prompt_tokens }) => r.prompt_tokens = prompt_tokens,
                 None => {
                     out.push_back(worker_gone(&r.shutdown).body().to_string());
                     ended = true;

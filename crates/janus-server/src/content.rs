@@ -123,6 +123,28 @@ pub fn decode_images(
         .collect()
 }
 
+/// The pixels the images' headers declare in all, read from the start of
+/// each data URL (no image is decoded); `None` where one cannot be read
+/// that way (its decoding then tells why).
+pub fn declared_pixels(urls: &[ImageUrl]) -> Option<u64> {
+    // 64 KiB of image: past a JPEG's usual metadata to its frame header.
+    const HEAD_CHARS: usize = 4 * (64 << 10) / 3;
+    let mut total = 0u64;
+    for u in urls {
+        let data = data_url_payload(&u.url, &u.field).ok()?;
+        let head: String = data
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .take(HEAD_CHARS)
+            .collect();
+        let head = &head[..head.len() / 4 * 4];
+        let bytes = lenient_base64().decode(head.trim_end_matches('=')).ok()?;
+        let (w, h) = janus_pipeline::declared_size(&bytes)?;
+        total = total.saturating_add(w.saturating_mul(h));
+    }
+    Some(total)
+}
+
 /// The text of one message's `content`, placeholders where images are; image
 /// URLs are appended to `images`.
 fn content_text(
@@ -235,16 +257,20 @@ pub fn image_from_url(url: &str, name: &str, max_pixels: u64) -> Result<RgbImage
     let bad = |msg: String| ApiError::invalid(Some(name.to_string()), msg);
     let data = data_url_payload(url, name)?;
     let data: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    let bytes = engine
+    let bytes = lenient_base64()
         .decode(data.as_bytes())
         .map_err(|e| bad(format!("`{name}`: invalid base64: {e}")).code("invalid_base64"))?;
     janus_pipeline::decode_image_within(&bytes, &format!("`{name}`"), max_pixels)
         .map_err(|e| bad(e.to_string()).code("invalid_image"))
+}
+
+/// Standard base64, padded or not.
+fn lenient_base64() -> base64::engine::GeneralPurpose {
+    base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    )
 }
 
 /// The base64 text of a `data:...;base64,` URL `name`; remote URLs and other
@@ -300,6 +326,31 @@ mod tests {
             "data:image/png;base64,{}",
             base64::engine::general_purpose::STANDARD.encode(png)
         )
+    }
+
+    #[test]
+    fn declared_pixels_are_read_from_the_headers() {
+        let url = |w: usize, h: usize| {
+            let png = janus_pipeline::encode_png(&RgbImage {
+                width: w,
+                height: h,
+                pixels: vec![7; w * h * 3],
+            })
+            .unwrap();
+            ImageUrl {
+                url: format!(
+                    "data:image/png;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(png)
+                ),
+                field: "x".into(),
+            }
+        };
+        assert_eq!(declared_pixels(&[url(10, 20), url(300, 4)]), Some(1400));
+        let junk = ImageUrl {
+            url: "data:image/png;base64,aGVsbG8=".into(),
+            field: "x".into(),
+        };
+        assert_eq!(declared_pixels(&[url(10, 20), junk]), None);
     }
 
     #[test]

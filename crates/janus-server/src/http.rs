@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::config::Limits;
 use crate::connections::IdleTimeoutBody;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Slot};
 
 /// The web page, embedded.
 const INDEX_HTML: &str = include_str!("web/index.html");
@@ -122,11 +122,19 @@ async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Re
         .headers()
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects && declared.is_some_and(|n| n > app.config.limits.max_body_bytes as u64) {
-        let e = too_large(&app.config.limits);
-        let mut r = finish(&app, endpoint_of(&path), e.into_response());
-        add_cors(&mut r, cors.as_deref(), origin.as_ref());
-        return r;
+    let endpoint = endpoint_of(&path);
+    if expects && matches!(endpoint, "chat" | "images") {
+        // Nor one the full queue would refuse after the upload.
+        let refused = if declared.is_some_and(|n| n > app.config.limits.max_body_bytes as u64) {
+            Some(too_large(&app.config.limits))
+        } else {
+            app.queue_full().err()
+        };
+        if let Some(e) = refused {
+            let mut r = finish(&app, endpoint, e.into_response());
+            add_cors(&mut r, cors.as_deref(), origin.as_ref());
+            return r;
+        }
     }
     let idle = app.config.idle_timeout;
     let req = req.map(|body| Body::new(IdleTimeoutBody::new(body, idle)));
@@ -200,25 +208,41 @@ pub enum Weight {
 /// Text up to this many bytes is tokenized as [`Weight::Light`] work.
 pub const LIGHT_TEXT_BYTES: usize = 64 << 10;
 
-/// Images up to this many pixels are encoded as [`Weight::Light`] work.
-pub const LIGHT_PIXELS: usize = 1 << 20;
+/// Images up to this many pixels in all (every generated size) are decoded
+/// or encoded as [`Weight::Light`] work.
+pub const LIGHT_PIXELS: usize = 4 << 20;
+
+/// How long a stream waits for its request's first event from the worker
+/// before it starts anyway (with keep-alives): a refusal within it is the
+/// response's status.
+pub const FIRST_EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs `f` on tokio's blocking threads (tokenizing a long prompt, decoding
 /// images, encoding PNGs: work that would stall every connection served by
 /// the async threads meanwhile); [`Weight::Heavy`] work [`PREPARING`] at a
-/// time. Callers hold a queue place ([`AppState::admit`]) first, so the
-/// requests waiting here are within `--max-queue`.
+/// time. The request's queue place ([`AppState::admit`]) and the heavy slot
+/// are held by the blocking work itself: work whose client left runs on to
+/// its end and counts until then (else leaving clients could start any
+/// number at once).
 pub async fn off_async<T: Send + 'static>(
     weight: Weight,
+    slot: &Slot,
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let _permit = match weight {
+    let permit = match weight {
         Weight::Light => None,
         Weight::Heavy => Some(PREPARING.acquire().await.map_err(|_| {
             ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
         })?),
     };
-    tokio::task::spawn_blocking(f).await.map_err(|_| {
+    let held = slot.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = f();
+        drop((permit, held));
+        result
+    })
+    .await
+    .map_err(|_| {
         ApiError::status(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the request's preparation failed",

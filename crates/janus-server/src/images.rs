@@ -19,7 +19,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use crate::Shutdown;
 use crate::error::{ApiError, excerpt};
 use crate::http::{
-    LIGHT_PIXELS, LIGHT_TEXT_BYTES, Weight, json_body, keep_alive, off_async, respond,
+    FIRST_EVENT_WAIT, LIGHT_PIXELS, LIGHT_TEXT_BYTES, Weight, json_body, keep_alive, off_async,
+    respond,
 };
 use crate::openai::{ImagesRequest, in_range};
 use crate::state::{AppState, Slot, random_u64, unix_now, worker_gone};
@@ -50,7 +51,7 @@ struct Running {
     /// Whether `image_generation.progress` events are sent.
     progress: bool,
     shutdown: Shutdown,
-    _slot: Slot,
+    slot: Slot,
 }
 
 async fn start(
@@ -137,7 +138,7 @@ async fn start(
     } else {
         Weight::Heavy
     };
-    let prompt_ids = off_async(weight, move || {
+    let prompt_ids = off_async(weight, &slot, move || {
         let model = checking.model()?;
         model
             .processor
@@ -167,16 +168,19 @@ async fn start(
         steps: model.image_steps,
         progress: req.progress.unwrap_or(false),
         shutdown: app.shutdown.clone(),
-        _slot: slot,
+        slot,
     };
     if stream {
         // The stream (status 200) starts with the worker's first word, so a
         // request refused at once (no memory for even one image) gets its
         // status, as without streaming.
-        match running.events.recv().await {
-            Some(ImageEvent::Failed(e)) => return Err(e),
-            None => return Err(worker_gone(&running.shutdown)),
-            first => running.first = first,
+        // (at most FIRST_EVENT_WAIT: then it starts anyway, so keep-alives
+        // flow, and a refusal is an error event)
+        match tokio::time::timeout(FIRST_EVENT_WAIT, running.events.recv()).await {
+            Ok(Some(ImageEvent::Failed(e))) => return Err(e),
+            Ok(None) => return Err(worker_gone(&running.shutdown)),
+            Ok(first) => running.first = first,
+            Err(_) => {}
         }
         Ok(sse(running).into_response())
     } else {
@@ -197,14 +201,14 @@ fn square_side(size: &str, native: usize) -> Option<usize> {
 
 /// `picture` as base64 PNG, resized to the request's side where that is not
 /// the model's (bicubic, as Pillow): off the async threads.
-async fn b64_png(picture: RgbImage, side: usize) -> Result<String, ApiError> {
+async fn b64_png(picture: RgbImage, side: usize, slot: &Slot) -> Result<String, ApiError> {
     let pixels = (side * side).max(picture.width * picture.height);
     let weight = if pixels <= LIGHT_PIXELS {
         Weight::Light
     } else {
         Weight::Heavy
     };
-    off_async(weight, move || {
+    off_async(weight, slot, move || {
         let picture = if (side, side) == (picture.width, picture.height) {
             picture
         } else {
@@ -234,7 +238,7 @@ async fn whole(mut r: Running) -> Result<Response, ApiError> {
         match r.events.recv().await {
             Some(ImageEvent::Image { image, picture }) => {
                 if let Some(slot) = images.get_mut(image) {
-                    *slot = Some(b64_png(picture, r.side).await?);
+                    *slot = Some(b64_png(picture, r.side, &r.slot).await?);
                     got += 1;
                 }
             }
@@ -306,7 +310,7 @@ fn sse(
                     image,
                     index,
                     picture,
-                }) => match b64_png(picture, r.side).await {
+                }) => match b64_png(picture, r.side, &r.slot).await {
                     Ok(b64) => {
                         let kind = "image_generation.partial_image";
                         let mut e = image_event(kind, &r, image, b64);
@@ -319,7 +323,7 @@ fn sse(
                     }
                 },
                 Some(ImageEvent::Image { image, picture }) => {
-                    let b64 = match b64_png(picture, r.side).await {
+                    let b64 = match b64_png(picture, r.side, &r.slot).await {
                         Ok(b64) => b64,
                         Err(e) => {
                             out.push_back(("error".into(), e.body()));

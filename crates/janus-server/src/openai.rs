@@ -248,15 +248,18 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        if path == "." {
-            // A missing field is named as the field at fault.
-            let missing = inner
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split_once('`'))
-                .map(|(field, _)| field.to_string());
-            ApiError::invalid(missing, inner)
-        } else {
-            ApiError::invalid(Some(path.clone()), format!("`{path}`: {inner}"))
+        // A missing field is named as the field at fault.
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field);
+        match (path.as_str(), missing) {
+            (".", missing) => ApiError::invalid(missing.map(str::to_string), inner),
+            (path, Some(field)) => {
+                let at = format!("{path}.{field}");
+                ApiError::invalid(Some(at.clone()), format!("`{at}` is missing"))
+            }
+            (path, None) => ApiError::invalid(Some(path.to_string()), format!("`{path}`: {inner}")),
         }
     })
 }

@@ -48,10 +48,17 @@ pub struct AppState {
     pub shutdown: Shutdown,
 }
 
-/// A place in the queue, given back on drop.
-pub struct Slot(Arc<Metrics>);
+/// A place in the queue, given back when its last clone is dropped: the
+/// request holds one, and so does blocking work it started (decoding its
+/// images goes on after its client left, and must count until it ends).
+#[derive(Clone)]
+pub struct Slot {
+    _place: Arc<Place>,
+}
 
-impl Drop for Slot {
+struct Place(Arc<Metrics>);
+
+impl Drop for Place {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
@@ -69,6 +76,25 @@ impl AppState {
         })
     }
 
+    /// The 429 of a full queue, if it is full now.
+    pub fn queue_full(&self) -> Result<(), ApiError> {
+        if self.metrics.in_flight.load(Ordering::SeqCst) >= self.config.max_queue {
+            return Err(self.full());
+        }
+        Ok(())
+    }
+
+    fn full(&self) -> ApiError {
+        let max = self.config.max_queue;
+        ApiError::status(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the queue is full ({max} requests queued or running, --max-queue): retry later"
+            ),
+        )
+        .code("queue_full")
+    }
+
     /// A queue place, or 429 when `--max-queue` requests are already in.
     pub fn admit(&self) -> Result<Slot, ApiError> {
         let max = self.config.max_queue;
@@ -76,14 +102,14 @@ impl AppState {
         let mut now = m.load(Ordering::SeqCst);
         loop {
             if now >= max {
-                return Err(ApiError::status(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("the queue is full ({max} requests queued or running, --max-queue): retry later"),
-                )
-                .code("queue_full"));
+                return Err(self.full());
             }
             match m.compare_exchange(now, now + 1, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => return Ok(Slot(self.metrics.clone())),
+                Ok(_) => {
+                    return Ok(Slot {
+                        _place: Arc::new(Place(self.metrics.clone())),
+                    });
+                }
                 Err(actual) => now = actual,
             }
         }

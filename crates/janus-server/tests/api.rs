@@ -479,6 +479,13 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             Some("prompt"),
         ),
         (
+            "a message's role missing",
+            chat,
+            json!({"messages": [{"content": "hi"}]}).to_string(),
+            400,
+            Some("messages[0].role"),
+        ),
+        (
             "a remote image URL",
             chat,
             with_url("https://example.com/cat.png").to_string(),
@@ -813,6 +820,19 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     assert_eq!(s, 200, "{v}");
 }
 
+/// The status line the server answers the raw `request` with (nothing more
+/// is sent: a client waiting for `100 Continue` reads this first).
+fn raw_status(addr: SocketAddr, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head).to_string()
+}
+
 /// `(status, access-control-allow-origin)` of a request with an `Origin`.
 fn cors(addr: SocketAddr, method: &str, path: &str) -> (u16, Option<String>) {
     let resp = agent()
@@ -957,25 +977,18 @@ fn limits_the_api_key_and_cors() {
         "{v}"
     );
     // A client waiting for `100 Continue` before sending a body declared over
-    // the limit gets the 413 instead, without sending it.
-    let mut waiting = std::net::TcpStream::connect(addr).unwrap();
-    waiting
-        .write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sesame\r\n\
-              Content-Type: application/json\r\nContent-Length: 2000001\r\nExpect: 100-continue\r\n\r\n",
+    // the limit gets the 413 instead, without sending it; not on a route
+    // that does not exist (its 404).
+    let request = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sesame\r\n\
+             Content-Type: application/json\r\nContent-Length: 2000001\r\n\
+             Expect: 100-continue\r\n\r\n"
         )
-        .unwrap();
-    let mut status = [0u8; 12];
-    waiting
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    waiting.read_exact(&mut status).unwrap();
-    assert_eq!(
-        &status,
-        b"HTTP/1.1 413",
-        "{:?}",
-        String::from_utf8_lossy(&status)
-    );
+    };
+    let status = raw_status(addr, &request("/v1/chat/completions"));
+    assert_eq!(status, "HTTP/1.1 413");
+    assert_eq!(raw_status(addr, &request("/v1/nothing")), "HTTP/1.1 404");
     let two = json!({"messages": [{"role": "user", "content": [
         image_part("equation.png"), image_part("equation.png"), text_part("same?")]}]})
     .to_string();
@@ -1180,6 +1193,13 @@ fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_place() {
     let body = json!({"messages": [{"role": "user", "content": [not_image, text_part("hi")]}]});
     let (s, v) = post(addr, "/v1/chat/completions", &body);
     assert_eq!((s, &v["error"]["code"]), (429, &json!("queue_full")), "{v}");
+    // A client waiting for `100 Continue` gets the 429 before sending its body.
+    let status = raw_status(
+        addr,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(status, "HTTP/1.1 429");
     drop(reader);
     wait_for_empty_queue(addr);
     let (s, v) = post(addr, "/v1/images/generations", &json!({"prompt": "a cat"}));
