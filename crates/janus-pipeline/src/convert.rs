@@ -488,136 +488,85 @@ fn check_side_files(input: &Path, config: &JanusConfig) -> Result<()> {
     Ok(())
 }
 
-/// `output/.janus-convert.lock`, holding the pid (and start time) of the
-/// conversion writing there; removed when it ends. A second conversion into
-/// the directory waits for it (the same as running one after the other); a
-/// lock whose process is gone (killed, or its pid now another process's) is
-/// taken over. Only where `/proc` tells which processes run (Linux): elsewhere
-/// a killed conversion's lock could not be told from a running one's, and
-/// waiting on it would hang.
-struct OutputLock(Option<std::path::PathBuf>);
+/// `output/.janus-convert.lock`, locked (`File::lock`: the system releases it
+/// when its process ends, however it ends) by the conversion writing there,
+/// which also writes its pid into it for others' waiting message; removed
+/// when it ends. A second conversion into the directory waits for it (the
+/// same as running one after the other). Where the file system has no locks,
+/// nothing is locked.
+struct OutputLock(Option<(std::path::PathBuf, std::fs::File)>);
 
 /// The name of a conversion's lock file in its output directory (it holds
 /// the converting process's id).
 pub const CONVERT_LOCK: &str = ".janus-convert.lock";
 
-/// How long a lock may stay empty (its writer's content not there yet)
-/// before it is taken for a leftover (a writer that failed or was killed
-/// between creating and writing it).
-const EMPTY_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// When process `pid` started (clock ticks after boot: field 22 of
-/// `/proc/PID/stat`), if it runs.
-fn process_start(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// What this process writes in its lock: `PID START`.
-fn lock_content() -> String {
-    let pid = std::process::id();
-    match process_start(&pid.to_string()) {
-        Some(start) => format!("{pid} {start}"),
-        None => pid.to_string(),
-    }
-}
-
 /// The process id of a running conversion into `output`, if one holds its
-/// lock (Linux: a lock whose process is gone, or whose pid now names a
-/// process started at another time, is not held).
+/// lock (a lock file nobody holds locked, e.g. a killed run's, is not held).
 pub fn lock_holder(output: &Path) -> Option<u32> {
-    let content = std::fs::read_to_string(output.join(CONVERT_LOCK)).ok()?;
-    let mut fields = content.split_whitespace();
-    let pid = fields.next()?;
-    let started = process_start(pid)?;
-    match fields.next() {
-        Some(recorded) if recorded.parse::<u64>().ok() != Some(started) => None,
-        _ => pid.parse().ok(),
+    let path = output.join(CONVERT_LOCK);
+    let file = std::fs::File::open(&path).ok()?;
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => {
+            std::fs::read_to_string(&path).ok()?.trim().parse().ok()
+        }
+        // Free (dropping the file unlocks it), or no locks here.
+        _ => None,
     }
 }
 
-/// With the lock at `path` held by another: removes it when it is a
-/// leftover (empty for longer than [`EMPTY_LOCK_GRACE`], or naming a process
-/// that is gone), else waits a moment.
-fn wait_or_take_over(path: &Path) {
-    let stale = match std::fs::metadata(path) {
-        Ok(m) if m.len() == 0 => m
-            .modified()
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age >= EMPTY_LOCK_GRACE),
-        Ok(_) => lock_holder(path.parent().unwrap_or(Path::new("."))).is_none(),
-        // Gone meanwhile: try again at once.
-        Err(_) => return,
-    };
-    if stale {
-        // Another waiter may have removed it first.
-        let _ = std::fs::remove_file(path);
-    } else {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+/// Whether the open `file` is still the one at `path` (not removed and
+/// replaced while its lock was waited for).
+fn still_at(file: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
     }
 }
 
 impl OutputLock {
     fn take(output: &Path) -> Result<Self> {
-        if !Path::new("/proc/self").exists() {
-            return Ok(Self(None));
-        }
-        let path = output.join(CONVERT_LOCK);
-        let content = lock_content();
-        // The content is written beside the lock and linked into place, so a
-        // lock never exists without it (a full disk left an empty lock that
-        // every later conversion waited on).
-        // (A `.partial` name: a killed run's copy is removed as its others.)
-        let staged = janus_checkpoint::partial_path(&path);
-        std::fs::write(&staged, &content).map_err(|e| {
-            let _ = std::fs::remove_file(&staged);
-            write_error(&staged, e)
-        })?;
-        let taken = loop {
-            let linked = std::fs::hard_link(&staged, &path);
-            match linked {
-                Ok(()) => break Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    wait_or_take_over(&path);
-                }
-                // No hard links here (some network and FAT file systems): the
-                // lock is created, then written; a failed write removes it.
-                Err(_) => break Self::create_and_write(&path, &content),
-            }
-        };
-        let _ = std::fs::remove_file(&staged);
-        taken.map(|()| Self(Some(path)))
-    }
-
-    /// The lock created empty and then written (where hard links are not
-    /// available), waiting while another holds it.
-    fn create_and_write(path: &Path, content: &str) -> Result<()> {
         use std::io::Write;
+        let path = output.join(CONVERT_LOCK);
         loop {
-            match std::fs::OpenOptions::new()
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
-                .create_new(true)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    return f.write_all(content.as_bytes()).map_err(|e| {
-                        let _ = std::fs::remove_file(path);
-                        write_error(path, e)
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => wait_or_take_over(path),
-                Err(e) => return Err(write_error(path, e)),
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| write_error(&path, e))?;
+            match file.lock() {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => return Ok(Self(None)),
+                Err(e) => return Err(write_error(&path, e)),
             }
+            // The holder that ended removed it while this one waited: the
+            // next conversion may have locked a new file there.
+            if !still_at(&file, &path) {
+                continue;
+            }
+            // Only for others' waiting message: a full disk here is no error.
+            let _ = file
+                .set_len(0)
+                .and_then(|()| write!(file, "{}", std::process::id()));
+            return Ok(Self(Some((path, file))));
         }
     }
 }
 
 impl Drop for OutputLock {
     fn drop(&mut self) {
-        if let Some(path) = &self.0 {
+        // Removed while still locked, then unlocked as the file is dropped.
+        if let Some((path, _)) = &self.0 {
             let _ = std::fs::remove_file(path);
         }
     }

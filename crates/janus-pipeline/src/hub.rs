@@ -43,10 +43,15 @@ fn env_path(name: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// The user's cache directory: `XDG_CACHE_HOME`, else `~/.cache`.
+/// The user's cache directory: `XDG_CACHE_HOME`, else `~/.cache` (the home
+/// being `USERPROFILE` on Windows).
 fn user_cache_dir() -> PathBuf {
     env_path("XDG_CACHE_HOME")
-        .or_else(|| env_path("HOME").map(|h| h.join(".cache")))
+        .or_else(|| {
+            env_path("HOME")
+                .or_else(|| env_path("USERPROFILE"))
+                .map(|h| h.join(".cache"))
+        })
         .unwrap_or_else(|| PathBuf::from(".cache"))
 }
 

@@ -128,7 +128,7 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
     check_pixels(name, w as u64, h as u64, max_pixels)?;
     let mut reader = reader()?;
     // The pixels at 16 bits per RGBA sample, and room for metadata: a PNG
-    // whose colour profile inflates to 1 GB is refused (as by Pillow).
+    // whose colour profile inflates to 1 GB is read without it.
     let mut limits = image::Limits::default();
     limits.max_alloc = Some((w as u64 * h as u64 * 8).saturating_add(METADATA_BYTES));
     reader.limits(limits);
@@ -148,8 +148,9 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
 }
 
 /// The most a header's metadata may take to read (a PNG's colour profile is
-/// inflated to be parsed).
-const METADATA_BYTES: u64 = 64 << 20;
+/// inflated to be parsed; one past it is left out, and the image read without
+/// it: colour profiles are not applied, as by the reference).
+const METADATA_BYTES: u64 = 4 << 20;
 
 /// The width and height an image's header declares, from its first bytes
 /// (nothing is decoded; metadata bounded as in [`decode_image`]); `None` when

@@ -17,8 +17,8 @@ use crate::Shutdown;
 use crate::content::{Conversation, conversation, declared_pixels, decode_images};
 use crate::error::ApiError;
 use crate::http::{
-    FIRST_EVENT_WAIT, LIGHT_PIXELS, LIGHT_TEXT_BYTES, Weight, json_body, keep_alive, off_async,
-    respond,
+    FIRST_EVENT_WAIT, LIGHT_DECODE_PIXELS, LIGHT_TEXT_BYTES, Weight, json_body, keep_alive,
+    off_async, respond,
 };
 use crate::openai::{ChatRequest, in_range};
 use crate::state::{AppState, Slot, unix_now, worker_gone};
@@ -174,9 +174,15 @@ async fn start(
     let images = if urls.is_empty() {
         Vec::new()
     } else {
-        // Small images (by what their headers declare) decode at once.
-        let weight = match declared_pixels(&urls) {
-            Some(pixels) if pixels <= LIGHT_PIXELS as u64 => Weight::Light,
+        // Small images (by what their headers declare, read off the async
+        // threads) decode at once.
+        let (urls, declared) = off_async(Weight::Light, &slot, move || {
+            let pixels = declared_pixels(&urls);
+            Ok((urls, pixels))
+        })
+        .await?;
+        let weight = match declared {
+            Some(pixels) if pixels <= LIGHT_DECODE_PIXELS as u64 => Weight::Light,
             _ => Weight::Heavy,
         };
         off_async(weight, &slot, move || {

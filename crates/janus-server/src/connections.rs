@@ -44,6 +44,8 @@ const RESERVED_DESCRIPTORS: u64 = 64;
 /// `wanted`: the soft limit is raised first, toward the hard one, as far as
 /// `wanted` connections need (a soft limit of 1024 is common, and past it
 /// new connections and `/proc/meminfo` reads fail).
+// (`rlim_t` is u64 on Linux and macOS, i64 on FreeBSD: read as u64.)
+#[allow(clippy::unnecessary_cast)]
 pub fn connections_allowed(wanted: usize) -> usize {
     #[cfg(unix)]
     {
@@ -69,7 +71,7 @@ pub fn connections_allowed(wanted: usize) -> usize {
         if limit.rlim_cur == libc::RLIM_INFINITY {
             return wanted;
         }
-        let allowed = limit.rlim_cur.saturating_sub(RESERVED_DESCRIPTORS);
+        let allowed = (limit.rlim_cur as u64).saturating_sub(RESERVED_DESCRIPTORS);
         usize::try_from(allowed)
             .unwrap_or(usize::MAX)
             .clamp(1, wanted.max(1))
@@ -345,6 +347,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unnecessary_cast)]
     fn connections_fit_under_the_open_file_limit() {
         assert_eq!(connections_allowed(8), 8);
         // More than any limit allows: the soft limit goes up as far as the
@@ -355,7 +358,9 @@ mod tests {
         if after.rlim_cur != libc::RLIM_INFINITY {
             assert_eq!(
                 many as u64,
-                after.rlim_cur.saturating_sub(RESERVED_DESCRIPTORS).max(1)
+                (after.rlim_cur as u64)
+                    .saturating_sub(RESERVED_DESCRIPTORS)
+                    .max(1)
             );
         }
         assert!(many >= 8, "{many}");

@@ -124,8 +124,9 @@ pub fn decode_images(
 }
 
 /// The pixels the images' headers declare in all, read from the start of
-/// each data URL (no image is decoded); `None` where one cannot be read
-/// that way (its decoding then tells why).
+/// each data URL (no image is decoded; metadata bounded as by
+/// [`janus_pipeline::declared_size`]); `None` where one cannot be read that
+/// way (its decoding then tells why).
 pub fn declared_pixels(urls: &[ImageUrl]) -> Option<u64> {
     // 64 KiB of image: past a JPEG's usual metadata to its frame header.
     const HEAD_CHARS: usize = 4 * (64 << 10) / 3;
@@ -137,6 +138,11 @@ pub fn declared_pixels(urls: &[ImageUrl]) -> Option<u64> {
             .filter(|c| !c.is_ascii_whitespace())
             .take(HEAD_CHARS)
             .collect();
+        // (Base64 is ASCII: anything else is no image, and cutting by bytes
+        // must stay on a character boundary.)
+        if !head.is_ascii() {
+            return None;
+        }
         let head = &head[..head.len() / 4 * 4];
         let bytes = lenient_base64().decode(head.trim_end_matches('=')).ok()?;
         let (w, h) = janus_pipeline::declared_size(&bytes)?;
@@ -351,6 +357,12 @@ mod tests {
             field: "x".into(),
         };
         assert_eq!(declared_pixels(&[url(10, 20), junk]), None);
+        // Not base64 (it panicked cutting inside a character).
+        let accented = ImageUrl {
+            url: "data:image/png;base64,AAA\u{e9}".into(),
+            field: "x".into(),
+        };
+        assert_eq!(declared_pixels(&[accented]), None);
     }
 
     #[test]

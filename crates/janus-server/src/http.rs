@@ -208,9 +208,14 @@ pub enum Weight {
 /// Text up to this many bytes is tokenized as [`Weight::Light`] work.
 pub const LIGHT_TEXT_BYTES: usize = 64 << 10;
 
-/// Images up to this many pixels in all (every generated size) are decoded
-/// or encoded as [`Weight::Light`] work.
+/// Images up to this many pixels in all (every generated size) are encoded
+/// as [`Weight::Light`] work.
 pub const LIGHT_PIXELS: usize = 4 << 20;
+
+/// A request's images up to this many declared pixels in all are decoded as
+/// [`Weight::Light`] work (decoding may take their pixels at 16-bit RGBA and
+/// a few MB of metadata).
+pub const LIGHT_DECODE_PIXELS: usize = 1 << 20;
 
 /// How long a stream waits for its request's first event from the worker
 /// before it starts anyway (with keep-alives): a refusal within it is the
