@@ -323,14 +323,17 @@ fn absurd_preprocessor_sizes_are_config_errors() {
     }
 }
 
-#[test]
-fn processor_files_that_disagree_with_the_encoder_are_refused() {
+/// Loads the tokenizer and processor files of `dir` against the tiny
+/// checkpoint's vision encoder.
+fn processor(dir: &std::path::Path) -> Result<(), janus_pipeline::PipelineError> {
     let vision = janus_pipeline::JanusConfig::from_file(testdata_dir().join("config.json"))
         .unwrap()
         .vision;
-    let processor = |dir: &std::path::Path| {
-        janus_pipeline::Processor::from_dir(dir, "tiny", &vision, None).map(|_| ())
-    };
+    janus_pipeline::Processor::from_dir(dir, "tiny", &vision, None).map(|_| ())
+}
+
+#[test]
+fn processor_files_that_disagree_with_the_encoder_are_refused() {
     // 16 tokens of 64x64 images in the tiny set; other values are refused,
     // naming the file, the field and the encoder's sizes.
     for (file, key, value, want) in [
@@ -382,12 +385,6 @@ fn processor_files_that_disagree_with_the_encoder_are_refused() {
 
 #[test]
 fn side_files_that_are_not_regular_files_are_named_and_never_read() {
-    let vision = janus_pipeline::JanusConfig::from_file(testdata_dir().join("config.json"))
-        .unwrap()
-        .vision;
-    let processor = |dir: &std::path::Path| {
-        janus_pipeline::Processor::from_dir(dir, "tiny", &vision, None).map(|_| ())
-    };
     // A directory in a side file's place is refused naming it, not taken as
     // absent (a FIFO or a device would be waited on or read for ever).
     for file in [

@@ -150,11 +150,7 @@ async fn start(
     let (checking, image_count) = (app.clone(), urls.len());
     let text_bytes = messages.iter().map(|m| m.content.len()).sum::<usize>()
         + system_prompt.as_ref().map_or(0, String::len);
-    let weight = if text_bytes <= LIGHT_TEXT_BYTES {
-        Weight::Light
-    } else {
-        Weight::Heavy
-    };
+    let weight = Weight::of(text_bytes as u64, LIGHT_TEXT_BYTES);
     let (messages, system_prompt) = off_async(weight, &slot, move || {
         let model = checking.model()?;
         let system = system_prompt
@@ -181,10 +177,8 @@ async fn start(
             Ok((urls, pixels))
         })
         .await?;
-        let weight = match declared {
-            Some(pixels) if pixels <= LIGHT_DECODE_PIXELS as u64 => Weight::Light,
-            _ => Weight::Heavy,
-        };
+        // (Unreadable headers: heavy.)
+        let weight = Weight::of(declared.unwrap_or(u64::MAX), LIGHT_DECODE_PIXELS);
         off_async(weight, &slot, move || {
             decode_images(urls, &limits, Some(&fit))
         })

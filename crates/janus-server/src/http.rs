@@ -205,6 +205,17 @@ pub enum Weight {
     Heavy,
 }
 
+impl Weight {
+    /// Light for a `size` up to `light`, heavy past it.
+    pub fn of(size: u64, light: usize) -> Self {
+        if size <= light as u64 {
+            Self::Light
+        } else {
+            Self::Heavy
+        }
+    }
+}
+
 /// Text up to this many bytes is tokenized as [`Weight::Light`] work.
 pub const LIGHT_TEXT_BYTES: usize = 64 << 10;
 

@@ -133,11 +133,7 @@ async fn start(
     let slot = app.admit()?;
     // Tokenizing a long prompt takes a while: off the async threads.
     let (checking, prompt) = (app.clone(), req.prompt);
-    let weight = if prompt.len() <= LIGHT_TEXT_BYTES {
-        Weight::Light
-    } else {
-        Weight::Heavy
-    };
+    let weight = Weight::of(prompt.len() as u64, LIGHT_TEXT_BYTES);
     let prompt_ids = off_async(weight, &slot, move || {
         let model = checking.model()?;
         model
@@ -203,11 +199,7 @@ fn square_side(size: &str, native: usize) -> Option<usize> {
 /// the model's (bicubic, as Pillow): off the async threads.
 async fn b64_png(picture: RgbImage, side: usize, slot: &Slot) -> Result<String, ApiError> {
     let pixels = (side * side).max(picture.width * picture.height);
-    let weight = if pixels <= LIGHT_PIXELS {
-        Weight::Light
-    } else {
-        Weight::Heavy
-    };
+    let weight = Weight::of(pixels as u64, LIGHT_PIXELS);
     off_async(weight, slot, move || {
         let picture = if (side, side) == (picture.width, picture.height) {
             picture

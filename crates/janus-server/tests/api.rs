@@ -619,17 +619,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         (images, json!({"prompt": huge})),
     ] {
         let (s, v) = post(addr, path, &body);
-        assert_eq!(
-            (s, &v["error"]["code"]),
-            (400, &json!("context_length_exceeded")),
-            "{path}: {v}"
-        );
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("at least")),
-            "{v}"
-        );
+        refused_before_tokenizing(s, &v);
     }
     // Many empty messages: each takes at least its role's token, so they are
     // refused before tokenizing too; whitespace the template trims does not
@@ -638,17 +628,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         .map(|_| json!({"role": "user", "content": ""}))
         .collect();
     let (s, v) = post(addr, "/v1/chat/completions", &json!({"messages": empties}));
-    assert_eq!(
-        (s, &v["error"]["code"]),
-        (400, &json!("context_length_exceeded")),
-        "{v}"
-    );
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("at least")),
-        "{v}"
-    );
+    refused_before_tokenizing(s, &v);
     let padded = format!("hi{}", " ".repeat(40 * context));
     let body = json!({"messages": [{"role": "user", "content": padded}], "max_tokens": 1});
     let (s, v) = post(addr, "/v1/chat/completions", &body);
@@ -818,6 +798,22 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
     );
     assert_eq!(s, 200, "{v}");
+}
+
+/// A 400 `context_length_exceeded` from the bound checked before a prompt is
+/// tokenized ("takes at least N tokens").
+fn refused_before_tokenizing(status: u16, v: &Value) {
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (400, &json!("context_length_exceeded")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at least")),
+        "{v}"
+    );
 }
 
 /// The status line the server answers the raw `request` with (nothing more
