@@ -288,6 +288,9 @@ fn conversations_batched_together_give_the_answers_they_give_alone() {
                 top_k: 50,
                 top_p: 0.95,
                 seed: 11,
+                // Each row keeps its own picks when batched.
+                frequency_penalty: 0.5,
+                presence_penalty: 0.3,
             }),
     );
     requests.push(golden_request(&g, "und_one_image").max_new_tokens(3));

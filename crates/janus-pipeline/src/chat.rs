@@ -191,15 +191,22 @@ pub fn apply_roles(messages: &[Message], template: Template) -> Vec<Message> {
 }
 
 /// The reference's `get_prompt` for the "deepseek" style: optional system prompt,
-/// then `Role: content` turns (stripped), `\n\n` after even turns and EOS after odd
-/// ones, `Role:` for an empty turn, and the whole string stripped.
-pub fn sft_format(messages: &[Message], system_prompt: &str) -> String {
+/// then `Role: content` turns (stripped), EOS after each `assistant` turn and
+/// `\n\n` after every other one, `Role:` for an empty turn, and the whole
+/// string stripped.
+///
+/// (The reference picks the separator by position, `\n\n` after even turns and
+/// EOS after odd ones: the same for the conversations it is written for, which
+/// alternate from a user turn. By role, a conversation that opens with the
+/// assistant's greeting or holds two user turns in a row still ends each user
+/// turn as the model was trained to see it, not with an end of sentence.)
+pub fn sft_format(messages: &[Message], system_prompt: &str, assistant: &str) -> String {
     let mut out = String::new();
     if !system_prompt.is_empty() {
         out.push_str(system_prompt);
         out.push_str("\n\n");
     }
-    for (i, m) in messages.iter().enumerate() {
+    for m in messages {
         let content = m.content.trim();
         out.push_str(&m.role);
         if content.is_empty() {
@@ -207,10 +214,36 @@ pub fn sft_format(messages: &[Message], system_prompt: &str) -> String {
         } else {
             out.push_str(": ");
             out.push_str(content);
-            out.push_str(if i % 2 == 0 { "\n\n" } else { SEP2 });
+            out.push_str(if m.role == assistant { SEP2 } else { "\n\n" });
         }
     }
     out.trim().to_string()
+}
+
+/// Whether `role` is a system role (`system`, or OpenAI's `developer`, in
+/// any case).
+pub fn is_system_role(role: &str) -> bool {
+    role.eq_ignore_ascii_case("system") || role.eq_ignore_ascii_case("developer")
+}
+
+/// Takes the system messages ([`is_system_role`]) out of `messages` and
+/// returns their texts joined by a blank line, or `None` when they hold no
+/// text (then the reference's [`SYSTEM_PROMPT`] applies: an app that always
+/// sends its system field, empty by default, keeps the prompt the model was
+/// trained with).
+pub fn take_system(messages: &mut Vec<Message>) -> Option<String> {
+    let mut system = Vec::new();
+    messages.retain(|m| {
+        if !is_system_role(&m.role) {
+            return true;
+        }
+        let text = m.content.trim();
+        if !text.is_empty() {
+            system.push(text.to_string());
+        }
+        false
+    });
+    (!system.is_empty()).then(|| system.join("\n\n"))
 }
 
 /// Understanding prompt: system prompt + the conversation, ending with an empty
@@ -229,7 +262,7 @@ pub fn understanding_prompt_with(messages: &[Message], template: Template, syste
     {
         msgs.push(Message::new(assistant, ""));
     }
-    sft_format(&msgs, system)
+    sft_format(&msgs, system, assistant)
 }
 
 /// Image-generation prompt: no system prompt, `User: PROMPT`, empty assistant turn,
@@ -237,7 +270,7 @@ pub fn understanding_prompt_with(messages: &[Message], template: Template, syste
 pub fn generation_prompt(prompt: &str, template: Template, boi_tag: &str) -> String {
     let (user, assistant) = template.roles();
     let msgs = [Message::new(user, prompt), Message::new(assistant, "")];
-    format!("{}{boi_tag}", sft_format(&msgs, ""))
+    format!("{}{boi_tag}", sft_format(&msgs, "", assistant))
 }
 
 /// Puts one placeholder (and a newline) per image in front of a question that has
@@ -256,4 +289,64 @@ pub fn place_images(question: &str, n_images: usize, image_tag: &str) -> Result<
         )));
     }
     Ok(question.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_end_by_role_not_by_position() {
+        // A greeting first, then two user turns in a row: every user turn
+        // ends with a blank line, every assistant turn with EOS (by position
+        // the question before the answer would end with EOS).
+        let messages = [
+            Message::new("assistant", "Hi! How can I help?"),
+            Message::new("user", "Name a colour."),
+            Message::new("user", "A warm one."),
+        ];
+        let pro = understanding_prompt_with(&messages, Template::Pro, "");
+        assert_eq!(
+            pro,
+            "<|Assistant|>: Hi! How can I help?<｜end▁of▁sentence｜><|User|>: Name a colour.\n\n\
+             <|User|>: A warm one.\n\n<|Assistant|>:"
+        );
+        let janus = understanding_prompt_with(&messages[1..], Template::Janus, "Be brief.");
+        assert_eq!(
+            janus,
+            "Be brief.\n\nUser: Name a colour.\n\nUser: A warm one.\n\nAssistant:"
+        );
+        // Alternating from a user turn: the reference's positional rule.
+        let alternating = [
+            Message::new("user", "a"),
+            Message::new("assistant", "b"),
+            Message::new("user", "c"),
+        ];
+        assert_eq!(
+            understanding_prompt_with(&alternating, Template::Janus, ""),
+            "User: a\n\nAssistant: b<｜end▁of▁sentence｜>User: c\n\nAssistant:"
+        );
+    }
+
+    #[test]
+    fn system_messages_become_the_system_prompt_unless_empty() {
+        let mut messages = vec![
+            Message::new("System", "Be brief."),
+            Message::new("user", "a"),
+            Message::new("developer", "  Answer in French. "),
+            Message::new("assistant", "b"),
+        ];
+        assert_eq!(
+            take_system(&mut messages).as_deref(),
+            Some("Be brief.\n\nAnswer in French.")
+        );
+        assert_eq!(
+            messages,
+            [Message::new("user", "a"), Message::new("assistant", "b")]
+        );
+        // Empty system fields (apps send them by default): the built-in one.
+        let mut messages = vec![Message::new("system", " "), Message::new("user", "a")];
+        assert_eq!(take_system(&mut messages), None);
+        assert_eq!(messages, [Message::new("user", "a")]);
+    }
 }

@@ -286,6 +286,7 @@ pub fn image_sampler(seed: u64, index: usize, temperature: f32) -> Result<Sample
         top_k: 0,
         top_p: 1.0,
         seed: seed.wrapping_add(index as u64),
+        ..Default::default()
     })
 }
 

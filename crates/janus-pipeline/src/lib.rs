@@ -78,7 +78,7 @@ pub use preprocess::{
 };
 pub use processor::{Batch, Prepared, PreparedPrompt, Processor};
 pub use resize::resize_bicubic;
-pub use sampling::{Sampler, SamplingConfig, argmax};
+pub use sampling::{MAX_PENALTY, Sampler, SamplingConfig, argmax};
 pub use text_batcher::{TextBatcher, TextEvent};
 pub use text_stream::TextStream;
 pub use tokenizer::{BOI_TAG, EOI_TAG, SpecialIds, TextTokenizer};

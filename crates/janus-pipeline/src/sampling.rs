@@ -1,5 +1,8 @@
 //! Token sampling on the host from f32 logits: greedy, or temperature with
-//! optional top-k and top-p (HF warper order), from a seeded RNG.
+//! optional top-k and top-p (HF warper order), from a seeded RNG; optional
+//! frequency and presence penalties (OpenAI's) on the tokens picked so far.
+
+use std::collections::HashMap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -17,6 +20,12 @@ pub struct SamplingConfig {
     pub top_p: f32,
     /// RNG seed.
     pub seed: u64,
+    /// Subtracted from a token's logit once per time this sampler picked it
+    /// (OpenAI's `frequency_penalty`, -2 to 2); `0` disables.
+    pub frequency_penalty: f32,
+    /// Subtracted from the logit of every token this sampler picked before
+    /// (OpenAI's `presence_penalty`, -2 to 2); `0` disables.
+    pub presence_penalty: f32,
 }
 
 impl Default for SamplingConfig {
@@ -26,6 +35,8 @@ impl Default for SamplingConfig {
             top_k: 0,
             top_p: 1.0,
             seed: 42,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
         }
     }
 }
@@ -51,15 +62,30 @@ impl SamplingConfig {
                 self.top_p
             )));
         }
+        for (name, value) in [
+            ("frequency penalty", self.frequency_penalty),
+            ("presence penalty", self.presence_penalty),
+        ] {
+            if !(-MAX_PENALTY..=MAX_PENALTY).contains(&value) {
+                return Err(PipelineError::Invalid(format!(
+                    "{name} must be in [-{MAX_PENALTY}, {MAX_PENALTY}], got {value}"
+                )));
+            }
+        }
         Ok(())
     }
 }
+
+/// The largest frequency or presence penalty (OpenAI's range).
+pub const MAX_PENALTY: f32 = 2.0;
 
 /// A seeded sampler.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     config: SamplingConfig,
     rng: ChaCha8Rng,
+    /// How often each token was picked, kept while a penalty is set.
+    picked: HashMap<usize, u32>,
 }
 
 /// Index of the largest value, first on ties (`torch.argmax`).
@@ -80,6 +106,7 @@ impl Sampler {
         Ok(Self {
             config,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
+            picked: HashMap::new(),
         })
     }
 
@@ -88,8 +115,29 @@ impl Sampler {
         self.config.temperature == 0.0
     }
 
-    /// Picks one index from `logits`.
+    /// Picks one index from `logits` (less the penalties of the tokens
+    /// picked before).
     pub fn sample(&mut self, logits: &[f32]) -> usize {
+        let (frequency, presence) = (self.config.frequency_penalty, self.config.presence_penalty);
+        if frequency == 0.0 && presence == 0.0 {
+            return self.pick(logits);
+        }
+        let picked = if self.picked.is_empty() {
+            self.pick(logits)
+        } else {
+            let mut penalized = logits.to_vec();
+            for (&token, &count) in &self.picked {
+                if let Some(l) = penalized.get_mut(token) {
+                    *l -= count as f32 * frequency + presence;
+                }
+            }
+            self.pick(&penalized)
+        };
+        *self.picked.entry(picked).or_insert(0) += 1;
+        picked
+    }
+
+    fn pick(&mut self, logits: &[f32]) -> usize {
         if self.is_greedy() {
             return argmax(logits);
         }
@@ -152,6 +200,7 @@ mod tests {
                 top_k: 0,
                 top_p: 1.0,
                 seed: 3,
+                ..Default::default()
             })
             .unwrap();
             for _ in 0..20 {
@@ -166,6 +215,7 @@ mod tests {
             top_k,
             top_p,
             seed: 7,
+            ..Default::default()
         }
     }
 
@@ -204,7 +254,38 @@ mod tests {
     }
 
     #[test]
+    fn penalties_count_the_picked_tokens() {
+        // Greedy: token 0 leads by 1.5. A frequency penalty of 0.6 costs it
+        // 0.6 per pick: after three it is at 0.7, under tokens 1 (1.0) and
+        // 2 (0.9), which then fall under it. A presence penalty of 2 takes
+        // 2 once from each picked token: 0, 1, 2, then 0 (0.5) for good.
+        let logits = [2.5f32, 1.0, 0.9, -5.0];
+        let picks = |frequency, presence| {
+            let mut s = Sampler::new(SamplingConfig {
+                frequency_penalty: frequency,
+                presence_penalty: presence,
+                ..cfg(0.0, 0, 1.0)
+            })
+            .unwrap();
+            (0..6).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(picks(0.0, 0.0), [0; 6]);
+        assert_eq!(picks(0.6, 0.0), [0, 0, 0, 1, 2, 0]);
+        assert_eq!(picks(0.0, 2.0), [0, 1, 2, 0, 0, 0]);
+        // A negative penalty favours repeats.
+        assert_eq!(picks(-1.0, -1.0), [0; 6]);
+    }
+
+    #[test]
     fn bad_settings_are_errors() {
+        for (frequency, presence) in [(2.5, 0.0), (0.0, -2.1), (f32::NAN, 0.0)] {
+            let config = SamplingConfig {
+                frequency_penalty: frequency,
+                presence_penalty: presence,
+                ..Default::default()
+            };
+            assert!(Sampler::new(config).is_err());
+        }
         assert!(Sampler::new(cfg(-1.0, 0, 1.0)).is_err());
         assert!(Sampler::new(cfg(1.0, 0, 0.0)).is_err());
         assert!(Sampler::new(cfg(f32::NAN, 0, 1.0)).is_err());

@@ -21,7 +21,7 @@ use crate::http::{
     off_async, respond,
 };
 use crate::openai::{ChatRequest, in_range};
-use crate::state::{AppState, Slot, unix_now, worker_gone};
+use crate::state::{AppState, Slot, random_u64, unix_now, worker_gone};
 use crate::stop::StopFilter;
 use crate::worker::{ChatEvent, ChatWork, Work};
 
@@ -106,7 +106,10 @@ async fn start(
             None => 1.0,
         },
         top_k: req.top_k.unwrap_or(0).min(u32::MAX as u64) as usize,
-        seed: req.seed.map_or(42, |s| s as u64),
+        // As OpenAI: without a seed, each request samples afresh.
+        seed: req.seed.map_or_else(random_u64, |s| s as u64),
+        frequency_penalty: penalty("frequency_penalty", req.frequency_penalty)?,
+        presence_penalty: penalty("presence_penalty", req.presence_penalty)?,
     };
     let stops = req.stop.map(|s| s.strings()).unwrap_or_default();
     if stops.len() > 4 {
@@ -127,6 +130,12 @@ async fn start(
         ));
     }
     let stream = req.stream.unwrap_or(false);
+    if req.stream_options.is_some() && !stream {
+        return Err(ApiError::invalid(
+            Some("stream_options".into()),
+            "`stream_options` is only allowed when `stream` is true",
+        ));
+    }
     let include_usage = req
         .stream_options
         .and_then(|o| o.include_usage)
@@ -358,4 +367,10 @@ fn sse(
         }
     });
     Sse::new(events).keep_alive(keep_alive())
+}
+
+/// A frequency or presence penalty: OpenAI's range, 0 when absent.
+fn penalty(name: &str, value: Option<f64>) -> Result<f32, ApiError> {
+    let max = janus_pipeline::MAX_PENALTY as f64;
+    Ok(in_range(name, value.unwrap_or(0.0), -max, max)? as f32)
 }

@@ -51,7 +51,6 @@ pub fn conversation(
         images: Vec::new(),
         system_prompt: None,
     };
-    let mut system: Vec<String> = Vec::new();
     for (i, m) in messages.into_iter().enumerate() {
         let at = format!("messages[{i}]");
         let text = content_text(m.content, &at, image_tag, limits, &mut out.images)?;
@@ -63,7 +62,7 @@ pub fn conversation(
                         format!("`{at}`: a {} message cannot hold images", m.role),
                     ));
                 }
-                system.push(text);
+                out.messages.push(Message::new(m.role, text));
             }
             "user" | "assistant" => out.messages.push(Message::new(m.role, text)),
             other => {
@@ -77,6 +76,8 @@ pub fn conversation(
             }
         }
     }
+    // Joined into the system prompt; empty ones leave the built-in prompt.
+    out.system_prompt = janus_pipeline::chat::take_system(&mut out.messages);
     if !out.messages.iter().any(|m| m.role == "user") {
         return Err(ApiError::invalid(
             Some("messages".into()),
@@ -96,9 +97,6 @@ pub fn conversation(
                 out.images.len()
             ),
         ));
-    }
-    if !system.is_empty() {
-        out.system_prompt = Some(system.join("\n\n"));
     }
     Ok(out)
 }

@@ -27,9 +27,21 @@ pub struct ChatRequest {
     /// Extension: keep the K most likely tokens.
     #[serde(default)]
     pub top_k: Option<u64>,
-    /// Sampling seed.
+    /// Sampling seed (random when absent).
     #[serde(default)]
     pub seed: Option<i64>,
+    /// OpenAI's frequency penalty (-2 to 2).
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    /// OpenAI's presence penalty (-2 to 2).
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    /// Refused unless only `text`.
+    #[serde(default)]
+    pub modalities: Option<Vec<String>>,
+    /// Audio output: refused when given.
+    #[serde(default)]
+    pub audio: Option<serde_json::Value>,
     /// Stop strings.
     #[serde(default)]
     pub stop: Option<Stop>,
@@ -70,7 +82,7 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     /// A 400 naming the first field asking for what this server cannot give
-    /// (log-probabilities, tool calls, JSON output, logit biases): an answer
+    /// (log-probabilities, tool calls, JSON output, logit biases, audio): an answer
     /// without it would look like one that honoured it. Their neutral values
     /// (null, `false`, 0, `[]`, `{}`, `none`, `auto`, `{"type": "text"}`)
     /// pass.
@@ -94,13 +106,47 @@ impl ChatRequest {
         if self.logprobs == Some(true) {
             return refuse("logprobs", "log-probabilities");
         }
+        if let Some(other) = self
+            .modalities
+            .iter()
+            .flatten()
+            .find(|m| m.as_str() != "text")
+        {
+            return Err(ApiError::invalid(
+                Some("modalities".into()),
+                format!(
+                    "`modalities`: only text is answered, not {}",
+                    crate::error::excerpt(other)
+                ),
+            )
+            .code("unsupported_parameter"));
+        }
+        // Tools the client forbids calling (`tool_choice: "none"`) ask for
+        // nothing more than a text answer.
+        let none = |choice: &Option<Value>| choice.as_ref().and_then(Value::as_str) == Some("none");
+        let tools_off = none(&self.tool_choice);
+        let functions_off = none(&self.function_call);
+        let no_value = None;
         for (field, value, what) in [
             ("top_logprobs", &self.top_logprobs, "log-probabilities"),
-            ("tools", &self.tools, "tool calls"),
-            ("functions", &self.functions, "function calls"),
+            (
+                "tools",
+                if tools_off { &no_value } else { &self.tools },
+                "tool calls",
+            ),
+            (
+                "functions",
+                if functions_off {
+                    &no_value
+                } else {
+                    &self.functions
+                },
+                "function calls",
+            ),
             ("tool_choice", &self.tool_choice, "tool calls"),
             ("function_call", &self.function_call, "function calls"),
             ("logit_bias", &self.logit_bias, "logit biases"),
+            ("audio", &self.audio, "audio answers"),
         ] {
             if given(value) {
                 return refuse(field, what);

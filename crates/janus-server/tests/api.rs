@@ -326,6 +326,15 @@ fn stop_strings_and_system_prompts() {
         default["usage"]["prompt_tokens"],
         system["usage"]["prompt_tokens"]
     );
+    // An empty one (apps send their system field, empty by default) keeps
+    // the default prompt.
+    with_system["messages"][0]["content"] = json!(" ");
+    let (_, empty) = post(addr, "/v1/chat/completions", &with_system);
+    assert_eq!(default["usage"], empty["usage"]);
+    assert_eq!(
+        default["choices"][0]["message"],
+        empty["choices"][0]["message"]
+    );
 }
 
 fn pixels(b64: &str) -> Vec<u8> {
@@ -710,6 +719,8 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             json!([{"type": "function", "function": {"name": "f"}}]),
         ),
         ("response_format", json!({"type": "json_object"})),
+        ("modalities", json!(["text", "audio"])),
+        ("audio", json!({"voice": "alloy", "format": "wav"})),
     ] {
         let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
         body[field] = value;
@@ -726,6 +737,9 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         ("tool_choice", json!("required")),
         ("function_call", json!({"name": "f"})),
         ("logit_bias", json!({"42": 100})),
+        ("frequency_penalty", json!(2.5)),
+        ("presence_penalty", json!(-3)),
+        ("stream_options", json!({"include_usage": true})),
     ] {
         let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
         body[field] = value;
@@ -735,7 +749,14 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     // Their neutral values are accepted (clients send them).
     let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
         "logprobs": false, "top_logprobs": 0, "tools": [], "response_format": {"type": "text"},
-        "tool_choice": "none", "functions": [], "function_call": "auto", "logit_bias": {}});
+        "tool_choice": "none", "functions": [], "function_call": "auto", "logit_bias": {},
+        "modalities": ["text"], "audio": null, "frequency_penalty": 0, "presence_penalty": 0});
+    let (s, v) = post(addr, "/v1/chat/completions", &body);
+    assert_eq!(s, 200, "{v}");
+    // Tools the client forbids calling ask for a text answer only.
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
+        "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none",
+        "functions": [{"name": "f"}], "function_call": "none"});
     let (s, v) = post(addr, "/v1/chat/completions", &body);
     assert_eq!(s, 200, "{v}");
     // `stop` of the wrong type says what it takes.

@@ -83,7 +83,7 @@ impl Job for Serve {
         let a_key_was_empty = a.api_key.as_deref().is_some_and(str::is_empty);
         let config = ServerConfig {
             addr: resolve(&a.host, a.port)?,
-            model_id: a.model.model.clone(),
+            model_id: public_id(&a.model.model),
             api_key: a.api_key.filter(|k| !k.is_empty()),
             max_queue: a.max_queue,
             cors_origin: a.cors_origin,
@@ -195,4 +195,18 @@ fn at_least_one(s: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The id clients see for `--model`: a hub id as given, a local directory by
+/// its name (its path stays on the server: clients such as Open WebUI show
+/// the id, and it would tell every client where the files are).
+fn public_id(model: &str) -> String {
+    let path = std::path::Path::new(model);
+    if !path.is_dir() {
+        return model.to_string();
+    }
+    path.canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| model.to_string())
 }

@@ -28,8 +28,9 @@ pub struct Args {
     )]
     prompt: Option<String>,
     /// A JSON list of messages (`role`, `content`, `images`) for multi-turn chats;
-    /// the last assistant turn is generated. Relative image paths are looked up
-    /// next to the file first, then in the current directory.
+    /// the last assistant turn is generated. `system` messages replace the
+    /// built-in system prompt. Relative image paths are looked up next to the
+    /// file first, then in the current directory.
     #[arg(long, value_name = "FILE")]
     conversation: Option<PathBuf>,
     /// Chat template: `janus` or `pro` [default: from the checkpoint: `janus` for
@@ -51,6 +52,14 @@ pub struct Args {
     /// Random seed for sampling.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Lowers a token's logit by this much per time it was generated already
+    /// (-2 to 2; OpenAI's `frequency_penalty`).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    frequency_penalty: f32,
+    /// Lowers the logit of every token generated already by this much (-2 to
+    /// 2; OpenAI's `presence_penalty`).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    presence_penalty: f32,
     /// Output format: streamed text, or one JSON object.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -91,6 +100,8 @@ struct Understand {
     model: String,
     template: Option<Template>,
     messages: Vec<Message>,
+    /// From the conversation's system messages ([`chat::take_system`]).
+    system_prompt: Option<String>,
     images: Vec<PathBuf>,
     sampling: SamplingConfig,
     max_new_tokens: usize,
@@ -131,7 +142,7 @@ impl Job for Understand {
             images,
             sampling: self.sampling,
             max_new_tokens: self.max_new_tokens,
-            system_prompt: None,
+            system_prompt: self.system_prompt,
         };
         let t1 = Instant::now();
         let mut answer = janus.understand(&request)?;
@@ -168,7 +179,7 @@ impl Job for Understand {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (messages, image_paths) = match (&args.conversation, &args.prompt) {
+    let (mut messages, image_paths) = match (&args.conversation, &args.prompt) {
         (Some(file), _) => {
             if !args.images.is_empty() {
                 bail!(
@@ -186,11 +197,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(prompt)) => (vec![Message::new("user", prompt)], args.images.clone()),
         (None, None) => bail!("give --prompt or --conversation"),
     };
+    if let Some(m) = messages
+        .iter()
+        .find(|m| chat::is_system_role(&m.role) && !m.images.is_empty())
+    {
+        bail!("a `{}` message cannot hold images", m.role);
+    }
+    // As the server: they replace the built-in system prompt.
+    let system_prompt = chat::take_system(&mut messages);
+    if messages.is_empty() {
+        bail!("the conversation holds only system messages: nothing to answer");
+    }
     let sampling = SamplingConfig {
         temperature: args.temperature,
         top_k: args.top_k,
         top_p: args.top_p,
         seed: args.seed,
+        frequency_penalty: args.frequency_penalty,
+        presence_penalty: args.presence_penalty,
     };
     sampling.validate()?;
     for path in &image_paths {
@@ -212,6 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: args.model.model,
         template: args.template,
         messages,
+        system_prompt,
         images,
         sampling,
         max_new_tokens: args.max_new_tokens,
