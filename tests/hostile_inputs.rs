@@ -105,13 +105,21 @@ fn safetensors_with_a_short_header_length_overlaps_or_duplicates_is_refused() {
 
 /// `{"w": _rebuild_tensor_v2(storage(numel), 0, (2,), (1,))}` as `torch.save` pickles it.
 fn tensor_pickle(numel: u64) -> Vec<u8> {
+    tensor_view_pickle(numel, 0, 2)
+}
+
+/// `{"w": _rebuild_tensor_v2(storage(numel), offset, (len,), (1,))}`.
+fn tensor_view_pickle(numel: u64, offset: u64, len: u8) -> Vec<u8> {
     let mut p = b"\x80\x02}(X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
     p.extend_from_slice(
         b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu",
     );
     p.extend_from_slice(b"\x8a\x08");
     p.extend_from_slice(&numel.to_le_bytes());
-    p.extend_from_slice(b"tQK\x00K\x02\x85K\x01\x85tRu.");
+    p.extend_from_slice(b"tQ\x8a\x08");
+    p.extend_from_slice(&offset.to_le_bytes());
+    p.extend_from_slice(&[b'K', len, 0x85]);
+    p.extend_from_slice(b"K\x01\x85tRu.");
     p
 }
 
@@ -137,6 +145,23 @@ fn torch_storage_sizes_that_overflow_or_exceed_the_record_are_refused() {
         );
         assert!(err.contains("storage"), "{numel}: {err}");
     }
+    // An empty view far past its storage (it panicked when read): refused;
+    // one at the storage's end is an empty tensor.
+    let far = stored_zip(&[
+        ("archive/data.pkl", &tensor_view_pickle(2, 1 << 40, 0)),
+        ("archive/data/0", &data),
+    ]);
+    let err = malformed(
+        open_bytes("bin-far", "pytorch_model.bin", &far),
+        "empty view",
+    );
+    assert!(err.contains("past its storage of 2 elements"), "{err}");
+    let at_end = stored_zip(&[
+        ("archive/data.pkl", &tensor_view_pickle(2, 2, 0)),
+        ("archive/data/0", &data),
+    ]);
+    let ckpt = open_bytes("bin-end", "pytorch_model.bin", &at_end).unwrap();
+    assert_eq!(ckpt.read_f32("w").unwrap(), Vec::<f32>::new());
 }
 
 #[test]
@@ -474,6 +499,35 @@ fn with_context(positions: usize) -> janus_pipeline::Janus<burn::backend::Flex> 
     config["language_config"]["max_position_embeddings"] = positions.into();
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     janus_pipeline::Janus::load(dir.to_str().unwrap(), &Default::default(), DType::F32).unwrap()
+}
+
+#[test]
+fn many_added_tokens_in_tokenizer_config_are_added_at_once() {
+    // Janus-1.3B lists some added tokens in tokenizer_config.json only: 20000
+    // of them (one matcher rebuild each took 98 s for 16000) are added in one
+    // go, and then refused for the 512 embedding rows.
+    let dir = tiny_copy("added-decoder");
+    let path = dir.join("tokenizer_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let decoder: serde_json::Map<String, serde_json::Value> = (0..20000)
+        .map(|i| {
+            let content = format!("<tok_{i}>");
+            (
+                (497 + i).to_string(),
+                serde_json::json!({"content": content, "special": true}),
+            )
+        })
+        .collect();
+    config["added_tokens_decoder"] = decoder.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let load = janus_pipeline::Janus::<burn::backend::Flex>::load(
+        dir.to_str().unwrap(),
+        &Default::default(),
+        burn::tensor::DType::F32,
+    );
+    let err = load.err().expect("refused").to_string();
+    assert!(err.contains("`<tok_19999>` at id 20496"), "{err}");
 }
 
 #[test]

@@ -448,7 +448,7 @@ impl Checkpoint {
                 let size = entry.info.dtype.size();
                 Some(match location {
                     Location::Contiguous { offset } => {
-                        Cow::Borrowed(&map[*offset..*offset + entry.info.numel() * size])
+                        Cow::Borrowed(map.get(*offset..*offset + entry.info.numel() * size)?)
                     }
                     Location::Strided {
                         base,

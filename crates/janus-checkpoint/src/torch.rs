@@ -125,6 +125,14 @@ pub(super) fn index(path: &Path, bytes: &[u8]) -> Result<Vec<(String, TensorInfo
         }
         let numel = checked_numel(&t.shape)
             .ok_or_else(|| bad(format!("tensor `{key}`: shape {:?} overflows", t.shape)))?;
+        // An empty view still starts inside (or at the end of) its storage:
+        // its offset makes the file position of its (no) bytes.
+        if numel == 0 && t.offset > t.storage.numel {
+            return Err(bad(format!(
+                "tensor `{key}`: empty view at offset {} past its storage of {} elements",
+                t.offset, t.storage.numel
+            )));
+        }
         if numel > 0 {
             let last = t
                 .shape

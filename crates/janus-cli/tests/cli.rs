@@ -1465,6 +1465,27 @@ fn hostile_image_files_are_refused_or_read_within_bounded_memory() {
         err.contains("could not be determined from its first bytes"),
         "{err}"
     );
+    // 12 megapixels in one row or one column (grey, 36 MB as RGB): the
+    // resize took 192 MB of weights for the row and 504 MB of widened rows
+    // for the column (234 and 726 MB peak; both in bounded pieces now).
+    for (w, h) in [(12_000_000u32, 1u32), (1, 12_000_000)] {
+        let path = dir.join(format!("line-{w}x{h}.tif"));
+        image::codecs::tiff::TiffEncoder::new(std::fs::File::create(&path).unwrap())
+            .write_image(
+                &vec![200; w as usize * h as usize],
+                w,
+                h,
+                image::ExtendedColorType::L8,
+            )
+            .unwrap();
+        let (ok, peak) = peak_memory_of(&mut encode(&path));
+        assert!(
+            ok && peak < 160 << 20,
+            "{w}x{h}: ok {ok}, peak {} MB",
+            peak >> 20
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
     // A JPEG cut in half: refused as Pillow does (libjpeg would fill the rest
     // with grey); the whole file still reads.
     let jpeg = std::fs::read(model.join("images/equation.png")).unwrap();

@@ -117,6 +117,14 @@ fn snapshot(id: &str, progress: &mut impl FnMut(LoadEvent<'_>)) -> Result<(PathB
             .map_err(|e| e.to_string())?;
         let repo = api.model(id.to_string());
         let info = repo.info().map_err(|e| e.to_string())?;
+        // The commit names a cache directory: a hub (or HF_ENDPOINT) answering
+        // `../..` must not send the conversion out of the cache.
+        if !is_commit(&info.sha) {
+            return Err(format!(
+                "the hub answered the commit id {:?}, which is not a hexadecimal commit hash",
+                info.sha.chars().take(80).collect::<String>()
+            ));
+        }
         let names: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
         let mut wanted: Vec<String> = SIDE_FILES
             .iter()
@@ -148,6 +156,11 @@ fn snapshot(id: &str, progress: &mut impl FnMut(LoadEvent<'_>)) -> Result<(PathB
         Ok(found) => Ok(found),
         Err(why) => from_cache().ok_or_else(|| not_available(id, &cache, &why)),
     }
+}
+
+/// Whether `sha` is a git commit hash (hexadecimal, SHA-1 or SHA-256 long).
+fn is_commit(sha: &str) -> bool {
+    matches!(sha.len(), 40 | 64) && sha.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Resolves `--model`: an existing directory is used as is (any layout); a hub id
@@ -202,4 +215,24 @@ pub fn resolve_model(spec: &str, mut progress: impl FnMut(LoadEvent<'_>)) -> Res
         }
     }
     Ok(converted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_commit;
+
+    #[test]
+    fn only_commit_hashes_name_cache_directories() {
+        assert!(is_commit("0123456789abcdef0123456789ABCDEF01234567"));
+        assert!(is_commit(&"a".repeat(64)));
+        for bad in [
+            "../../..",
+            "",
+            "main",
+            &"a".repeat(41),
+            "0123456789abcdef0123456789abcdef0123456/",
+        ] {
+            assert!(!is_commit(bad), "{bad}");
+        }
+    }
 }

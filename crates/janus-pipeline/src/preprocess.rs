@@ -102,9 +102,17 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
         }
         // libjpeg fills a cut-off JPEG's missing rows with grey; Pillow (the
         // reference) refuses it.
-        if !jpeg_complete(bytes) {
+        let Some(scans) = jpeg_scans(bytes) else {
             return Err(PipelineError::Image(format!(
                 "{name} is a truncated JPEG (it ends before its end-of-image marker)"
+            )));
+        };
+        // Each scan is a pass over the whole image, whatever few bytes it
+        // holds: thousands of empty ones in a small file would take minutes.
+        if scans > MAX_JPEG_SCANS {
+            return Err(PipelineError::Image(format!(
+                "{name} is a JPEG of {scans} scans: at most {MAX_JPEG_SCANS} are decoded \
+                 (a progressive JPEG has about 10)"
             )));
         }
         if let Some(img) = decode_jpeg(bytes) {
@@ -208,12 +216,19 @@ fn jpeg_dimensions(bytes: &[u8]) -> Option<(usize, usize)> {
     .flatten()
 }
 
-/// Whether a JPEG's segments run to its end-of-image marker: its markers are
-/// walked from the start (entropy-coded data skipped, where `0xFF` is always
-/// followed by `0x00` or a restart marker), so markers inside metadata (an
-/// EXIF thumbnail's) do not count.
-fn jpeg_complete(b: &[u8]) -> bool {
+/// The most scans a JPEG may have (libjpeg-turbo's tools refuse over 500 with
+/// `-maxscans`; encoders write about 10 for a progressive JPEG, 1 for a
+/// baseline one).
+pub const MAX_JPEG_SCANS: usize = 100;
+
+/// The number of scans of a JPEG whose segments run to its end-of-image
+/// marker (`None` if they do not): its markers are walked from the start
+/// (entropy-coded data skipped, where `0xFF` is always followed by `0x00` or
+/// a restart marker), so markers inside metadata (an EXIF thumbnail's) do
+/// not count.
+fn jpeg_scans(b: &[u8]) -> Option<usize> {
     let mut i = 2;
+    let mut scans = 0;
     loop {
         // The next marker (stray bytes before it are skipped, as by libjpeg).
         while i < b.len() && b[i] != 0xFF {
@@ -222,30 +237,26 @@ fn jpeg_complete(b: &[u8]) -> bool {
         while i < b.len() && b[i] == 0xFF {
             i += 1;
         }
-        let Some(&marker) = b.get(i) else {
-            return false;
-        };
+        let marker = *b.get(i)?;
         i += 1;
         match marker {
-            0xD9 => return true,
+            0xD9 => return Some(scans),
             0x01 | 0xD0..=0xD7 => continue,
             _ => {}
         }
-        let Some(len) = b
+        let len = b
             .get(i..i + 2)
-            .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
-        else {
-            return false;
-        };
+            .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)?;
         i += len;
         if marker == 0xDA {
+            scans += 1;
             // Entropy-coded data up to the next marker.
             while i + 1 < b.len() && (b[i] != 0xFF || matches!(b[i + 1], 0x00 | 0xD0..=0xD7)) {
                 i += 1;
             }
         }
         if i >= b.len() {
-            return false;
+            return None;
         }
     }
 }
@@ -464,6 +475,31 @@ mod tests {
         )
         .unwrap();
         png
+    }
+
+    #[test]
+    fn jpegs_of_many_scans_are_refused_before_decoding() {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode(&[90; 64 * 48 * 3], 64, 48, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        assert_eq!(jpeg_scans(&jpeg), Some(1));
+        assert_eq!(decode_image(&jpeg, "one.jpg").unwrap().width, 64);
+        // The scan (its header and data) repeated: each would be a pass over
+        // the whole image (a 140 KB file of empty scans took 16 s).
+        let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let eoi = jpeg.len() - 2;
+        let (head, scan) = (&jpeg[..sos], &jpeg[sos..eoi]);
+        let repeated = |n: usize| [head, &scan.repeat(n), &[0xFF, 0xD9]].concat();
+        assert_eq!(jpeg_scans(&repeated(MAX_JPEG_SCANS)), Some(MAX_JPEG_SCANS));
+        let err = decode_image(&repeated(MAX_JPEG_SCANS + 1), "many.jpg").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("many.jpg is a JPEG of 101 scans: at most 100"),
+            "{err}"
+        );
+        // Cut before its end: truncated, whatever its scans.
+        assert_eq!(jpeg_scans(&jpeg[..eoi]), None);
     }
 
     #[test]

@@ -19,48 +19,76 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
-/// Per output pixel: first input index, tap count and fixed-point weights.
-struct Coeffs {
+/// The filter of one axis: Keys cubic, widened by the downscale factor.
+/// Taps are computed as the passes need them, never all at once (that takes
+/// `4 x in_size` weights: 640 MB for a 40-megapixel-wide image of one row).
+struct Filter {
+    in_size: usize,
+    scale: f64,
+    filterscale: f64,
+    support: f64,
     ksize: usize,
-    bounds: Vec<(usize, usize)>,
-    weights: Vec<i32>,
 }
 
-fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
-    let scale = in_size as f64 / out_size as f64;
-    let filterscale = scale.max(1.0);
-    let support = SUPPORT * filterscale;
-    let ksize = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
-    let mut k = vec![0f64; ksize];
-    for xx in 0..out_size {
-        let center = (xx as f64 + 0.5) * scale;
-        let ss = 1.0 / filterscale;
-        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-        let n = xmax.saturating_sub(xmin);
+impl Filter {
+    fn new(in_size: usize, out_size: usize) -> Self {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = SUPPORT * filterscale;
+        Self {
+            in_size,
+            scale,
+            filterscale,
+            support,
+            ksize: support.ceil() as usize * 2 + 1,
+        }
+    }
+
+    /// The first input index and the tap count of output pixel `xx`.
+    fn bounds(&self, xx: usize) -> (usize, usize) {
+        let center = (xx as f64 + 0.5) * self.scale;
+        let xmin = ((center - self.support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + self.support + 0.5) as i64).min(self.in_size as i64) as usize;
+        (xmin, xmax.saturating_sub(xmin))
+    }
+
+    /// [`Filter::bounds`] of output pixel `xx`, with its fixed-point weights
+    /// in `taps.fixed[..n]`.
+    fn taps(&self, xx: usize, taps: &mut Taps) -> (usize, usize) {
+        let center = (xx as f64 + 0.5) * self.scale;
+        let ss = 1.0 / self.filterscale;
+        let (xmin, n) = self.bounds(xx);
         let mut ww = 0.0;
-        for (x, kx) in k.iter_mut().enumerate().take(n) {
+        for (x, kx) in taps.k.iter_mut().enumerate().take(n) {
             let w = bicubic((x as f64 + xmin as f64 - center + 0.5) * ss);
             *kx = w;
             ww += w;
         }
-        for (x, kx) in k.iter().enumerate().take(n) {
+        for (kx, fixed) in taps.k.iter().zip(&mut taps.fixed).take(n) {
             let w = if ww != 0.0 { kx / ww } else { *kx };
-            let fixed = w * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if w < 0.0 {
-                (fixed - 0.5) as i32
+            let f = w * (1u32 << PRECISION_BITS) as f64;
+            *fixed = if w < 0.0 {
+                (f - 0.5) as i32
             } else {
-                (fixed + 0.5) as i32
+                (f + 0.5) as i32
             };
         }
-        bounds.push((xmin, n));
+        (xmin, n)
     }
-    Coeffs {
-        ksize,
-        bounds,
-        weights,
+}
+
+/// One output pixel's weights, as computed and in fixed point.
+struct Taps {
+    k: Vec<f64>,
+    fixed: Vec<i32>,
+}
+
+impl Taps {
+    fn of(filter: &Filter) -> Self {
+        Self {
+            k: vec![0.0; filter.ksize],
+            fixed: vec![0; filter.ksize],
+        }
     }
 }
 
@@ -74,6 +102,11 @@ fn clip8(v: i64) -> u8 {
     }
 }
 
+/// The most bytes the horizontal pass's rows may take at once: more (a tall
+/// image of one column is widened to the output's width before it is
+/// shortened: 40 megapixels made 1.7 GB) are done in strips of output rows.
+const STRIP_BYTES: usize = 16 << 20;
+
 /// Resizes an interleaved `channels`-per-pixel 8-bit image of `w x h` to `nw x nh`.
 pub fn resize_bicubic(
     src: &[u8],
@@ -83,57 +116,124 @@ pub fn resize_bicubic(
     nw: usize,
     nh: usize,
 ) -> Vec<u8> {
+    resize_in_strips(src, (w, h), channels, (nw, nh), STRIP_BYTES)
+}
+
+fn resize_in_strips(
+    src: &[u8],
+    (w, h): (usize, usize),
+    channels: usize,
+    (nw, nh): (usize, usize),
+    strip_bytes: usize,
+) -> Vec<u8> {
     assert_eq!(src.len(), w * h * channels, "image buffer size");
-    let cv = coeffs(h, nh);
-    // Rows of the source that the vertical pass reads.
-    let (y_first, y_last) = if nh > 0 {
-        let (s, n) = cv.bounds[nh - 1];
-        (cv.bounds[0].0, s + n)
-    } else {
-        (0, 0)
+    if nw == 0 || nh == 0 {
+        return Vec::new();
+    }
+    let row = |y: usize| &src[y * w * channels..(y + 1) * w * channels];
+    let fh = (nw != w).then(|| Filter::new(w, nw));
+    if nh == h {
+        return match &fh {
+            Some(fh) => horizontal(row, w, channels, 0..h, fh, nw),
+            None => src.to_vec(),
+        };
+    }
+    let fv = Filter::new(h, nh);
+    let Some(fh) = fh else {
+        let mut out = vec![0u8; nh * w * channels];
+        vertical(src, w * channels, 0, &fv, 0..nh, &mut out);
+        return out;
     };
-    let need_h = nw != w;
-    let need_v = nh != h;
-    let (tmp, tw, ty0) = if need_h {
-        let ch = coeffs(w, nw);
-        let rows = y_last - y_first;
-        let mut out = vec![0u8; rows * nw * channels];
-        for y in 0..rows {
-            let row = &src[(y + y_first) * w * channels..(y + y_first + 1) * w * channels];
-            for xx in 0..nw {
-                let (xmin, n) = ch.bounds[xx];
-                let k = &ch.weights[xx * ch.ksize..xx * ch.ksize + n];
+    // Horizontal pass first (as Pillow 10), over the source rows a strip of
+    // output rows reads; every output row in one strip unless that is over
+    // `strip_bytes` (rows shared by two strips are done twice, the same).
+    let mut out = vec![0u8; nh * nw * channels];
+    let rows_end = |yy: usize| {
+        let (ymin, n) = fv.bounds(yy);
+        ymin + n
+    };
+    let mut yy = 0;
+    while yy < nh {
+        let first = fv.bounds(yy).0;
+        let mut end = yy + 1;
+        while end < nh && (rows_end(end) - first) * nw * channels <= strip_bytes {
+            end += 1;
+        }
+        let strip = horizontal(row, w, channels, first..rows_end(end - 1), &fh, nw);
+        vertical(&strip, nw * channels, first, &fv, yy..end, &mut out);
+        yy = end;
+    }
+    out
+}
+
+/// The most weights the horizontal pass holds at once: the columns of a wider
+/// output are done in groups whose taps take at most this many.
+const MAX_TAPS: usize = 1 << 20;
+
+/// The horizontal pass over source rows `rows` (`row(y)`: row `y`, `w`
+/// pixels), to `nw` pixels each.
+fn horizontal<'a>(
+    row: impl Fn(usize) -> &'a [u8],
+    w: usize,
+    channels: usize,
+    rows: std::ops::Range<usize>,
+    f: &Filter,
+    nw: usize,
+) -> Vec<u8> {
+    debug_assert_eq!(f.in_size, w);
+    let mut out = vec![0u8; rows.len() * nw * channels];
+    let mut taps = Taps::of(f);
+    let group = (MAX_TAPS / f.ksize).max(1);
+    let mut weights = vec![0i32; group.min(nw) * f.ksize];
+    let mut bounds = Vec::with_capacity(group.min(nw));
+    for first in (0..nw).step_by(group) {
+        let columns = first..(first + group).min(nw);
+        bounds.clear();
+        for (i, xx) in columns.clone().enumerate() {
+            let (xmin, n) = f.taps(xx, &mut taps);
+            weights[i * f.ksize..i * f.ksize + n].copy_from_slice(&taps.fixed[..n]);
+            bounds.push((xmin, n));
+        }
+        for (y, src) in rows.clone().map(&row).enumerate() {
+            for (i, (xx, &(xmin, n))) in columns.clone().zip(&bounds).enumerate() {
+                let k = &weights[i * f.ksize..i * f.ksize + n];
+                let src = &src[xmin * channels..(xmin + n) * channels];
                 for c in 0..channels {
                     let mut ss: i64 = 1 << (PRECISION_BITS - 1);
                     for (x, kx) in k.iter().enumerate() {
-                        ss += row[(xmin + x) * channels + c] as i64 * *kx as i64;
+                        ss += src[x * channels + c] as i64 * *kx as i64;
                     }
                     out[(y * nw + xx) * channels + c] = clip8(ss);
                 }
             }
         }
-        (out, nw, y_first)
-    } else {
-        (src.to_vec(), w, 0)
-    };
-    if !need_v {
-        return tmp;
-    }
-    let mut out = vec![0u8; nh * tw * channels];
-    for yy in 0..nh {
-        let (ymin, n) = cv.bounds[yy];
-        let k = &cv.weights[yy * cv.ksize..yy * cv.ksize + n];
-        for xx in 0..tw {
-            for c in 0..channels {
-                let mut ss: i64 = 1 << (PRECISION_BITS - 1);
-                for (y, ky) in k.iter().enumerate() {
-                    ss += tmp[((ymin - ty0 + y) * tw + xx) * channels + c] as i64 * *ky as i64;
-                }
-                out[(yy * tw + xx) * channels + c] = clip8(ss);
-            }
-        }
     }
     out
+}
+
+/// The vertical pass for output rows `out_rows` of `out`, reading `src`
+/// whose first row is source row `first` (`stride` bytes a row).
+fn vertical(
+    src: &[u8],
+    stride: usize,
+    first: usize,
+    f: &Filter,
+    out_rows: std::ops::Range<usize>,
+    out: &mut [u8],
+) {
+    let mut taps = Taps::of(f);
+    for yy in out_rows {
+        let (ymin, n) = f.taps(yy, &mut taps);
+        let k = &taps.fixed[..n];
+        let dst = &mut out[yy * stride..(yy + 1) * stride];
+        for (i, v) in dst.iter_mut().enumerate() {
+            let mut ss: i64 = 1 << (PRECISION_BITS - 1);
+            for (y, ky) in k.iter().enumerate() {
+                ss += src[(ymin - first + y) * stride + i] as i64 * *ky as i64;
+            }
+            *v = clip8(ss);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +244,21 @@ mod tests {
     fn identity_size_is_a_copy() {
         let src: Vec<u8> = (0..4 * 3 * 3).map(|v| v as u8).collect();
         assert_eq!(resize_bicubic(&src, 4, 3, 3, 4, 3), src);
+    }
+
+    #[test]
+    fn strips_give_the_same_pixels() {
+        // Every shape of pass: both, each alone, up and down.
+        let (w, h) = (37, 91);
+        let src: Vec<u8> = (0..w * h * 3).map(|i| (i * 7919 % 251) as u8).collect();
+        for (nw, nh) in [(16, 40), (80, 13), (37, 20), (12, 91), (90, 200), (5, 3)] {
+            let whole = resize_bicubic(&src, w, h, 3, nw, nh);
+            assert_eq!(whole.len(), nw * nh * 3);
+            for strip_bytes in [0, 1, nw * 3 * 10] {
+                let strips = resize_in_strips(&src, (w, h), 3, (nw, nh), strip_bytes);
+                assert_eq!(strips, whole, "{nw}x{nh} in strips of {strip_bytes} bytes");
+            }
+        }
     }
 
     #[test]

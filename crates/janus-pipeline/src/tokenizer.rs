@@ -159,11 +159,15 @@ impl TextTokenizer {
                 })
                 .collect();
             entries.sort();
-            for (id, content, special) in entries {
-                if inner.token_to_id(&content) == Some(id) {
-                    continue;
-                }
-                inner.add_tokens(&[AddedToken::from(content.clone(), special)]);
+            entries.retain(|(id, content, _)| inner.token_to_id(content) != Some(*id));
+            // In one call: each call rebuilds the added tokens' matcher (one
+            // call per token took 98 s for 16000 of them).
+            let added: Vec<AddedToken> = entries
+                .iter()
+                .map(|(_, content, special)| AddedToken::from(content.clone(), *special))
+                .collect();
+            inner.add_tokens(&added);
+            for (id, content, _) in entries {
                 if inner.token_to_id(&content) != Some(id) {
                     return Err(PipelineError::Tokenizer(format!(
                         "tokenizer_config.json maps `{content}` to id {id}, but tokenizer.json cannot give it that id"
