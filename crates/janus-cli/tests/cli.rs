@@ -459,6 +459,46 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["understand", "--model", d, "--conversation", s(&typo)],
         "unknown field `image`",
     );
+    // System messages replace the system prompt: they are not the question.
+    let only_system = work.join("only-system.json");
+    let conv = serde_json::json!([{"role": "system", "content": "Be brief."}]);
+    std::fs::write(&only_system, conv.to_string()).unwrap();
+    fails_with(
+        &[
+            "understand",
+            "--model",
+            d,
+            "--conversation",
+            s(&only_system),
+        ],
+        "only system messages",
+    );
+    let system_image = work.join("system-image.json");
+    let conv = serde_json::json!([{"role": "system", "content": "<image_placeholder> is a cat."},
+                                  {"role": "user", "content": "hi"}]);
+    std::fs::write(&system_image, conv.to_string()).unwrap();
+    fails_with(
+        &[
+            "understand",
+            "--model",
+            d,
+            "--conversation",
+            s(&system_image),
+        ],
+        "a system message cannot hold images",
+    );
+    fails_with(
+        &[
+            "understand",
+            "--model",
+            d,
+            "--prompt",
+            "hi",
+            "--frequency-penalty",
+            "2.5",
+        ],
+        "frequency penalty must be in [-2, 2], got 2.5",
+    );
     // An --input that is the weight file, an --output under a file.
     let weights = dir.join("model.safetensors");
     let out_dir = work.join("cv");
@@ -1249,6 +1289,48 @@ fn serve_answers_as_understand_does_and_stops_cleanly_on_sigterm() {
         cli["text"],
         *g.at("understanding.und_two_images.greedy_text_skip_special")
     );
+    // With a system message (and an empty one, which keeps the built-in
+    // prompt), a greeting first and two user turns in a row: the CLI's
+    // conversation file and the server agree.
+    let messages = serde_json::json!([
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "developer", "content": ""},
+        {"role": "assistant", "content": "Hello! Ask me anything."},
+        {"role": "user", "content": "What is a cat?"},
+        {"role": "user", "content": "And a dog?"},
+    ]);
+    let file = tmp("conv-system").join("conversation.json");
+    std::fs::write(&file, messages.to_string()).unwrap();
+    let cli = ok_json(&[
+        "understand",
+        "--model",
+        s(&dir),
+        "--conversation",
+        s(&file),
+        "--max-new-tokens",
+        "12",
+        "--presence-penalty",
+        "1.5",
+        "--format",
+        "json",
+    ]);
+    let body = serde_json::json!({"messages": messages, "max_tokens": 12, "presence_penalty": 1.5});
+    let answer: Value = ureq::post(&format!("{url}/v1/chat/completions"))
+        .set("Authorization", "Bearer k3y")
+        .send_string(&body.to_string())
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], cli["text"]);
+    assert_eq!(answer["usage"]["prompt_tokens"], cli["prompt_tokens"]);
+    // The model is named by its directory, not its path.
+    let models: Value = ureq::get(&format!("{url}/v1/models"))
+        .set("Authorization", "Bearer k3y")
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "janus-tiny", "{models}");
     // A second server cannot take the same port: a clear error.
     let port = url.rsplit(':').next().unwrap();
     fails_with(

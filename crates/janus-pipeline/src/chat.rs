@@ -192,21 +192,27 @@ pub fn apply_roles(messages: &[Message], template: Template) -> Vec<Message> {
 
 /// The reference's `get_prompt` for the "deepseek" style: optional system prompt,
 /// then `Role: content` turns (stripped), EOS after each `assistant` turn and
-/// `\n\n` after every other one, `Role:` for an empty turn, and the whole
-/// string stripped.
+/// `\n\n` after each `user` one, `Role:` for an empty turn, and the whole
+/// string stripped. `roles`: the template's `(user, assistant)`.
 ///
 /// (The reference picks the separator by position, `\n\n` after even turns and
 /// EOS after odd ones: the same for the conversations it is written for, which
 /// alternate from a user turn. By role, a conversation that opens with the
 /// assistant's greeting or holds two user turns in a row still ends each user
-/// turn as the model was trained to see it, not with an end of sentence.)
-pub fn sft_format(messages: &[Message], system_prompt: &str, assistant: &str) -> String {
+/// turn as the model was trained to see it, not with an end of sentence. A
+/// conversation with other roles, kept verbatim, goes by position as in the
+/// reference.)
+pub fn sft_format(messages: &[Message], system_prompt: &str, roles: (&str, &str)) -> String {
+    let (user, assistant) = roles;
+    let by_role = messages
+        .iter()
+        .all(|m| m.role == user || m.role == assistant);
     let mut out = String::new();
     if !system_prompt.is_empty() {
         out.push_str(system_prompt);
         out.push_str("\n\n");
     }
-    for m in messages {
+    for (i, m) in messages.iter().enumerate() {
         let content = m.content.trim();
         out.push_str(&m.role);
         if content.is_empty() {
@@ -214,7 +220,12 @@ pub fn sft_format(messages: &[Message], system_prompt: &str, assistant: &str) ->
         } else {
             out.push_str(": ");
             out.push_str(content);
-            out.push_str(if m.role == assistant { SEP2 } else { "\n\n" });
+            let ends_a_reply = if by_role {
+                m.role == assistant
+            } else {
+                i % 2 == 1
+            };
+            out.push_str(if ends_a_reply { SEP2 } else { "\n\n" });
         }
     }
     out.trim().to_string()
@@ -262,7 +273,7 @@ pub fn understanding_prompt_with(messages: &[Message], template: Template, syste
     {
         msgs.push(Message::new(assistant, ""));
     }
-    sft_format(&msgs, system, assistant)
+    sft_format(&msgs, system, template.roles())
 }
 
 /// Image-generation prompt: no system prompt, `User: PROMPT`, empty assistant turn,
@@ -270,7 +281,7 @@ pub fn understanding_prompt_with(messages: &[Message], template: Template, syste
 pub fn generation_prompt(prompt: &str, template: Template, boi_tag: &str) -> String {
     let (user, assistant) = template.roles();
     let msgs = [Message::new(user, prompt), Message::new(assistant, "")];
-    format!("{}{boi_tag}", sft_format(&msgs, "", assistant))
+    format!("{}{boi_tag}", sft_format(&msgs, "", template.roles()))
 }
 
 /// Puts one placeholder (and a newline) per image in front of a question that has
@@ -325,6 +336,12 @@ mod tests {
         assert_eq!(
             understanding_prompt_with(&alternating, Template::Janus, ""),
             "User: a\n\nAssistant: b<｜end▁of▁sentence｜>User: c\n\nAssistant:"
+        );
+        // Other roles (kept verbatim): by position, as the reference.
+        let custom = [Message::new("Bot", "Hi."), Message::new("user", "a")];
+        assert_eq!(
+            understanding_prompt_with(&custom, Template::Janus, ""),
+            "Bot: Hi.\n\nUser: a<｜end▁of▁sentence｜>Assistant:"
         );
     }
 

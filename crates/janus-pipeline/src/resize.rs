@@ -116,15 +116,19 @@ pub fn resize_bicubic(
     nw: usize,
     nh: usize,
 ) -> Vec<u8> {
-    resize_in_strips(src, (w, h), channels, (nw, nh), STRIP_BYTES)
+    resize_in_pieces(src, (w, h), channels, (nw, nh), STRIP_BYTES, MAX_TAPS)
 }
 
-fn resize_in_strips(
+/// [`resize_bicubic`] with the horizontal pass's rows in strips of at most
+/// `strip_bytes` (at least one output row's) and its taps in groups of at
+/// most `max_taps` (at least one column's).
+fn resize_in_pieces(
     src: &[u8],
     (w, h): (usize, usize),
     channels: usize,
     (nw, nh): (usize, usize),
     strip_bytes: usize,
+    max_taps: usize,
 ) -> Vec<u8> {
     assert_eq!(src.len(), w * h * channels, "image buffer size");
     if nw == 0 || nh == 0 {
@@ -134,7 +138,11 @@ fn resize_in_strips(
     let fh = (nw != w).then(|| Filter::new(w, nw));
     if nh == h {
         return match &fh {
-            Some(fh) => horizontal(row, w, channels, 0..h, fh, nw),
+            Some(fh) => {
+                let mut out = vec![0u8; h * nw * channels];
+                horizontal(row, channels, 0..h, fh, nw, max_taps, &mut out);
+                out
+            }
             None => src.to_vec(),
         };
     }
@@ -146,21 +154,42 @@ fn resize_in_strips(
     };
     // Horizontal pass first (as Pillow 10), over the source rows a strip of
     // output rows reads; every output row in one strip unless that is over
-    // `strip_bytes` (rows shared by two strips are done twice, the same).
-    let mut out = vec![0u8; nh * nw * channels];
+    // `strip_bytes`. Rows two strips share are widened once: the next strip
+    // starts with them.
+    let stride = nw * channels;
+    let mut out = vec![0u8; nh * stride];
     let rows_end = |yy: usize| {
         let (ymin, n) = fv.bounds(yy);
         ymin + n
     };
+    let mut strip: Vec<u8> = Vec::new();
+    let mut widened = 0usize..0;
     let mut yy = 0;
     while yy < nh {
         let first = fv.bounds(yy).0;
         let mut end = yy + 1;
-        while end < nh && (rows_end(end) - first) * nw * channels <= strip_bytes {
+        while end < nh && (rows_end(end) - first) * stride <= strip_bytes {
             end += 1;
         }
-        let strip = horizontal(row, w, channels, first..rows_end(end - 1), &fh, nw);
-        vertical(&strip, nw * channels, first, &fv, yy..end, &mut out);
+        let last = rows_end(end - 1);
+        let kept = widened.end.saturating_sub(first);
+        if kept > 0 {
+            let from = (first - widened.start) * stride;
+            strip.copy_within(from..from + kept * stride, 0);
+        }
+        strip.resize((last - first) * stride, 0);
+        let new_rows = first + kept..last;
+        horizontal(
+            row,
+            channels,
+            new_rows,
+            &fh,
+            nw,
+            max_taps,
+            &mut strip[kept * stride..],
+        );
+        widened = first..last;
+        vertical(&strip, stride, first, &fv, yy..end, &mut out);
         yy = end;
     }
     out
@@ -170,20 +199,21 @@ fn resize_in_strips(
 /// output are done in groups whose taps take at most this many.
 const MAX_TAPS: usize = 1 << 20;
 
-/// The horizontal pass over source rows `rows` (`row(y)`: row `y`, `w`
-/// pixels), to `nw` pixels each.
+/// The horizontal pass over source rows `rows` (`row(y)`: row `y`), to `nw`
+/// pixels each, into `out` (`rows.len()` rows); the taps of at most
+/// `max_taps` are held at once.
 fn horizontal<'a>(
     row: impl Fn(usize) -> &'a [u8],
-    w: usize,
     channels: usize,
     rows: std::ops::Range<usize>,
     f: &Filter,
     nw: usize,
-) -> Vec<u8> {
-    debug_assert_eq!(f.in_size, w);
-    let mut out = vec![0u8; rows.len() * nw * channels];
+    max_taps: usize,
+    out: &mut [u8],
+) {
+    debug_assert_eq!(out.len(), rows.len() * nw * channels);
     let mut taps = Taps::of(f);
-    let group = (MAX_TAPS / f.ksize).max(1);
+    let group = (max_taps / f.ksize).max(1);
     let mut weights = vec![0i32; group.min(nw) * f.ksize];
     let mut bounds = Vec::with_capacity(group.min(nw));
     for first in (0..nw).step_by(group) {
@@ -208,7 +238,6 @@ fn horizontal<'a>(
             }
         }
     }
-    out
 }
 
 /// The vertical pass for output rows `out_rows` of `out`, reading `src`
@@ -247,16 +276,21 @@ mod tests {
     }
 
     #[test]
-    fn strips_give_the_same_pixels() {
+    fn strips_and_tap_groups_give_the_same_pixels() {
         // Every shape of pass: both, each alone, up and down.
         let (w, h) = (37, 91);
         let src: Vec<u8> = (0..w * h * 3).map(|i| (i * 7919 % 251) as u8).collect();
         for (nw, nh) in [(16, 40), (80, 13), (37, 20), (12, 91), (90, 200), (5, 3)] {
             let whole = resize_bicubic(&src, w, h, 3, nw, nh);
             assert_eq!(whole.len(), nw * nh * 3);
-            for strip_bytes in [0, 1, nw * 3 * 10] {
-                let strips = resize_in_strips(&src, (w, h), 3, (nw, nh), strip_bytes);
-                assert_eq!(strips, whole, "{nw}x{nh} in strips of {strip_bytes} bytes");
+            for strip_bytes in [0, 1, nw * 3 * 10, nw * 3 * 45] {
+                for max_taps in [1, 5, 17, 100] {
+                    let pieces = resize_in_pieces(&src, (w, h), 3, (nw, nh), strip_bytes, max_taps);
+                    assert_eq!(
+                        pieces, whole,
+                        "{nw}x{nh} in strips of {strip_bytes} bytes, {max_taps} taps"
+                    );
+                }
             }
         }
     }

@@ -199,14 +199,62 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 
 /// The id clients see for `--model`: a hub id as given, a local directory by
 /// its name (its path stays on the server: clients such as Open WebUI show
-/// the id, and it would tell every client where the files are).
+/// the id, and it would tell every client where the files are); a snapshot
+/// of the Hugging Face cache (`models--ORG--NAME/snapshots/COMMIT`) by its
+/// hub id.
 fn public_id(model: &str) -> String {
-    let path = std::path::Path::new(model);
+    use std::path::{Component, Path};
+    let path = Path::new(model);
     if !path.is_dir() {
         return model.to_string();
     }
-    path.canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| model.to_string())
+    // `.` or `..` name no directory: the absolute path does (symbolic links
+    // are not followed: a link is named as the user named it).
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut parts: Vec<String> = Vec::new();
+    for c in absolute.components() {
+        match c {
+            Component::Normal(name) => parts.push(name.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    match parts.as_slice() {
+        [.., repo, snapshots, _commit] if snapshots == "snapshots" => {
+            match repo.strip_prefix("models--") {
+                Some(id) => id.replacen("--", "/", 1),
+                None => parts[parts.len() - 1].clone(),
+            }
+        }
+        [.., name] => name.clone(),
+        [] => model.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_id;
+
+    #[test]
+    fn a_local_model_is_named_by_its_directory() {
+        let dir = std::env::temp_dir().join(format!("janus-id-{}", std::process::id()));
+        let snapshot = dir.join("models--deepseek-ai--Janus-Pro-7B/snapshots/0123abcd");
+        let plain = dir.join("Janus-Pro-1B");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::create_dir_all(plain.join("sub")).unwrap();
+        assert_eq!(
+            public_id(snapshot.to_str().unwrap()),
+            "deepseek-ai/Janus-Pro-7B"
+        );
+        assert_eq!(public_id(plain.to_str().unwrap()), "Janus-Pro-1B");
+        let up = plain.join("sub").join("..");
+        assert_eq!(public_id(up.to_str().unwrap()), "Janus-Pro-1B");
+        assert_eq!(
+            public_id("deepseek-ai/Janus-Pro-1B"),
+            "deepseek-ai/Janus-Pro-1B"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

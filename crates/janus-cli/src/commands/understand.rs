@@ -136,6 +136,14 @@ impl Job for Understand {
             precision,
             janus_pipeline::Modules::Understanding,
         )?;
+        let image_tag = &janus.processor().tokenizer().image_tag;
+        if self
+            .system_prompt
+            .as_ref()
+            .is_some_and(|s| s.contains(image_tag.as_str()))
+        {
+            bail!("a system message cannot hold images (`{image_tag}`)");
+        }
         let images = open_images(&janus, &self.messages, &self.images)?;
         let request = Request {
             messages: self.messages,
