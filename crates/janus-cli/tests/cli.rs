@@ -1278,12 +1278,15 @@ fn serve_answers_as_understand_does_and_stops_cleanly_on_sigterm() {
         "messages": [{"role": "user", "content": parts}],
         "max_tokens": 24,
     });
-    let answer: Value = ureq::post(&format!("{url}/v1/chat/completions"))
-        .set("Authorization", "Bearer k3y")
-        .send_string(&body.to_string())
-        .unwrap()
-        .into_json()
-        .unwrap();
+    let chat = |body: &Value| -> Value {
+        ureq::post(&format!("{url}/v1/chat/completions"))
+            .set("Authorization", "Bearer k3y")
+            .send_string(&body.to_string())
+            .unwrap()
+            .into_json()
+            .unwrap()
+    };
+    let answer = chat(&body);
     assert_eq!(answer["choices"][0]["message"]["content"], cli["text"]);
     assert_eq!(
         cli["text"],
@@ -1315,12 +1318,7 @@ fn serve_answers_as_understand_does_and_stops_cleanly_on_sigterm() {
         "json",
     ]);
     let body = serde_json::json!({"messages": messages, "max_tokens": 12, "presence_penalty": 1.5});
-    let answer: Value = ureq::post(&format!("{url}/v1/chat/completions"))
-        .set("Authorization", "Bearer k3y")
-        .send_string(&body.to_string())
-        .unwrap()
-        .into_json()
-        .unwrap();
+    let answer = chat(&body);
     assert_eq!(answer["choices"][0]["message"]["content"], cli["text"]);
     assert_eq!(answer["usage"]["prompt_tokens"], cli["prompt_tokens"]);
     // The model is named by its directory, not its path.
