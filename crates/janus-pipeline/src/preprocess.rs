@@ -119,6 +119,16 @@ pub fn decode_image_within(bytes: &[u8], name: &str, max_pixels: u64) -> Result<
             return Ok(img);
         }
     }
+    // A JPEG inside a TIFF is decoded whole for each strip that points at
+    // it, whatever size the TIFF declares, outside the decoder's memory
+    // limit: 82 KB of strips sharing one JPEG took 17 s, a 16x1 TIFF holding
+    // a 16384x16384 one 2.4 GB.
+    if let Some(compression @ (6 | 7)) = tiff_compression(bytes) {
+        return Err(PipelineError::Image(format!(
+            "{name} is a TIFF with JPEG compression (compression {compression}), which is not \
+             read: convert it to PNG or JPEG"
+        )));
+    }
     let reader = || {
         image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
@@ -214,6 +224,40 @@ fn jpeg_dimensions(bytes: &[u8]) -> Option<(usize, usize)> {
     })
     .ok()
     .flatten()
+}
+
+/// The `Compression` tag of a TIFF's first image (the one decoded), if
+/// `b` is a TIFF (or BigTIFF) whose first directory says.
+fn tiff_compression(b: &[u8]) -> Option<u16> {
+    let little = match b.get(..2)? {
+        b"II" => true,
+        b"MM" => false,
+        _ => return None,
+    };
+    let int = |at: usize, len: usize| -> Option<u64> {
+        let bytes = b.get(at..at.checked_add(len)?)?;
+        Some(bytes.iter().enumerate().fold(0u64, |acc, (i, &v)| {
+            let shift = if little { 8 * i } else { 8 * (len - 1 - i) };
+            acc | (v as u64) << shift
+        }))
+    };
+    // Classic TIFF: 32-bit offsets, 12-byte entries; BigTIFF: 64-bit, 20.
+    let (ifd, count_len, entry_len, value_at) = match int(2, 2)? {
+        42 => (int(4, 4)?, 2, 12, 8),
+        43 => (int(8, 8)?, 8, 20, 12),
+        _ => return None,
+    };
+    let ifd = usize::try_from(ifd).ok()?;
+    let entries = int(ifd, count_len)?;
+    let first = ifd.checked_add(count_len)?;
+    for i in 0..entries.min(4096) as usize {
+        let entry = first.checked_add(i * entry_len)?;
+        if int(entry, 2)? == 259 {
+            // A SHORT: the value's first two bytes.
+            return u16::try_from(int(entry + value_at, 2)?).ok();
+        }
+    }
+    None
 }
 
 /// The most scans a JPEG may have (libjpeg-turbo's tools refuse over 500 with
@@ -500,6 +544,46 @@ mod tests {
         );
         // Cut before its end: truncated, whatever its scans.
         assert_eq!(jpeg_scans(&jpeg[..eoi]), None);
+    }
+
+    #[test]
+    fn tiffs_with_jpeg_compression_are_refused() {
+        let mut tiff = Vec::new();
+        image::ImageEncoder::write_image(
+            image::codecs::tiff::TiffEncoder::new(std::io::Cursor::new(&mut tiff)),
+            &[50; 4 * 3 * 3],
+            4,
+            3,
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+        assert_eq!(tiff_compression(&tiff), Some(1));
+        assert_eq!(decode_image(&tiff, "plain.tif").unwrap().pixels, [50; 36]);
+        // The same file with its Compression entry set to JPEG (7), then
+        // to old-style JPEG (6), in both byte orders' reading.
+        let ifd = u32::from_le_bytes(tiff[4..8].try_into().unwrap()) as usize;
+        let n = u16::from_le_bytes([tiff[ifd], tiff[ifd + 1]]) as usize;
+        let entry = (0..n)
+            .map(|i| ifd + 2 + 12 * i)
+            .find(|&e| tiff[e..e + 2] == 259u16.to_le_bytes())
+            .unwrap();
+        for jpeg in [7u16, 6] {
+            tiff[entry + 8..entry + 10].copy_from_slice(&jpeg.to_le_bytes());
+            let err = decode_image(&tiff, "strips.tif").unwrap_err().to_string();
+            assert!(
+                err.contains("strips.tif is a TIFF with JPEG compression"),
+                "{err}"
+            );
+        }
+        // Not TIFFs, or cut short: no answer, nothing read out of bounds.
+        for b in [
+            &b"MM\0*"[..],
+            b"II+\0\x08\0\0\0\xff\xff\xff\xff\xff\xff\xff\x7f",
+            b"\x89PNG",
+        ] {
+            assert_eq!(tiff_compression(b), None);
+        }
+        assert_eq!(tiff_compression(&tiff[..ifd + 4]), None);
     }
 
     #[test]
