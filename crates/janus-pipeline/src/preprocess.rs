@@ -559,8 +559,8 @@ mod tests {
         .unwrap();
         assert_eq!(tiff_compression(&tiff), Some(1));
         assert_eq!(decode_image(&tiff, "plain.tif").unwrap().pixels, [50; 36]);
-        // The same file with its Compression entry set to JPEG (7), then
-        // to old-style JPEG (6), in both byte orders' reading.
+        // The same (little-endian) file with its Compression entry set to
+        // JPEG (7), then to old-style JPEG (6).
         let ifd = u32::from_le_bytes(tiff[4..8].try_into().unwrap()) as usize;
         let n = u16::from_le_bytes([tiff[ifd], tiff[ifd + 1]]) as usize;
         let entry = (0..n)
@@ -575,6 +575,9 @@ mod tests {
                 "{err}"
             );
         }
+        // A big-endian directory of one entry: Compression, a SHORT 7.
+        let big = b"MM\0*\0\0\0\x08\0\x01\x01\x03\0\x03\0\0\0\x01\0\x07\0\0\0\0\0\0";
+        assert_eq!(tiff_compression(big), Some(7));
         // Not TIFFs, or cut short: no answer, nothing read out of bounds.
         for b in [
             &b"MM\0*"[..],
